@@ -1,0 +1,21 @@
+"""netspec: networks as data. Layer specs compile to PyTorch or JAX/Flax models.
+
+    import netspec as ns
+    net = ns.Network(input_shape=(3, 32, 32), layers=[ns.Conv2d(out_channels=16, kernel_size=3), ...])
+    print(net.summary())
+
+Nothing here imports torch or jax; backends live in `backends` and are imported on demand.
+"""
+from .errors import SpecError
+from .experiment import AdamConfig, DataConfig, Experiment, TrainConfig, load
+from .layers import LAYER_TYPES, BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, Layer, Linear, MaxPool2d, ReLU
+from .network import Network
+from .params import Weights, check_weights, init_weights, load_weights, save_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "Dropout", "Dropout2d", "Experiment", "Flatten",
+    "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "Network", "ReLU", "SpecError", "TrainConfig", "Weights",
+    "check_weights", "init_weights", "load", "load_weights", "save_weights",
+]

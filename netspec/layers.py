@@ -1,0 +1,229 @@
+"""Layer specs: one pydantic model per layer type, and the `Layer` tagged union.
+
+Each spec states its configuration, the output shape it gives for an input shape, and the
+parameters it owns (names, shapes, initializer, trainable or buffer). Input sizes are never written:
+the network infers them. Shapes exclude the batch dimension: (F,) or (C, H, W). Semantics follow
+PyTorch's conventions (see DESIGN.md); every backend implements these and redefines nothing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+
+from .errors import ShapeError
+
+Shape = tuple[int, ...]
+IntOrPair = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
+NonNegIntOrPair = Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]]
+
+
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    """An int or a pair, as a pair (height, width)."""
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One tensor a layer owns, in PyTorch's layout.
+
+    init: 'fan_in_uniform' (U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's Linear/Conv default),
+    'ones', 'zeros'. Buffers (running statistics) are not trained.
+    """
+
+    shape: Shape
+    init: Literal["fan_in_uniform", "ones", "zeros"]
+    fan_in: int = 0
+    trainable: bool = True
+    dtype: str = "float32"
+
+
+class LayerSpec(BaseModel):
+    """Base of every layer spec: strict (unknown fields are errors) and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        """The output shape for an input `shape`; raises ShapeError if the layer cannot take it."""
+        return shape
+
+    def params(self, shape: Shape) -> dict[str, ParamInfo]:
+        """The tensors this layer owns for an input `shape`, by state_dict suffix ('weight', ...)."""
+        return {}
+
+
+def _spatial(name: str, shape: Shape) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeError(f"{name} needs a (C, H, W) input but gets {shape}; check input_shape or the layers before it")
+    return shape  # type: ignore[return-value]
+
+
+def _window_output(name: str, what: str, shape: Shape, kernel, stride, padding) -> tuple[int, int]:
+    """Output H, W of a sliding window (conv or pool), PyTorch's floor rule, with clear errors."""
+    _, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
+    hp, wp = h + 2 * ph, w + 2 * pw
+    if kh > hp or kw > wp:
+        raise ShapeError(
+            f"{what} {kh}x{kw} is larger than its input {hp}x{wp} (after padding); "
+            f"use a smaller {what}, more padding, or fewer downsampling layers before it")
+    return (hp - kh) // sh + 1, (wp - kw) // sw + 1
+
+
+class Linear(LayerSpec):
+    """Fully connected layer y = x W^T + b on a flat input (F,)."""
+
+    type: Literal["Linear"] = "Linear"
+    out_features: PositiveInt
+    """Number of output features."""
+    bias: bool = True
+    """Add a learnable bias."""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 1:
+            raise ShapeError(f"Linear needs a flat input (F,) but gets {shape}; insert a Flatten before it")
+        return (self.out_features,)
+
+    def params(self, shape: Shape) -> dict[str, ParamInfo]:
+        fan_in = shape[0]
+        out = {"weight": ParamInfo((self.out_features, fan_in), "fan_in_uniform", fan_in)}
+        if self.bias:
+            out["bias"] = ParamInfo((self.out_features,), "fan_in_uniform", fan_in)
+        return out
+
+
+class Conv2d(LayerSpec):
+    """2-d convolution on (C, H, W), kernel in OIHW layout; padding is explicit zeros (no 'same')."""
+
+    type: Literal["Conv2d"] = "Conv2d"
+    out_channels: PositiveInt
+    """Number of output channels."""
+    kernel_size: IntOrPair
+    """Kernel height and width (an int for a square kernel)."""
+    stride: IntOrPair = 1
+    """Step of the window."""
+    padding: NonNegIntOrPair = 0
+    """Zeros added on each side of H and W."""
+    bias: bool = True
+    """Add a learnable bias per output channel."""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        _spatial("Conv2d", shape)
+        return (self.out_channels, *_window_output("Conv2d", "kernel", shape, self.kernel_size, self.stride, self.padding))
+
+    def params(self, shape: Shape) -> dict[str, ParamInfo]:
+        kh, kw = pair(self.kernel_size)
+        fan_in = shape[0] * kh * kw
+        out = {"weight": ParamInfo((self.out_channels, shape[0], kh, kw), "fan_in_uniform", fan_in)}
+        if self.bias:
+            out["bias"] = ParamInfo((self.out_channels,), "fan_in_uniform", fan_in)
+        return out
+
+
+class BatchNorm(LayerSpec):
+    """Batch normalization over features (F,) or channels (C, H, W), PyTorch's conventions.
+
+    Training normalizes with the biased batch variance and updates
+    running = (1 - momentum) * running + momentum * batch, with the unbiased variance for running_var.
+    """
+
+    type: Literal["BatchNorm"] = "BatchNorm"
+    momentum: float = Field(0.1, gt=0.0, le=1.0)
+    """Weight of the new batch statistic in the running average (PyTorch's meaning, not Flax's)."""
+    eps: float = Field(1e-5, gt=0.0)
+    """Added to the variance before the square root."""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) not in (1, 3):
+            raise ShapeError(f"BatchNorm needs an (F,) or (C, H, W) input but gets {shape}")
+        return shape
+
+    def params(self, shape: Shape) -> dict[str, ParamInfo]:
+        c = (shape[0],)
+        return {
+            "weight": ParamInfo(c, "ones"),
+            "bias": ParamInfo(c, "zeros"),
+            "running_mean": ParamInfo(c, "zeros", trainable=False),
+            "running_var": ParamInfo(c, "ones", trainable=False),
+            "num_batches_tracked": ParamInfo((), "zeros", trainable=False, dtype="int64"),
+        }
+
+
+class ReLU(LayerSpec):
+    """max(x, 0), element-wise."""
+
+    type: Literal["ReLU"] = "ReLU"
+
+
+def _check_rate(p: float) -> float:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout rate p={p} is outside [0, 1); use a value such as 0.5")
+    return p
+
+
+Rate = Annotated[float, AfterValidator(_check_rate)]
+
+
+class Dropout(LayerSpec):
+    """Element-wise dropout: each value zeroed with probability p, kept ones scaled by 1/(1-p)."""
+
+    type: Literal["Dropout"] = "Dropout"
+    p: Rate = 0.5
+    """Probability of dropping a value, in [0, 1)."""
+
+
+class Dropout2d(LayerSpec):
+    """Channel dropout on (C, H, W): whole channels zeroed with probability p (mask per sample and
+    channel, constant over H and W), kept ones scaled by 1/(1-p)."""
+
+    type: Literal["Dropout2d"] = "Dropout2d"
+    p: Rate = 0.5
+    """Probability of dropping a channel, in [0, 1)."""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 3:
+            raise ShapeError(f"Dropout2d drops whole channels and needs a (C, H, W) input but gets {shape}; use Dropout")
+        return shape
+
+
+class MaxPool2d(LayerSpec):
+    """Max pooling on (C, H, W); stride defaults to the kernel size, padding is -inf."""
+
+    type: Literal["MaxPool2d"] = "MaxPool2d"
+    kernel_size: IntOrPair
+    """Window height and width."""
+    stride: IntOrPair | None = None
+    """Step of the window; None means the kernel size (PyTorch's default, unlike Flax's 1)."""
+    padding: NonNegIntOrPair = 0
+    """Padding on each side; at most half the kernel, as in PyTorch."""
+
+    @property
+    def effective_stride(self) -> tuple[int, int]:
+        return pair(self.kernel_size if self.stride is None else self.stride)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        _spatial("MaxPool2d", shape)
+        (kh, kw), (ph, pw) = pair(self.kernel_size), pair(self.padding)
+        if 2 * ph > kh or 2 * pw > kw:
+            raise ShapeError(f"MaxPool2d padding {ph}x{pw} is more than half its kernel {kh}x{kw}; lower the padding")
+        return (shape[0], *_window_output("MaxPool2d", "pool", shape, self.kernel_size, self.effective_stride, self.padding))
+
+
+class Flatten(LayerSpec):
+    """Flattens (C, H, W) to (C*H*W,) in C, H, W order (PyTorch's), whatever layout a backend uses."""
+
+    type: Literal["Flatten"] = "Flatten"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (math.prod(shape),)
+
+
+Layer = Annotated[
+    Union[Linear, Conv2d, BatchNorm, ReLU, Dropout, Dropout2d, MaxPool2d, Flatten],
+    Field(discriminator="type"),
+]
+"""Any layer spec; the `type` field says which."""
+
+LAYER_TYPES: tuple[type[LayerSpec], ...] = (Linear, Conv2d, BatchNorm, ReLU, Dropout, Dropout2d, MaxPool2d, Flatten)

@@ -1,0 +1,68 @@
+"""Canonical weights: a flat dict of numpy arrays with PyTorch state_dict names and layouts.
+
+Initialization happens here, once, in numpy (PyTorch's default formulas), so every backend starts
+from bit-identical weights; a weights file written from one backend loads in the other.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpecError
+from .network import Network
+
+Weights = dict[str, np.ndarray]
+
+
+def init_weights(network: Network, seed: int = 0) -> Weights:
+    """Fresh weights for `network`: Linear/Conv weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    BatchNorm weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0.
+
+    Tensors are drawn in state_dict order from one numpy Generator seeded with `seed`.
+    """
+    rng = np.random.default_rng(seed)
+    weights: Weights = {}
+    for name, info in network.param_infos().items():
+        if info.init == "fan_in_uniform":
+            bound = 1.0 / math.sqrt(info.fan_in)
+            value = rng.uniform(-bound, bound, size=info.shape)
+        elif info.init == "ones":
+            value = np.ones(info.shape)
+        else:
+            value = np.zeros(info.shape)
+        weights[name] = np.asarray(value, dtype=info.dtype)
+    return weights
+
+
+def check_weights(network: Network, weights: Weights, source: str = "weights") -> Weights:
+    """Check names, shapes and dtypes against the network; return float32/int64 copies in order."""
+    infos = network.param_infos()
+    missing = sorted(set(infos) - set(weights))
+    extra = sorted(set(weights) - set(infos))
+    if missing or extra:
+        raise SpecError(f"{source}: do not fit the network: missing {missing or 'none'}, unexpected {extra or 'none'}")
+    out: Weights = {}
+    for name, info in infos.items():
+        value = np.asarray(weights[name])
+        if value.shape != tuple(info.shape):
+            raise SpecError(f"{source}: tensor '{name}' has shape {value.shape}, the network needs {tuple(info.shape)}")
+        out[name] = value.astype(info.dtype, copy=True)
+    return out
+
+
+def save_weights(weights: Weights, path: str | Path) -> None:
+    """Write weights as one .npz file (names are the archive's keys); backend-neutral."""
+    with open(path, "wb") as f:
+        np.savez(f, **weights)
+
+
+def load_weights(path: str | Path, network: Network | None = None) -> Weights:
+    """Read weights written by `save_weights`; checked against `network` when given."""
+    try:
+        with np.load(path) as archive:
+            weights = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as err:
+        raise SpecError(f"{path}: cannot read weights ({err}); give a .npz written by netspec") from None
+    return check_weights(network, weights, str(path)) if network is not None else weights
