@@ -60,6 +60,8 @@ class TrainConfig(_Strict):
     """Images per training step; a last partial batch is dropped."""
     epochs: PositiveInt = 50
     """Passes over the training split."""
+    eval_batch_size: PositiveInt = 500
+    """Images per step when evaluating (results do not depend on it; memory does)."""
     seed: int = 0
     """Seed of the weight initialization and of the dropout masks."""
     shuffle_seed: int = 42
