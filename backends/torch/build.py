@@ -1,0 +1,81 @@
+"""Spec -> torch module: one builder per layer type, and the network as an nn.Sequential.
+
+An nn.Sequential names its children "0", "1", ..., so its state_dict names are exactly the canonical
+names of netspec.params ("0.weight", "1.running_mean"); nothing needs renaming in either direction.
+Conv2d, Linear, ReLU, MaxPool2d and Flatten are torch's own: their semantics are PyTorch's by
+definition. BatchNorm and Dropout are hand-written (layers.py).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from netspec import layers as spec
+from netspec.layers import LayerSpec, Shape, pair
+from netspec.network import Network
+
+from .layers import BatchNorm, Dropout, Dropout2d
+
+Builder = Callable[[LayerSpec, Shape], nn.Module]
+"""builder(layer spec, input shape without the batch dimension) -> module."""
+
+
+def _linear(layer: spec.Linear, shape: Shape) -> nn.Module:
+    return nn.Linear(shape[0], layer.out_features, bias=layer.bias)
+
+
+def _conv2d(layer: spec.Conv2d, shape: Shape) -> nn.Module:
+    return nn.Conv2d(shape[0], layer.out_channels, pair(layer.kernel_size), stride=pair(layer.stride),
+                     padding=pair(layer.padding), bias=layer.bias)
+
+
+def _batch_norm(layer: spec.BatchNorm, shape: Shape) -> nn.Module:
+    return BatchNorm(shape[0], momentum=layer.momentum, eps=layer.eps)
+
+
+def _relu(layer: spec.ReLU, shape: Shape) -> nn.Module:
+    # Not in place: the first layer's input may be the caller's own array (forward shares memory).
+    return nn.ReLU()
+
+
+def _dropout(layer: spec.Dropout, shape: Shape) -> nn.Module:
+    return Dropout(layer.p)
+
+
+def _dropout2d(layer: spec.Dropout2d, shape: Shape) -> nn.Module:
+    return Dropout2d(layer.p)
+
+
+def _max_pool2d(layer: spec.MaxPool2d, shape: Shape) -> nn.Module:
+    return nn.MaxPool2d(pair(layer.kernel_size), stride=layer.effective_stride, padding=pair(layer.padding))
+
+
+def _flatten(layer: spec.Flatten, shape: Shape) -> nn.Module:
+    return nn.Flatten()  # (N, C, H, W) -> (N, C*H*W) in C, H, W order: the spec's order
+
+
+BUILDERS: dict[type[LayerSpec], Builder] = {
+    spec.Linear: _linear,
+    spec.Conv2d: _conv2d,
+    spec.BatchNorm: _batch_norm,
+    spec.ReLU: _relu,
+    spec.Dropout: _dropout,
+    spec.Dropout2d: _dropout2d,
+    spec.MaxPool2d: _max_pool2d,
+    spec.Flatten: _flatten,
+}
+"""Every layer type of the spec union (a test checks it against netspec.layers.LAYER_TYPES)."""
+
+
+def build_module(network: Network) -> nn.Sequential:
+    """The network as an nn.Sequential with torch's default initialization (the model overwrites it
+    with canonical weights)."""
+    shapes = network.shapes()
+    modules = []
+    for index, layer in enumerate(network.layers):
+        builder = BUILDERS.get(type(layer))
+        if builder is None:
+            raise NotImplementedError(f"layer {index} ({layer.type}): the torch backend has no builder for it")
+        modules.append(builder(layer, shapes[index]))
+    return nn.Sequential(*modules)
