@@ -90,8 +90,8 @@ def cmd_train(argv: list[str]) -> int:
 
 def _is_sweep(path: str) -> bool:
     from netspec.io import read_json
-    data = read_json(path)
-    return isinstance(data, dict) and "sweep" in data
+    from netspec.sweep import is_sweep_file
+    return is_sweep_file(read_json(path))
 
 
 def cmd_schema(argv: list[str]) -> int:

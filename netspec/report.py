@@ -15,6 +15,11 @@ def _pyplot():
     return plt
 
 
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+    return MaxNLocator(integer=True)
+
+
 def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, title: str,
                 path: Path, ylim: tuple[float, float] | None = None) -> None:
     """One line per named (epochs, values) series, labelled axes and legend, saved as PNG."""
@@ -23,6 +28,7 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylab
     for label, (x, y) in series.items():
         ax.plot(x, y, label=label, linewidth=1.6)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(_integer_locator())
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if ylim:
