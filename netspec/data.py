@@ -193,9 +193,8 @@ def normalization(kind: str, train_x: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def scaled(x: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """uint8 NCHW -> float32 (x - shift) / scale, in place on the one float copy."""
-    out = x.astype(np.float32)
-    out -= shift.astype(np.float32).reshape(1, -1, 1, 1)
+    """uint8 NCHW -> float32 (x - shift) / scale: one float array, divided in place."""
+    out = np.subtract(x, shift.astype(np.float32).reshape(1, -1, 1, 1), dtype=np.float32)
     out /= scale.astype(np.float32).reshape(1, -1, 1, 1)
     return out
 

@@ -22,12 +22,14 @@ class DataConfig(_Strict):
     source: Literal["cifar10", "synthetic"] = "cifar10"
     """'cifar10' (TFDS, or a local copy given by `dir`) or 'synthetic' (seeded, learnable, CIFAR-shaped)."""
     dir: Optional[str] = None
-    """A local CIFAR-10 copy: an image-folder tree (train/<class>/*, test/<class>/*) or cifar-10-batches-py."""
+    """A local CIFAR-10 copy: an image-folder tree (train/<class>/*, test/<class>/*), cifar-10-batches-py,
+    or a .tar.gz of either; decoded once, then cached (netspec.data)."""
     val_size: NonNegativeInt = 10_000
     """Images held out of the training set for validation (the report: 10,000 of 50,000)."""
     split: Literal["tail", "stratified"] = "tail"
     """'tail': validation is the last `val_size` images in the source's order (the report);
-    'stratified': a seeded random split with equal class shares (for sources without an order)."""
+    'stratified': a seeded random split with equal class shares (the choice for image-folder trees, which
+    have no original order: netspec.data interleaves their classes, so 'tail' still takes every class)."""
     normalize: Literal["report", "per_channel"] = "report"
     """'report': (x - 128) / 255 as the lab's framework; 'per_channel': mean/std of the training split."""
     seed: int = 42
