@@ -100,12 +100,14 @@ def _overlay_figures(name: str, labels: list[str], found: dict[str, list[Optiona
     return lines
 
 
-def _run_section(name: str, run_id: str, by_backend: dict[str, Run], out: Path) -> list[str]:
+def _run_section(name: str, run_id: str, by_backend: dict[str, Run], used_in: list[str], out: Path) -> list[str]:
     first = next(iter(by_backend.values()))
     spec = json.loads((first.directory / outputs.SPEC).read_text())
     lines = [f"### `{name}` ({run_id})", ""]
     if spec.get("description"):
         lines += [spec["description"], ""]
+    if used_in:
+        lines += ["In sweeps: " + "; ".join(used_in), ""]
     t = spec["train"]
     lines += [f"batch {t['batch_size']}, lr {t['lr']}, {first.metrics.get('epochs')} epochs, data {spec['data']['source']}"
               + (f" ({spec['data']['dir']})" if spec["data"].get("dir") else ""), ""]
@@ -134,11 +136,16 @@ def build_report(root: Path, out: Path) -> Path:
         for manifest in manifests:
             lines += _sweep_section(manifest, runs, out)
     lines += ["## Runs", ""]
+    used_in: dict[tuple[str, str], list[str]] = {}
+    for manifest in manifests:
+        for point in manifest["points"]:
+            used_in.setdefault((point["name"], point["run_id"]), []).append(f"`{manifest['name']}` {point['label']}")
     grouped: dict[tuple[str, str], dict[str, Run]] = {}
     for (name, backend, rid), run in runs.items():
         grouped.setdefault((name, rid), {})[backend] = run
     for (name, rid), by_backend in grouped.items():
-        lines += _run_section(name, rid, dict(sorted(by_backend.items(), key=lambda kv: kv[0] != "torch")), out)
+        ordered = dict(sorted(by_backend.items(), key=lambda kv: kv[0] != "torch"))
+        lines += _run_section(name, rid, ordered, used_in.get((name, rid), []), out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out

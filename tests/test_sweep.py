@@ -101,3 +101,4 @@ def test_report_tables_hold_the_runs_numbers_and_figures_exist(finished_sweep: t
         assert (runs / "figures" / backend_figure).stat().st_size > 1000
         assert f"figures/{backend_figure}" in report
     assert report.count("/acc.png)") == 2  # each run's own curves are linked
+    assert "In sweeps: `rates` lr=0.01" in report
