@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backends.base import batch_index_matrix
-from backends.torch import BACKEND
+from backends.torch import BACKEND, resolve_device
 from netspec import layers as spec
 from netspec.experiment import Experiment, TrainConfig
 from netspec.network import Network
@@ -53,7 +53,6 @@ class Contender:
     name: str
     prepare: Callable[[Workload], EpochRunner]
     """Builds the model and puts the data on the device (not timed); returns the epoch runner."""
-    times: list[float] = field(default_factory=list, compare=False)
 
 
 def torch_nn_network(network: Network) -> nn.Sequential:
@@ -112,7 +111,7 @@ def torch_nn_loop(fused: bool) -> Callable[[Workload], EpochRunner]:
     TorchModel.train_steps (device gather, forward, loss, backward, Adam step, metrics on the device)."""
 
     def prepare(workload: Workload) -> EpochRunner:
-        device = torch.device(workload.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(workload.device)
         torch.manual_seed(workload.seed)
         module = load_into(torch_nn_network(workload.network), workload.weights).to(device)
         opt = workload.train.optimizer
@@ -159,25 +158,28 @@ def make_workload(args: argparse.Namespace) -> Workload:
     return Workload(network, init_weights(network, args.seed), x, y, train, args.seed, args.device)
 
 
-def run(contenders: list[Contender], workload: Workload, warmup: int, repeats: int) -> None:
+def run(contenders: list[Contender], workload: Workload, warmup: int, repeats: int) -> list[list[float]]:
+    """Seconds of each timed epoch, per contender. Every contender sees the same index batches."""
     rng = np.random.default_rng(42)
     epochs = [batch_index_matrix(rng.permutation(len(workload.y)), workload.train.batch_size)
               for _ in range(warmup + repeats)]
     runners = [c.prepare(workload) for c in contenders]
+    times: list[list[float]] = [[] for _ in contenders]
     for i, batches in enumerate(epochs):
-        for contender, runner in zip(contenders, runners):
-            seconds = runner(batches)
+        for contender, runner, seconds in zip(contenders, runners, times):
+            elapsed = runner(batches)
             if i >= warmup:
-                contender.times.append(seconds)
-                print(f"  epoch {i - warmup + 1}/{repeats}  {contender.name:<34} {seconds:7.3f} s", flush=True)
+                seconds.append(elapsed)
+                print(f"  epoch {i - warmup + 1}/{repeats}  {contender.name:<34} {elapsed:7.3f} s", flush=True)
+    return times
 
 
-def report(contenders: list[Contender], steps: int) -> None:
-    base = statistics.median(contenders[0].times)
+def report(contenders: list[Contender], times: list[list[float]], steps: int) -> None:
+    base = statistics.median(times[0])
     print(f"\n{'contender':<34} {'median s/epoch':>14} {'min':>8} {'ms/step':>8} {'ratio':>7}")
-    for c in contenders:
-        median = statistics.median(c.times)
-        print(f"{c.name:<34} {median:14.3f} {min(c.times):8.3f} {1e3 * median / steps:8.1f} {median / base:6.3f}x")
+    for contender, seconds in zip(contenders, times):
+        median = statistics.median(seconds)
+        print(f"{contender.name:<34} {median:14.3f} {min(seconds):8.3f} {1e3 * median / steps:8.1f} {median / base:6.3f}x")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -199,8 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.spec}: {workload.network.num_params():,} parameters; {args.train_size:,} examples, batch "
           f"{args.batch_size} ({steps} steps/epoch); torch {env['torch']}, {env['devices'][0]}, "
           f"{torch.get_num_threads()} threads; {args.warmup} warm-up + {args.repeats} timed epochs each")
-    run(CONTENDERS, workload, args.warmup, args.repeats)
-    report(CONTENDERS, steps)
+    report(CONTENDERS, run(CONTENDERS, workload, args.warmup, args.repeats), steps)
 
 
 if __name__ == "__main__":

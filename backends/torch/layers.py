@@ -97,8 +97,8 @@ class BatchNorm(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
     def forward(self, x: Tensor) -> Tensor:
+        view = _channel_view(x)[1]  # also rejects other ranks
         if not self.training:
-            view = _channel_view(x)[1]
             # Running statistics are constants here: one fused multiply-add, left to autograd.
             scale = self.weight * torch.rsqrt(self.running_var + self.eps)
             shift = self.bias - self.running_mean * scale

@@ -1,0 +1,75 @@
+"""JAX contenders of benchmarks/epoch_time.py: the JAX backend, and the same model and loop with
+Flax's own BatchNorm and Dropout in place of the hand-written ones.
+
+Both run JaxModel's loop (one jitted step with donated buffers per index batch, metrics summed on the
+device, one read per epoch), so the ratio between them is the cost of the hand-written layers alone.
+Each function returns an epoch function; epoch_time.py times it.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from backends.jax import BACKEND
+from backends.jax.builders import BUILDERS
+from backends.jax.model import JaxModel, pick_device
+from netspec import layers as spec
+from netspec.layers import LayerSpec
+from netspec.params import Weights
+
+Epoch = Callable[[np.ndarray], object]
+
+
+class FlaxBuiltinNet(nn.Module):
+    """The network with flax.linen.BatchNorm / Dropout (a reference: never used by the backend)."""
+
+    layers: tuple[LayerSpec, ...]
+    precision: Optional[jax.lax.Precision] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, spec.BatchNorm):  # Flax's momentum weighs the old value: 1 - PyTorch's
+                x = nn.BatchNorm(use_running_average=not train, momentum=1.0 - layer.momentum, epsilon=layer.eps,
+                                 name=str(index))(x)
+            elif isinstance(layer, (spec.Dropout, spec.Dropout2d)):  # Dropout2d: one draw per (N, C) in NHWC
+                broadcast = (1, 2) if isinstance(layer, spec.Dropout2d) else ()
+                x = nn.Dropout(layer.p, broadcast_dims=broadcast, deterministic=not train)(x)
+            else:
+                x = BUILDERS[type(layer)](layer, str(index), self.precision)(x, train)
+        return x
+
+
+class FlaxBuiltinModel(JaxModel):
+    """JaxModel's loop around FlaxBuiltinNet; its variables come from Flax's init (names differ from
+    the canonical ones, which timing does not need)."""
+
+    def _build_module(self, precision: Optional[jax.lax.Precision]) -> nn.Module:
+        return FlaxBuiltinNet(tuple(self.network.layers), precision)
+
+    def set_weights(self, weights: Weights) -> None:
+        shape = tuple(self.network.input_shape)
+        x = jnp.zeros((2, *shape[1:], shape[0]) if len(shape) == 3 else (2, *shape))  # NHWC
+        variables = jax.device_put(self._module.init(jax.random.key(0), x, False), self._device)
+        self._state = self._state._replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
+
+
+def _epoch(model: JaxModel, workload: Any) -> Epoch:
+    data = model.to_device(workload.x, workload.y)
+    model.setup_optimizer(workload.train)
+    return lambda batches: model.train_steps(data, batches, workload.train.lr)
+
+
+def netspec_jax(workload: Any) -> Epoch:
+    """The JAX backend as the trainer uses it."""
+    return _epoch(BACKEND.compile(workload.network, workload.weights, workload.seed, workload.device), workload)
+
+
+def flax_builtin(workload: Any) -> Epoch:
+    """The same network and loop with flax.linen.BatchNorm / Dropout."""
+    model = FlaxBuiltinModel(workload.network, workload.weights, workload.seed, pick_device(workload.device), "default")
+    return _epoch(model, workload)
