@@ -1,0 +1,89 @@
+"""One builder per layer spec, and the Flax module that runs a network's layers in order.
+
+Every layer runs on NHWC data (or (N, F) once flat) and is called as `layer(x, train)`. Builders are
+called inside `SpecNet.__call__` (a compact method), so the modules they create are named by the
+layer's index: the variable tree is {'params': {'0': {...}}, 'batch_stats': {'1': {...}}}, which
+backends/jax/convert.py maps to the canonical names ('0.weight', '1.running_mean').
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from netspec import layers as spec
+from netspec.layers import LayerSpec, pair
+
+from .layers import BatchNorm, Dropout
+
+LayerFn = Callable[[jax.Array, bool], jax.Array]
+"""A built layer: (x, train) -> y."""
+Builder = Callable[[Any, str, Optional[jax.lax.Precision]], LayerFn]
+"""(spec, name, matmul precision) -> layer. The name is the layer's index in the network."""
+
+
+def _stateless(fn: Callable[[jax.Array], jax.Array]) -> LayerFn:
+    """A layer that behaves the same in training and evaluation."""
+    return lambda x, train: fn(x)
+
+
+def _explicit_padding(padding: int | tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    # Written out per side: Flax's Conv defaults to 'SAME', the spec (PyTorch) means zeros per side.
+    ph, pw = pair(padding)
+    return (ph, ph), (pw, pw)
+
+
+def flatten_chw(x: jax.Array) -> jax.Array:
+    """Flatten in C, H, W order (PyTorch's), so a following Linear takes the canonical weights as they
+    are; flattening NHWC directly would give H, W, C order."""
+    if x.ndim == 4:
+        x = jnp.transpose(x, (0, 3, 1, 2))
+    return x.reshape(x.shape[0], -1)
+
+
+def _linear(s: spec.Linear, name: str, precision: Optional[jax.lax.Precision]) -> LayerFn:
+    return _stateless(nn.Dense(s.out_features, use_bias=s.bias, precision=precision, name=name))
+
+
+def _conv(s: spec.Conv2d, name: str, precision: Optional[jax.lax.Precision]) -> LayerFn:
+    return _stateless(nn.Conv(s.out_channels, pair(s.kernel_size), strides=pair(s.stride),
+                              padding=_explicit_padding(s.padding), use_bias=s.bias, precision=precision, name=name))
+
+
+def _max_pool(s: spec.MaxPool2d, name: str, precision: Optional[jax.lax.Precision]) -> LayerFn:
+    # Stride written out (Flax's max_pool defaults to 1, the spec to the kernel); nn.max_pool pads
+    # with -inf (reduce_window's init value), as PyTorch does.
+    window, stride, padding = pair(s.kernel_size), s.effective_stride, _explicit_padding(s.padding)
+    return _stateless(lambda x: nn.max_pool(x, window, stride, padding))
+
+
+BUILDERS: dict[type[LayerSpec], Builder] = {
+    spec.Linear: _linear,
+    spec.Conv2d: _conv,
+    spec.BatchNorm: lambda s, name, precision: BatchNorm(s.momentum, s.eps, name=name),
+    spec.ReLU: lambda s, name, precision: _stateless(nn.relu),
+    spec.Dropout: lambda s, name, precision: Dropout(s.p, name=name),
+    spec.Dropout2d: lambda s, name, precision: Dropout(s.p, channelwise=True, name=name),
+    spec.MaxPool2d: _max_pool,
+    spec.Flatten: lambda s, name, precision: _stateless(flatten_chw),
+}
+"""Spec class -> builder; a test checks it covers netspec.layers.LAYER_TYPES."""
+
+
+class SpecNet(nn.Module):
+    """A network's layers applied in order to NHWC (or flat) input."""
+
+    layers: tuple[LayerSpec, ...]
+    precision: Optional[jax.lax.Precision] = None
+    """Precision of every matmul and conv (HIGHEST for parity: no TF32/bf16 passes on GPUs)."""
+    overrides: tuple[tuple[type[LayerSpec], Builder], ...] = ()
+    """(spec class, builder) pairs used instead of BUILDERS' (the benchmark's Flax built-in layers)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        builders = {**BUILDERS, **dict(self.overrides)}
+        for index, layer in enumerate(self.layers):
+            x = builders[type(layer)](layer, str(index), self.precision)(x, train)
+        return x

@@ -1,0 +1,86 @@
+"""Hand-written BatchNorm and Dropout for the JAX backend (Flax linen), with PyTorch's semantics.
+
+None of flax.linen.BatchNorm / Dropout or nnx.BatchNorm / Dropout is used here: the point of the
+project is that these layers are written out and checked against PyTorch's own (tests/). Data is
+NHWC on the device, so the channel axis is always the last one.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+def _nchw(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """An NHWC shape written as PyTorch would print it (N, C, H, W), for error messages."""
+    return (shape[0], shape[-1], *shape[1:-1]) if len(shape) == 4 else tuple(shape)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over (N, F) or (N, H, W, C), PyTorch's conventions (not Flax's).
+
+    Training normalizes with the biased batch variance and updates, in the 'batch_stats' collection,
+    running = (1 - momentum) * running + momentum * batch, with the *unbiased* variance for
+    running_var, and counts num_batches_tracked (kept so canonical weights round-trip). Evaluation
+    normalizes with the running statistics. Leaves are named as torch's state_dict suffixes.
+    """
+
+    momentum: float = 0.1
+    """Weight of the new batch statistic (PyTorch's meaning; Flax's `momentum` is the old one's)."""
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c = x.shape[-1]
+        weight = self.param("weight", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        running_mean = self.variable("batch_stats", "running_mean", jnp.zeros, (c,), jnp.float32)
+        running_var = self.variable("batch_stats", "running_var", jnp.ones, (c,), jnp.float32)
+        # int32: JAX keeps 64-bit integers off by default; the canonical dict holds it as int64.
+        tracked = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
+        if not train:
+            centred, var = x - running_mean.value, running_var.value
+        else:
+            axes = tuple(range(x.ndim - 1))
+            n = x.size // c
+            if n <= 1:  # shapes are static: fail at trace time, as PyTorch does, instead of a NaN
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size {_nchw(x.shape)}")
+            # float32 far from 0 has few digits left for the deviations (PyTorch's CPU kernels keep
+            # the mean in float64). Centre on the first sample instead, which is exact (Sterbenz),
+            # so the mean and the deviations are sums of small numbers; and take the variance
+            # around the mean in a second pass, never as E[x^2] - E[x]^2.
+            shift = jax.lax.stop_gradient(x[(0,) * len(axes)])
+            deviation = x - shift
+            deviation_mean = jnp.mean(deviation, axes)
+            centred = deviation - deviation_mean
+            var = jnp.mean(jnp.square(centred), axes)
+            if not self.is_initializing():
+                m = self.momentum
+                mean = jax.lax.stop_gradient(shift + deviation_mean)
+                running_mean.value = (1.0 - m) * running_mean.value + m * mean
+                running_var.value = (1.0 - m) * running_var.value + (m * n / (n - 1)) * jax.lax.stop_gradient(var)
+                tracked.value = tracked.value + 1
+        return centred * (weight * jax.lax.rsqrt(var + self.eps)) + bias
+
+
+class Dropout(nn.Module):
+    """Inverted dropout with its own 'dropout' RNG stream: kept values scaled by 1/(1-p) in training,
+    identity in evaluation; p = 0 adds nothing to the graph.
+
+    channelwise=False: one draw per value (spec `Dropout`). channelwise=True: one draw per sample and
+    channel, constant over H and W, i.e. a (N, 1, 1, C) mask in NHWC (spec `Dropout2d`).
+    """
+
+    rate: float = 0.5
+    channelwise: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if not train or self.rate == 0.0:
+            return x
+        if self.channelwise and x.ndim != 4:
+            raise ValueError(f"Dropout2d expects a (N, C, H, W) input, got input size {_nchw(x.shape)}")
+        keep = 1.0 - self.rate
+        shape = (x.shape[0], 1, 1, x.shape[-1]) if self.channelwise else x.shape
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return jnp.where(mask, x * (1.0 / keep), jnp.zeros((), x.dtype))

@@ -1,0 +1,259 @@
+"""The compiled JAX model: the protocol of backends/base.py on a Flax linen module.
+
+State (parameters, running statistics, Adam moments, dropout key) is one pytree, `TrainState`. The
+training step is a pure function jitted once per model with the state's buffers donated; it takes
+the device-resident split and one row of indices, so batches never leave the device and the loss
+and accuracy sums stay there until the one read at the end of `train_steps`.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from netspec.errors import SpecError
+from netspec.experiment import TrainConfig
+from netspec.network import Network
+from netspec.params import Weights, check_weights, init_weights
+
+from ..base import Precision
+from . import convert
+from .builders import SpecNet
+
+_MATMUL_PRECISION: dict[str, Optional[jax.lax.Precision]] = {
+    "default": None,                       # the platform's fast default (TF32 on recent GPUs)
+    "highest": jax.lax.Precision.HIGHEST,  # true float32 in every matmul and conv of this model
+}
+
+TRACES: collections.Counter[str] = collections.Counter()
+"""How many times each jitted function has been traced (over all models); tests use it to prove
+that the step and the evaluation are compiled once, whatever the lr or a short last batch."""
+
+
+@dataclass(frozen=True)
+class JaxData:
+    """A split on the model's device: x as NHWC (or (N, F)) float32, y as int32."""
+
+    x: jax.Array
+    y: jax.Array
+    num_examples: int
+
+
+class TrainState(NamedTuple):
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    """optax Adam state, or None before setup_optimizer."""
+    key: jax.Array
+    """The dropout RNG; split once per training forward pass."""
+
+
+def pick_device(name: Optional[str] = None) -> jax.Device:
+    """'cpu', 'gpu' / 'cuda', 'gpu:1'; None: the first GPU when jax has one, else the CPU."""
+    if name is None:
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError:  # no GPU backend in this jaxlib, or no GPU
+            return jax.devices("cpu")[0]
+    platform, _, index = name.lower().partition(":")
+    platform = "gpu" if platform == "cuda" else platform
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        raise SpecError(f"device {name!r}: jax has no {platform} device here; use 'cpu' or leave the device unset") from None
+    if index and (not index.isdigit() or int(index) >= len(devices)):
+        raise SpecError(f"device {name!r}: jax sees {len(devices)} {platform} device(s); use an index below {len(devices)}")
+    return devices[int(index) if index else 0]
+
+
+def describe_device(device: jax.Device) -> str:
+    return "cpu" if device.platform == "cpu" else f"{device.platform}:{device.id} ({device.device_kind})"
+
+
+def _nhwc(x: jax.Array) -> jax.Array:
+    """NCHW images -> NHWC (the layout XLA's convs prefer); flat (N, F) input unchanged."""
+    return jnp.transpose(x, (0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def _nchw(y: jax.Array) -> jax.Array:
+    """A network output back in PyTorch's layout (only a network that ends on images needs it)."""
+    return jnp.transpose(y, (0, 3, 1, 2)) if y.ndim == 4 else y
+
+
+class JaxModel:
+    """A network compiled to Flax, behind the protocol of backends.base.Model."""
+
+    def __init__(self, network: Network, weights: Weights, seed: int, device: jax.Device,
+                 precision: Precision) -> None:
+        if precision not in _MATMUL_PRECISION:
+            raise SpecError(f"precision {precision!r}: use one of {', '.join(_MATMUL_PRECISION)}")
+        self.network = network
+        self.device = describe_device(device)
+        self._device = device
+        self._module = self._build_module(_MATMUL_PRECISION[precision])
+        self._state = TrainState({}, {}, None, jax.device_put(jax.random.key(seed), device))
+        self.set_weights(weights)
+        self._forward_eval = jax.jit(self._forward_eval_fn)
+        self._forward_train = jax.jit(self._forward_train_fn)
+        self._loss_and_grads = jax.jit(self._loss_and_grads_fn)
+        self._eval_step = jax.jit(self._eval_step_fn, static_argnames="batch_size", donate_argnums=0)
+        self._train_step = None  # built by setup_optimizer: it closes over the Adam settings
+
+    def _build_module(self, precision: Optional[jax.lax.Precision]) -> nn.Module:
+        """The Flax module run by every step (benchmarks swap in one of Flax's built-in layers)."""
+        return SpecNet(tuple(self.network.layers), precision)
+
+    # ---- pure functions (traced by jax.jit; TRACES counts the traces) ----
+
+    def _run(self, params: Any, stats: Any, x: jax.Array, train: bool,
+             key: Optional[jax.Array]) -> tuple[jax.Array, Any]:
+        """Logits and the running statistics after this pass, for NHWC (or flat) x."""
+        variables = {"params": params, "batch_stats": stats}
+        if not train:
+            return self._module.apply(variables, x, False), stats
+        logits, updated = self._module.apply(variables, x, True, rngs={"dropout": key}, mutable=["batch_stats"])
+        return logits, updated.get("batch_stats", stats)
+
+    def _loss(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
+              key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+        logits, stats = self._run(params, stats, x, True, key)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, stats)
+
+    def _forward_eval_fn(self, params: Any, stats: Any, x: jax.Array) -> jax.Array:
+        TRACES["forward_eval"] += 1
+        return _nchw(self._run(params, stats, _nhwc(x), False, None)[0])
+
+    def _forward_train_fn(self, params: Any, stats: Any, x: jax.Array, key: jax.Array) -> tuple[jax.Array, Any]:
+        TRACES["forward_train"] += 1
+        logits, stats = self._run(params, stats, _nhwc(x), True, key)
+        return _nchw(logits), stats
+
+    def _loss_and_grads_fn(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
+                           key: jax.Array) -> tuple[jax.Array, Any]:
+        TRACES["loss_and_grads"] += 1
+        (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(params, stats, _nhwc(x), y, key)
+        return loss, grads
+
+    def _train_step_fn(self, adam: optax.GradientTransformation, state: TrainState, sums: jax.Array,
+                       x_all: jax.Array, y_all: jax.Array, idx: jax.Array, lr: jax.Array) -> tuple[TrainState, jax.Array]:
+        """One Adam step on the batch x_all[idx]; adds (loss, number correct) to `sums` (counts stay
+        exact in float32). lr is traced, so a new learning rate reuses the compiled step."""
+        TRACES["train_step"] += 1
+        x, y = x_all[idx], y_all[idx]
+        key, sub = jax.random.split(state.key)
+        (loss, (logits, stats)), grads = jax.value_and_grad(self._loss, has_aux=True)(state.params, state.batch_stats, x, y, sub)
+        # optax's scale_by_adam is torch.optim.Adam's direction (eps outside the sqrt, eps_root=0);
+        # lr is applied here rather than by optax.adam so that it stays a traced argument.
+        updates, opt_state = adam.update(grads, state.opt_state)
+        params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+        correct = jnp.sum(jnp.argmax(logits, axis=-1) == y).astype(loss.dtype)
+        return TrainState(params, stats, opt_state, key), sums + jnp.stack([loss, correct])
+
+    def _eval_step_fn(self, sums: jax.Array, params: Any, stats: Any, x_all: jax.Array, y_all: jax.Array,
+                      start: jax.Array, batch_size: int) -> jax.Array:
+        """Adds (sum of losses, number correct) of the batch at `start` to `sums`. The batch shape is
+        fixed: past the end, indices repeat the last example and are masked out, so a short last
+        batch does not trace a second program."""
+        TRACES["eval_step"] += 1
+        idx = start + jnp.arange(batch_size)
+        valid = (idx < x_all.shape[0]).astype(jnp.float32)
+        idx = jnp.minimum(idx, x_all.shape[0] - 1)
+        logits, _ = self._run(params, stats, x_all[idx], False, None)
+        y = y_all[idx]
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
+        return sums + jnp.stack([jnp.sum(losses * valid), jnp.sum(correct * valid)])
+
+    # ---- the protocol ----
+
+    def _batch(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != tuple(self.network.input_shape):
+            raise ValueError(f"input of shape {x.shape} does not fit the network's input_shape {tuple(self.network.input_shape)}")
+        return x
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        s = self._state
+        if not train:
+            return np.asarray(self._forward_eval(s.params, s.batch_stats, self._batch(x)))
+        key, sub = jax.random.split(s.key)
+        logits, stats = self._forward_train(s.params, s.batch_stats, self._batch(x), sub)
+        self._state = s._replace(batch_stats=stats, key=key)
+        return np.asarray(logits)
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        s = self._state
+        loss, grads = self._loss_and_grads(s.params, s.batch_stats, self._batch(x), np.asarray(y, np.int32),
+                                           jax.random.split(s.key)[1])  # the state's key is not advanced
+        return float(loss), convert.to_canonical(self.network, {"params": grads}, trainable_only=True)
+
+    def get_weights(self) -> Weights:
+        s = self._state
+        return convert.to_canonical(self.network, {"params": s.params, "batch_stats": s.batch_stats})
+
+    def set_weights(self, weights: Weights) -> None:
+        variables = jax.device_put(convert.to_flax(self.network, check_weights(self.network, weights)), self._device)
+        self._state = self._state._replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> JaxData:
+        x = _nhwc(jax.device_put(np.asarray(x, dtype=np.float32), self._device))
+        return JaxData(x, jax.device_put(np.asarray(y, dtype=np.int32), self._device), len(y))
+
+    def setup_optimizer(self, config: TrainConfig) -> None:
+        b1, b2 = config.optimizer.betas
+        adam = optax.scale_by_adam(b1=b1, b2=b2, eps=config.optimizer.eps, eps_root=0.0)
+        self._state = self._state._replace(opt_state=jax.device_put(adam.init(self._state.params), self._device))
+        self._train_step = jax.jit(partial(self._train_step_fn, adam), donate_argnums=(0, 1))
+
+    def train_steps(self, data: JaxData, batches: np.ndarray, lr: float) -> tuple[float, float]:
+        if self._train_step is None:
+            raise RuntimeError("call setup_optimizer(config) before train_steps")
+        rows = jax.device_put(np.asarray(batches, dtype=np.int32), self._device)
+        lr_device = jax.device_put(np.float32(lr), self._device)
+        sums = jax.device_put(np.zeros(2, np.float32), self._device)
+        for row in rows:
+            # The old state's buffers are donated: keep self._state pointing at live ones.
+            self._state, sums = self._train_step(self._state, sums, data.x, data.y, row, lr_device)
+        loss_sum, correct = np.asarray(sums)  # the one host read of the call
+        return float(loss_sum), float(correct) / max(rows.shape[1], 1)
+
+    def evaluate(self, data: JaxData, batch_size: int) -> tuple[float, float]:
+        n = data.num_examples
+        if n == 0:
+            raise ValueError("evaluate got an empty split")
+        batch_size = min(batch_size, n)
+        sums = jax.device_put(np.zeros(2, np.float32), self._device)
+        s = self._state
+        for start in range(0, n, batch_size):
+            sums = self._eval_step(sums, s.params, s.batch_stats, data.x, data.y, np.int32(start), batch_size=batch_size)
+        loss_sum, correct = np.asarray(sums)
+        return float(loss_sum) / n, float(correct) / n
+
+
+class JaxBackend:
+    """`get_backend("jax")`."""
+
+    name = "jax"
+
+    def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
+                device: Optional[str] = None, precision: Precision = "default") -> JaxModel:
+        weights = init_weights(network, seed) if weights is None else weights
+        return JaxModel(network, weights, seed, pick_device(device), precision)
+
+    def describe(self) -> dict[str, Any]:
+        import flax
+        import jaxlib
+
+        return {
+            "backend": self.name,
+            "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "default_device": describe_device(pick_device()),
+            "devices": [describe_device(d) for d in jax.devices()],
+        }
