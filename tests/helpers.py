@@ -10,10 +10,14 @@ TINY_DATA = ns.DataConfig(source="synthetic", train_size=1000, val_size=200, tes
 
 
 def tiny_experiment(name: str = "tiny", epochs: int = 3, dropout: float = 0.0, batch_size: int = 50) -> ns.Experiment:
-    """A small CNN with every layer type; learns the synthetic classes in a few epochs."""
+    """A small CNN with every layer type; learns the synthetic classes in a few epochs.
+
+    No bias before BatchNorm: BN cancels it, so its gradient is rounding noise that Adam turns into
+    lr-sized steps of random sign, different in each backend; the running mean follows that walk and
+    eval-mode results would differ between backends for no fault of either."""
     network = ns.Network(input_shape=(3, 32, 32), layers=[
-        ns.Conv2d(out_channels=6, kernel_size=5, stride=2), ns.BatchNorm(), ns.ReLU(), ns.Dropout2d(p=dropout),
-        ns.MaxPool2d(kernel_size=2), ns.Flatten(), ns.Linear(out_features=32), ns.BatchNorm(), ns.ReLU(),
+        ns.Conv2d(out_channels=6, kernel_size=5, stride=2, bias=False), ns.BatchNorm(), ns.ReLU(), ns.Dropout2d(p=dropout),
+        ns.MaxPool2d(kernel_size=2), ns.Flatten(), ns.Linear(out_features=32, bias=False), ns.BatchNorm(), ns.ReLU(),
         ns.Dropout(p=dropout), ns.Linear(out_features=10),
     ])
     return ns.Experiment(name=name, network=network, data=TINY_DATA,

@@ -115,3 +115,31 @@ def test_unknown_backend_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     spec = write_spec(tmp_path, tiny_experiment())
     assert runner.main([str(spec), "--backend", "tensorflow"]) == 2
     assert "unknown backend 'tensorflow'" in capsys.readouterr().err
+
+
+# Both backends from the same canonical weights on the same batch order, dropout off: the histories
+# agree up to float32 rounding, which a few epochs of Adam amplify. Accuracies may differ by a few
+# examples whose logits are near a tie.
+HISTORY_LOSS_TOLERANCE = 5e-3
+HISTORY_ACC_TOLERANCE = 0.02
+
+
+def test_jax_run_gives_the_torch_history_with_dropout_off(torch_run: tuple[Path, ns.Experiment]) -> None:
+    root, experiment = torch_run
+    assert all(layer.p == 0.0 for layer in experiment.network.layers if layer.type.startswith("Dropout"))
+    spec = root / f"{experiment.name}.json"
+    assert runner.main([str(spec), "--backend", "jax", "--out", str(root), "--device", "cpu"]) == 0
+    directory = run_dir(root, experiment, "jax")
+    for name in RUN_FILES:
+        assert (directory / name).is_file(), name
+    torch_history = json.loads((run_dir(root, experiment, "torch") / "history.json").read_text())
+    jax_history = json.loads((directory / "history.json").read_text())
+    assert len(jax_history) == len(torch_history)
+    for t, j in zip(torch_history, jax_history):
+        for key in ("train_loss", "val_loss"):
+            assert abs(t[key] - j[key]) < HISTORY_LOSS_TOLERANCE, (t["epoch"], key, t[key], j[key])
+        for key in ("train_acc", "val_acc"):
+            assert abs(t[key] - j[key]) <= HISTORY_ACC_TOLERANCE, (t["epoch"], key, t[key], j[key])
+    assert runner.main(["report", str(root)]) == 0
+    report = (root / "report.md").read_text()
+    assert "| result | torch | jax | jax - torch |" in report
