@@ -11,6 +11,8 @@ from backends.torch.model import TorchModel
 from netspec import (BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, Linear, MaxPool2d, Network, ReLU, SpecError,
                      TrainConfig, init_weights)
 
+from test_torch_layers import one_torch_thread  # noqa: F401  (autouse: one CPU thread)
+
 CLASSES = 3
 NETWORK = Network(input_shape=(3, 8, 8), layers=[
     Conv2d(out_channels=4, kernel_size=3, padding=1), BatchNorm(), ReLU(), Dropout2d(p=0.2), MaxPool2d(kernel_size=2),
@@ -202,3 +204,9 @@ def test_highest_precision_turns_tf32_off() -> None:
 def test_describe_names_versions_and_devices() -> None:
     info = BACKEND.describe()
     assert info["backend"] == "torch" and info["torch"] == torch.__version__ and info["devices"]
+
+
+def test_a_network_without_parameters_has_no_gradients() -> None:
+    model = BACKEND.compile(Network(input_shape=(4,), layers=[ReLU()]), device="cpu")
+    loss, grads = model.loss_and_grads(np.ones((2, 4), np.float32), np.array([0, 3]))
+    assert grads == {} and loss == pytest.approx(np.log(4))

@@ -117,18 +117,18 @@ class TorchModel:
         labels = self._labels(y, len(inputs))
         buffers = {name: b.clone() for name, b in self.module.named_buffers()}
         rng = self.generator.get_state()
-        names, params = zip(*self.module.named_parameters())
+        params = dict(self.module.named_parameters())
         self.module.train()
         try:
             loss = F.cross_entropy(self.module(inputs), labels)
-            grads = torch.autograd.grad(loss, params, materialize_grads=True)
+            grads = torch.autograd.grad(loss, list(params.values()), materialize_grads=True) if params else ()
         finally:
             # The protocol promises no side effect: undo the running-statistics update and the draw.
             with torch.no_grad():
                 for name, b in self.module.named_buffers():
                     b.copy_(buffers[name])
             self.generator.set_state(rng)
-        return float(loss.detach()), {name: g.cpu().numpy() for name, g in zip(names, grads)}
+        return float(loss.detach()), {name: g.cpu().numpy() for name, g in zip(params, grads)}
 
     # -- weights -------------------------------------------------------------------------------------
 
