@@ -33,16 +33,6 @@ SMALL = ns.Network(input_shape=(2, 8, 8), layers=[
 ])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These networks are tiny: torch's thread pool only adds synchronisation, and on a busy shared
-    machine its spinning threads make a step 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_crosscheck_passes_on_every_spec(path: Path) -> None:
     network = load(path).network

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-import netspec as ns
 import runner
 from netspec import outputs
 from netspec.sweep import load_sweep

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -16,18 +15,6 @@ from torch import Tensor, nn
 from backends.torch.layers import BatchNorm, Dropout, Dropout2d
 
 STEPS = 3  # training steps before the running statistics and the eval pass are compared
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """One CPU thread for the torch tests (the other test_torch_ files import this fixture).
-
-    Their tensors are small: with two threads on a shared 2-core machine, OpenMP threads mostly wait
-    for each other (all torch tests: about 50 s under load against 11 s). Restored afterwards."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def _pair(shape: tuple[int, ...], momentum: float) -> tuple[BatchNorm, nn.Module]:

@@ -11,7 +11,6 @@ from backends.torch.model import TorchModel
 from netspec import (BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, Linear, MaxPool2d, Network, ReLU, SpecError,
                      TrainConfig, init_weights)
 
-from test_torch_layers import one_torch_thread  # noqa: F401  (autouse: one CPU thread)
 
 CLASSES = 3
 NETWORK = Network(input_shape=(3, 8, 8), layers=[

@@ -16,7 +16,6 @@ from benchmarks.epoch_time import load_into, torch_nn_network
 from netspec import AdamConfig, Experiment, Network, TrainConfig, init_weights
 from netspec.layers import LAYER_TYPES
 
-from test_torch_layers import one_torch_thread  # noqa: F401  (autouse: one CPU thread)
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.json"))
 BATCH = 4  # the CNN specs have 256 channels: a small batch keeps the whole file to a few seconds
