@@ -8,8 +8,9 @@ and the same per-epoch index batches (one Adam step per batch, cross-entropy, lo
 summed on the device and read once per epoch). Repeats run round-robin, so load from other processes
 on a shared machine spreads over all contenders rather than landing on one; the median is reported.
 
-To add a contender (e.g. JAX): write `prepare(workload) -> run_epoch(batches) -> seconds` and add a
-`Contender` to `CONTENDERS`. Ratios are against the first contender, the torch.nn baseline.
+To add a contender: write `prepare(workload) -> run_epoch(batches) -> seconds` and add a `Contender`
+to `CONTENDERS` (the JAX ones come from benchmarks/jax_contenders.py). Ratios are against the first
+contender, the torch.nn baseline.
 """
 from __future__ import annotations
 
@@ -140,10 +141,22 @@ def torch_nn_loop(fused: bool) -> Callable[[Workload], EpochRunner]:
     return prepare
 
 
+def jax_contenders() -> list[Contender]:
+    """The JAX backend, and the same model and loop with flax.linen's BatchNorm/Dropout (when jax is
+    installed; see benchmarks/jax_contenders.py)."""
+    try:
+        from benchmarks import jax_contenders as jc
+    except ImportError:
+        return []
+    return [Contender("netspec jax backend", lambda workload: _timed(jc.netspec_jax(workload))),
+            Contender("flax.linen built-ins, same loop", lambda workload: _timed(jc.flax_builtin(workload)))]
+
+
 CONTENDERS: list[Contender] = [
     Contender("torch.nn built-ins, Adam fused", torch_nn_loop(fused=True)),
     Contender("torch.nn built-ins, Adam default", torch_nn_loop(fused=False)),
     Contender("netspec torch backend", netspec_torch),
+    *jax_contenders(),
 ]
 """The first is the baseline of the ratio column."""
 

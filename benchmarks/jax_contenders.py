@@ -15,41 +15,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from backends.jax import BACKEND
-from backends.jax.builders import BUILDERS
+from backends.jax.builders import LayerFn, SpecNet
 from backends.jax.model import JaxModel, pick_device
 from netspec import layers as spec
-from netspec.layers import LayerSpec
 from netspec.params import Weights
 
 Epoch = Callable[[np.ndarray], object]
 
 
-class FlaxBuiltinNet(nn.Module):
-    """The network with flax.linen.BatchNorm / Dropout (a reference: never used by the backend)."""
+def _flax_batch_norm(layer: spec.BatchNorm, name: str, precision: Any) -> LayerFn:
+    # Flax's momentum weighs the old value: 1 - PyTorch's.
+    norm = nn.BatchNorm(momentum=1.0 - layer.momentum, epsilon=layer.eps, name=name)
+    return lambda x, train: norm(x, use_running_average=not train)
 
-    layers: tuple[LayerSpec, ...]
-    precision: Optional[jax.lax.Precision] = None
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        for index, layer in enumerate(self.layers):
-            if isinstance(layer, spec.BatchNorm):  # Flax's momentum weighs the old value: 1 - PyTorch's
-                x = nn.BatchNorm(use_running_average=not train, momentum=1.0 - layer.momentum, epsilon=layer.eps,
-                                 name=str(index))(x)
-            elif isinstance(layer, (spec.Dropout, spec.Dropout2d)):  # Dropout2d: one draw per (N, C) in NHWC
-                broadcast = (1, 2) if isinstance(layer, spec.Dropout2d) else ()
-                x = nn.Dropout(layer.p, broadcast_dims=broadcast, deterministic=not train)(x)
-            else:
-                x = BUILDERS[type(layer)](layer, str(index), self.precision)(x, train)
-        return x
+def _flax_dropout(layer: spec.Dropout | spec.Dropout2d, name: str, precision: Any) -> LayerFn:
+    # Dropout2d: one draw per sample and channel of NHWC, broadcast over H and W.
+    drop = nn.Dropout(layer.p, broadcast_dims=(1, 2) if isinstance(layer, spec.Dropout2d) else (), name=name)
+    return lambda x, train: drop(x, deterministic=not train)
+
+
+FLAX_BUILTINS = ((spec.BatchNorm, _flax_batch_norm), (spec.Dropout, _flax_dropout), (spec.Dropout2d, _flax_dropout))
+"""flax.linen's own BatchNorm and Dropout, as SpecNet overrides (a reference: never in the backend)."""
 
 
 class FlaxBuiltinModel(JaxModel):
-    """JaxModel's loop around FlaxBuiltinNet; its variables come from Flax's init (names differ from
+    """JaxModel's loop around the network with FLAX_BUILTINS; its variables come from Flax's init (names differ from
     the canonical ones, which timing does not need)."""
 
     def _build_module(self, precision: Optional[jax.lax.Precision]) -> nn.Module:
-        return FlaxBuiltinNet(tuple(self.network.layers), precision)
+        return SpecNet(tuple(self.network.layers), precision, overrides=FLAX_BUILTINS)
 
     def set_weights(self, weights: Weights) -> None:
         shape = tuple(self.network.input_shape)

@@ -30,7 +30,7 @@ def _stateless(fn: Callable[[jax.Array], jax.Array]) -> LayerFn:
 
 
 def _explicit_padding(padding: int | tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    # Written out per side: Flax's Conv defaults to 'SAME', the spec (PyTorch) means zeros per side.
+    # Written out per side: Flax's defaults are 'SAME' (Conv) and 'VALID', the spec means this.
     ph, pw = pair(padding)
     return (ph, ph), (pw, pw)
 
@@ -48,8 +48,13 @@ def _linear(s: spec.Linear, name: str, precision: Optional[jax.lax.Precision]) -
 
 
 def _conv(s: spec.Conv2d, name: str, precision: Optional[jax.lax.Precision]) -> LayerFn:
-    return _stateless(nn.Conv(s.out_channels, pair(s.kernel_size), strides=pair(s.stride),
-                              padding=_explicit_padding(s.padding), use_bias=s.bias, precision=precision, name=name))
+    # Zeros padded by jnp.pad, then a VALID conv: the same numbers as padding inside the conv, but
+    # XLA (jaxlib 0.10) aborts the process compiling the gradient of some strided convs with inner
+    # padding (algebraic_simplifier "Window dimensions do not match RHS shape"), never of these.
+    (ph, pw) = pair(s.padding)
+    conv = nn.Conv(s.out_channels, pair(s.kernel_size), strides=pair(s.stride), padding="VALID", use_bias=s.bias,
+                   precision=precision, name=name)
+    return _stateless(lambda x: conv(jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))))
 
 
 def _max_pool(s: spec.MaxPool2d, name: str, precision: Optional[jax.lax.Precision]) -> LayerFn:
