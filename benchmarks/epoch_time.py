@@ -107,6 +107,25 @@ def netspec_torch(workload: Workload) -> EpochRunner:
     return _timed(lambda batches: model.train_steps(data, batches, workload.train.lr))
 
 
+def plain_epoch(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                batches: np.ndarray) -> tuple[float, float]:
+    """One epoch of the plain loop anyone would write over index batches; returns the sums over the
+    steps of the batch loss and of the correct predictions, read back once."""
+    module.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for index in torch.as_tensor(batches, device=x.device):
+        xb, yb = x.index_select(0, index), y.index_select(0, index)
+        logits = module(xb)
+        loss = F.cross_entropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        correct += (logits.detach().argmax(1) == yb).sum()
+    return tuple(torch.stack([loss_sum, correct.double()]).tolist())
+
+
 def torch_nn_loop(fused: bool) -> Callable[[Workload], EpochRunner]:
     """The reference: torch.nn modules and the plain loop anyone would write, doing the same work as
     TorchModel.train_steps (device gather, forward, loss, backward, Adam step, metrics on the device)."""
@@ -121,22 +140,7 @@ def torch_nn_loop(fused: bool) -> Callable[[Workload], EpochRunner]:
         x = torch.as_tensor(workload.x, device=device)
         y = torch.as_tensor(workload.y, device=device)
 
-        def epoch(batches: np.ndarray) -> tuple[float, float]:
-            module.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            for index in torch.as_tensor(batches, device=device):
-                xb, yb = x.index_select(0, index), y.index_select(0, index)
-                logits = module(xb)
-                loss = F.cross_entropy(logits, yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach()
-                correct += (logits.detach().argmax(1) == yb).sum()
-            return tuple(torch.stack([loss_sum, correct.double()]).tolist())
-
-        return _timed(epoch)
+        return _timed(lambda batches: plain_epoch(module, optimizer, x, y, batches))
 
     return prepare
 

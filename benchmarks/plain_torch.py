@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.epoch_time import load_into, torch_nn_network
+from backends.base import batch_index_matrix
+from benchmarks.epoch_time import load_into, plain_epoch, torch_nn_network
 from netspec.data import load_dataset
 from netspec.experiment import Experiment
 from netspec.params import init_weights
@@ -59,23 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     history: list[EpochRecord] = []
     best = -1.0
     for epoch in range(1, cfg.epochs + 1):
-        order = torch.as_tensor(next(orders), device=device)
-        steps = len(order) // cfg.batch_size
-        module.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
+        batches = batch_index_matrix(next(orders), cfg.batch_size)
         start = time.perf_counter()
-        for step in range(steps):
-            index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            xb, yb = train_x[index], train_y[index]
-            logits = module(xb)
-            loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == yb).sum()
-        train_loss, train_acc = loss_sum.item() / steps, correct.item() / (steps * cfg.batch_size)
+        loss_sum, correct = plain_epoch(module, optimizer, train_x, train_y, batches)
+        steps = len(batches)
+        train_loss, train_acc = loss_sum / steps, correct / (steps * cfg.batch_size)
         seconds = time.perf_counter() - start
         val_loss, val_acc = evaluate(module, val_x, val_y, cfg.eval_batch_size)
         record = EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, cfg.lr, seconds, steps * cfg.batch_size / seconds)
