@@ -121,6 +121,20 @@ def test_train_and_evaluate_compile_once() -> None:
     assert TRACES["eval_step"] - before["eval_step"] == 1
 
 
+def test_train_steps_is_its_rows_one_by_one() -> None:
+    """Several rows in one call, or one row per call: the same steps, bit for bit (dropout included)."""
+    x, y = batch(12)
+    rows = np.random.default_rng(1).permutation(12).reshape(3, 4)
+    models = [get_backend("jax").compile(NETWORK, seed=5) for _ in range(2)]
+    for m in models:
+        m.setup_optimizer(ns.TrainConfig())
+    data = [m.to_device(x, y) for m in models]
+    together = models[0].train_steps(data[0], rows, 1e-3)
+    apart = np.sum([models[1].train_steps(data[1], row[None], 1e-3) for row in rows], axis=0)
+    assert together == pytest.approx(tuple(apart), rel=1e-6)
+    assert_same_weights(models[0].get_weights(), models[1].get_weights())
+
+
 def test_train_steps_donate_the_old_state() -> None:
     m = get_backend("jax").compile(NETWORK, seed=0)
     x, y = batch(8)
