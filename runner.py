@@ -18,7 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from netspec.errors import SpecError
+from netspec.backend import Backend, backend_names, load_backend
+from netspec.errors import NetspecError, SpecError
 
 EXIT_BAD_INPUT = 2
 
@@ -49,14 +50,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
-def _backends(text: str) -> list[str]:
-    from backends import BACKENDS
-
+def _backends(text: str) -> list[Backend]:
+    """--backend torch,jax as backend objects, resolved through the registry."""
+    known = backend_names()
     names = [b.strip() for b in text.split(",") if b.strip()]
-    bad = [b for b in names if b not in BACKENDS]
+    bad = [b for b in names if b not in known]
     if bad or not names:
-        raise SpecError(f"--backend {text!r}: unknown backend {bad[0] if bad else ''!r}; use torch, jax or torch,jax")
-    return names
+        raise SpecError(f"--backend {text!r}: unknown backend {bad[0] if bad else ''!r}; use one of {', '.join(known)} "
+                        f"or several, comma-separated")
+    return [load_backend(name) for name in names]
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -82,7 +84,7 @@ def cmd_train(argv: list[str]) -> int:
             return 1
         print("crosscheck passed: torch and jax agree within tolerance")
         return 0
-    from netspec.run import run_experiment
+    from netspec.training_run import run_experiment
     for backend in _backends(args.backend):
         run_experiment(experiment, backend, out_root=args.out, device=args.device, force=args.force)
     return 0
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else cmd_train(argv)
-    except SpecError as err:
+    except NetspecError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

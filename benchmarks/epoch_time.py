@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import batch_index_matrix
+from netspec.trainer import batch_index_matrix
 from backends.torch import BACKEND, resolve_device
 from netspec import layers as spec
 from netspec.experiment import Experiment, TrainConfig

@@ -17,13 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from backends.base import batch_index_matrix
 from benchmarks.epoch_time import load_into, plain_epoch, torch_nn_network
 from netspec.data import load_dataset
 from netspec.experiment import Experiment
 from netspec.params import init_weights
-from netspec.report import metrics_table
-from netspec.trainer import EpochRecord, epoch_orders, shape_inputs, summarize
+from netspec.tables import metrics_table
+from netspec.trainer import EpochRecord, batch_index_matrix, epoch_orders, shape_inputs, summarize
 
 
 def evaluate(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:

@@ -1,4 +1,9 @@
-"""One exception type for bad specs, and the one-line message a user sees for it."""
+"""The errors a user sees as one line (exit code 2), and the one-line message of a pydantic error.
+
+Every user-facing error is a `NetspecError`: the command line prints `str(err)` and exits 2, never a
+traceback. Its kinds say whose move it is: the spec (`SpecError`), the data on disk (`DataError`),
+or the machine's set-up, such as a missing package or GPU (`SetupError`).
+"""
 from __future__ import annotations
 
 import re
@@ -7,8 +12,20 @@ from typing import Any
 from pydantic import ValidationError
 
 
-class SpecError(ValueError):
-    """A spec (network, experiment or sweep) is invalid. `str(err)` is one line meant for a user."""
+class NetspecError(Exception):
+    """A problem the user can fix. `str(err)` is one line meant for a user: what, where, what to do."""
+
+
+class SpecError(NetspecError, ValueError):
+    """A spec (network, experiment or sweep) or a command-line override is invalid."""
+
+
+class DataError(NetspecError):
+    """A dataset on disk is missing, damaged or not what its loader promises."""
+
+
+class SetupError(NetspecError):
+    """The machine lacks something the command needs: a package, a GPU, a registered backend."""
 
 
 class ShapeError(ValueError):

@@ -21,7 +21,8 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import outputs
+from . import run_folder
+from .backend import Backend
 from .errors import SpecError
 from .experiment import Experiment, apply_overrides
 from .io import read_json, validate
@@ -101,27 +102,27 @@ def manifest_path(out_root: str | Path, name: str) -> Path:
     return Path(out_root) / SWEEPS_DIR / f"{name}.json"
 
 
-def run_sweep(path: str | Path, backends: list[str], out_root: str | Path = "runs", overrides: list[str] | None = None,
+def run_sweep(path: str | Path, backends: list[Backend], out_root: str | Path = "runs", overrides: list[str] | None = None,
               device: Optional[str] = None, force: bool = False, log: Callable[[str], None] = print,
               progress: bool | None = None) -> dict[str, Any]:
     """Run every point on every backend; finished points are reused, so a killed sweep resumes."""
     from .data import load_dataset
-    from .run import run_experiment
+    from .training_run import run_experiment
 
     spec, points = load_sweep(path, overrides)
     manifest = {
         "name": spec.name, "description": spec.description, "axes": [a.name for a in spec.axes],
-        "variants": list(spec.variants), "backends": backends,
-        "points": [{"label": p.label, "name": p.experiment.name, "run_id": outputs.run_id(p.experiment)} for p in points],
+        "variants": list(spec.variants), "backends": [b.name for b in backends],
+        "points": [{"label": p.label, "name": p.experiment.name, "run_id": run_folder.run_id(p.experiment)} for p in points],
     }
     target = manifest_path(out_root, spec.name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    outputs.write_json_atomic(target, manifest)  # first, so a report can show a sweep still running
+    run_folder.write_json_atomic(target, manifest)  # first, so a report can show a sweep still running
     datasets: dict[str, Any] = {}
     total = len(points) * len(backends)
     for i, (point, backend) in enumerate(itertools.product(points, backends), start=1):
-        log(f"[{i}/{total}] {spec.name}: {point.label} [{backend}]")
-        if outputs.finished_metrics(outputs.run_dir(out_root, point.experiment, backend)) is None or force:
+        log(f"[{i}/{total}] {spec.name}: {point.label} [{backend.name}]")
+        if run_folder.finished_metrics(run_folder.run_dir(out_root, point.experiment, backend.name)) is None or force:
             key = point.experiment.data.model_dump_json()
             if key not in datasets:
                 datasets[key] = load_dataset(point.experiment.data)
@@ -135,6 +136,6 @@ def run_sweep(path: str | Path, backends: list[str], out_root: str | Path = "run
 
 
 def write_report(runs_root: str | Path, out: str | Path | None = None) -> Path:
-    from .report_md import build_report
+    from .report import build_report
 
     return build_report(Path(runs_root), Path(out) if out else Path(runs_root) / "report.md")

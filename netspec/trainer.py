@@ -1,5 +1,5 @@
 """The common training loop: the lab's protocol, for any backend, through the protocol of
-backends/base.py only (no torch or jax here).
+netspec/backend.py only (no torch or jax here).
 
 Per epoch: one optimizer step per consecutive slice of a seeded numpy order of the training split
 (first epoch in file order, then reshuffled in place after every epoch, as the lab's framework),
@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
-from backends.base import Model, batch_index_matrix
+from .backend import Model
 from .errors import SpecError
 from .experiment import Experiment
 from .progress import ProgressLine
@@ -84,6 +84,13 @@ def summarize(history: list[EpochRecord]) -> dict[str, Any]:
         "best_epoch": history[best].epoch, "epochs": len(history),
         "epoch_seconds": times, "median_epoch_seconds": float(np.median(times)),
     }
+
+
+def batch_index_matrix(order: np.ndarray, batch_size: int) -> np.ndarray:
+    """Consecutive slices of `order` as rows of a (steps, batch_size) matrix; the last partial batch
+    is dropped (the lab's protocol)."""
+    steps = len(order) // batch_size
+    return np.ascontiguousarray(order[: steps * batch_size].reshape(steps, batch_size))
 
 
 def epoch_orders(n: int, seed: int) -> Iterator[np.ndarray]:

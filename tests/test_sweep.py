@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import runner
-from netspec import outputs
+from netspec import run_folder
 from netspec.sweep import load_sweep
 from tests.helpers import tiny_experiment, write_json, write_spec
 
@@ -72,10 +72,10 @@ def test_finished_points_are_reused_and_a_killed_sweep_resumes(finished_sweep: t
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     sweep, runs = finished_sweep
     _, points = load_sweep(sweep)
-    dirs = [outputs.run_dir(runs, p.experiment, "torch") for p in points]
+    dirs = [run_folder.run_dir(runs, p.experiment, "torch") for p in points]
     assert all((d / "metrics.json").is_file() for d in dirs)
     trained: list[str] = []
-    import netspec.run as run_module
+    import netspec.training_run as run_module
     real_fit = run_module.fit
     monkeypatch.setattr(run_module, "fit", lambda model, experiment, *a, **k: trained.append(experiment.train.lr) or real_fit(model, experiment, *a, **k))
     assert runner.main([str(sweep), "--out", str(runs), "--device", "cpu"]) == 0
@@ -92,7 +92,7 @@ def test_report_tables_hold_the_runs_numbers_and_figures_exist(finished_sweep: t
     assert runner.main(["report", str(runs)]) == 0
     report = (runs / "report.md").read_text()
     _, points = load_sweep(sweep)
-    metrics = [json.loads((outputs.run_dir(runs, p.experiment, "torch") / "metrics.json").read_text()) for p in points]
+    metrics = [json.loads((run_folder.run_dir(runs, p.experiment, "torch") / "metrics.json").read_text()) for p in points]
     assert "### Sweep `rates`" in report and "| result | lr=0.01 | lr=0.001 |" in report
     row = next(line for line in report.splitlines() if line.startswith("| final test accuracy | ") and "lr=" not in line)
     assert row == f"| final test accuracy | {metrics[0]['test_acc']:.4f} | {metrics[1]['test_acc']:.4f} |"

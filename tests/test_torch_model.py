@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from backends.base import batch_index_matrix
+from netspec.trainer import batch_index_matrix
 from backends.torch import BACKEND, resolve_device
 from backends.torch.model import TorchModel
 from netspec import (BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, Linear, MaxPool2d, Network, ReLU, SpecError,

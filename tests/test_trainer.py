@@ -9,7 +9,7 @@ import pytest
 
 import netspec as ns
 import runner
-from netspec import outputs
+from netspec import run_folder
 from netspec.trainer import EpochRecord, LrSchedule, epoch_orders, shape_inputs, summarize
 from tests.helpers import tiny_experiment, write_spec
 
@@ -17,7 +17,7 @@ RUN_FILES = ["metrics.json", "history.json", "history.csv", "acc.png", "loss.png
 
 
 def run_dir(root: Path, experiment: ns.Experiment, backend: str) -> Path:
-    return outputs.run_dir(root, experiment, backend)
+    return run_folder.run_dir(root, experiment, backend)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,150 @@
+"""The protocol the core speaks to a backend, and the registry that finds backends by name.
+
+The trainer, the cross-check and the run folder use nothing of a framework but what is here: arrays
+cross this boundary as numpy (NCHW images, int labels, canonical weights in PyTorch's state_dict
+names and layouts, see docs/design.md); anything on the device stays behind `DeviceData` and `Model`.
+
+Backends are plugins. Each is a package exposing a `BACKEND` object and named in the entry-point
+group `netspec.backends` of its distribution (pyproject.toml lists torch and jax), so the core never
+imports one: `load_backend("jax")` imports jax only when asked, and a third backend is one more
+entry point plus its package.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import import_module
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Literal, Optional, Protocol
+
+import numpy as np
+
+from .errors import SetupError
+from .experiment import TrainConfig
+from .network import Network
+from .params import Weights
+
+Precision = Literal["default", "highest", "float64"]
+"""How a model computes. 'highest': float32 everywhere (TF32 off in both frameworks); 'float64': every
+tensor in double precision (the cross-check's asserted tier); 'default': the framework's fast defaults."""
+
+ENTRY_POINT_GROUP = "netspec.backends"
+_INSTALL_HINT = "pip install 'netspec[{name}]'"
+
+
+class DeviceData(Protocol):
+    """One split (images and labels) resident on the model's device; opaque to the trainer."""
+
+    num_examples: int
+
+
+class Model(Protocol):
+    """A compiled network with its parameters, running statistics, optimizer state and RNG."""
+
+    network: Network
+    device: str
+    """Where it runs, in words ('cpu', 'cuda:0 (NVIDIA H100)')."""
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """Logits for a numpy batch (N, *input_shape). train=True: batch statistics, dropout active,
+        running statistics updated (as a training step's forward pass, without a parameter update)."""
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        """Train-mode mean cross-entropy and its gradient for every trainable tensor (canonical names
+        and layouts). Changes nothing: no parameter update, no running statistics update, no RNG draw."""
+
+    def get_weights(self) -> Weights:
+        """Parameters and running statistics as canonical numpy arrays (copies)."""
+
+    def set_weights(self, weights: Weights) -> None:
+        """Load canonical weights (checked against the network)."""
+
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> DeviceData:
+        """Put a whole split on the device once: x (N, *input_shape) float32, y (N,) int in
+        [0, classes). Bad shapes or labels raise ValueError."""
+
+    def setup_optimizer(self, config: TrainConfig) -> None:
+        """Create fresh optimizer state (Adam with config's betas/eps) for the current parameters."""
+
+    def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float) -> tuple[float, float]:
+        """One optimizer step per row of `batches` (int indices into `data`, shape (steps, batch_size)).
+        Returns the sums over those steps of the batch mean loss and of the batch accuracy, read back
+        once at the end (no host synchronisation per step). Changing `lr` must not recompile."""
+
+    def evaluate(self, data: DeviceData, batch_size: int) -> tuple[float, float]:
+        """Eval-mode mean loss and accuracy over the whole split, in batches of `batch_size`
+        (any split size: the last batch may be short)."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
+                device: Optional[str] = None, precision: Precision = "default") -> Model:
+        """Build `network`. Weights: the canonical dict, or `init_weights(network, seed)` when None.
+        `seed` also seeds the dropout RNG. device: None picks a GPU when there is one, else the CPU."""
+
+    def describe(self) -> dict[str, Any]:
+        """Versions and devices, for a run's environment file."""
+
+
+# ---- devices ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    """A device name parsed once for every backend: kind 'cpu' or 'gpu', and an index or None."""
+
+    kind: Literal["cpu", "gpu"]
+    index: Optional[int] = None
+
+
+_DEVICE = re.compile(r"^(cpu|gpu|cuda)(?::(\d+))?$")
+
+
+def parse_device(name: str) -> DeviceRequest:
+    """'cpu', 'gpu', 'cuda', 'gpu:1', 'cuda:1' (any case, surrounding spaces ignored)."""
+    match = _DEVICE.match(name.strip().lower())
+    if match is None or (match.group(1) == "cpu" and match.group(2) not in (None, "0")):
+        raise SetupError(f"unknown device {name!r}; use 'cpu', 'gpu' or 'gpu:N' (cuda and cuda:N are aliases)")
+    kind = "cpu" if match.group(1) == "cpu" else "gpu"
+    return DeviceRequest(kind, None if kind == "cpu" or match.group(2) is None else int(match.group(2)))
+
+
+# ---- the registry -----------------------------------------------------------------------------
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every registered backend, installed or not, in a stable order (the order of pyproject.toml is
+    not kept by importlib.metadata, so: torch first as the reference, then by name)."""
+    names = sorted(_entry_points(), key=lambda n: (n != "torch", n))
+    if not names:
+        raise SetupError("no netspec backend is registered: install the package with `pip install -e '.[all]'`")
+    return tuple(names)
+
+
+def load_backend(name: str) -> Backend:
+    """The backend registered as `name`; one clear error if unknown or its framework is missing."""
+    points = _entry_points()
+    if name not in points:
+        raise SetupError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
+    module, _, attr = points[name].value.partition(":")
+    try:
+        return getattr(import_module(module), attr or "BACKEND")
+    except ImportError as err:
+        raise SetupError(f"backend {name!r} needs a package that is not installed ({err.name}); run: "
+                         f"{_INSTALL_HINT.format(name=name)}") from None
+
+
+def installed_backends() -> tuple[str, ...]:
+    """The registered backends whose framework imports here."""
+    out = []
+    for name in backend_names():
+        try:
+            load_backend(name)
+        except SetupError:
+            continue
+        out.append(name)
+    return tuple(out)

@@ -1,0 +1,27 @@
+"""Markdown tables of the seven figures, as the lab report's tables."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .trainer import SUMMARY_FIELDS
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def metrics_table(columns: dict[str, dict[str, Any]]) -> str:
+    """The seven figures (rows) of one or more runs (columns), as the lab report's tables."""
+    header = ["result", *columns]
+    rows = [[label, *(m.get(key) for m in columns.values())] for key, label in SUMMARY_FIELDS.items()]
+    return markdown_table(header, rows)
