@@ -3,7 +3,8 @@
 Each spec states its configuration, the output shape it gives for an input shape, and the
 parameters it owns (names, shapes, initializer, trainable or buffer). Input sizes are never written:
 the network infers them. Shapes exclude the batch dimension: (F,) or (C, H, W). Semantics follow
-PyTorch's conventions (see DESIGN.md); every backend implements these and redefines nothing.
+PyTorch's conventions (docs/design.md, "Semantics live once"); every backend implements these and
+redefines nothing.
 """
 from __future__ import annotations
 
