@@ -15,7 +15,7 @@ without relying on the order of the trainer's calls.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -185,16 +185,20 @@ class ScriptedModel:
 
 @dataclass
 class ScriptedBackend:
-    """The Backend protocol around one script, for netspec.training_run.run_experiment. The compiled
-    model is kept (`model`) so a test can read its record of calls afterwards."""
+    """The Backend protocol around scripts, for netspec.training_run.run_experiment and run_sweep.
 
-    script: Script
+    `script` answers every compiled model, or is a mapping from the weight seed to a script (a sweep
+    over train.seed gives each point its own). The last compiled model is kept (`model`) so a test can
+    read its record of calls afterwards."""
+
+    script: Script | Mapping[int, Script]
     name: str = "scripted"
     model: Optional[ScriptedModel] = None
 
     def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
                 device: Optional[str] = None, precision: Precision = "default") -> ScriptedModel:
-        self.model = ScriptedModel(network, self.script)
+        script = self.script if isinstance(self.script, Script) else self.script[seed]
+        self.model = ScriptedModel(network, script)
         if weights is not None:
             self.model.set_weights(weights)
         return self.model
