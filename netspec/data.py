@@ -30,7 +30,8 @@ source order of the python batches. Each source's order:
   `split="stratified"` (seeded, class-balanced) is the documented choice for folder trees.
 - synthetic: generation order (labels drawn at random).
 
-Python batches are pickles: load only copies you trust.
+Python batches are pickles, read with a restricted unpickler (`netspec.safe_unpickle`): a file that
+refers to anything but numpy arrays, dicts, lists, bytes and ints is refused, nothing in it run.
 """
 from __future__ import annotations
 
@@ -38,18 +39,19 @@ import hashlib
 import importlib.util
 import io
 import os
-import pickle
 import socket
 import sys
 import tarfile
 import time
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Optional, Protocol, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
 
+from . import safe_unpickle
 from .errors import SpecError
 from .experiment import DataConfig
 
@@ -59,6 +61,12 @@ IMAGE_SHAPE = (3, 32, 32)
 SYNTHETIC_SIZES = (50_000, 10_000)
 """Default train and test sizes of synthetic data (CIFAR-10's)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_FORMATS = ("PNG", "JPEG")  # the readers PIL may use (JPEG's also opens MPO, a JPEG with extra pictures)
+MAX_FILE_BYTES = 256 * 2**20
+"""Largest file read from a local copy (folder or archive member); data_batch_1 is 31 MB."""
+MAX_ARCHIVE_BYTES = 2 * 2**30
+"""Largest total of an archive's files (the python batches are 178 MB, a PNG tree about 150 MB)."""
+MAX_ARCHIVE_MEMBERS = 200_000
 BATCH_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TFDS_HOST, TFDS_ARCHIVE = "www.cs.toronto.edu", "cifar-10-binary.tar.gz"
 TFDS_HINT = ("give a local copy with --data-dir path/to/cifar-10-batches-py or an image-folder tree (data.dir), "
@@ -289,7 +297,9 @@ class FolderFiles:
         return (self.root / rel).is_file()
 
     def read(self, rel: str) -> bytes:
-        return (self.root / rel).read_bytes()
+        path = self.root / rel
+        _check_size(str(path), path.stat().st_size)
+        return path.read_bytes()
 
     def fingerprint(self, rels: Sequence[str]) -> str:
         # Every file's size and mtime: a folder's own mtime misses edits inside its subfolders.
@@ -314,7 +324,7 @@ class ArchiveFiles:
         if self._files is None:
             try:
                 with tarfile.open(self.path) as tar:
-                    self._files = {_clean_member(m.name): tar.extractfile(m).read() for m in tar if m.isfile()}
+                    self._files = self._read_members(tar)
             except (tarfile.TarError, OSError, EOFError) as err:
                 raise SpecError(f"{self.path}: cannot read the archive ({err}); check the file") from None
             for name in self._files:  # parent folder -> entries, for listdir
@@ -322,6 +332,21 @@ class ArchiveFiles:
                 for depth in range(len(parts)):
                     self._folders.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
         return self._files
+
+    def _read_members(self, tar: tarfile.TarFile) -> dict[str, bytes]:
+        """The regular files by name, each member checked before it is read (an archive from elsewhere
+        may hold links, paths out of its folder, or a small gzip of gigabytes) and the total bounded."""
+        files: dict[str, bytes] = {}
+        total = 0
+        for count, member in enumerate(tar, 1):
+            _check_member(self.path, member, count)
+            if member.isfile():
+                total += member.size
+                if total > MAX_ARCHIVE_BYTES:
+                    raise SpecError(f"{self.path}: its files add up to more than {MAX_ARCHIVE_BYTES:,} bytes, "
+                                    "far more than a CIFAR-10 copy; check the archive")
+                files[_clean_member(member.name)] = tar.extractfile(member).read()
+        return files
 
     def listdir(self, rel: str) -> list[str]:
         self._load()
@@ -336,6 +361,32 @@ class ArchiveFiles:
     def fingerprint(self, rels: Sequence[str]) -> str:
         stat = self.path.stat()  # the archive as a whole: no need to read it to know it is unchanged
         return _digest([str(self.path.resolve()), f"{stat.st_size}:{stat.st_mtime_ns}"])
+
+
+def _check_member(archive: Path, member: tarfile.TarInfo, count: int) -> None:
+    """One line for a member netspec will not read. Members are never extracted, but a path out of the
+    folder or a link is a sign of a hostile archive, and a link would silently hide a missing file."""
+    if count > MAX_ARCHIVE_MEMBERS:
+        raise SpecError(f"{archive}: more than {MAX_ARCHIVE_MEMBERS:,} members, far more than a CIFAR-10 copy's "
+                        "60,000 files; check the archive")
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        raise SpecError(f"{archive}: member {member.name!r} points outside the archive's folder; "
+                        "refusing the archive: repack it with relative paths")
+    if not (member.isfile() or member.isdir()):
+        kind = ("a symbolic link" if member.issym() else "a hard link" if member.islnk()
+                else "a device, pipe or other special file")
+        target = f" to {member.linkname!r}" if member.issym() or member.islnk() else ""
+        raise SpecError(f"{archive}: member {member.name!r} is {kind}{target}; netspec reads only regular "
+                        "files from an archive: repack it without links")
+    _check_size(f"{archive}: member {member.name!r}", member.size)
+
+
+def _check_size(name: str, size: int) -> None:
+    """Refuse, before reading it, a file larger than any of a CIFAR-10 copy (data_batch_1 is 31 MB)."""
+    if size > MAX_FILE_BYTES:
+        raise SpecError(f"{name} has {size:,} bytes, more than any file of a CIFAR-10 copy "
+                        f"(limit {MAX_FILE_BYTES:,}); check the data")
 
 
 def _clean_member(name: str) -> str:
@@ -409,8 +460,7 @@ def read_batches(files: Files, root: str, where: Path) -> RawImages:
     train = [_read_batch(files, root + name, where) for name in BATCH_FILES]
     test_x, test_y = _read_batch(files, root + "test_batch", where)
     meta = root + "batches.meta"
-    classes = ([n.decode() for n in _unpickle(files, meta, where)[b"label_names"]]
-               if files.is_file(meta) else CIFAR10_CLASSES)
+    classes = _read_label_names(files, meta, str(where / meta)) if files.is_file(meta) else CIFAR10_CLASSES
     return RawImages(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
                      test_x, test_y, classes, origin=f"CIFAR-10 python batches in {where}")
 
@@ -419,22 +469,80 @@ def _read_batch(files: Files, rel: str, where: Path) -> tuple[np.ndarray, np.nda
     if not files.is_file(rel):
         raise SpecError(f"data.dir: {where}: {rel} is missing; a copy of cifar-10-batches-py needs "
                         "data_batch_1..5 and test_batch")
-    batch = _unpickle(files, rel, where)
-    try:
-        x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, *IMAGE_SHAPE)
-        y = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (KeyError, ValueError) as err:
-        raise SpecError(f"data.dir: {where}: {rel} is not a CIFAR-10 batch ({err})") from None
-    if len(x) != len(y):
-        raise SpecError(f"data.dir: {where}: {rel} has {len(x)} images but {len(y)} labels")
-    return x, y
+    name = str(where / rel)
+    return _batch_arrays(_unpickle(files, rel, name), name)
 
 
-def _unpickle(files: Files, rel: str, where: Path) -> dict:
+def _batch_arrays(batch: object, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images NCHW, labels int64) from a batch dict, after checking it is what CIFAR-10 holds."""
+    data, labels = _entry(batch, b"data", name), _entry(batch, b"labels", name)
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == np.prod(IMAGE_SHAPE)):
+        raise _not_cifar(name, f"b'data' is {_describe(data)}; it must be a uint8 array of N x 3072 pixels")
+    y = _labels(labels, name)
+    if len(data) != len(y):
+        raise _not_cifar(name, f"it has {len(data)} images but {len(y)} labels")
+    return data.reshape(-1, *IMAGE_SHAPE), y
+
+
+def _labels(labels: object, name: str) -> np.ndarray:
+    """N integers in 0..9: a list of ints in the official files, an integer array accepted too."""
     try:
-        return pickle.loads(files.read(rel), encoding="bytes")  # the batches were pickled by Python 2
+        y = np.asarray(labels) if isinstance(labels, (list, np.ndarray)) else None
+    except ValueError:  # a ragged list
+        y = None
+    if y is None or y.ndim != 1 or (y.size and y.dtype.kind not in "iu"):
+        raise _not_cifar(name, f"b'labels' is {_describe(labels)}; it must be a list of N integers 0..9")
+    bad = np.flatnonzero((y < 0) | (y >= len(CIFAR10_CLASSES)))
+    if bad.size:
+        raise _not_cifar(name, f"label {y[bad[0]]} at index {bad[0]} is outside 0..9")
+    return y.astype(np.int64)
+
+
+def _read_label_names(files: Files, rel: str, name: str) -> list[str]:
+    """batches.meta's b'label_names': the 10 class names, as bytes (str accepted)."""
+    names = _entry(_unpickle(files, rel, name), b"label_names", name, "batches.meta")
+    if not (isinstance(names, list) and len(names) == len(CIFAR10_CLASSES)
+            and all(isinstance(n, (bytes, str)) and n for n in names)):
+        raise _not_cifar(name, f"b'label_names' is {_describe(names)}; it must list the 10 class names",
+                         "batches.meta")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
+
+
+def _entry(content: object, key: bytes, name: str, what: str = "batch") -> object:
+    """content[key], or the one line that says why a file holds no such entry."""
+    if not isinstance(content, dict):
+        raise _not_cifar(name, f"it holds {_describe(content)} instead of a dict", what)
+    if key not in content:
+        keys = ", ".join(repr(k)[:40] for k in list(content)[:6])
+        raise _not_cifar(name, f"it has no {key!r} entry (its keys: {keys or 'none'})", what)
+    return content[key]
+
+
+def _describe(value: object) -> str:
+    """A value's kind in a few words, for messages (never its content: it may be huge or hostile)."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _not_cifar(name: str, reason: str, what: str = "batch") -> SpecError:
+    return SpecError(f"{name}: not a CIFAR-10 {what}: {reason}; "
+                     "use the files of the official cifar-10-python.tar.gz")
+
+
+def _unpickle(files: Files, rel: str, name: str) -> object:
+    """Unpickle a batch file admitting only what CIFAR-10's files contain: a data folder may come from
+    anyone, and plain pickle.loads runs whatever callable the file names."""
+    data = files.read(rel)
+    try:
+        return safe_unpickle.loads(data)  # the batches were pickled by Python 2: str read as bytes
+    except safe_unpickle.RefusedPickle as err:
+        raise _not_cifar(name, f"{err} (refused; nothing in it was run)") from None
     except Exception as err:  # any unpickling failure means the same thing to the user
-        raise SpecError(f"data.dir: {where}: cannot unpickle {rel} ({type(err).__name__}); is it a CIFAR-10 batch?") from None
+        raise _not_cifar(name, f"it is not a readable pickle ({type(err).__name__})") from None
 
 
 # --- image-folder trees ---------------------------------------------------------------------------
@@ -481,15 +589,26 @@ def _decode_all(files: Files, items: Sequence[tuple[str, int]], label: str,
 
 
 def decode_image(data: bytes, name: str = "<image>") -> np.ndarray:
-    """PNG/JPEG bytes -> (32, 32, 3) uint8 RGB."""
+    """PNG/JPEG bytes -> (32, 32, 3) uint8 RGB. The size is checked from the header, before decoding:
+    a small file can declare gigapixels."""
+    with _open_image(data, name) as image:
+        if image.size != (32, 32):
+            raise SpecError(f"data.dir: {name} is {image.width}x{image.height}; CIFAR-10 images are 32x32")
+        try:
+            return np.asarray(image.convert("RGB"))
+        except (OSError, ValueError) as err:
+            raise SpecError(f"data.dir: cannot decode {name} ({err})") from None
+
+
+def _open_image(data: bytes, name: str) -> Image.Image:
+    """Image.open reads only the header. PNG and JPEG only: PIL's other readers (EPS runs Ghostscript)
+    are not needed for an image tree. PIL's decompression-bomb warning becomes an error."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise SpecError(f"data.dir: cannot decode {name} ({err})") from None
-    if rgb.shape != (32, 32, 3):
-        raise SpecError(f"data.dir: {name} is {rgb.shape[1]}x{rgb.shape[0]}; CIFAR-10 images are 32x32")
-    return rgb
 
 
 # --- tensorflow-datasets --------------------------------------------------------------------------

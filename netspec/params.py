@@ -6,6 +6,7 @@ from bit-identical weights; a weights file written from one backend loads in the
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +59,37 @@ def save_weights(weights: Weights, path: str | Path) -> None:
         np.savez(f, **weights)
 
 
+MAX_WEIGHTS_BYTES = 8 * 2**30
+"""Largest total of the arrays in a weights file, checked before any is read (a .npz is a zip: a small
+file can inflate to any size)."""
+
+
 def load_weights(path: str | Path, network: Network | None = None) -> Weights:
-    """Read weights written by `save_weights`; checked against `network` when given."""
+    """Read weights written by `save_weights`; checked against `network` when given.
+
+    Arrays only: `allow_pickle` stays off, since a pickled object array in a file from elsewhere could
+    run code when loaded."""
     try:
-        with np.load(path) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a .npy: np.load gave a bare array
+            raise ValueError("it is a single .npy array, not an .npz archive")
+        with archive:
+            _check_weights_size(archive, path)
             weights = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as err:
-        raise SpecError(f"{path}: cannot read weights ({err}); give a .npz written by netspec") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise SpecError(f"{path}: cannot read weights ({_weights_problem(err)}); give a .npz written by netspec") from None
     return check_weights(network, weights, str(path)) if network is not None else weights
+
+
+def _check_weights_size(archive: np.lib.npyio.NpzFile, path: str | Path) -> None:
+    total = sum(info.file_size for info in archive.zip.infolist())
+    if total > MAX_WEIGHTS_BYTES:
+        raise SpecError(f"{path}: its arrays add up to {total:,} bytes, more than the {MAX_WEIGHTS_BYTES:,} "
+                        "netspec reads; give a .npz written by netspec")
+
+
+def _weights_problem(err: Exception) -> str:
+    # numpy's words for a pickled object array name the switch to turn on; say why it stays off.
+    if "allow_pickle" in str(err):
+        return "it holds pickled Python objects, refused because loading them could run code"
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
