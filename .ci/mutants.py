@@ -1,0 +1,257 @@
+#!/usr/bin/env python
+"""Mutation testing, opt-in (run it before a release): does the suite catch realistic bugs?
+
+Each mutant is one small, plausible edit of the source (a rule inverted, a figure averaged over the
+wrong count, a stride taken from the wrong axis, a table cell from the wrong run). For each, the
+repository is snapshot into a private temporary folder (HEAD by default, via `git archive`; never
+the working tree in place, where other people work), the edit is applied there, the mutant's own
+small selection of test files runs with `pytest -x -q`, and the mutant is *caught* when they fail.
+A surviving mutant is a bug the tests would let through: add the test that kills it.
+
+    python .ci/mutants.py                 # every mutant, HEAD; table, score; exit 1 if any survives
+    python .ci/mutants.py --worktree      # the working tree as it is (uncommitted edits included)
+    python .ci/mutants.py -k trainer      # only mutants whose file or description contains 'trainer'
+    python .ci/mutants.py --list          # the mutants, without running anything
+
+No dependency beyond pytest and git. A mutant whose text no longer occurs exactly once in its file
+is reported as stale (exit 1), so the list cannot silently rot as the code changes.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 300
+"""A mutant that makes the tests hang this long counts as caught (it did not pass)."""
+
+
+@dataclass(frozen=True)
+class Mutant:
+    file: str
+    old: str
+    """Exact text, occurring once in the file."""
+    new: str
+    description: str
+    tests: tuple[str, ...]
+    """pytest arguments: the test files (and -k filters) that should catch it; kept small for speed."""
+
+
+TRAINER = ("tests/test_trainer_rules.py",)
+DATA = ("tests/test_data.py", "-k", "split or normalization")
+SHAPES = ("tests/test_shapes_and_counts.py",)
+TORCH_LAYERS = ("tests/test_torch_layers.py",)
+JAX_LAYERS = ("tests/test_jax_layers.py", "-k", "batchnorm or dropout")
+REPORT = ("tests/test_report_tables.py",)
+
+MUTANTS: list[Mutant] = [
+    # --- the trainer: the lab protocol and the seven figures ------------------------------------------
+    Mutant("netspec/trainer.py", "is_best = not val_acc < best_val", "is_best = val_acc > best_val",
+           "test split only on a strictly better validation accuracy (ties lost)", TRAINER),
+    Mutant("netspec/trainer.py", "is_best = not val_acc < best_val", "is_best = val_acc >= best_val",
+           "without a validation split (NaN) no epoch is best", TRAINER),
+    Mutant("netspec/trainer.py", "record = EpochRecord(epoch, loss_sum / done, acc_sum / done,",
+           "record = EpochRecord(epoch, loss_sum / done, acc_sum / len(chunks),",
+           "training accuracy averaged over train_steps calls, not steps", TRAINER),
+    Mutant("netspec/trainer.py", "acc_sum + chunk_acc, done + len(chunk)", "acc_sum + chunk_acc, done + 1",
+           "steps counted as train_steps calls (wrong mean under chunking)", TRAINER),
+    Mutant("netspec/trainer.py", "key=lambda i: (history[i].val_acc, i))", "key=lambda i: history[i].val_acc)",
+           "final test taken at the first of equal best epochs, not the last", TRAINER),
+    Mutant("netspec/trainer.py", '"val_acc": last.val_acc,', '"val_acc": history[best].val_acc,',
+           "last epoch's validation accuracy reported from the best epoch", TRAINER),
+    Mutant("netspec/trainer.py", '"test_loss": history[best].test_loss', '"test_loss": last.test_loss',
+           "final test loss read from the last epoch", TRAINER),
+    Mutant("netspec/trainer.py",
+           "    steps = len(order) // batch_size\n    return np.ascontiguousarray(order[: steps * batch_size].reshape(steps, batch_size))",
+           "    steps = -(-len(order) // batch_size)\n    return np.ascontiguousarray(np.resize(order, (steps, batch_size)))",
+           "last partial batch kept (filled by wrapping around)", TRAINER),
+    Mutant("netspec/trainer.py", "        yield order.copy()\n        rng.shuffle(order)",
+           "        rng.shuffle(order)\n        yield order.copy()", "first epoch shuffled instead of file order", TRAINER),
+    Mutant("netspec/trainer.py", "        rng.shuffle(order)", "        order = rng.permutation(n)",
+           "each epoch a fresh permutation of file order, not a shuffle of the last", TRAINER),
+    Mutant("netspec/trainer.py", "max(self.losses[-3:])", "max(self.losses[-2:])",
+           "lr schedule looks two epochs back, not three", TRAINER),
+    Mutant("netspec/trainer.py", "train_loss > max(", "train_loss >= max(",
+           "lr decays on an equal loss, not only a higher one", TRAINER),
+    Mutant("netspec/trainer.py", "len(self.losses) >= 3 and", "len(self.losses) > 3 and",
+           "lr schedule starts one epoch late", TRAINER),
+    Mutant("netspec/trainer.py", 'record.test_loss, record.test_acc = model.evaluate(splits["test"]',
+           'record.test_loss, record.test_acc = model.evaluate(splits["val"]', "test figures read from the validation split", TRAINER),
+    Mutant("netspec/trainer.py", "np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches)))",
+           "np.array_split(batches, PROGRESS_UPDATES_PER_EPOCH)", "empty train_steps calls when an epoch has < 20 steps", TRAINER),
+    Mutant("netspec/trainer.py", 'model.train_steps(splits["train"], chunk, schedule.lr)',
+           'model.train_steps(splits["train"], chunk, cfg.lr)', "steps ignore the lr schedule", TRAINER),
+    # --- data: splits and normalization --------------------------------------------------------------
+    Mutant("netspec/data.py", "return np.arange(n - val_size), np.arange(n - val_size, n)",
+           "return np.arange(val_size, n), np.arange(val_size)", "validation taken from the head, not the tail", DATA),
+    Mutant("netspec/data.py", "order = np.argsort(-(shares - floors)", "order = np.argsort((shares - floors)",
+           "stratified rounding gives the spare images to the smallest remainders", DATA),
+    Mutant("netspec/data.py", "return np.full(3, 128.0), np.full(3, 255.0)", "return np.full(3, 127.5), np.full(3, 255.0)",
+           "report normalization centred on 127.5", DATA),
+    Mutant("netspec/data.py", "return mean, np.sqrt(np.maximum(var, 0.0)) + 1e-8", "return mean, np.maximum(var, 0.0) + 1e-8",
+           "per-channel scale is the variance, not the std", DATA),
+    Mutant("netspec/data.py", "shift, scale = normalization(config.normalize, fit_x)",
+           "shift, scale = normalization(config.normalize, train_x)", "normalization statistics include validation images", DATA),
+    # --- shape inference -----------------------------------------------------------------------------
+    Mutant("netspec/layers.py", "return (hp - kh) // sh + 1, (wp - kw) // sw + 1", "return (hp - kh) // sh + 1, (wp - kw) // sh + 1",
+           "width uses the height stride", SHAPES),
+    Mutant("netspec/layers.py", "hp, wp = h + 2 * ph, w + 2 * pw", "hp, wp = h + ph, w + pw",
+           "padding added on one side only", SHAPES),
+    Mutant("netspec/layers.py", "return (hp - kh) // sh + 1, (wp - kw) // sw + 1",
+           "return -(-(hp - kh) // sh) + 1, -(-(wp - kw) // sw) + 1", "ceil rounding instead of PyTorch's floor", SHAPES),
+    Mutant("netspec/layers.py", "pair(self.kernel_size if self.stride is None else self.stride)",
+           "pair(1 if self.stride is None else self.stride)", "MaxPool2d stride defaults to 1 (Flax's) not the kernel", SHAPES),
+    Mutant("netspec/layers.py", "if 2 * ph > kh or 2 * pw > kw:", "if 2 * ph > kh:",
+           "MaxPool2d padding checked in height only", SHAPES),
+    Mutant("netspec/layers.py", "if kh > hp or kw > wp:", "if kh > hp or kw > hp:",
+           "kernel width checked against the input height", SHAPES),
+    # --- parameter counting --------------------------------------------------------------------------
+    Mutant("netspec/network.py", "return sum(math.prod(i.shape) for i in self.param_infos().values() if i.trainable)",
+           "return sum(math.prod(i.shape) for i in self.param_infos().values())", "num_params counts running statistics", SHAPES),
+    Mutant("netspec/network.py", "count = sum(math.prod(i.shape) for i in infos.values() if i.trainable)",
+           "count = sum(math.prod(i.shape) for i in infos.values())", "summary rows count running statistics", SHAPES),
+    Mutant("netspec/layers.py", '"running_var": ParamInfo(c, "ones", trainable=False),', '"running_var": ParamInfo(c, "ones"),',
+           "BatchNorm running_var counted as trainable", SHAPES),
+    Mutant("netspec/layers.py", '"num_batches_tracked": ParamInfo((), "zeros"', '"num_batches_tracked": ParamInfo((0,), "zeros"',
+           "num_batches_tracked owns no element", SHAPES),
+    Mutant("netspec/layers.py", "ParamInfo((self.out_channels, shape[0], kh, kw)", "ParamInfo((self.out_channels, shape[0], kh, kh)",
+           "Conv2d weight assumes a square kernel", SHAPES),
+    Mutant("netspec/layers.py", '        if self.bias:\n            out["bias"] = ParamInfo((self.out_features,)',
+           '        out["bias"] = ParamInfo((self.out_features,)', "Linear bias=false still owns a bias", SHAPES),
+    # --- the hand-written layers ---------------------------------------------------------------------
+    Mutant("backends/torch/layers.py", "alpha=m * n / (n - 1))", "alpha=m)", "torch BatchNorm running_var biased", TORCH_LAYERS),
+    Mutant("backends/torch/layers.py", "self.running_mean.mul_(1.0 - m).add_(mean, alpha=m)",
+           "self.running_mean.mul_(m).add_(mean, alpha=1.0 - m)", "torch BatchNorm momentum in Flax's meaning", TORCH_LAYERS),
+    Mutant("backends/torch/layers.py", "return x * uniform.lt_(keep).mul_(1.0 / keep)", "return x * uniform.lt_(keep)",
+           "torch dropout not rescaled by 1/(1-p)", TORCH_LAYERS),
+    Mutant("backends/torch/layers.py", "return x * uniform.lt_(keep).mul_(1.0 / keep)", "return x * uniform.lt_(self.p).mul_(1.0 / keep)",
+           "torch dropout keeps with probability p", TORCH_LAYERS),
+    Mutant("backends/torch/layers.py", "return (x.shape[0], x.shape[1], 1, 1)", "return (1, x.shape[1], 1, 1)",
+           "torch Dropout2d one mask for the whole batch", TORCH_LAYERS),
+    Mutant("backends/jax/layers.py", "(m * n / (n - 1))", "m", "jax BatchNorm running_var biased", JAX_LAYERS),
+    Mutant("backends/jax/layers.py", "shape = (x.shape[0], 1, 1, x.shape[-1])", "shape = (x.shape[0], x.shape[1], 1, 1)",
+           "jax Dropout2d mask laid out as NCHW on NHWC data", JAX_LAYERS),
+    # --- report tables -------------------------------------------------------------------------------
+    Mutant("netspec/tables.py", 'return f"{value:.4f}"', 'return f"{value:.3f}"', "numbers printed with 3 decimals", REPORT),
+    Mutant("netspec/report.py", "return a - b if isinstance(a", "return b - a if isinstance(a",
+           "difference columns with the wrong sign", REPORT),
+    Mutant("netspec/report.py", "for label, r in zip(labels, point_runs)}",
+           'for label, r in zip(labels, found[manifest["backends"][0]])}', "every sweep table shows the first backend's runs", REPORT),
+    Mutant("netspec/report.py", "for b in (reference, other))", "for b in (other, reference))",
+           "sweep torch-vs-jax table with the backends swapped", REPORT),
+    Mutant("netspec/report.py", 't.get("best_val_acc"), j.get("best_val_acc")', 't.get("val_acc"), j.get("val_acc")',
+           "sweep 'best val' columns show the last epoch's validation accuracy", REPORT),
+    Mutant("netspec/report.py", 'by_backend[b].metrics.get("median_epoch_seconds") if b in by_backend',
+           'first.metrics.get("median_epoch_seconds") if b in by_backend', "run table's epoch-seconds row repeats the first backend", REPORT),
+]
+
+
+def snapshot(dest: Path, worktree: bool) -> None:
+    """The repository's files in `dest`: HEAD (git archive), or the working tree's tracked and
+    untracked-but-not-ignored files as they are."""
+    if not worktree:
+        archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
+        return
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = REPO / rel
+        if source.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / rel)
+
+
+def run_pytest(copy: Path, args: Sequence[str]) -> tuple[int, float, str]:
+    """(exit code, seconds, output tail) of pytest -x -q on `args` inside the copy; no bytecode or
+    cache written (a mutated file could otherwise be served from a stale .pyc of the same size)."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(copy)}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],
+                              cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return -1, time.perf_counter() - start, f"timed out after {TIMEOUT_S}s"
+    return proc.returncode, time.perf_counter() - start, (proc.stdout + proc.stderr)[-2000:]
+
+
+def check_imports_from(copy: Path) -> None:
+    """The tests must import the copy's netspec and backends, not an installed (editable) one."""
+    code = "import netspec, backends; print(netspec.__file__); print(backends.__file__)"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(copy)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, check=True, capture_output=True, text=True).stdout
+    for path in out.split():
+        if not Path(path).resolve().is_relative_to(copy.resolve()):
+            sys.exit(f"mutants: the copy imports {path}, not its own sources; cannot test mutants")
+
+
+def stale(copy: Path, mutants: Sequence[Mutant]) -> list[str]:
+    return [f"{m.file}: {m.description} (text found {(copy / m.file).read_text().count(m.old)} times, needs 1)"
+            for m in mutants if not (copy / m.file).is_file() or (copy / m.file).read_text().count(m.old) != 1]
+
+
+def selection_args(mutants: Sequence[Mutant]) -> list[list[str]]:
+    """Each distinct test selection once, for the baseline run."""
+    return [list(t) for t in dict.fromkeys(m.tests for m in mutants)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worktree", action="store_true", help="mutate a copy of the working tree instead of HEAD")
+    parser.add_argument("-k", dest="keyword", default="", help="only mutants whose file or description contains this")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+    mutants = [m for m in MUTANTS if args.keyword.lower() in f"{m.file} {m.description}".lower()]
+    if args.list:
+        for i, m in enumerate(mutants, 1):
+            print(f"{i:>3}  {m.file:<26} {m.description}")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="netspec-mutants-") as tmp:
+        copy = Path(tmp) / "repo"
+        copy.mkdir()
+        snapshot(copy, args.worktree)
+        check_imports_from(copy)
+        if problems := stale(copy, mutants):
+            print("stale mutants (the code changed; update .ci/mutants.py):\n  " + "\n  ".join(problems))
+            return 1
+        for selection in selection_args(mutants):  # a failing baseline would make every mutant look caught
+            code, seconds, tail = run_pytest(copy, selection)
+            if code != 0:
+                print(f"baseline fails ({' '.join(selection)}), fix it first:\n{tail}")
+                return 1
+        rows = []
+        for i, m in enumerate(mutants, 1):
+            path = copy / m.file
+            original = path.read_text()
+            path.write_text(original.replace(m.old, m.new))
+            try:
+                code, seconds, tail = run_pytest(copy, m.tests)
+            finally:
+                path.write_text(original)
+            status = "caught" if code != 0 and code != 5 else ("NO TESTS" if code == 5 else "SURVIVED")
+            rows.append((i, status, seconds, m))
+            print(f"{i:>3}/{len(mutants)} {status:<8} {seconds:5.1f}s  {m.file}: {m.description}", flush=True)
+            if status != "caught":
+                print("      " + tail.strip().replace("\n", "\n      ")[-600:])
+    caught = sum(status == "caught" for _, status, _, _ in rows)
+    total_s = sum(seconds for _, _, seconds, _ in rows)
+    print(f"\nmutation score: {caught}/{len(rows)} caught ({total_s:.0f}s of tests)")
+    for i, status, _, m in rows:
+        if status != "caught":
+            print(f"  {status}: #{i} {m.file}: {m.description}")
+    return 0 if caught == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
