@@ -23,6 +23,8 @@ from .trainer import EpochRecord, summarize
 
 METRICS, HISTORY_JSON, HISTORY_CSV = "metrics.json", "history.json", "history.csv"
 SPEC, ENV, WEIGHTS = "spec.json", "env.json", "best_weights.npz"
+PREPROCESS = "preprocess.json"
+PREPROCESS_INPUT = "NCHW float32 = (pixels - shift) / scale per channel"
 
 
 def run_id(experiment: Experiment) -> str:
@@ -46,6 +48,18 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write_preprocess(directory: Path, data: Any) -> None:
+    """preprocess.json: the class names and the input scaling of the run's data (a netspec.data.Dataset),
+    so the trained model can be used (evaluate, predict, an exported model) without its training split:
+    'per_channel' statistics depend on it. A dataset without them (a test's scripted splits) writes nothing."""
+    if getattr(data, "shift", None) is None:
+        return
+    write_json_atomic(directory / PREPROCESS, {
+        "classes": list(data.classes), "shift": np.asarray(data.shift, np.float64).tolist(),
+        "scale": np.asarray(data.scale, np.float64).tolist(), "input": PREPROCESS_INPUT,
+    })
 
 
 def finished_metrics(directory: Path) -> Optional[dict[str, Any]]:

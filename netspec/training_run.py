@@ -34,6 +34,7 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
     model = backend.compile(experiment.network, seed=experiment.train.seed, device=device)
     directory.mkdir(parents=True, exist_ok=True)
     experiment.save(directory / run_folder.SPEC)
+    run_folder.write_preprocess(directory, data)
     run_folder.write_json_atomic(directory / run_folder.ENV, run_folder.environment(backend.describe() | {"device": model.device}, data.source))
     log(f"{experiment.name} [{name} on {model.device}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
         f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {directory}")

@@ -1,0 +1,304 @@
+"""Using a trained run: evaluate its best weights on a split or another image copy, classify image files.
+
+    saved = load_run("runs/cnn/torch/0123456789")                 # spec, best weights, input scaling
+    evaluation, folder = evaluate_run(saved.directory, "jax")    # a torch run, evaluated on jax
+    for p in predict(saved.directory, "torch", ["cat.png"]):
+        print(p.line())                                          # cat.png: cat 0.812, dog 0.101, ...
+
+A run's best weights are canonical (netspec.params), so a run of either backend is used on either.
+Inputs are scaled exactly as training scaled them: preprocess.json of the run records the class names
+and the per-channel shift/scale (for 'per_channel' they are statistics of the training split); older
+runs without it get them recomputed from their data config. Nothing here imports torch or jax: the
+backend comes from netspec.backend.load_backend (or is given as an object).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from . import run_folder
+from .backend import Backend, Model, load_backend
+from .errors import DataError, SpecError
+from .experiment import DataConfig, Experiment
+from .params import Weights, load_weights
+from .trainer import shape_inputs
+
+SPLITS = ("train", "val", "test")
+EVALUATION_JSON, CONFUSION_PNG = "evaluation.json", "confusion.png"
+EVALUATION_DIR = "evaluation"
+"""Default output folder of `evaluate_run`, inside the run folder."""
+
+Log = Callable[[str], None]
+
+
+# --- a saved run ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How raw pixels become the network's input, and what its outputs mean."""
+
+    classes: list[str]
+    """Class names; output i is classes[i]."""
+    shift: np.ndarray
+    scale: np.ndarray
+    """Per channel: input = (pixels - shift) / scale."""
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 NCHW pixels -> float32 network input, with the very arithmetic of training (data.scaled)."""
+        from .data import scaled
+
+        return scaled(pixels, self.shift, self.scale)
+
+    def metadata(self) -> dict[str, str]:
+        """The same facts as string key/values (an ONNX model's metadata_props)."""
+        return {"classes": json.dumps(self.classes), "normalize_shift": json.dumps(self.shift.tolist()),
+                "normalize_scale": json.dumps(self.scale.tolist()), "input": run_folder.PREPROCESS_INPUT}
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """What a finished run folder holds for using the model."""
+
+    directory: Path
+    experiment: Experiment
+    weights: Weights
+    """The best weights (canonical), checked against the network."""
+    preprocess: Preprocess
+
+
+def load_run(run_dir: str | Path, log: Log = print) -> SavedRun:
+    """Read a run folder (runs/<name>/<backend>/<run-id>/): spec.json, best_weights.npz, preprocess.json."""
+    directory = Path(run_dir)
+    for name in (run_folder.SPEC, run_folder.WEIGHTS):
+        if not (directory / name).is_file():
+            raise DataError(f"{directory}: not a finished run folder ({name} is missing); give a folder "
+                            "runs/<name>/<backend>/<run-id>/ written by a training run")
+    experiment = Experiment.load(directory / run_folder.SPEC)
+    weights = load_weights(directory / run_folder.WEIGHTS, experiment.network)
+    return SavedRun(directory, experiment, weights, read_preprocess(directory, experiment.data, log))
+
+
+def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Preprocess:
+    """The run's preprocess.json, or (older runs) the same facts recomputed from its data config."""
+    path = directory / run_folder.PREPROCESS
+    if not path.is_file():
+        from .data import load_dataset
+
+        log(f"{directory}: no {run_folder.PREPROCESS} (a run from an older netspec): "
+            "recomputing the input scaling from its data config")
+        dataset = load_dataset(data, progress=False)
+        return Preprocess(list(dataset.classes), np.asarray(dataset.shift), np.asarray(dataset.scale))
+    try:
+        content = json.loads(path.read_text())
+        return Preprocess([str(c) for c in content["classes"]], np.asarray(content["shift"], np.float64),
+                          np.asarray(content["scale"], np.float64))
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: unreadable ({type(err).__name__}: {err}); delete it to recompute it") from None
+
+
+def _backend(backend: Backend | str) -> Backend:
+    return load_backend(backend) if isinstance(backend, str) else backend
+
+
+def compile_run(saved: SavedRun, backend: Backend | str, device: Optional[str] = None) -> Model:
+    """The run's network with its best weights on `backend` (a name or a Backend object)."""
+    return _backend(backend).compile(saved.experiment.network, saved.weights, device=device)
+
+
+def logits_of(model: Model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """Eval-mode logits of normalized images (N, C, H, W) in batches: float64 (N, classes)."""
+    x = shape_inputs(inputs, tuple(model.network.input_shape), "given")
+    parts = [model.forward(x[i:i + batch_size], train=False) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, model.network.output_shape[0]))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+# --- evaluate -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Eval-mode figures of a model on labelled images."""
+
+    classes: list[str]
+    loss: float
+    """Mean cross-entropy."""
+    accuracy: float
+    per_class_accuracy: np.ndarray
+    """Accuracy over the images of each true class (NaN for a class without images)."""
+    confusion: np.ndarray
+    """int64 (classes, classes): row = true class, column = predicted class."""
+    details: dict[str, Any]
+    """Where the figures come from: run, backend, data, split."""
+
+    def to_json(self) -> dict[str, Any]:
+        per_class = {c: (None if math.isnan(a) else float(a)) for c, a in zip(self.classes, self.per_class_accuracy)}
+        return {**self.details, "images": int(self.confusion.sum()), "loss": self.loss, "accuracy": self.accuracy,
+                "per_class_accuracy": per_class, "classes": self.classes, "confusion": self.confusion.tolist(),
+                "confusion_rows": "true class", "confusion_columns": "predicted class"}
+
+    def summary(self) -> str:
+        """A few lines for a terminal: the totals and the accuracy of each class."""
+        width = max(map(len, self.classes))
+        rows = [f"  {c:<{width}}  {a:.4f}  ({int(n)} images)" for c, a, n
+                in zip(self.classes, self.per_class_accuracy, self.confusion.sum(axis=1))]
+        return "\n".join([f"loss {self.loss:.4f} acc {self.accuracy:.4f} on {int(self.confusion.sum())} images", *rows])
+
+
+def evaluation_of(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+                  details: Optional[dict[str, Any]] = None) -> Evaluation:
+    """Loss, accuracy, per-class accuracy and confusion matrix of `logits` (N, K) against int `labels` (N,)."""
+    if len(labels) == 0:
+        raise DataError("no images to evaluate; check the data folder and the split")
+    k = len(classes)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (labels, logits.argmax(axis=1)), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.diag(confusion) / confusion.sum(axis=1)
+    return Evaluation(list(classes), loss, float(np.trace(confusion) / len(labels)), per_class, confusion,
+                      dict(details or {}))
+
+
+def evaluate_run(run_dir: str | Path, backend: Backend | str, data_dir: Optional[str | Path] = None,
+                 split: str = "test", out_dir: Optional[str | Path] = None, device: Optional[str] = None,
+                 log: Log = print) -> tuple[Evaluation, Path]:
+    """Evaluate a run's best weights on `backend` and write evaluation.json and confusion.png.
+
+    Data: the run's own data config (`split` 'train', 'val' or 'test', as training split it), or the
+    local copy `data_dir` (anything data.dir accepts: an image-folder tree train/<class>/*,
+    test/<class>/*, cifar-10-batches-py, or a .tar.gz of either; `split` 'train' or 'test' = all of that
+    folder), scaled with the run's own statistics. Outputs go to `out_dir`, default
+    <run_dir>/evaluation/. Returns (evaluation, output folder).
+    """
+    if split not in SPLITS:
+        raise SpecError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    backend = _backend(backend)
+    saved = load_run(run_dir, log)
+    images, labels, data_words = _labelled_images(saved, data_dir, split)
+    model = compile_run(saved, backend, device)
+    logits = logits_of(model, images, saved.experiment.train.eval_batch_size)
+    details = {"run": str(saved.directory), "backend": backend.name, "device": model.device,
+               "data": data_words, "split": split}
+    evaluation = evaluation_of(logits, labels, saved.preprocess.classes, details)
+    folder = Path(out_dir) if out_dir is not None else saved.directory / EVALUATION_DIR
+    write_evaluation(evaluation, folder, f"{saved.experiment.name}: {data_words}, {split}")
+    return evaluation, folder
+
+
+def _labelled_images(saved: SavedRun, data_dir: Optional[str | Path], split: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Normalized images, labels in the run's class order, and the data in words."""
+    from .data import load_dataset, load_raw
+
+    if data_dir is None:
+        # The training loader itself: the same split and the same scaling as the run's metrics.
+        data = load_dataset(saved.experiment.data, progress=False)
+        return getattr(data, f"{split}_x"), getattr(data, f"{split}_y"), data.source
+    if split == "val":
+        raise SpecError("split 'val' exists only in the run's own data; with a data folder use 'train' or 'test'")
+    raw = load_raw(DataConfig(source="cifar10", dir=str(data_dir)), progress=False)
+    x, y = (raw.train_x, raw.train_y) if split == "train" else (raw.test_x, raw.test_y)
+    return saved.preprocess.apply(x), _relabel(y, raw.classes, saved.preprocess.classes, data_dir), raw.origin
+
+
+def _relabel(labels: np.ndarray, data_classes: Sequence[str], run_classes: Sequence[str], where: Any) -> np.ndarray:
+    """Labels of a data copy as indices of the run's classes, matched by name (a folder tree may hold
+    a subset of the classes, or another order)."""
+    index = {name: i for i, name in enumerate(run_classes)}
+    unknown = [c for c in data_classes if c not in index]
+    if unknown:
+        raise DataError(f"{where}: classes {unknown} are not classes of the run ({', '.join(run_classes)}); "
+                        "name the class folders as the run's classes")
+    return np.array([index[c] for c in data_classes], np.int64)[labels]
+
+
+def write_evaluation(evaluation: Evaluation, folder: Path, title: str) -> None:
+    """evaluation.json and confusion.png in `folder` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run_folder.write_json_atomic(folder / EVALUATION_JSON, evaluation.to_json())
+    plot_confusion(evaluation.confusion, evaluation.classes, folder / CONFUSION_PNG,
+                   f"{title}: accuracy {evaluation.accuracy:.4f}")
+
+
+def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+    """The confusion matrix as a PNG: counts in the cells, rows = true class, columns = predicted."""
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    k = len(classes)
+    size = max(4.8, 0.55 * k + 2.2)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=110)
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=9)
+    threshold = confusion.max() / 2 if confusion.size else 0
+    for (row, col), count in np.ndenumerate(confusion):
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                color="white" if count > threshold else "black")  # readable on dark cells too
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- predict ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The classes of one image file, most probable first."""
+
+    path: str
+    top: list[tuple[str, float]]
+    """(class name, softmax probability), best first."""
+    probabilities: np.ndarray
+    """Softmax probability of every class, in the run's class order."""
+
+    def line(self) -> str:
+        return f"{self.path}: " + ", ".join(f"{name} {p:.3f}" for name, p in self.top)
+
+
+def predict(run_dir: str | Path, backend: Backend | str, image_paths: Sequence[str | Path], top: int = 3,
+            device: Optional[str] = None, log: Log = print) -> list[Prediction]:
+    """The `top` classes of each image file (PNG or JPEG, 32x32: the size the networks take; other
+    sizes are refused rather than resized, so no resampling choice changes what the model sees)."""
+    if top < 1:
+        raise SpecError(f"top={top}: ask for at least 1 class")
+    saved = load_run(run_dir, log)
+    pixels = np.stack([read_image(p) for p in image_paths]) if image_paths else np.zeros((0, 3, 32, 32), np.uint8)
+    model = compile_run(saved, backend, device)
+    probabilities = softmax(logits_of(model, saved.preprocess.apply(pixels), saved.experiment.train.eval_batch_size))
+    classes = saved.preprocess.classes
+    return [Prediction(str(path), [(classes[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:top]], row)
+            for path, row in zip(image_paths, probabilities)]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One image file as uint8 (3, 32, 32) RGB; one-line DataError if missing, unreadable or not 32x32."""
+    from .data import decode_image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    try:
+        pixels = decode_image(path.read_bytes(), str(path))
+    except SpecError as err:
+        # decode_image speaks of data.dir (its first use); here the file is the user's own image.
+        reason = str(err).removeprefix("data.dir: ")
+        raise DataError(f"{reason}; predict takes 32x32 PNG or JPEG files") from None
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
