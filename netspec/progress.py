@@ -1,10 +1,17 @@
-"""A one-line progress display on stderr (no dependency): redrawn in place on a terminal, silent
-otherwise, so logs of batch jobs keep only the per-epoch summary lines."""
+"""Progress on stderr, one line, no dependency: the trainer's epoch bar and the data loaders' ticker.
+
+`ProgressLine` redraws a bar in place (on a terminal, unless told otherwise) and clears it when
+done, so logs of batch jobs keep only the per-epoch summary lines. `track` wraps an iterable in one:
+it redraws at most every `every_s` seconds and, when the whole took longer than that, leaves one
+summary line (kept in logs too); short runs (tests) print nothing.
+"""
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Iterator, Sequence, TextIO, TypeVar
+
+T = TypeVar("T")
 
 
 class ProgressLine:
@@ -31,3 +38,23 @@ class ProgressLine:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+
+def track(items: Sequence[T], label: str, enabled: bool = True, every_s: float = 0.5, note: str = "",
+          stream: TextIO | None = None) -> Iterator[T]:
+    """Yield `items` with a `ProgressLine` redrawn every `every_s` seconds on a terminal; if `enabled`
+    and the whole took `every_s` or more, end with 'label: N in 1.2s (note)' on a line of its own."""
+    stream = stream or sys.stderr
+    line = ProgressLine(len(items), label, stream, enabled=enabled and stream.isatty())
+    last, drawn = line.start, False
+    for i, item in enumerate(items):
+        if line.enabled and time.perf_counter() - last >= every_s:
+            line.update(i)
+            last, drawn = time.perf_counter(), True
+        yield item
+    if drawn:
+        line.close()
+    seconds = line.elapsed
+    if enabled and seconds >= every_s:
+        stream.write(f"\r{label}: {len(items):,} in {seconds:.1f}s" + (f" ({note})" if note else "") + "\n")
+        stream.flush()

@@ -12,8 +12,14 @@ import pytest
 from PIL import Image
 
 from netspec import DataConfig, SpecError
-from netspec import data as nd
-from netspec.data import Dataset, load_dataset
+from netspec.data import CIFAR10_CLASSES, Dataset, load_dataset
+from netspec.data.cache import cache_root
+from netspec.data.sources import image_tree
+from netspec.data.sources import tfds as tfds_source
+from netspec.data.sources.python_batches import BATCH_FILES
+from netspec.data.sources.synthetic import synthetic
+from netspec.data.splits import split_indices
+from netspec.errors import DataError, SetupError
 
 CLASSES = ["cat", "airplane", "bird"]  # written unsorted: the loader must sort them
 PER_CLASS = {"train": 4, "test": 2}
@@ -54,13 +60,13 @@ def write_batches(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     """A cifar-10-batches-py copy in the real format: 5 x 40 training images, 30 test images."""
     folder.mkdir(parents=True)
     xs, ys = [], []
-    for i, name in enumerate([*nd.BATCH_FILES, "test_batch"]):
+    for i, name in enumerate([*BATCH_FILES, "test_batch"]):
         x, y = pixels(i, 40 if i < 5 else 30), np.random.default_rng(50 + i).integers(0, 10, 40 if i < 5 else 30)
         batch = {b"batch_label": name.encode(), b"labels": y.tolist(), b"data": x.reshape(len(x), -1),
                  b"filenames": [b"f.png"] * len(x)}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
         xs.append(x), ys.append(y)
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in nd.CIFAR10_CLASSES]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in CIFAR10_CLASSES]}))
     return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5]
 
 
@@ -94,11 +100,11 @@ def test_synthetic_shapes_dtypes_and_pixel_range(tmp_path: Path) -> None:
 
 
 def test_synthetic_is_seeded_and_prefix_stable() -> None:
-    a, b, c = nd.synthetic(300, 50, seed=1), nd.synthetic(300, 50, seed=1), nd.synthetic(2000, 80, seed=1)
+    a, b, c = synthetic(300, 50, seed=1), synthetic(300, 50, seed=1), synthetic(2000, 80, seed=1)
     assert np.array_equal(a.train_x, b.train_x) and np.array_equal(a.test_y, b.test_y)
     # A smaller set is the start of a larger one, and the test set does not depend on the train size.
     assert np.array_equal(c.train_x[:300], a.train_x) and np.array_equal(c.test_x[:50], a.test_x)
-    assert not np.array_equal(nd.synthetic(300, 50, seed=2).train_x, a.train_x)
+    assert not np.array_equal(synthetic(300, 50, seed=2).train_x, a.train_x)
 
 
 def test_synthetic_is_learnable_but_not_trivial(tmp_path: Path) -> None:
@@ -115,7 +121,7 @@ def test_synthetic_is_learnable_but_not_trivial(tmp_path: Path) -> None:
 
 
 def test_tail_split_keeps_source_order(tmp_path: Path) -> None:
-    raw = nd.synthetic(600, 100, seed=3)
+    raw = synthetic(600, 100, seed=3)
     d = load(tmp_path, source="synthetic", train_size=600, test_size=100, val_size=150, seed=3)
     assert np.array_equal(unscale(d.train_x), raw.train_x[:450]) and np.array_equal(d.train_y, raw.train_y[:450])
     assert np.array_equal(unscale(d.val_x), raw.train_x[450:]) and np.array_equal(d.val_y, raw.train_y[450:])
@@ -124,17 +130,17 @@ def test_tail_split_keeps_source_order(tmp_path: Path) -> None:
 
 def test_stratified_split_is_balanced_seeded_and_disjoint() -> None:
     labels = np.repeat(np.arange(10), 60)[np.random.default_rng(0).permutation(600)]
-    fit, val = nd.split_indices(labels, 100, "stratified", seed=7)
+    fit, val = split_indices(labels, 100, "stratified", seed=7)
     assert np.array_equal(np.bincount(labels[val], minlength=10), np.full(10, 10))
     assert np.array_equal(np.sort(np.concatenate([fit, val])), np.arange(600))
     assert np.all(np.diff(fit) > 0) and np.all(np.diff(val) > 0)  # each part stays in source order
-    again, other = nd.split_indices(labels, 100, "stratified", seed=7)[1], nd.split_indices(labels, 100, "stratified", seed=8)[1]
+    again, other = split_indices(labels, 100, "stratified", seed=7)[1], split_indices(labels, 100, "stratified", seed=8)[1]
     assert np.array_equal(val, again) and not np.array_equal(val, other)
 
 
 def test_stratified_split_rounds_to_the_requested_size() -> None:
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
-    _, val = nd.split_indices(labels, 11, "stratified", seed=0)
+    _, val = split_indices(labels, 11, "stratified", seed=0)
     assert len(val) == 11 and list(np.bincount(labels[val])) == [6, 3, 2]
 
 
@@ -144,13 +150,13 @@ def test_a_split_that_leaves_no_training_images_is_a_spec_error(tmp_path: Path) 
 
 
 def test_report_normalization_is_x_minus_128_over_255(tmp_path: Path) -> None:
-    raw = nd.synthetic(200, 20, seed=0)
+    raw = synthetic(200, 20, seed=0)
     d = load(tmp_path, source="synthetic", train_size=200, test_size=20, val_size=50, seed=0)
     assert np.array_equal(d.train_x, (raw.train_x[:150].astype(np.float32) - 128) / 255)
 
 
 def test_per_channel_normalization_uses_the_training_split_only(tmp_path: Path) -> None:
-    raw = nd.synthetic(400, 50, seed=0)
+    raw = synthetic(400, 50, seed=0)
     d = load(tmp_path, source="synthetic", train_size=400, test_size=50, val_size=100, seed=0, normalize="per_channel")
     fit = raw.train_x[:300].astype(np.float64)
     mean, std = fit.mean(axis=(0, 2, 3)), fit.std(axis=(0, 2, 3))
@@ -172,7 +178,7 @@ def test_python_batches(tmp_path: Path, where: str) -> None:
     assert np.array_equal(unscale(d.train_x), train_x[:150]) and np.array_equal(d.train_y, train_y[:150])
     assert np.array_equal(unscale(d.val_x), train_x[150:]) and np.array_equal(d.val_y, train_y[150:])
     assert np.array_equal(unscale(d.test_x), test_x) and np.array_equal(d.test_y, test_y)
-    assert d.classes == nd.CIFAR10_CLASSES and "python batches" in d.source
+    assert d.classes == CIFAR10_CLASSES and "python batches" in d.source
 
 
 def test_caps_take_the_first_images_in_source_order(tmp_path: Path) -> None:
@@ -181,11 +187,11 @@ def test_caps_take_the_first_images_in_source_order(tmp_path: Path) -> None:
     assert np.array_equal(unscale(d.val_x), train_x[100:120]) and np.array_equal(unscale(d.test_x), test_x[:7])
 
 
-def test_a_missing_batch_is_a_spec_error(tmp_path: Path) -> None:
+def test_a_missing_batch_is_a_data_error(tmp_path: Path) -> None:
     folder = tmp_path / "cifar-10-batches-py"
     write_batches(folder)
     (folder / "data_batch_3").unlink()
-    with pytest.raises(SpecError, match="data_batch_3 is missing"):
+    with pytest.raises(DataError, match="data_batch_3 is missing"):
         load(tmp_path, dir=str(folder))
 
 
@@ -227,8 +233,8 @@ def test_tar_of_a_tree_is_read_once_then_cached(tmp_path: Path, monkeypatch: pyt
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cached load decoded or opened the archive again")
 
-    monkeypatch.setattr(nd, "decode_image", fail)
-    monkeypatch.setattr(nd.tarfile, "open", fail)
+    monkeypatch.setattr(image_tree, "decode_image", fail)
+    monkeypatch.setattr(tarfile, "open", fail)
     again = load(tmp_path, dir=str(archive), val_size=3, split="stratified")
     assert np.array_equal(again.train_x, first.train_x) and again.source == first.source
 
@@ -237,8 +243,8 @@ def test_folder_cache_notices_a_changed_file(tmp_path: Path, monkeypatch: pytest
     write_tree(tmp_path / "tree")
     load(tmp_path, dir=str(tmp_path / "tree"), val_size=0)
     calls = []
-    decode = nd.decode_image
-    monkeypatch.setattr(nd, "decode_image", lambda data, name="": calls.append(name) or decode(data, name))
+    decode = image_tree.decode_image
+    monkeypatch.setattr(image_tree, "decode_image", lambda data, name="": calls.append(name) or decode(data, name))
     load(tmp_path, dir=str(tmp_path / "tree"), val_size=0)
     assert calls == []  # unchanged: served from the cache
     changed = tmp_path / "tree" / "test" / "airplane" / "00.png"
@@ -247,25 +253,25 @@ def test_folder_cache_notices_a_changed_file(tmp_path: Path, monkeypatch: pytest
     assert calls and unscale(d.test_x)[0].max() == 0  # decoded again, with the new file (first of class 0)
 
 
-def test_wrong_image_size_and_missing_folders_are_spec_errors(tmp_path: Path) -> None:
+def test_wrong_image_size_and_missing_folders_are_data_errors(tmp_path: Path) -> None:
     write_tree(tmp_path / "tree")
     Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(tmp_path / "tree" / "train" / "cat" / "99.png")
-    with pytest.raises(SpecError, match="99.png is 28x28"):
+    with pytest.raises(DataError, match="99.png is 28x28"):
         load(tmp_path, dir=str(tmp_path / "tree"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SpecError, match="no CIFAR-10 in"):
+    with pytest.raises(DataError, match="no CIFAR-10 in"):
         load(tmp_path, dir=str(tmp_path / "empty"))
-    with pytest.raises(SpecError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         load(tmp_path, dir=str(tmp_path / "nowhere"))
-    with pytest.raises(SpecError, match="data.source is 'synthetic'"):
+    with pytest.raises(SpecError, match="data.source is 'synthetic'"):  # two config fields that conflict
         load(tmp_path, source="synthetic", dir=str(tmp_path / "tree"))
 
 
 def test_cache_dir_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "c"))
-    assert nd.cache_root() == tmp_path / "c"
+    assert cache_root() == tmp_path / "c"
     monkeypatch.delenv("NETSPEC_CACHE")
-    assert nd.cache_root() == Path.home() / ".cache" / "netspec"
+    assert cache_root() == Path.home() / ".cache" / "netspec"
 
 
 # --- tensorflow-datasets ---------------------------------------------------------------------------
@@ -273,7 +279,7 @@ def test_cache_dir_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch, 
 
 def test_tfds_through_mock_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tfds = pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(nd, "tfds_blocker", lambda manual_dir: None)  # preparing is mocked: no TF, no network
+    monkeypatch.setattr(tfds_source, "tfds_blocker", lambda manual_dir: None)  # preparing is mocked: no TF, no network
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
         d = load(tmp_path, val_size=4)
         train = tfds.data_source("cifar10", split="train")
@@ -283,12 +289,12 @@ def test_tfds_through_mock_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     # Ordered by id, as the batch files; mock_data gives the test split the same examples.
     assert np.array_equal(unscale(np.concatenate([d.train_x, d.val_x])), expected_x)
     assert np.array_equal(np.concatenate([d.train_y, d.val_y]), expected_y)
-    assert np.array_equal(unscale(d.test_x), expected_x) and d.classes == nd.CIFAR10_CLASSES
+    assert np.array_equal(unscale(d.test_x), expected_x) and d.classes == CIFAR10_CLASSES
     assert d.train_x.shape == (8, 3, 32, 32) and "tensorflow-datasets" in d.source
     assert len(list((tmp_path / "cache").glob("tfds-*.npz"))) == 1  # later starts need no TFDS at all
 
 
-def assert_one_line_with_the_ways_out(err: pytest.ExceptionInfo[SpecError]) -> None:
+def assert_one_line_with_the_ways_out(err: pytest.ExceptionInfo[SetupError]) -> None:
     message = str(err.value)
     assert "\n" not in message
     assert "--data-dir path/to/cifar-10-batches-py or an image-folder tree" in message
@@ -297,15 +303,15 @@ def assert_one_line_with_the_ways_out(err: pytest.ExceptionInfo[SpecError]) -> N
 
 def test_missing_tfds_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # `import` now raises ImportError
-    with pytest.raises(SpecError) as err:
+    with pytest.raises(SetupError) as err:
         load(tmp_path)
     assert_one_line_with_the_ways_out(err)
 
 
 def test_tfds_that_cannot_prepare_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(nd, "tfds_blocker", lambda manual_dir: "no internet: cannot reach www.cs.toronto.edu")
-    with pytest.raises(SpecError) as err:
+    monkeypatch.setattr(tfds_source, "tfds_blocker", lambda manual_dir: "no internet: cannot reach www.cs.toronto.edu")
+    with pytest.raises(SetupError) as err:
         load(tmp_path)
     assert_one_line_with_the_ways_out(err)
     assert "no internet" in str(err.value) and "cifar-10-binary.tar.gz" in str(err.value)

@@ -1,6 +1,7 @@
 """Files that come from elsewhere: CIFAR-10 python batches (pickles), archives, JSON specs, .npz
 weights and images. Opening one must never run code, allocate without bound or end in a traceback:
-each bad file gives one SpecError line naming it, and valid files load as before."""
+each bad file gives one line naming it (a DataError for data, a SpecError for a spec or weights file),
+and valid files load as before."""
 from __future__ import annotations
 
 import io
@@ -21,6 +22,10 @@ from PIL import Image
 
 from netspec import DataConfig, SpecError, load_weights, save_weights
 from netspec import data as nd
+from netspec.data import files as data_files
+from netspec.data.images import decode_image
+from netspec.data.sources.python_batches import BATCH_FILES
+from netspec.errors import DataError
 from netspec import io as nio
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +67,7 @@ def write_batch_folder(folder: Path, pickler=lambda obj: pickle.dumps(obj, proto
     """cifar-10-batches-py with five data batches, test_batch and batches.meta; `replaced` maps a file
     name to the bytes written instead."""
     folder.mkdir(parents=True, exist_ok=True)
-    contents = {name: pickler(batch(i)) for i, name in enumerate([*nd.BATCH_FILES, "test_batch"])}
+    contents = {name: pickler(batch(i)) for i, name in enumerate([*BATCH_FILES, "test_batch"])}
     contents["batches.meta"] = pickler({b"label_names": [c.encode() for c in nd.CIFAR10_CLASSES]})
     for name, raw in {**contents, **replaced}.items():
         (folder / name).write_bytes(raw)
@@ -74,7 +79,7 @@ def load_raw(tmp_path: Path, path: Path) -> nd.RawImages:
 
 
 def one_line_error(tmp_path: Path, path: Path) -> str:
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(DataError) as info:
         load_raw(tmp_path, path)
     message = str(info.value)
     assert "\n" not in message
@@ -83,7 +88,7 @@ def one_line_error(tmp_path: Path, path: Path) -> str:
 
 def expected_arrays(folder: Path) -> tuple[np.ndarray, ...]:
     """What plain pickle reads from the (trusted, test-made) folder: the loader must give the same."""
-    read = [pickle.loads((folder / name).read_bytes(), encoding="bytes") for name in [*nd.BATCH_FILES, "test_batch"]]
+    read = [pickle.loads((folder / name).read_bytes(), encoding="bytes") for name in [*BATCH_FILES, "test_batch"]]
     xs = [np.asarray(b[b"data"]).reshape(-1, 3, 32, 32) for b in read]
     ys = [np.asarray(b[b"labels"], dtype=np.int64) for b in read]
     return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5]
@@ -252,14 +257,14 @@ def test_archive_sizes_are_bounded_before_reading(tmp_path: Path, monkeypatch: p
     archive = tmp_path / "c.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(write_batch_folder(tmp_path / "data"), arcname="data")
-    monkeypatch.setattr(nd, limit, value)
+    monkeypatch.setattr(data_files, limit, value)
     message = one_line_error(tmp_path, archive)
     assert message.startswith(f"{archive}: ") and says in message, message
 
 
 def test_a_huge_file_in_a_folder_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = write_batch_folder(tmp_path / "data")
-    monkeypatch.setattr(nd, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(data_files, "MAX_FILE_BYTES", 1000)
     assert one_line_error(tmp_path, folder).startswith(f"{folder / 'data_batch_1'} has 18,859 bytes, more than")
 
 
@@ -281,8 +286,8 @@ def png_header(width: int, height: int) -> bytes:
     (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n", "cannot decode big.png"),  # no EPS (Ghostscript)
 ], ids=["bomb-error", "bomb-warning", "wrong-size-header", "eps"])
 def test_images_are_bounded_before_decoding(data: bytes, says: str) -> None:
-    with pytest.raises(SpecError) as info:
-        nd.decode_image(data, "big.png")
+    with pytest.raises(DataError) as info:
+        decode_image(data, "big.png")
     assert says in str(info.value) and "\n" not in str(info.value)
 
 
@@ -290,7 +295,7 @@ def test_a_valid_image_still_decodes() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "PNG")
-    assert np.array_equal(nd.decode_image(out.getvalue()), pixels)
+    assert np.array_equal(decode_image(out.getvalue()), pixels)
 
 
 # --- JSON specs -----------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""CIFAR-10 as numpy arrays, split and scaled as an experiment's `DataConfig` says.
+
+    data = load_dataset(DataConfig(dir="../shared/data/cifar10-jpeg-q75.tar.gz"))
+    data.train_x.shape  # (40000, 3, 32, 32) float32, normalized; data.train_y int64
+
+A load is: the source's uint8 images (`load_raw`: which source the config names, `sources/`), decoded
+once and then read from the cache (`cache`), capped to `train_size` / `test_size`, split into
+training and validation (`splits`), and scaled (`normalization`). The split and the scaling are
+applied on every load: they are cheap and depend on the config.
+
+- `source="synthetic"`: seeded, CIFAR-shaped data made here (`sources/synthetic.py`).
+- `dir` set: a local copy, a folder or a .tar.gz of the python batches or of an image-folder tree
+  (`sources/local.py`, read through `files.py`, untrusted: sizes and members checked).
+- `source="cifar10"` and no `dir`: tensorflow-datasets (`sources/tfds.py`).
+
+Errors a user can fix are one line: `DataError` for the files, `SpecError` for a config that does
+not fit them, `SetupError` for a missing package or network.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError
+from ..experiment import DataConfig
+from .cache import cache_root
+from .images import decode_image
+from .normalization import normalization, scaled
+from .sources.local import load_local
+from .sources.synthetic import SYNTHETIC_SIZES, synthetic
+from .sources.tfds import load_tfds
+from .splits import split_indices
+from .types import CIFAR10_CLASSES, IMAGE_SHAPE, Dataset, RawImages
+
+__all__ = ["CIFAR10_CLASSES", "IMAGE_SHAPE", "Dataset", "RawImages", "decode_image", "describe", "load_dataset",
+           "load_raw", "scaled"]
+
+
+def load_dataset(config: DataConfig, cache_dir: Path | None = None, progress: bool = True) -> Dataset:
+    """Load, split and normalize the data an experiment asks for (see the module docstring).
+
+    `train_size` / `test_size` cap a real source (the first N in source order) and set the sizes of
+    synthetic data. `progress` shows a status line on stderr while decoding (first start only).
+    Problems a user can fix (no data, a bad folder, a split that does not fit) raise a one-line
+    NetspecError (DataError, SpecError or SetupError).
+    """
+    raw = load_raw(config, cache_dir, progress)
+    train_x, train_y = raw.train_x[: config.train_size], raw.train_y[: config.train_size]
+    test_x, test_y = raw.test_x[: config.test_size], raw.test_y[: config.test_size]
+    fit_idx, val_idx = split_indices(train_y, config.val_size, config.split, config.seed)
+    fit_x = train_x[fit_idx]
+    shift, scale = normalization(config.normalize, fit_x)
+    return Dataset(
+        train_x=scaled(fit_x, shift, scale), train_y=train_y[fit_idx],
+        val_x=scaled(train_x[val_idx], shift, scale), val_y=train_y[val_idx],
+        test_x=scaled(test_x, shift, scale), test_y=test_y,
+        classes=list(raw.classes),
+        source=describe(raw.origin, config, len(fit_idx), len(val_idx), len(test_y), shift, scale),
+        shift=shift, scale=scale,
+    )
+
+
+def load_raw(config: DataConfig, cache_dir: Path | None = None, progress: bool = True) -> RawImages:
+    """The uint8 images of the source the config names, uncapped and unsplit (synthetic: at the config's sizes)."""
+    if config.source == "synthetic":
+        if config.dir is not None:
+            raise SpecError(f"data.dir={config.dir!r} is set but data.source is 'synthetic'; "
+                            "drop one of them (a local copy needs data.source=cifar10)")
+        return synthetic(config.train_size or SYNTHETIC_SIZES[0], config.test_size or SYNTHETIC_SIZES[1], config.seed)
+    cache = cache_root(cache_dir)
+    if config.dir is not None:
+        return load_local(Path(config.dir).expanduser(), cache, progress)
+    return load_tfds(cache, progress)
+
+
+def describe(origin: str, config: DataConfig, n_train: int, n_val: int, n_test: int,
+             shift: np.ndarray, scale: np.ndarray) -> str:
+    """One line for the run's environment file: origin, split sizes, scaling (with the statistics used)."""
+    seed = f", seed {config.seed}" if config.split == "stratified" else ""
+    stats = f" (mean {_fmt(shift)}, std {_fmt(scale)})" if config.normalize == "per_channel" else ""
+    return (f"{origin}; {n_train} train / {n_val} val ({config.split} split{seed}) / {n_test} test; "
+            f"normalize {config.normalize}{stats}")
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"

@@ -1,0 +1,63 @@
+"""The decode-once cache: a source's `RawImages` as an uncompressed `<cache>/<key>.npz`.
+
+The cache folder is the `cache_dir` argument, else `$NETSPEC_CACHE`, else `~/.cache/netspec`. Keys
+name the source and a fingerprint of its files (`digest`), so a changed copy is decoded again.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .types import RawImages
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """`cache_dir`, else $NETSPEC_CACHE, else ~/.cache/netspec."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("NETSPEC_CACHE") or "~/.cache/netspec").expanduser()
+
+
+_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+
+
+def cached(cache: Path, key: str, build: Callable[[], RawImages]) -> RawImages:
+    """The images stored under `key`, else `build()` them and store them (uncompressed .npz: loads in
+    well under a second; written to a temporary name then renamed, so concurrent runs never read half a file)."""
+    path = cache / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return RawImages(*(npz[name] for name in _ARRAYS), classes=[str(c) for c in npz["classes"]],
+                             origin=str(npz["origin"]))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError) as err:  # a damaged or old cache file: build it again
+        print(f"netspec.data: ignoring unreadable cache {path} ({err})", file=sys.stderr)
+    raw = build()
+    _store(path, raw)
+    return raw
+
+
+def _store(path: Path, raw: RawImages) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{name: getattr(raw, name) for name in _ARRAYS},
+                     classes=np.array(raw.classes), origin=np.array(raw.origin))
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only home must not stop a run: it only costs the next start's decode
+        print(f"netspec.data: cannot write the cache {path} ({err}); the next start decodes again", file=sys.stderr)
+
+
+def digest(parts: Iterable[str]) -> str:
+    """A short stable hash of `parts`, for cache keys."""
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
