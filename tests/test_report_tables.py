@@ -9,7 +9,6 @@ formats numbers (4 decimals). A cell taken from the wrong run, backend, figure o
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
