@@ -30,7 +30,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", help="torch, jax, or both as torch,jax (default: torch)")
     p.add_argument("--summary", action="store_true", help="print the network's layers, output shapes and parameter counts, then exit")
     p.add_argument("--crosscheck", action="store_true", help="compare the torch and jax backends on this network "
-                   "(same weights, dropout off, float32); exit 1 if a difference exceeds its tolerance")
+                   "(same weights, dropout off, float64 and float32); exit 1 if a difference exceeds its tolerance")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any field of the spec by its dotted path, e.g. train.lr=0.01 or network.layers.3.p=0.3 (repeatable)")
     p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
@@ -77,7 +77,7 @@ def cmd_train(argv: list[str]) -> int:
         return 0
     if args.crosscheck:
         from netspec.crosscheck import run_crosscheck
-        report = run_crosscheck(experiment.network, seed=experiment.train.seed)
+        report = run_crosscheck(experiment.network, seed=experiment.train.seed, train_config=experiment.train)
         print(report.table())
         if not report.ok:
             print(f"crosscheck FAILED: worst tensor {report.worst}", file=sys.stderr)

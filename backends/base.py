@@ -13,9 +13,10 @@ from netspec.experiment import TrainConfig
 from netspec.network import Network
 from netspec.params import Weights
 
-Precision = Literal["default", "highest"]
+Precision = Literal["default", "highest", "float64"]
 """'highest': float32 everywhere (TF32 off in both frameworks), for cross-checks; 'default': the
-framework's fast defaults."""
+framework's fast defaults; 'float64': parameters, running statistics, inputs and optimizer state in
+float64 (the asserted cross-check), and get_weights / loss_and_grads return float64 arrays."""
 
 
 class DeviceData(Protocol):

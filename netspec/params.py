@@ -37,8 +37,9 @@ def init_weights(network: Network, seed: int = 0) -> Weights:
     return weights
 
 
-def check_weights(network: Network, weights: Weights, source: str = "weights") -> Weights:
-    """Check names, shapes and dtypes against the network; return float32/int64 copies in order."""
+def check_weights(network: Network, weights: Weights, source: str = "weights", float_dtype: str = "float32") -> Weights:
+    """Check names, shapes and dtypes against the network; return copies in order, floats as
+    `float_dtype` (float64 for a float64 model) and integers as int64."""
     infos = network.param_infos()
     missing = sorted(set(infos) - set(weights))
     extra = sorted(set(weights) - set(infos))
@@ -49,7 +50,7 @@ def check_weights(network: Network, weights: Weights, source: str = "weights") -
         value = np.asarray(weights[name])
         if value.shape != tuple(info.shape):
             raise SpecError(f"{source}: tensor '{name}' has shape {value.shape}, the network needs {tuple(info.shape)}")
-        out[name] = value.astype(info.dtype, copy=True)
+        out[name] = value.astype(float_dtype if np.dtype(info.dtype).kind == "f" else info.dtype, copy=True)
     return out
 
 

@@ -40,18 +40,19 @@ class Slot:
     dtype: str
     """Canonical dtype ('float32', 'int64')."""
 
-    def to_flax(self, value: np.ndarray) -> np.ndarray:
+    def to_flax(self, value: np.ndarray, float_dtype: type = np.float32) -> np.ndarray:
         value = np.asarray(value)
         if self.axes is not None:
             value = value.transpose(self.axes)
         # int32 on the device: JAX disables 64-bit integers unless jax_enable_x64 is set.
-        return np.array(value, dtype=np.int32 if self.dtype == "int64" else np.float32, order="C")  # 0-d stays 0-d
+        return np.array(value, dtype=np.int32 if self.dtype == "int64" else float_dtype, order="C")  # 0-d stays 0-d
 
     def to_canonical(self, value: Any) -> np.ndarray:
         value = np.asarray(value)
         if self.axes is not None:
             value = value.transpose(np.argsort(self.axes))
-        return np.array(value, dtype=self.dtype)  # a copy, in canonical layout
+        # A copy, in canonical layout; float64 stays float64 (a float64 model's weights).
+        return np.array(value, dtype=value.dtype if value.dtype == np.float64 else self.dtype)
 
 
 def slots(network: Network) -> dict[str, Slot]:
@@ -71,11 +72,12 @@ def slots(network: Network) -> dict[str, Slot]:
     return out
 
 
-def to_flax(network: Network, weights: Weights) -> Variables:
-    """Canonical weights (already checked against `network`) -> Flax variables, as numpy arrays."""
+def to_flax(network: Network, weights: Weights, float_dtype: type = np.float32) -> Variables:
+    """Canonical weights (already checked against `network`) -> Flax variables, as numpy arrays with
+    floats in `float_dtype`."""
     variables: Variables = {"params": {}, "batch_stats": {}}
     for name, slot in slots(network).items():
-        variables[slot.collection].setdefault(slot.layer, {})[slot.leaf] = slot.to_flax(weights[name])
+        variables[slot.collection].setdefault(slot.layer, {})[slot.leaf] = slot.to_flax(weights[name], float_dtype)
     return variables
 
 

@@ -8,9 +8,10 @@ and accuracy sums stay there until the one read at the end of `train_steps`.
 from __future__ import annotations
 
 import collections
+import contextlib
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, NamedTuple, Optional
+from functools import partial, wraps
+from typing import Any, Callable, NamedTuple, Optional, TypeVar
 
 import flax.linen as nn
 import jax
@@ -30,6 +31,7 @@ from .builders import SpecNet
 _MATMUL_PRECISION: dict[str, Optional[jax.lax.Precision]] = {
     "default": None,                       # the platform's fast default (TF32 on recent GPUs)
     "highest": jax.lax.Precision.HIGHEST,  # true float32 in every matmul and conv of this model
+    "float64": jax.lax.Precision.HIGHEST,  # float64 (x64 on during the model's calls only)
 }
 
 TRACES: collections.Counter[str] = collections.Counter()
@@ -77,6 +79,20 @@ def describe_device(device: jax.Device) -> str:
     return "cpu" if device.platform == "cpu" else f"{device.platform}:{device.id} ({device.device_kind})"
 
 
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _scoped_x64(method: Method) -> Method:
+    """Runs a JaxModel method with jax's 64-bit mode on if the model is float64. x64 is process-wide
+    configuration in jax, so a float64 model turns it on for its own calls only (jit caches per
+    setting) and every other model in the process stays float32."""
+    @wraps(method)
+    def wrapper(self: "JaxModel", *args: Any, **kwargs: Any) -> Any:
+        with jax.enable_x64(True) if self.float_dtype == "float64" else contextlib.nullcontext():
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def _nhwc(x: jax.Array) -> jax.Array:
     """NCHW images -> NHWC (the layout XLA's convs prefer); flat (N, F) input unchanged."""
     return jnp.transpose(x, (0, 2, 3, 1)) if x.ndim == 4 else x
@@ -97,6 +113,8 @@ class JaxModel:
         self.network = network
         self.device = describe_device(device)
         self._device = device
+        self.float_dtype = "float64" if precision == "float64" else "float32"
+        """numpy name of the dtype of parameters, statistics, Adam state and inputs."""
         self._module = self._build_module(_MATMUL_PRECISION[precision])
         self._state = TrainState({}, {}, None, jax.device_put(jax.random.key(seed), device))
         self.set_weights(weights)
@@ -163,22 +181,23 @@ class JaxModel:
         batch does not trace a second program."""
         TRACES["eval_step"] += 1
         idx = start + jnp.arange(batch_size)
-        valid = (idx < x_all.shape[0]).astype(jnp.float32)
+        valid = (idx < x_all.shape[0]).astype(x_all.dtype)
         idx = jnp.minimum(idx, x_all.shape[0] - 1)
         logits, _ = self._run(params, stats, x_all[idx], False, None)
         y = y_all[idx]
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        correct = (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
+        correct = (jnp.argmax(logits, axis=-1) == y).astype(x_all.dtype)
         return sums + jnp.stack([jnp.sum(losses * valid), jnp.sum(correct * valid)])
 
     # ---- the protocol ----
 
     def _batch(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=self.float_dtype)
         if x.shape[1:] != tuple(self.network.input_shape):
             raise ValueError(f"input of shape {x.shape} does not fit the network's input_shape {tuple(self.network.input_shape)}")
         return x
 
+    @_scoped_x64
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         s = self._state
         if not train:
@@ -188,48 +207,56 @@ class JaxModel:
         self._state = s._replace(batch_stats=stats, key=key)
         return np.asarray(logits)
 
+    @_scoped_x64
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         s = self._state
         loss, grads = self._loss_and_grads(s.params, s.batch_stats, self._batch(x), np.asarray(y, np.int32),
                                            jax.random.split(s.key)[1])  # the state's key is not advanced
         return float(loss), convert.to_canonical(self.network, {"params": grads}, trainable_only=True)
 
+    @_scoped_x64
     def get_weights(self) -> Weights:
         s = self._state
         return convert.to_canonical(self.network, {"params": s.params, "batch_stats": s.batch_stats})
 
+    @_scoped_x64
     def set_weights(self, weights: Weights) -> None:
-        variables = jax.device_put(convert.to_flax(self.network, check_weights(self.network, weights)), self._device)
+        variables = jax.device_put(convert.to_flax(self.network, check_weights(self.network, weights, float_dtype=self.float_dtype),
+                                                   np.dtype(self.float_dtype).type), self._device)
         self._state = self._state._replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
+    @_scoped_x64
     def to_device(self, x: np.ndarray, y: np.ndarray) -> JaxData:
-        x = _nhwc(jax.device_put(np.asarray(x, dtype=np.float32), self._device))
+        x = _nhwc(jax.device_put(self._batch(x), self._device))
         return JaxData(x, jax.device_put(np.asarray(y, dtype=np.int32), self._device), len(y))
 
+    @_scoped_x64
     def setup_optimizer(self, config: TrainConfig) -> None:
         b1, b2 = config.optimizer.betas
         adam = optax.scale_by_adam(b1=b1, b2=b2, eps=config.optimizer.eps, eps_root=0.0)
         self._state = self._state._replace(opt_state=jax.device_put(adam.init(self._state.params), self._device))
         self._train_step = jax.jit(partial(self._train_step_fn, adam), donate_argnums=(0, 1))
 
+    @_scoped_x64
     def train_steps(self, data: JaxData, batches: np.ndarray, lr: float) -> tuple[float, float]:
         if self._train_step is None:
             raise RuntimeError("call setup_optimizer(config) before train_steps")
         rows = jax.device_put(np.asarray(batches, dtype=np.int32), self._device)
-        lr_device = jax.device_put(np.float32(lr), self._device)
-        sums = jax.device_put(np.zeros(2, np.float32), self._device)
+        lr_device = jax.device_put(np.asarray(lr, self.float_dtype), self._device)
+        sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         for row in rows:
             # The old state's buffers are donated: keep self._state pointing at live ones.
             self._state, sums = self._train_step(self._state, sums, data.x, data.y, row, lr_device)
         loss_sum, correct = np.asarray(sums)  # the one host read of the call
         return float(loss_sum), float(correct) / max(rows.shape[1], 1)
 
+    @_scoped_x64
     def evaluate(self, data: JaxData, batch_size: int) -> tuple[float, float]:
         n = data.num_examples
         if n == 0:
             raise ValueError("evaluate got an empty split")
         batch_size = min(batch_size, n)
-        sums = jax.device_put(np.zeros(2, np.float32), self._device)
+        sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         s = self._state
         for start in range(0, n, batch_size):
             sums = self._eval_step(sums, s.params, s.batch_stats, data.x, data.y, np.int32(start), batch_size=batch_size)

@@ -50,11 +50,11 @@ def device_words(device: torch.device) -> str:
 
 
 def set_precision(precision: Precision) -> None:
-    """'highest' turns TF32 off for matmuls and cuDNN convs (process-wide: torch has no per-model
-    switch). 'default' leaves torch's settings as they are."""
-    if precision not in ("default", "highest"):
-        raise SpecError(f"unknown precision {precision!r}; use 'default' or 'highest'")
-    if precision == "highest":
+    """'highest' and 'float64' turn TF32 off for matmuls and cuDNN convs (process-wide: torch has no
+    per-model switch). 'default' leaves torch's settings as they are."""
+    if precision not in ("default", "highest", "float64"):
+        raise SpecError(f"unknown precision {precision!r}; use 'default', 'highest' or 'float64'")
+    if precision != "default":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
 
@@ -80,7 +80,9 @@ class TorchModel:
         self.network = network
         self.torch_device = resolve_device(device)
         self.device = device_words(self.torch_device)
-        self.module = build_module(network).to(self.torch_device)
+        self.float_dtype = "float64" if precision == "float64" else "float32"
+        """numpy name of the dtype of parameters, statistics and inputs."""
+        self.module = build_module(network).to(self.torch_device, getattr(torch, self.float_dtype))
         self.set_weights(init_weights(network, seed) if weights is None else weights)
         # One generator for every dropout layer, on the model's device: the same seed gives the same
         # masks, and torch's global RNG (which user code may also draw from) is left alone.
@@ -94,7 +96,7 @@ class TorchModel:
     # -- numpy in, numpy out -------------------------------------------------------------------------
 
     def _tensor(self, x: np.ndarray) -> Tensor:
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=self.float_dtype)
         expected = tuple(self.network.input_shape)
         if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
             raise ValueError(f"input of shape {x.shape} does not fit the network: it takes (N, {', '.join(map(str, expected))})")
@@ -134,10 +136,10 @@ class TorchModel:
 
     def get_weights(self) -> Weights:
         state = {name: t.cpu().numpy() for name, t in self.module.state_dict().items()}
-        return check_weights(self.network, state, "torch model")  # copies, in canonical order
+        return check_weights(self.network, state, "torch model", self.float_dtype)  # copies, in canonical order
 
     def set_weights(self, weights: Weights) -> None:
-        checked = check_weights(self.network, weights)
+        checked = check_weights(self.network, weights, float_dtype=self.float_dtype)
         # load_state_dict copies into the existing tensors, so an optimizer keeps its references.
         self.module.load_state_dict({name: torch.from_numpy(v) for name, v in checked.items()}, strict=True)
 
