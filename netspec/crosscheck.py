@@ -1,4 +1,4 @@
-"""Cross-backend check (DESIGN.md principle 6): the same network, canonical weights and batches in two
+"""Cross-backend check (docs/design.md, "The cross-check"): the same network, canonical weights and batches in two
 backends, dropout off, compared tensor by tensor in two tiers. The float64 tier is asserted: one pass
 (eval and train logits, loss, every gradient, the running statistics it leaves, then evaluate() over
 a split whose last batch is short) within F64_RTOL, then the trainer's optimizer path
@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .backend import Backend
 from .errors import SpecError
 from .experiment import TrainConfig
 from .layers import Dropout, Dropout2d
@@ -41,7 +42,6 @@ ACC_TOLERANCE = 1e-12
 LR_FACTORS = (1.0, 0.5)
 """The steps are split into one train_steps call per factor, at lr * factor: the lr changes between
 calls, as the trainer's LrSchedule does."""
-BACKENDS = ("torch", "jax")
 TINY = 1e-300
 
 
@@ -213,13 +213,13 @@ TIERS = {"float64": ("float64", F64_RTOL, F64_STEPS_RTOL), "float32": ("highest"
 """tier -> (backend precision, one-pass tolerance, tolerance of what follows; inf: reported)."""
 
 
-def run_crosscheck(network: Network, seed: int = 0, batch_size: int = 8, steps: int = 10,
-                   train_config: Optional[TrainConfig] = None, backends: tuple[str, str] = BACKENDS,
+def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: int = 0, batch_size: int = 8,
+                   steps: int = 10, train_config: Optional[TrainConfig] = None,
                    tiers: tuple[str, ...] = tuple(TIERS)) -> CrosscheckReport:
-    """Compare `backends[1]` against `backends[0]` on `network` (dropout off) from the canonical
-    weights of `seed`, on synthetic batches of `batch_size`, then over `steps` Adam steps with
-    train_config's optimizer and lr (its batch size is not used)."""
-    from backends import get_backend  # lazy: netspec never imports a backend at module level
+    """Compare `other` against `reference` (backend objects, e.g. `load_backend("jax")`) on `network`
+    (dropout off) from the canonical weights of `seed`, on synthetic batches of `batch_size`, then
+    over `steps` Adam steps with train_config's optimizer and lr (its batch size is not used)."""
+    backends = (reference, other)
 
     if len(network.output_shape) != 1:
         raise SpecError(f"the cross-check needs flat logits (classes,), but the network outputs {network.output_shape}; end it with a Linear")
@@ -232,12 +232,12 @@ def run_crosscheck(network: Network, seed: int = 0, batch_size: int = 8, steps: 
     batches = np.array([rng.permutation(len(y_all))[:batch_size] for _ in range(steps)], dtype=np.int64).reshape(steps, batch_size)
     trainable = frozenset(name for name, info in net.param_infos().items() if info.trainable)
     report = CrosscheckReport(
-        f"cross-check {backends[1]} against {backends[0]}: batch {batch_size}, {steps} free-running Adam steps "
+        f"cross-check {other.name} against {reference.name}: batch {batch_size}, {steps} free-running Adam steps "
         f"at lr {config.lr:g} x {', '.join(f'{f:g}' for f in LR_FACTORS)}, seed {seed}, dropout off; "
         f"{' and '.join(tiers)} (float32 after the first pass: reported)")
     for name in tiers:
         precision, pass_tolerance, steps_tolerance = TIERS[name]
-        models = tuple(get_backend(b).compile(net, weights, seed=seed, precision=precision) for b in backends)
+        models = tuple(b.compile(net, weights, seed=seed, precision=precision) for b in backends)
         tier = _Tier(report, name, pass_tolerance)
         _one_pass(tier, models, x, y)
         data = [m.to_device(x_all, y_all) for m in models]

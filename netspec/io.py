@@ -69,9 +69,12 @@ def _depth(data: Any) -> int:
 
 
 def validate(model: type[M], data: Any, source: str | Path = "<spec>") -> M:
-    """Validate `data` as `model`; errors become one SpecError line naming `source`."""
+    """Validate `data` as `model` (an editor's `$schema` key dropped); errors become one SpecError line
+    naming `source`."""
+    from .schema import without_schema_key
+
     try:
-        return model.model_validate(data)
+        return model.model_validate(without_schema_key(data))
     except ValidationError as err:
         raise SpecError(f"{source}: {format_validation_error(err)}") from None
 

@@ -14,12 +14,15 @@ torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
 
 import netspec as ns  # noqa: E402
-from backends import get_backend  # noqa: E402
 from backends.jax import layers as jax_layers  # noqa: E402
 from backends.jax.builders import BUILDERS  # noqa: E402
 from netspec.crosscheck import CrosscheckReport, Row, run_crosscheck, without_dropout  # noqa: E402
+from netspec.backend import load_backend  # noqa: E402
 from netspec.experiment import load  # noqa: E402
 from netspec.testing import random_network  # noqa: E402
+
+PAIR = (load_backend("torch"), load_backend("jax"))
+"""The reference backend and the one checked against it."""
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.json"))
@@ -55,7 +58,7 @@ def spec_check(path: Path, full_width: bool = False, **kwargs: object) -> Crossc
     network = experiment.network
     if is_wide(network) and not full_width:
         network = narrowed(network)
-    return run_crosscheck(network, batch_size=2 if is_wide(network) else 8, train_config=experiment.train, **kwargs)
+    return run_crosscheck(network, *PAIR, batch_size=2 if is_wide(network) else 8, train_config=experiment.train, **kwargs)
 
 
 DEFAULT_SPECS = ("mlp", "cnn")
@@ -82,7 +85,7 @@ def test_crosscheck_passes_on_full_width_cnns(path: Path) -> None:
 def test_crosscheck_passes_on_random_networks(index: int) -> None:
     rng = np.random.default_rng(10_000 + index)
     network = random_network(rng)
-    report = run_crosscheck(network, seed=index, batch_size=int(rng.integers(3, 9)))
+    report = run_crosscheck(network, *PAIR, seed=index, batch_size=int(rng.integers(3, 9)))
     assert report.ok, f"{network.model_dump_json()}\n{report.table()}"
 
 
@@ -102,7 +105,7 @@ def test_random_networks_are_valid_and_varied() -> None:
 
 
 def test_report_covers_the_training_path() -> None:
-    report = run_crosscheck(SMALL, steps=4)
+    report = run_crosscheck(SMALL, *PAIR, steps=4)
     names = {row.name for row in report.rows}
     for tier in ("float64", "float32"):
         assert {f"{tier} eval logits", f"{tier} grad 0.weight", f"{tier} running stat 1.running_var",
@@ -131,16 +134,16 @@ def test_float64_models_keep_float64_and_the_process_stays_float32() -> None:
     weights = ns.init_weights(SMALL, 0)
     x = np.random.default_rng(0).standard_normal((4, 2, 8, 8))
     for name in ("torch", "jax"):
-        model = get_backend(name).compile(SMALL, weights, precision="float64")
+        model = load_backend(name).compile(SMALL, weights, precision="float64")
         assert model.forward(x).dtype == np.float64
         assert {w.dtype for n, w in model.get_weights().items() if "num_batches" not in n} == {np.dtype(np.float64)}
         assert model.get_weights()["1.num_batches_tracked"].dtype == np.int64
         fine = {n: w + 1e-12 if w.dtype == np.float64 else w for n, w in model.get_weights().items()}
         model.set_weights(fine)  # float64 weights survive a round trip (no float32 cast on the way)
         assert np.array_equal(model.get_weights()["0.weight"], fine["0.weight"])
-    run_crosscheck(SMALL, steps=2, tiers=("float64",))
+    run_crosscheck(SMALL, *PAIR, steps=2, tiers=("float64",))
     assert not jax.config.jax_enable_x64 and jax.numpy.ones(1).dtype == np.float32
-    model = get_backend("jax").compile(SMALL, weights)  # compiled after a check: float32 again
+    model = load_backend("jax").compile(SMALL, weights)  # compiled after a check: float32 again
     assert model.forward(x).dtype == np.float32 and model.get_weights()["0.weight"].dtype == np.float32
 
 

@@ -25,7 +25,7 @@ from backends.torch import model as torch_model  # noqa: E402
 from backends.torch.model import TorchModel  # noqa: E402
 from netspec.crosscheck import run_crosscheck  # noqa: E402
 from netspec.experiment import AdamConfig, TrainConfig, load  # noqa: E402
-from test_crosscheck import SPECS, spec_check  # noqa: E402
+from test_crosscheck import PAIR, SPECS, spec_check  # noqa: E402
 
 Mutation = Callable[[pytest.MonkeyPatch], None]
 DEFAULT_SPECS = ("mlp", "cnn")
@@ -135,7 +135,7 @@ def test_mutation_fails_the_check(mutation: str, path: Path, monkeypatch: pytest
 def test_linear_untransposed_fails_on_square_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     square = ns.Network(input_shape=(6,), layers=[ns.Linear(out_features=6), ns.BatchNorm(), ns.ReLU(),
                                                    ns.Linear(out_features=6), ns.ReLU(), ns.Linear(out_features=6)])
-    assert run_crosscheck(square, tiers=("float64",)).ok
+    assert run_crosscheck(square, *PAIR, tiers=("float64",)).ok
     _linear_untransposed(monkeypatch)
-    report = run_crosscheck(square, tiers=("float64",))
+    report = run_crosscheck(square, *PAIR, tiers=("float64",))
     assert not report.ok and not next(r for r in report.rows if r.quantity == "eval logits").ok, report.table()

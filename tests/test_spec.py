@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 import netspec as ns
 import runner
+from netspec.schema import SCHEMAS, without_schema_key
 
 SPECS = sorted(Path(__file__).parent.parent.joinpath("specs").glob("*.json"))
 REPORT_CNN = [ns.Conv2d(out_channels=256, kernel_size=5), ns.BatchNorm(), ns.ReLU(), ns.Dropout2d(p=0.0),
@@ -41,7 +42,8 @@ def test_every_spec_file_round_trips_exactly(path: Path, tmp_path: Path) -> None
     assert again == experiment
     again.save(tmp_path / "b.json")
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
-    assert json.loads(path.read_text()) == json.loads((tmp_path / "a.json").read_text()), "spec file is not in saved form"
+    in_file = without_schema_key(json.loads(path.read_text()))
+    assert in_file == json.loads((tmp_path / "a.json").read_text()), "spec file is not in saved form"
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
@@ -181,11 +183,45 @@ def test_weights_file_round_trip_and_checks(tmp_path: Path) -> None:
         ns.check_weights(net, {**w, "0.weight": w["0.weight"].T})
 
 
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = ROOT / "specs" / "schema"
+
+
 def test_schema_command_writes_a_schema_for_every_layer(tmp_path: Path) -> None:
-    out = tmp_path / "schema.json"
-    assert runner.main(["schema", "-o", str(out)]) == 0
-    schema = json.loads(out.read_text())
+    assert runner.main(["schema", "-o", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.schema.json", "sweep.schema.json"]
+    schema = json.loads((tmp_path / "experiment.schema.json").read_text())
     for layer in ns.LAYER_TYPES:
         assert layer.__name__ in schema["$defs"]
         assert schema["$defs"][layer.__name__]["additionalProperties"] is False
     assert schema["$defs"]["Dropout"]["properties"]["p"]["description"]
+
+
+def test_the_repositorys_schemas_are_current() -> None:
+    """specs/schema/ is what `netspec schema -o specs/schema` writes today (regenerate it after a spec change)."""
+    for name, make in SCHEMAS.items():
+        assert json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text()) == make(), name
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "specs").rglob("*.json") if p.parent != SCHEMA_DIR),
+                         ids=lambda p: p.stem)
+def test_every_spec_file_points_editors_to_its_schema_and_validates(path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    data = json.loads(path.read_text())
+    kind = "sweep" if path.parent.name == "sweeps" else "experiment"
+    schema_path = (path.parent / data["$schema"]).resolve()
+    assert schema_path == SCHEMA_DIR / f"{kind}.schema.json"
+    jsonschema.validate(data, json.loads(schema_path.read_text()))
+
+
+def test_the_schema_key_is_the_editors_and_never_changes_a_run(tmp_path: Path) -> None:
+    from netspec.run_folder import run_id
+
+    with_key = ns.Experiment.load(ROOT / "specs" / "mlp.json")
+    plain = tmp_path / "mlp.json"
+    plain.write_text(json.dumps(without_schema_key(json.loads((ROOT / "specs" / "mlp.json").read_text()))))
+    assert ns.Experiment.load(plain) == with_key and run_id(ns.Experiment.load(plain)) == run_id(with_key)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(plain.read_text()), "$schemas": "x"}))
+    with pytest.raises(ns.SpecError, match="unknown field '\\$schemas'"):
+        ns.Experiment.load(bad)

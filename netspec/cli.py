@@ -1,0 +1,280 @@
+"""The `netspec` command (also `python -m netspec` and `python runner.py`): one subcommand per job.
+
+    netspec train specs/cnn_no_bn.json --backend torch,jax   # train (the default: netspec SPEC ...)
+    netspec summary specs/cnn.json                         # layers, output shapes, parameter counts
+    netspec crosscheck specs/cnn.json                      # the backends number by number (exit 1 on a mismatch)
+    netspec report runs/                                   # runs/report.md: tables and figures
+    netspec export RUN_DIR --format onnx                   # the run's best weights as an ONNX model
+    netspec evaluate RUN_DIR [--data-dir DIR]              # loss, accuracy, per-class accuracy, confusion matrix
+    netspec predict RUN_DIR image.png ...                  # top classes with probabilities
+    netspec schema -o schemas/                             # JSON Schemas of experiment and sweep files
+
+Any problem a user can fix prints one line on stderr and exits 2 (netspec.errors.NetspecError).
+Backends are resolved by name through the registry (netspec.backend); this module imports none.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from .backend import Backend, backend_names, load_backend
+from .errors import NetspecError, SpecError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+PROG = "netspec"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house rule for bad input: one line on stderr, exit code 2 (argparse's own
+    error prints the whole usage first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
+# ---- shared options ----------------------------------------------------------------------------
+
+def _spec_options(p: argparse.ArgumentParser) -> None:
+    """What every command that reads an experiment spec takes: the file and its overrides."""
+    p.add_argument("spec", help="an experiment spec (specs/*.json); `train` also takes a sweep (specs/sweeps/*.json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any field of the spec by its dotted path, e.g. train.lr=0.01 or network.layers.3.p=0.3 (repeatable)")
+    p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+    p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N (weights and dropout)")
+    p.add_argument("--data", choices=["cifar10", "synthetic"], help="shorthand for --set data.source=...")
+    p.add_argument("--data-dir", help="a local CIFAR-10 copy: cifar-10-batches-py, an image-folder tree "
+                   "(train/<class>/*, test/<class>/*) or a .tar.gz of either (shorthand for --set data.dir=...)")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The shorthand flags as --set items (one override mechanism), before the explicit --set ones."""
+    short = {"train.epochs": args.epochs, "train.seed": args.seed, "data.source": args.data, "data.dir": args.data_dir}
+    return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
+
+
+def _backends(text: str) -> list[Backend]:
+    """--backend torch,jax as backend objects, resolved through the registry."""
+    known = backend_names()
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in names if b not in known]
+    if bad or not names:
+        raise SpecError(f"--backend {text!r}: unknown backend {bad[0] if bad else ''!r}; use one of {', '.join(known)} "
+                        f"or several, comma-separated")
+    return [load_backend(name) for name in names]
+
+
+def _is_sweep(path: str) -> bool:
+    from .io import read_json
+    from .sweep import is_sweep_file
+    return is_sweep_file(read_json(path))
+
+
+def _experiment_only(path: str, command: str) -> None:
+    """Modes that make sense for one experiment refuse a sweep file in one line."""
+    if _is_sweep(path):
+        raise SpecError(f"{path} is a sweep file; {command} takes one experiment spec, such as the sweep's base "
+                        f"(its \"base\" field); train the sweep with: {PROG} train {path}")
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+def _train_parser(prog: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description="Train an experiment or a sweep on one or more backends; "
+                                "outputs in OUT/<name>/<backend>/<run-id>/.")
+    _spec_options(p)
+    p.add_argument("--backend", help="torch, jax, or several as torch,jax (default: torch; with --crosscheck: torch,jax)")
+    p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
+    p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
+    p.add_argument("--force", action="store_true", help="train again even if an identical finished run exists")
+    # runner.py's historical flags: the same jobs as the summary and crosscheck subcommands
+    p.add_argument("--summary", action="store_true", help=f"print the network's summary and exit (= {PROG} summary)")
+    p.add_argument("--crosscheck", action="store_true", help=f"cross-check the backends and exit (= {PROG} crosscheck)")
+    return p
+
+
+def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
+    args = _train_parser(prog).parse_args(argv)
+    if args.summary or args.crosscheck:
+        return (_summary if args.summary else _crosscheck)(args)
+    overrides = _overrides(args)
+    backends = _backends(args.backend or backend_names()[0])
+    if _is_sweep(args.spec):
+        from .sweep import run_sweep
+        run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force)
+        return 0
+    from .experiment import Experiment
+    from .training_run import run_experiment
+    experiment = Experiment.load(args.spec, overrides)
+    for backend in backends:
+        run_experiment(experiment, backend, out_root=args.out, device=args.device, force=args.force)
+    return 0
+
+
+def cmd_summary(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} summary", description="Print a network's layers, output shapes and parameter counts.")
+    _spec_options(p)
+    return _summary(p.parse_args(argv))
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from .experiment import Experiment
+
+    _experiment_only(args.spec, "summary")
+    experiment = Experiment.load(args.spec, _overrides(args))
+    print(f"{args.spec}: {experiment.name}" + (f" - {experiment.description}" if experiment.description else ""))
+    print(experiment.network.summary())
+    return 0
+
+
+def cmd_crosscheck(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} crosscheck", description="Compare two backends on a network, number "
+                                "by number (same weights, dropout off); exit 1 if a difference exceeds its tolerance.")
+    _spec_options(p)
+    p.add_argument("--backend", help="the reference backend and the one checked against it (default: the first two "
+                   "registered, torch,jax)")
+    return _crosscheck(p.parse_args(argv))
+
+
+def _crosscheck(args: argparse.Namespace) -> int:
+    from .crosscheck import run_crosscheck
+    from .experiment import Experiment
+
+    _experiment_only(args.spec, "crosscheck")
+    experiment = Experiment.load(args.spec, _overrides(args))
+    pair = _backends(args.backend or ",".join(backend_names()[:2]))
+    if len(pair) != 2 or pair[0].name == pair[1].name:
+        raise SpecError(f"crosscheck compares two different backends, got --backend {args.backend!r}; e.g. torch,jax")
+    report = run_crosscheck(experiment.network, pair[0], pair[1], seed=experiment.train.seed, train_config=experiment.train)
+    print(report.table())
+    if not report.ok:
+        print(f"crosscheck FAILED: worst tensor {report.worst}", file=sys.stderr)
+        return 1
+    print(f"crosscheck passed: {pair[0].name} and {pair[1].name} agree within tolerance")
+    return 0
+
+
+def cmd_schema(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} schema", description="Write the JSON Schemas of experiment and sweep files "
+                                "(editors validate a spec whose \"$schema\" points to them).")
+    p.add_argument("-o", "--out", help="a folder: writes experiment.schema.json and sweep.schema.json there "
+                   "(default: print the experiment schema)")
+    args = p.parse_args(argv)
+    from .schema import SCHEMAS, write_schemas
+    if not args.out:
+        sys.stdout.write(json.dumps(SCHEMAS["experiment"](), indent=2) + "\n")
+        return 0
+    for path in write_schemas(Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} report", description="Write report.md (tables and figures) over finished runs.")
+    p.add_argument("runs", nargs="?", default="runs", help="the runs folder (default: runs)")
+    p.add_argument("-o", "--out", help="where to write report.md (default: <runs>/report.md)")
+    args = p.parse_args(argv)
+    from .sweep import write_report
+    print(f"wrote {write_report(args.runs, args.out)}")
+    return 0
+
+
+def cmd_export(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} export", description="Write a run's best weights as a model file "
+                                "(either backend's run; needs netspec[export]).")
+    p.add_argument("run_dir", help="a run folder (OUT/<name>/<backend>/<run-id>)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the model format (default: onnx)")
+    p.add_argument("-o", "--out", help="the file to write (default: RUN_DIR/model.onnx)")
+    args = p.parse_args(argv)
+    from .export import export_run
+    print(f"wrote {export_run(args.run_dir, args.out)}")
+    return 0
+
+
+def _run_backend(run_dir: str, name: Optional[str]) -> Backend:
+    """The backend asked for, else the one the run was trained on (env.json), else the reference."""
+    if name:
+        return _backends(name)[0]
+    try:
+        trained_on = json.loads((Path(run_dir) / "env.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        trained_on = None
+    return load_backend(trained_on if trained_on in backend_names() else backend_names()[0])
+
+
+def _inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run folder (OUT/<name>/<backend>/<run-id>) of either backend")
+    p.add_argument("--backend", help="the backend that computes (default: the run's own)")
+    p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
+
+
+def cmd_evaluate(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} evaluate", description="Loss, accuracy, per-class accuracy and a "
+                                "confusion-matrix figure of a run's best weights.")
+    _inference_options(p)
+    p.add_argument("--data-dir", help="another local copy (image-folder tree, cifar-10-batches-py or a .tar.gz); "
+                   "default: the run's own data")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
+    args = p.parse_args(argv)
+    from .inference import evaluate_run
+    evaluation, folder = evaluate_run(args.run_dir, _run_backend(args.run_dir, args.backend), data_dir=args.data_dir,
+                                      split=args.split, out_dir=args.out, device=args.device)
+    print(evaluation.summary())
+    print(f"wrote {folder}")
+    return 0
+
+
+def cmd_predict(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} predict", description="The top classes of image files (32x32 PNG or JPEG).")
+    _inference_options(p)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
+    args = p.parse_args(argv)
+    from .inference import predict
+    for prediction in predict(args.run_dir, _run_backend(args.run_dir, args.backend), args.images, top=args.top,
+                              device=args.device):
+        print(prediction.line())
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "train": (cmd_train, "train an experiment or a sweep (the default command)"),
+    "summary": (cmd_summary, "layers, output shapes and parameter counts"),
+    "crosscheck": (cmd_crosscheck, "two backends number by number"),
+    "report": (cmd_report, "report.md over a runs folder"),
+    "export": (cmd_export, "a run's best weights as an ONNX model"),
+    "evaluate": (cmd_evaluate, "a run on a split or another image copy, with a confusion matrix"),
+    "predict": (cmd_predict, "the top classes of image files"),
+    "schema": (cmd_schema, "JSON Schemas for editors"),
+}
+
+
+def usage(prog: str = PROG) -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: {prog} {{{','.join(COMMANDS)}}} ...", f"       {prog} SPEC [options]   (= {prog} train SPEC)", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {words}" for name, (_, words) in COMMANDS.items()]
+    lines += ["", f"`{prog} COMMAND --help` shows a command's options. Bad input: one line on stderr, exit code 2."]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None, prog: str = PROG) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(prog))
+        return 0 if argv else EXIT_BAD_INPUT
+    name = argv[0]
+    try:
+        if name in COMMANDS:
+            return COMMANDS[name][0](argv[1:])
+        return cmd_train(argv, prog=prog)
+    except NetspecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs and runs are kept in their folders", file=sys.stderr)
+        return EXIT_INTERRUPTED
