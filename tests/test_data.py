@@ -294,24 +294,42 @@ def test_tfds_through_mock_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert len(list((tmp_path / "cache").glob("tfds-*.npz"))) == 1  # later starts need no TFDS at all
 
 
-def assert_one_line_with_the_ways_out(err: pytest.ExceptionInfo[SetupError]) -> None:
+def assert_one_line_with_the_ways_out(err: pytest.ExceptionInfo[SetupError], tfds_installed: bool) -> None:
     message = str(err.value)
     assert "\n" not in message
     assert "--data-dir path/to/cifar-10-batches-py or an image-folder tree" in message
-    assert "pip install 'netspec[tfds]'" in message
+    # Advice to install what the same command just installed is no advice.
+    assert ("pip install 'netspec[tfds]'" in message) is not tfds_installed
 
 
 def test_missing_tfds_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # `import` now raises ImportError
     with pytest.raises(SetupError) as err:
         load(tmp_path)
-    assert_one_line_with_the_ways_out(err)
+    assert_one_line_with_the_ways_out(err, tfds_installed=False)
 
 
 def test_tfds_that_cannot_prepare_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("tensorflow_datasets")
     monkeypatch.setattr(tfds_source, "tfds_blocker", lambda manual_dir: "no internet: cannot reach www.cs.toronto.edu")
+    imported_before = "tensorflow_datasets" in sys.modules
     with pytest.raises(SetupError) as err:
         load(tmp_path)
-    assert_one_line_with_the_ways_out(err)
+    assert_one_line_with_the_ways_out(err, tfds_installed=True)
     assert "no internet" in str(err.value) and "cifar-10-binary.tar.gz" in str(err.value)
+    assert ("tensorflow_datasets" in sys.modules) == imported_before  # refused before TFDS's noisy import
+    assert not (tmp_path / "cache" / "tfds").exists()  # nothing temporary left behind
+
+
+def test_a_failed_first_preparation_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(tfds_source, "tfds_blocker", lambda manual_dir: None)
+
+    def fail(builder: object, config: object, manual_dir: Path) -> None:
+        (manual_dir / "partial").mkdir(parents=True)  # as TFDS does before its download fails
+        raise tfds_source._cannot_prepare("connection reset", manual_dir)
+
+    monkeypatch.setattr(tfds_source, "_prepare_tfds", fail)
+    with pytest.raises(SetupError, match="connection reset"):
+        load(tmp_path)
+    assert not (tmp_path / "cache" / "tfds").exists()

@@ -7,10 +7,13 @@ batches' order, so TFDS gives the report's split too.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import shutil
 import socket
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -20,8 +23,13 @@ from ..cache import cached, digest
 from ..types import CIFAR10_CLASSES, RawImages
 
 TFDS_HOST, TFDS_ARCHIVE = "www.cs.toronto.edu", "cifar-10-binary.tar.gz"
-TFDS_HINT = ("give a local copy with --data-dir path/to/cifar-10-batches-py or an image-folder tree (data.dir), "
-             "or pip install 'netspec[tfds]' and run once with internet")
+LOCAL_COPY_HINT = "give a local copy with --data-dir path/to/cifar-10-batches-py or an image-folder tree (data.dir)"
+
+
+def ways_out(tfds_installed: bool) -> str:
+    """What the user can do next; installing netspec[tfds] is advice only when it is not installed."""
+    return f"{LOCAL_COPY_HINT}, or " + ("run once with internet" if tfds_installed else
+                                        "pip install 'netspec[tfds]' and run once with internet")
 
 
 def load_tfds(cache: Path, progress: bool = True) -> RawImages:
@@ -37,33 +45,57 @@ def load_tfds(cache: Path, progress: bool = True) -> RawImages:
 
 
 def _read_tfds(data_dir: Path, progress: bool) -> RawImages:
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise SetupError(f"CIFAR-10 is not available (tensorflow-datasets is not installed): {TFDS_HINT}") from None
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        raise SetupError(f"CIFAR-10 is not available (tensorflow-datasets is not installed): {ways_out(False)}")
     manual_dir = data_dir / "downloads" / "manual"
-    builder = tfds.builder("cifar10", data_dir=str(data_dir), file_format="array_record")
-    if not builder.is_prepared():
-        _prepare_tfds(builder, tfds.download.DownloadConfig(manual_dir=str(manual_dir)), manual_dir)
-    train, test = tfds.data_source("cifar10", split=["train", "test"], data_dir=str(data_dir), download=False,
-                                   builder_kwargs={"file_format": "array_record"})
+    # Decided before tensorflow_datasets is imported: its import alone logs framework warnings, and a
+    # set-up error should be the only line the user sees.
+    reason = None if _prepared(data_dir) else tfds_blocker(manual_dir)
+    if reason is not None:
+        raise _cannot_prepare(reason, manual_dir)
+    with _removed_on_failure(data_dir):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder("cifar10", data_dir=str(data_dir), file_format="array_record")
+        if not builder.is_prepared():
+            _prepare_tfds(builder, tfds.download.DownloadConfig(manual_dir=str(manual_dir)), manual_dir)
+        train, test = tfds.data_source("cifar10", split=["train", "test"], data_dir=str(data_dir), download=False,
+                                       builder_kwargs={"file_format": "array_record"})
     train_x, train_y = _tfds_arrays(train, "reading TFDS cifar10 train", progress)
     test_x, test_y = _tfds_arrays(test, "reading TFDS cifar10 test", progress)
     return RawImages(train_x, train_y, test_x, test_y, list(CIFAR10_CLASSES),
                      origin=f"tensorflow-datasets cifar10 in {data_dir} (ordered by id)")
 
 
+def _prepared(data_dir: Path) -> bool:
+    """TFDS has prepared cifar10 here before (its dataset_info.json is written last)."""
+    return any(data_dir.glob("cifar10/*/dataset_info.json"))
+
+
+@contextlib.contextmanager
+def _removed_on_failure(data_dir: Path) -> Iterator[None]:
+    """A failed first preparation leaves no folder behind (TFDS creates its tree before it downloads)."""
+    existed = data_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+
+
+def _cannot_prepare(reason: str, manual_dir: Path) -> SetupError:
+    return SetupError(f"CIFAR-10 could not be prepared with tensorflow-datasets ({reason}): {ways_out(True)}, "
+                      f"or put {TFDS_ARCHIVE} in {manual_dir}")
+
+
 def _prepare_tfds(builder: object, download_config: object, manual_dir: Path) -> None:
     """download_and_prepare, or one SetupError line that says how else to provide the data."""
-    reason = tfds_blocker(manual_dir)
-    if reason is None:
-        try:
-            builder.download_and_prepare(download_config=download_config)  # type: ignore[attr-defined]
-            return
-        except Exception as err:  # a checksum, a full disk, a dropped connection: the user's way out is the same
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-    raise SetupError(f"CIFAR-10 could not be prepared with tensorflow-datasets ({reason}): {TFDS_HINT}, "
-                    f"or put cifar-10-binary.tar.gz in {manual_dir}")
+    try:
+        builder.download_and_prepare(download_config=download_config)  # type: ignore[attr-defined]
+    except Exception as err:  # a checksum, a full disk, a dropped connection: the user's way out is the same
+        raise _cannot_prepare((str(err).strip().splitlines() or [type(err).__name__])[0][:160], manual_dir) from None
 
 
 def tfds_blocker(manual_dir: Path) -> Optional[str]:
