@@ -6,6 +6,7 @@ or the machine's set-up, such as a missing package or GPU (`SetupError`).
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -60,6 +61,24 @@ def _where(loc: tuple[Any, ...]) -> str:
     return ": ".join(parts)
 
 
+# Strict numbers (netspec.layers.Real, Count): what a value of the wrong JSON type should have been.
+_TYPE_WORDS = {
+    "int_type": "an integer (no quotes, no decimal point, not true/false)",
+    "float_type": "a number (no quotes, not true/false)",
+    "bool_type": "true or false",
+    "string_type": "a string in quotes",
+}
+
+
+def _as_json(value: Any) -> str:
+    """A value as the user wrote it in JSON (true, NaN, "0.1"), cut short."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _priority(error: dict[str, Any]) -> int:
     # A misspelled field also shows up as a missing one; the misspelling is the cause, say it first.
     return 0 if error["type"] in ("extra_forbidden", "union_tag_invalid", "json_invalid") else 1
@@ -84,8 +103,10 @@ def format_validation_error(err: ValidationError) -> str:
         loc = loc[:-1]
     elif kind == "too_short" and loc and loc[-1] == "layers":
         msg = "the network has no layers; add at least one"
-    elif kind in ("greater_than", "greater_than_equal"):
-        msg = f"{msg.lower().replace('input should be', 'must be')}, got {first.get('input')!r}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"):
+        msg = f"{msg.lower().replace('input should be', 'must be')}, got {_as_json(first.get('input'))}"
+    elif kind in _TYPE_WORDS:
+        msg = f"must be {_TYPE_WORDS[kind]}, got {_as_json(first.get('input'))}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     more = len(distinct) - 1

@@ -2,18 +2,50 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from .errors import SpecError
 from .io import read_json, validate, write_json
+from .layers import Real
 from .network import Network
+
+MAX_NAME_LENGTH = 100
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def _check_name(name: str) -> str:
+    # A name becomes a folder or file name under --out (runs/<name>/..., runs/sweeps/<name>.json):
+    # '/', '\\' or a leading '.' ('..', a hidden file) would let it point anywhere.
+    if len(name) > MAX_NAME_LENGTH or not _SAFE_NAME.fullmatch(name):
+        raise ValueError(f"{name[:120]!r} is not a safe file name: use letters, digits, '_', '-' and '.' "
+                         f"(not first), at most {MAX_NAME_LENGTH} characters, e.g. 'cnn_lr-0.01'")
+    return name
+
+
+SafeName = Annotated[str, Strict(), AfterValidator(_check_name)]
+"""An experiment's or sweep's name: a safe file name, since outputs are named after it."""
+
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
+"""A seed as numpy takes it (0 .. 2**32 - 1); numpy refuses a negative one with a traceback."""
+MAX_IMAGES = 1_000_000
+"""Most images in a split (CIFAR-10 has 60,000 in all): synthetic data is made at this size in memory."""
+MAX_BATCH = 65_536
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0
+"""Largest learning rate: Adam's steps are about lr in size, so anything above diverges at once."""
+
+
+def _images(positive: bool) -> Any:
+    return Annotated[int, Strict(), Field(gt=0, le=MAX_IMAGES) if positive else Field(ge=0, le=MAX_IMAGES)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -21,10 +53,10 @@ class DataConfig(_Strict):
 
     source: Literal["cifar10", "synthetic"] = "cifar10"
     """'cifar10' (TFDS, or a local copy given by `dir`) or 'synthetic' (seeded, learnable, CIFAR-shaped)."""
-    dir: Optional[str] = None
+    dir: Optional[Annotated[str, Strict(), Field(min_length=1, max_length=4096)]] = None
     """A local CIFAR-10 copy: an image-folder tree (train/<class>/*, test/<class>/*), cifar-10-batches-py,
     or a .tar.gz of either; decoded once, then cached (netspec.data)."""
-    val_size: NonNegativeInt = 10_000
+    val_size: _images(False) = 10_000
     """Images held out of the training set for validation (the report: 10,000 of 50,000)."""
     split: Literal["tail", "stratified"] = "tail"
     """'tail': validation is the last `val_size` images in the source's order (the report);
@@ -32,20 +64,26 @@ class DataConfig(_Strict):
     have no original order: netspec.data interleaves their classes, so 'tail' still takes every class)."""
     normalize: Literal["report", "per_channel"] = "report"
     """'report': (x - 128) / 255 as the lab's framework; 'per_channel': mean/std of the training split."""
-    seed: int = 42
+    seed: Seed = 42
     """Seed of the stratified split and of synthetic data."""
-    train_size: Optional[PositiveInt] = None
-    """Synthetic only: training images before the validation split (default 50,000); a cap otherwise."""
-    test_size: Optional[PositiveInt] = None
-    """Synthetic only: test images (default 10,000); a cap otherwise."""
+    train_size: Optional[_images(True)] = None
+    """Synthetic only: training images before the validation split (default 50,000); a cap otherwise
+    (at most the source's own count)."""
+    test_size: Optional[_images(True)] = None
+    """Synthetic only: test images (default 10,000); a cap otherwise (at most the source's own count)."""
+
+
+Beta = Annotated[Real, Field(ge=0.0, lt=1.0)]
 
 
 class AdamConfig(_Strict):
     """Adam with PyTorch's defaults and no weight decay."""
 
     type: Literal["adam"] = "adam"
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: PositiveFloat = 1e-8
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    """Decay rates of the first and second moment estimates, each in [0, 1)."""
+    eps: Real = Field(1e-8, gt=0.0, le=1.0)
+    """Added to the root of the second moment."""
 
 
 class TrainConfig(_Strict):
@@ -53,20 +91,20 @@ class TrainConfig(_Strict):
 
     optimizer: AdamConfig = AdamConfig()
     """The optimizer (Adam)."""
-    lr: PositiveFloat = 1e-3
+    lr: Real = Field(1e-3, gt=0.0, le=MAX_LR)
     """Learning rate."""
-    lr_decay: float = Field(1.0, gt=0.0, le=1.0)
+    lr_decay: Real = Field(1.0, gt=0.0, le=1.0)
     """The lab framework's rule: lr *= lr_decay when an epoch's train loss exceeds the max of the three
     before (the report used 0.9995; 1.0 turns it off)."""
-    batch_size: PositiveInt = 100
+    batch_size: Annotated[int, Strict(), Field(gt=0, le=MAX_BATCH)] = 100
     """Images per training step; a last partial batch is dropped."""
-    epochs: PositiveInt = 50
+    epochs: Annotated[int, Strict(), Field(gt=0, le=MAX_EPOCHS)] = 50
     """Passes over the training split."""
-    eval_batch_size: PositiveInt = 500
+    eval_batch_size: Annotated[int, Strict(), Field(gt=0, le=MAX_BATCH)] = 500
     """Images per step when evaluating (results do not depend on it; memory does)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the weight initialization and of the dropout masks."""
-    shuffle_seed: int = 42
+    shuffle_seed: Seed = 42
     """Seed of the numpy permutations of the training set (first epoch in file order, as the lab)."""
 
 
@@ -75,8 +113,8 @@ class Experiment(_Strict):
 
     version: Literal[1] = 1
     """Spec format version."""
-    name: str = "experiment"
-    """Short name, used for the output folder."""
+    name: SafeName = "experiment"
+    """Short name, used for the output folder: letters, digits, '_', '-', '.' (not first), at most 100."""
     description: str = ""
     """What this run is for."""
     network: Network

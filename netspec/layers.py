@@ -12,13 +12,26 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool
 
 from .errors import ShapeError
 
+MAX_SIZE = 2**24
+"""Largest feature or channel count, kernel, stride, padding or input dimension: far above any CIFAR-10
+network, small enough that shape arithmetic stays exact. What a whole network needs in memory is
+checked against the machine before its weights exist (netspec.params.check_memory)."""
+
+# Numbers in specs are strict: `true` is not 1, "0.5" is not 0.5, 3.0 is not the integer 3 (pydantic's
+# lax mode would take all three silently), and NaN or Infinity (which Python's json accepts) are refused.
+Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+"""A finite float (an integer is taken too), never a bool or a string."""
+Count = Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)]
+"""A positive integer up to MAX_SIZE."""
+NonNegCount = Annotated[int, Strict(), Field(ge=0, le=MAX_SIZE)]
+
 Shape = tuple[int, ...]
-IntOrPair = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
-NonNegIntOrPair = Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]]
+IntOrPair = Union[Count, tuple[Count, Count]]
+NonNegIntOrPair = Union[NonNegCount, tuple[NonNegCount, NonNegCount]]
 
 
 def pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -44,7 +57,7 @@ class ParamInfo:
 class LayerSpec(BaseModel):
     """Base of every layer spec: strict (unknown fields are errors) and immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
     def output_shape(self, shape: Shape) -> Shape:
         """The output shape for an input `shape`; raises ShapeError if the layer cannot take it."""
@@ -77,9 +90,9 @@ class Linear(LayerSpec):
     """Fully connected layer y = x W^T + b on a flat input (F,)."""
 
     type: Literal["Linear"] = "Linear"
-    out_features: PositiveInt
+    out_features: Count
     """Number of output features."""
-    bias: bool = True
+    bias: StrictBool = True
     """Add a learnable bias."""
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -99,7 +112,7 @@ class Conv2d(LayerSpec):
     """2-d convolution on (C, H, W), kernel in OIHW layout; padding is explicit zeros (no 'same')."""
 
     type: Literal["Conv2d"] = "Conv2d"
-    out_channels: PositiveInt
+    out_channels: Count
     """Number of output channels."""
     kernel_size: IntOrPair
     """Kernel height and width (an int for a square kernel)."""
@@ -107,7 +120,7 @@ class Conv2d(LayerSpec):
     """Step of the window."""
     padding: NonNegIntOrPair = 0
     """Zeros added on each side of H and W."""
-    bias: bool = True
+    bias: StrictBool = True
     """Add a learnable bias per output channel."""
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -131,9 +144,9 @@ class BatchNorm(LayerSpec):
     """
 
     type: Literal["BatchNorm"] = "BatchNorm"
-    momentum: float = Field(0.1, gt=0.0, le=1.0)
+    momentum: Real = Field(0.1, gt=0.0, le=1.0)
     """Weight of the new batch statistic in the running average (PyTorch's meaning, not Flax's)."""
-    eps: float = Field(1e-5, gt=0.0)
+    eps: Real = Field(1e-5, gt=0.0, le=1.0)
     """Added to the variance before the square root."""
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -164,7 +177,7 @@ def _check_rate(p: float) -> float:
     return p
 
 
-Rate = Annotated[float, AfterValidator(_check_rate)]
+Rate = Annotated[Real, AfterValidator(_check_rate)]
 
 
 class Dropout(LayerSpec):

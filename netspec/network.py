@@ -5,26 +5,28 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import ShapeError
 from .io import read_json, validate, write_json
-from .layers import Layer, ParamInfo, Shape
+from .layers import Count, Layer, ParamInfo, Shape
 
 SPEC_VERSION = 1
+MAX_LAYERS = 1_000
+"""Most layers in one network (the report's deepest has 12): a bound on validation and build time."""
 
 
 class Network(BaseModel):
     """A feed-forward stack of layers. Shape inference runs on construction, so a Network that exists
     is a Network every backend can build."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
     version: Literal[1] = SPEC_VERSION
     """Spec format version."""
-    input_shape: tuple[PositiveInt, ...] = Field(min_length=1, max_length=3)
+    input_shape: tuple[Count, ...] = Field(min_length=1, max_length=3)
     """Shape of one input without the batch dimension: (F,) or (C, H, W)."""
-    layers: list[Layer] = Field(min_length=1)
+    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
     """The layers, applied in order."""
 
     @model_validator(mode="after")

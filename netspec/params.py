@@ -6,6 +6,7 @@ from bit-identical weights; a weights file written from one backend loads in the
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -17,12 +18,55 @@ from .network import Network
 Weights = dict[str, np.ndarray]
 
 
+TRAINING_BYTES_PER_PARAM = 4 * 4
+"""float32 weights, their gradients and Adam's two moments."""
+ACTIVATION_BYTES = 4 * 2
+"""float32 per activation, kept once more for the backward pass."""
+
+
+def physical_memory() -> int:
+    """This machine's RAM in bytes (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def training_bytes(network: Network, batch_size: int = 1) -> tuple[int, int]:
+    """(bytes to train `network` on batches of `batch_size`, index of the layer that needs the most),
+    from the specs alone: parameters with gradients and Adam's moments, activations for the backward
+    pass, and the float64 draw of the largest tensor at initialization."""
+    shapes = network.shapes()
+    per_layer = []
+    for index, layer in enumerate(network.layers):
+        params = sum(math.prod(info.shape) for info in layer.params(shapes[index]).values())
+        per_layer.append(params * TRAINING_BYTES_PER_PARAM + math.prod(shapes[index + 1]) * batch_size * ACTIVATION_BYTES)
+    largest = max((math.prod(info.shape) for info in network.param_infos().values()), default=0)
+    return sum(per_layer) + largest * 8, max(range(len(per_layer)), key=per_layer.__getitem__)
+
+
+def check_memory(network: Network, batch_size: int = 1, available: int | None = None) -> None:
+    """One SpecError line, naming the largest layer, when training `network` cannot fit in this machine's
+    RAM: checked before any tensor is allocated, because numpy asked for 4 GB x 10^3 fails late (or the
+    OS kills the process) instead of saying which layer is too big."""
+    available = physical_memory() if available is None else available
+    need, index = training_bytes(network, batch_size)
+    if available and need > available:
+        layer = network.layers[index]
+        raise SpecError(
+            f"network: layer {index} ({layer.type}) is too big: training the network needs about {need / 2**30:,.1f} GiB "
+            f"(weights, gradients, Adam's moments, activations of a batch of {batch_size}) but this machine has "
+            f"{available / 2**30:,.1f} GiB; make layer {index} smaller")
+
+
 def init_weights(network: Network, seed: int = 0) -> Weights:
     """Fresh weights for `network`: Linear/Conv weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
     BatchNorm weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0.
 
-    Tensors are drawn in state_dict order from one numpy Generator seeded with `seed`.
+    Tensors are drawn in state_dict order from one numpy Generator seeded with `seed`, after
+    `check_memory` (a network too big for the machine is one line, not a MemoryError).
     """
+    check_memory(network)
     rng = np.random.default_rng(seed)
     weights: Weights = {}
     for name, info in network.param_infos().items():

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .experiment import Experiment
+from .identity import run_identity
 from .trainer import EpochRecord, summarize
 
 METRICS, HISTORY_JSON, HISTORY_CSV = "metrics.json", "history.json", "history.csv"
@@ -29,7 +30,7 @@ PREPROCESS_INPUT = "NCHW float32 = (pixels - shift) / scale per channel"
 
 def run_id(experiment: Experiment) -> str:
     """Short content hash of everything that determines a run's result (name and description excluded)."""
-    data = experiment.model_dump(mode="json", exclude={"name", "description"})
+    data = run_identity(experiment)  # netspec.identity: data by content, eval_batch_size and words left out
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 

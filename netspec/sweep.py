@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import run_folder
 from .backend import Backend
 from .errors import SpecError
-from .experiment import Experiment, apply_overrides
+from .experiment import Experiment, SafeName, apply_overrides
 from .io import read_json, validate
 
 SWEEPS_DIR = "sweeps"
@@ -45,8 +46,8 @@ class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     version: Literal[1] = 1
-    name: str
-    """Name of the sweep (its manifest and report section)."""
+    name: SafeName
+    """Name of the sweep (its manifest and report section): a safe file name, as an experiment's."""
     description: str = ""
     base: Optional[str] = None
     """Experiment spec the axes edit, relative to the sweep file (unless variants are given)."""

@@ -18,6 +18,7 @@ not fit them, `SetupError` for a missing package or network.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ def load_dataset(config: DataConfig, cache_dir: Path | None = None, progress: bo
     NetspecError (DataError, SpecError or SetupError).
     """
     raw = load_raw(config, cache_dir, progress)
+    check_sizes(config, raw)
     train_x, train_y = raw.train_x[: config.train_size], raw.train_y[: config.train_size]
     test_x, test_y = raw.test_x[: config.test_size], raw.test_y[: config.test_size]
     fit_idx, val_idx = split_indices(train_y, config.val_size, config.split, config.seed)
@@ -61,13 +63,38 @@ def load_dataset(config: DataConfig, cache_dir: Path | None = None, progress: bo
     )
 
 
+def check_sizes(config: DataConfig, raw: RawImages) -> None:
+    """A cap beyond the source's images is a mistake (a silently smaller run would answer another
+    question): one line naming the field and the count there is."""
+    for field, cap, have in (("train_size", config.train_size, len(raw.train_y)),
+                             ("test_size", config.test_size, len(raw.test_y))):
+        if cap is not None and cap > have:
+            raise SpecError(f"data.{field}={cap} is more than the {have:,} images of {raw.origin}; "
+                            f"lower data.{field} (or leave it out for all {have:,})")
+
+
+def check_synthetic_memory(train_size: int, test_size: int, available: int | None = None) -> None:
+    """Synthetic images are made in memory, then scaled to float32: refuse, before making them, sizes
+    this machine cannot hold."""
+    from ..params import physical_memory
+
+    available = physical_memory() if available is None else available
+    need = (train_size + test_size) * math.prod(IMAGE_SHAPE) * (1 + 4)
+    if available and need > available:
+        raise SpecError(f"data.train_size={train_size} and data.test_size={test_size}: synthetic images of "
+                        f"{need / 2**30:,.1f} GiB (uint8, then float32) do not fit this machine's "
+                        f"{available / 2**30:,.1f} GiB; lower them")
+
+
 def load_raw(config: DataConfig, cache_dir: Path | None = None, progress: bool = True) -> RawImages:
     """The uint8 images of the source the config names, uncapped and unsplit (synthetic: at the config's sizes)."""
     if config.source == "synthetic":
         if config.dir is not None:
             raise SpecError(f"data.dir={config.dir!r} is set but data.source is 'synthetic'; "
                             "drop one of them (a local copy needs data.source=cifar10)")
-        return synthetic(config.train_size or SYNTHETIC_SIZES[0], config.test_size or SYNTHETIC_SIZES[1], config.seed)
+        sizes = (config.train_size or SYNTHETIC_SIZES[0], config.test_size or SYNTHETIC_SIZES[1])
+        check_synthetic_memory(*sizes)
+        return synthetic(*sizes, config.seed)
     cache = cache_root(cache_dir)
     if config.dir is not None:
         return load_local(Path(config.dir).expanduser(), cache, progress)

@@ -38,11 +38,12 @@ def load_local(path: Path, cache: Path, progress: bool = True) -> RawImages:
     files = open_files(path)
     # An archive is identified by its own size and mtime, known without reading it (a cached start
     # never opens it); a folder by the size and mtime of each file it holds.
-    rels = [] if isinstance(files, ArchiveFiles) else _local_files(files, find_layout(files, path), path)
+    rels = [] if isinstance(files, ArchiveFiles) else local_files(files, find_layout(files, path), path)
     return cached(cache, f"local-{files.fingerprint(rels)}", lambda: _read_local(files, path, progress))
 
 
-def _local_files(files: Files, layout: Layout, where: Path) -> list[str]:
+def local_files(files: Files, layout: Layout, where: Path) -> list[str]:
+    """The files of the copy the loader reads (what the cache's fingerprint and the data identity cover)."""
     if layout.kind == "batches":
         return batch_files(files, layout.root)
     return tree_files(files, layout.root, where)
