@@ -90,6 +90,15 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
     p.add_argument("--force", action="store_true", help="train again even if an identical finished run exists")
+    p.add_argument("--seeds", type=int, help="repeat every run with seeds 0..N-1 (seed s adds s to train.seed and "
+                   "train.shuffle_seed: weights, dropout masks and batch order; seed 0 is the run as written); "
+                   "replaces a sweep file's \"seeds\"")
+    p.add_argument("--launcher", choices=["local", "ray"], help="local: one run after the other (default); "
+                   "ray: each run a Ray task (needs netspec[ray])")
+    p.add_argument("--address", help="with --launcher ray: an existing cluster (e.g. auto or HEAD_IP:6379); "
+                   "default: a local Ray on this machine's CPUs")
+    p.add_argument("--gpus-per-run", type=float, help="with --launcher ray: GPUs per run, a fraction packs "
+                   "several runs on a GPU (e.g. 0.5); default 1 on a cluster with GPUs, else 0")
     # runner.py's historical flags: the same jobs as the summary and crosscheck subcommands
     p.add_argument("--summary", action="store_true", help=f"print the network's summary and exit (= {PROG} summary)")
     p.add_argument("--crosscheck", action="store_true", help=f"cross-check the backends and exit (= {PROG} crosscheck)")
@@ -102,15 +111,19 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
         return (_summary if args.summary else _crosscheck)(args)
     overrides = _overrides(args)
     backends = _backends(args.backend or backend_names()[0])
+    if args.seeds is not None and args.seeds < 1:
+        raise SpecError(f"--seeds {args.seeds}: must be at least 1 (runs seeds 0..N-1)")
+    from .launchers import make_launcher
+    launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if _is_sweep(args.spec):
         from .sweep import run_sweep
-        run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force)
+        run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force,
+                  seeds=args.seeds, launcher=launcher)
         return 0
     from .experiment import Experiment
-    from .training_run import run_experiment
-    experiment = Experiment.load(args.spec, overrides)
-    for backend in backends:
-        run_experiment(experiment, backend, out_root=args.out, device=args.device, force=args.force)
+    from .sweep import experiment_jobs
+    jobs = experiment_jobs(Experiment.load(args.spec, overrides), backends, args.seeds)
+    launcher.run(jobs, args.out, device=args.device, force=args.force)
     return 0
 
 
