@@ -66,3 +66,53 @@ def plot_run(history: list[EpochRecord], directory: Path, title: str) -> None:
         series = {name: (epochs, [getattr(r, f"{split}_{key}") for r in history])
                   for name, split in (("train", "train"), ("validation", "val"))}
         plot_curves(series, ylabel, f"{title}: {ylabel}", directory / f"{key}.png", best_epoch=tested[-1] if tested else None)
+
+
+SettingSeries = dict[str, list[tuple[Any, Sequence[float]]]]
+"""backend -> [(setting, values over seeds)], in the sweep's order."""
+
+
+def plot_result_vs_setting(panels: dict[str, SettingSeries], xlabel: str, title: str, path: Path,
+                           categorical: bool) -> None:
+    """One panel per figure (e.g. final test accuracy, best validation accuracy) against the swept
+    setting: per backend a line through the means with error bars of one standard deviation over
+    seeds, and every seed's value as a dot. Categorical settings (variants, labels) are evenly spaced."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=110, squeeze=False)
+    for ax, (ylabel, by_backend) in zip(axes[0], panels.items()):
+        for k, (backend, points) in enumerate(by_backend.items()):
+            _setting_line(ax, backend, points, categorical, offset=0.06 * (k - (len(by_backend) - 1) / 2))
+        _setting_axis(ax, xlabel, ylabel, by_backend, categorical)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _setting_line(ax: Any, backend: str, points: list[tuple[Any, Sequence[float]]], categorical: bool,
+                  offset: float) -> None:
+    import numpy as np
+
+    # Categorical positions are shifted a little per backend so their dots and bars do not hide each other.
+    xs = [i + offset if categorical else x for i, (x, _) in enumerate(points)]
+    kept = [(x, np.asarray(v, dtype=float)) for x, (_, v) in zip(xs, points) if len(v)]
+    if not kept:
+        return
+    means = [v.mean() for _, v in kept]
+    stds = [v.std(ddof=1) if v.size > 1 else 0.0 for _, v in kept]
+    line = ax.errorbar([x for x, _ in kept], means, yerr=stds, marker="o", capsize=4, linewidth=1.5, label=backend)
+    for x, v in kept:
+        ax.scatter([x] * v.size, v, s=14, alpha=0.5, color=line[0].get_color(), zorder=3)
+
+
+def _setting_axis(ax: Any, xlabel: str, ylabel: str, by_backend: SettingSeries, categorical: bool) -> None:
+    settings = next(iter(by_backend.values()), [])
+    if categorical:
+        ax.set_xticks(range(len(settings)), [str(x) for x, _ in settings], rotation=15)
+    elif settings and all(isinstance(x, (int, float)) and x > 0 for x, _ in settings) and \
+            max(x for x, _ in settings) / min(x for x, _ in settings) >= 20:
+        ax.set_xscale("log")  # learning rates and such span decades
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()

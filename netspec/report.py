@@ -1,20 +1,34 @@
-"""report.md over a runs folder: per-sweep comparison tables and overlay figures, per-run tables of
-the seven figures with their curves, and the backends side by side wherever more than one ran."""
+"""report.md over a runs folder: per-sweep comparison tables with statistics over seeds, paired
+differences from the base arm and between backends (95% bootstrap intervals, netspec.stats),
+result-vs-setting and overlay figures, per-experiment tables of the seven figures with their curves,
+a per-seed appendix, and runs.csv (one row per run folder) next to report.md.
+
+Runs are grouped by experiment: the seeds of one experiment (netspec.sweep.with_seed) share a
+replicate key and make one column of `mean ± std (n)` cells; seeds are paired across arms and
+backends by their train.seed.
+"""
 from __future__ import annotations
 
+import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from . import run_folder
 from .backend import backend_names
-from .plots import plot_curves
-from .tables import fmt, markdown_table, metrics_table
+from .plots import plot_curves, plot_result_vs_setting
+from .stats import Difference, paired_difference
+from .sweep import replicate_key
+from .tables import fmt_values, markdown_table, summary_table
 from .trainer import SUMMARY_FIELDS
 
 FIGURES = "figures"
+RUNS_CSV = "runs.csv"
+COMPARED = {"test_acc": "final test accuracy", "best_val_acc": "best validation accuracy"}
+"""The figures a sweep compares its arms on (differences, result-vs-setting figure)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,20 @@ class Run:
 
     def history(self) -> list[dict[str, Any]]:
         return json.loads((self.directory / run_folder.HISTORY_JSON).read_text())
+
+    @cached_property
+    def spec(self) -> dict[str, Any]:
+        path = self.directory / run_folder.SPEC
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @cached_property
+    def replicate(self) -> tuple[str, int]:
+        """(replicate key, seed): runs that are seeds of one experiment share the key."""
+        return replicate_key(self.spec)
+
+
+Seeds = dict[int, Run]
+"""A figure's runs by seed (train.seed)."""
 
 
 def collect_runs(root: Path) -> dict[tuple[str, str, str], Run]:
@@ -49,114 +77,333 @@ def in_registry_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
 
 
-def _backend_columns(by_backend: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Metrics per backend, plus an 'other - reference' column of differences for every backend after
-    the first (e.g. 'jax - torch')."""
-    columns = dict(by_backend)
-    reference, *others = in_registry_order(by_backend)
-    for other in others:
-        a, b = by_backend[other], by_backend[reference]
-        columns[f"{other} - {reference}"] = {k: _diff(a.get(k), b.get(k)) for k in SUMMARY_FIELDS}
-    return columns
+def values(runs: Seeds, key: str) -> list[float]:
+    """One figure of runs, in seed order (missing figures left out)."""
+    return [runs[s].metrics[key] for s in sorted(runs) if isinstance(runs[s].metrics.get(key), (int, float))]
 
 
-def _diff(a: Any, b: Any) -> Optional[float]:
-    return a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+def paired(a: Seeds, b: Seeds, key: str) -> Optional[Difference]:
+    """a - b over the seeds both have, seed by seed; None when they share none."""
+    common = [s for s in sorted(set(a) & set(b)) if all(isinstance(r[s].metrics.get(key), (int, float)) for r in (a, b))]
+    if not common:
+        return None
+    return paired_difference([a[s].metrics[key] for s in common], [b[s].metrics[key] for s in common])
+
+
+def _diff_text(difference: Optional[Difference]) -> str:
+    return difference.text() if difference else "-"
+
+
+# ---- describing runs ---------------------------------------------------------------------------
+
+def data_text(spec: dict[str, Any]) -> str:
+    """'cifar10 from cifar10-jpeg-q75.tar.gz, all images (10,000 held out for validation)'."""
+    data = spec.get("data", {})
+    source = data.get("source", "?") + (f" from {Path(data['dir']).name}" if data.get("dir") else "")
+    sizes = [f"{data[k]:,} {k.split('_')[0]}" for k in ("train_size", "test_size") if data.get(k)]
+    return f"{source}, {' / '.join(sizes) if sizes else 'all images'} ({data.get('val_size', 0):,} held out for validation)"
+
+
+def settings_text(spec: dict[str, Any]) -> str:
+    """What else a run's numbers depend on most: epochs, batch, lr, and its data."""
+    t = spec.get("train", {})
+    return f"{t.get('epochs')} epochs, batch {t.get('batch_size')}, lr {t.get('lr')}; data {data_text(spec)}"
+
+
+def seeds_text(seeds: Iterable[int]) -> str:
+    ordered = sorted(seeds)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"seeds {ordered[0]}-{ordered[-1]}"
+    return ("seed " if len(ordered) == 1 else "seeds ") + ", ".join(map(str, ordered))
+
+
+def overrides_text(overrides: Sequence[str]) -> str:
+    return " ".join(f"--set {o}" for o in overrides) if overrides else "as written"
+
+
+# ---- sweeps ------------------------------------------------------------------------------------
+
+@dataclass
+class Arm:
+    """One arm of a sweep under one set of overrides: its runs per backend and seed."""
+
+    label: str
+    settings: dict[str, Any]
+    base: bool
+    seeds: list[int] = field(default_factory=list)
+    runs: dict[str, Seeds] = field(default_factory=dict)
+
+
+def _arms(points: list[dict[str, Any]], backends: list[str], runs: dict[tuple[str, str, str], Run]) -> list[Arm]:
+    arms: dict[str, Arm] = {}
+    for point in points:
+        arm = arms.setdefault(point["label"], Arm(point["label"], point.get("settings", {}), bool(point.get("base"))))
+        arm.seeds.append(point.get("seed", 0))
+        for backend in backends:
+            run = runs.get((point["name"], backend, point["run_id"]))
+            if run is not None:
+                arm.runs.setdefault(backend, {})[run.replicate[1]] = run
+    ordered = list(arms.values())
+    if not any(a.base for a in ordered):
+        ordered[0].base = True  # manifests from before seeds: the first arm
+    return ordered
+
+
+def _settings_groups(manifest: dict[str, Any]) -> list[tuple[list[str], list[dict[str, Any]]]]:
+    """The manifest's points by the overrides they were run with, in the order first asked for."""
+    groups: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
+    for point in manifest["points"]:
+        overrides = point.get("overrides", [])
+        groups.setdefault(json.dumps(overrides), (overrides, []))[1].append(point)
+    return list(groups.values())
 
 
 def _sweep_section(manifest: dict[str, Any], runs: dict[tuple[str, str, str], Run], out: Path) -> list[str]:
-    name, points = manifest["name"], manifest["points"]
+    name = manifest["name"]
     lines = [f"### Sweep `{name}`", ""]
     if manifest.get("description"):
         lines += [manifest["description"], ""]
-    found = {b: [runs.get((p["name"], b, p["run_id"])) for p in points] for b in manifest["backends"]}
-    labels = [p["label"] for p in points]
-    for backend, point_runs in found.items():
-        done = sum(r is not None for r in point_runs)
-        lines += [f"**{backend}** ({done}/{len(points)} points finished)", ""]
-        columns = {label: (r.metrics if r else {}) for label, r in zip(labels, point_runs)}
-        lines += [metrics_table(columns), ""]
-    lines += _overlay_figures(name, labels, found, out)
-    ordered = in_registry_order(found)
-    for reference, other in ((ordered[0], b) for b in ordered[1:]):
+    backends = in_registry_order(manifest["backends"])
+    for i, (overrides, points) in enumerate(_settings_groups(manifest)):
+        arms = _arms(points, backends, runs)
+        stem = name if i == 0 else f"{name}_{i + 1}"
+        lines += _group_intro(manifest, overrides, arms)
+        lines += _arm_tables(arms, backends)
+        lines += _base_differences(arms, backends)
+        lines += _setting_figure(stem, manifest, arms, backends, out)
+        lines += _overlay_figures(stem, arms, backends, out)
+        lines += _backend_comparison(arms, backends)
+    return lines
+
+
+def _group_intro(manifest: dict[str, Any], overrides: list[str], arms: list[Arm]) -> list[str]:
+    some_run = next((r for a in arms for by_seed in a.runs.values() for r in by_seed.values()), None)
+    base = next(a.label for a in arms if a.base)
+    rule = "the first variant" if manifest.get("variants") and not manifest.get("axes") else \
+        "the point whose settings equal the base spec's, else the first"
+    seeds = sorted({s for a in arms for s in a.seeds})
+    return [f"Settings: {overrides_text(overrides)}; {seeds_text(seeds)} per point.", "",
+            f"Runs: {settings_text(some_run.spec)}." if some_run else "Runs: none finished yet.", "",
+            f"Base: `{base}` ({rule}).", ""]
+
+
+def _arm_tables(arms: list[Arm], backends: list[str]) -> list[str]:
+    lines = []
+    for backend in backends:
+        done = sum(len(a.runs.get(backend, {})) for a in arms)
+        total = sum(len(a.seeds) for a in arms)
+        columns = {a.label: {k: values(a.runs.get(backend, {}), k) for k in SUMMARY_FIELDS} for a in arms}
+        lines += [f"**{backend}** ({done}/{total} points finished)", "", summary_table(columns), ""]
+    return lines
+
+
+def _base_differences(arms: list[Arm], backends: list[str]) -> list[str]:
+    """Every arm minus the base arm, paired by seed, per backend."""
+    base = next(a for a in arms if a.base)
+    others = [a for a in arms if a is not base]
+    if not others:
+        return []
+    lines = []
+    for backend in backends:
+        reference = base.runs.get(backend, {})
+        rows = [[a.label, len(set(a.runs.get(backend, {})) & set(reference)),
+                 *(_diff_text(paired(a.runs.get(backend, {}), reference, k)) for k in COMPARED)] for a in others]
+        lines += [f"{backend}: difference from `{base.label}`, paired by seed (95% bootstrap CI; * = the interval "
+                  f"excludes zero):", "", markdown_table(["point", "pairs", *COMPARED.values()], rows), ""]
+    return lines
+
+
+def _backend_comparison(arms: list[Arm], backends: list[str]) -> list[str]:
+    """Each further backend against the reference, arm by arm, paired by seed."""
+    lines = []
+    reference, *others = backends
+    for other in others:
         rows = []
-        for i, label in enumerate(labels):
-            t, j = (found[b][i].metrics if found[b][i] else {} for b in (reference, other))
-            rows.append([label, t.get("test_acc"), j.get("test_acc"), _diff(j.get("test_acc"), t.get("test_acc")),
-                         t.get("best_val_acc"), j.get("best_val_acc"), t.get("median_epoch_seconds"), j.get("median_epoch_seconds")])
+        for a in arms:
+            r, o = a.runs.get(reference, {}), a.runs.get(other, {})
+            rows.append([a.label, fmt_values(values(r, "test_acc")), fmt_values(values(o, "test_acc")),
+                         _diff_text(paired(o, r, "test_acc")), fmt_values(values(r, "best_val_acc")),
+                         fmt_values(values(o, "best_val_acc")), fmt_values(values(r, "median_epoch_seconds")),
+                         fmt_values(values(o, "median_epoch_seconds"))])
         lines += [f"{reference} vs {other}:", "", markdown_table(
             ["point", f"test acc {reference}", f"test acc {other}", f"{other} - {reference}", f"best val {reference}",
              f"best val {other}", f"epoch s {reference}", f"epoch s {other}"], rows), ""]
     return lines
 
 
-def _overlay_figures(name: str, labels: list[str], found: dict[str, list[Optional[Run]]], out: Path) -> list[str]:
-    """Validation accuracy and loss of every point on one plot per backend, same scale across the sweep."""
-    histories = {b: {label: r.history() for label, r in zip(labels, rs) if r} for b, rs in found.items()}
-    values = {key: [row[key] for h in histories.values() for rows in h.values() for row in rows] for key in ("val_acc", "val_loss")}
+def _setting_figure(stem: str, manifest: dict[str, Any], arms: list[Arm], backends: list[str], out: Path) -> list[str]:
+    """Final test and best validation accuracy against the swept setting, one line per backend."""
+    if not any(a.runs for a in arms):
+        return []
+    axes = manifest.get("axes", [])
+    single = axes[0] if len(axes) == 1 and not manifest.get("variants") else None
+    numeric = single is not None and all(isinstance(a.settings.get(single), (int, float)) for a in arms)
+    xs = [a.settings[single] if numeric else a.label for a in arms]
+    panels = {label: {b: [(x, values(a.runs.get(b, {}), key)) for x, a in zip(xs, arms)] for b in backends}
+              for key, label in COMPARED.items()}
+    path = out.parent / FIGURES / f"{stem}_vs_setting.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_result_vs_setting(panels, single if numeric else "point", f"{stem}: mean ± std over seeds, dots: seeds",
+                           path, categorical=not numeric)
+    return [f"![{stem} result vs setting]({_link(path, out.parent)})", ""]
+
+
+def _overlay_figures(stem: str, arms: list[Arm], backends: list[str], out: Path) -> list[str]:
+    """Validation accuracy and loss of every arm (its lowest seed) on one plot per backend, same scale
+    across the sweep."""
+    histories = {b: {a.label: a.runs[b][min(a.runs[b])].history() for a in arms if a.runs.get(b)} for b in backends}
+    ranges = {key: [row[key] for h in histories.values() for rows in h.values() for row in rows] for key in ("val_acc", "val_loss")}
     lines = []
     for backend, by_label in histories.items():
         if not by_label:
             continue
         images = []
         for key, ylabel in (("val_acc", "validation accuracy"), ("val_loss", "validation loss")):
-            lo, hi = min(values[key]), max(values[key])
+            lo, hi = min(ranges[key]), max(ranges[key])
             pad = 0.05 * (hi - lo or 1.0)
             series = {label: ([r["epoch"] for r in rows], [r[key] for r in rows]) for label, rows in by_label.items()}
-            path = out.parent / FIGURES / f"{name}_{backend}_{key}.png"
+            path = out.parent / FIGURES / f"{stem}_{backend}_{key}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            plot_curves(series, ylabel, f"{name} ({backend}): {ylabel}", path, ylim=(lo - pad, hi + pad))
-            images.append(f"![{name} {backend} {ylabel}]({_link(path, out.parent)})")
+            plot_curves(series, ylabel, f"{stem} ({backend}): {ylabel}", path, ylim=(lo - pad, hi + pad))
+            images.append(f"![{stem} {backend} {ylabel}]({_link(path, out.parent)})")
         lines += [" ".join(images), ""]
     return lines
 
 
-def _run_section(name: str, run_id: str, by_backend: dict[str, Run], used_in: list[str], out: Path) -> list[str]:
-    first = next(iter(by_backend.values()))
-    spec = json.loads((first.directory / run_folder.SPEC).read_text())
-    lines = [f"### `{name}` ({run_id})", ""]
-    if spec.get("description"):
-        lines += [spec["description"], ""]
+# ---- experiments (runs grouped over seeds) -------------------------------------------------------
+
+@dataclass
+class Group:
+    """The seeds of one experiment, per backend."""
+
+    name: str
+    runs: dict[str, Seeds] = field(default_factory=dict)
+
+    def all_runs(self) -> list[Run]:
+        return [r for by_seed in self.runs.values() for r in by_seed.values()]
+
+    def first(self) -> Run:
+        """The lowest seed's run of the reference backend: the group's heading and curves."""
+        backend = in_registry_order(self.runs)[0]
+        return self.runs[backend][min(self.runs[backend])]
+
+
+def group_runs(runs: dict[tuple[str, str, str], Run]) -> list[Group]:
+    groups: dict[tuple[str, str], Group] = {}
+    for (name, backend, _), run in runs.items():
+        key, seed = run.replicate
+        groups.setdefault((name, key), Group(name)).runs.setdefault(backend, {})[seed] = run
+    for group in groups.values():
+        group.runs = {b: dict(sorted(group.runs[b].items())) for b in in_registry_order(group.runs)}
+    return sorted(groups.values(), key=lambda g: (g.name, g.first().run_id))
+
+
+def _used_in(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """(name, run id) -> '`sweep` label (overrides)' for every sweep point: what differs from its base."""
+    used: dict[tuple[str, str], list[str]] = {}
+    for manifest in manifests:
+        for point in manifest["points"]:
+            extra = f" ({overrides_text(point['overrides'])})" if point.get("overrides") else ""
+            used.setdefault((point["name"], point["run_id"]), []).append(f"`{manifest['name']}` {point['label']}{extra}")
+    return used
+
+
+def _group_section(group: Group, used_in: list[str], out: Path) -> list[str]:
+    first = group.first()
+    seeds = sorted({s for by_seed in group.runs.values() for s in by_seed})
+    lines = [f"### `{group.name}` ({first.run_id})", ""]
     if used_in:
         lines += ["In sweeps: " + "; ".join(used_in), ""]
-    t = spec["train"]
-    lines += [f"batch {t['batch_size']}, lr {t['lr']}, {first.metrics.get('epochs')} epochs, data {spec['data']['source']}"
-              + (f" ({spec['data']['dir']})" if spec["data"].get("dir") else ""), ""]
-    columns = _backend_columns({b: r.metrics for b, r in by_backend.items()})
-    table = metrics_table(columns)
-    epoch_row = ["median epoch seconds", *(by_backend[b].metrics.get("median_epoch_seconds") if b in by_backend else None
-                                           for b in columns)]
-    lines += [table, "| " + " | ".join(fmt(v) for v in epoch_row) + " |", ""]
-    for backend, run in by_backend.items():
-        images = [f"![{name} {backend} {k}]({_link(run.directory / f'{k}.png', out.parent)})" for k in ("acc", "loss")]
-        lines += [f"{backend}: " + " ".join(images), ""]
+    lines += [f"{settings_text(first.spec)}; {seeds_text(seeds)}"
+              + (f" (run ids {', '.join(r.run_id for r in group.runs[first.backend].values())})" if len(seeds) > 1 else ""), ""]
+    lines += [_group_table(group), ""]
+    for backend, by_seed in group.runs.items():
+        run = by_seed[min(by_seed)]
+        images = [f"![{group.name} {backend} {k}]({_link(run.directory / f'{k}.png', out.parent)})" for k in ("acc", "loss")]
+        lines += [f"{backend}" + (f" (seed {run.replicate[1]})" if len(by_seed) > 1 else "") + ": " + " ".join(images), ""]
     return lines
 
 
+def _group_table(group: Group) -> str:
+    """The seven figures per backend over seeds, and each further backend minus the reference, paired by seed."""
+    reference, *others = group.runs
+    header = ["result", *group.runs, *(f"{o} - {reference}" for o in others)]
+    rows = [[label, *(fmt_values(values(s, key)) for s in group.runs.values()),
+             *(_diff_text(paired(group.runs[o], group.runs[reference], key)) for o in others)]
+            for key, label in SUMMARY_FIELDS.items()]
+    rows.append(["median epoch seconds", *(fmt_values(values(s, "median_epoch_seconds")) for s in group.runs.values()),
+                 *("-" for _ in others)])
+    return markdown_table(header, rows)
+
+
+def _appendix(groups: list[Group], used_in: dict[tuple[str, str], list[str]]) -> list[str]:
+    """Every run's own figures, seed by seed, for the groups with more than one seed."""
+    rows = [[g.name, "; ".join(used_in.get((g.name, r.run_id), [])) or "-", r.backend, r.replicate[1], r.run_id,
+             r.metrics.get("test_acc"), r.metrics.get("best_val_acc"), r.metrics.get("val_acc")]
+            for g in groups if any(len(s) > 1 for s in g.runs.values()) for r in g.all_runs()]
+    if not rows:
+        return []
+    return ["## Appendix: per-seed values", "", markdown_table(
+        ["spec", "in sweeps", "backend", "seed", "run id", "final test accuracy", "best validation accuracy",
+         "validation accuracy"], rows), ""]
+
+
+# ---- runs.csv ----------------------------------------------------------------------------------
+
+CSV_FIELDS = ["spec", "backend", "run_id", "label", "overrides", "seed", *SUMMARY_FIELDS, "median_epoch_seconds",
+              "epochs", "status"]
+
+
+def write_runs_csv(root: Path, path: Path, used_in: dict[tuple[str, str], list[str]],
+                   manifests: list[dict[str, Any]]) -> Path:
+    """One row per run folder under root (finished or not), for pandas or a spreadsheet."""
+    overrides = {(p["name"], p["run_id"]): " ".join(p.get("overrides", [])) for m in manifests for p in m["points"]}
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for directory in sorted(p.parent for p in root.glob(f"*/*/*/{run_folder.SPEC}")):
+            name, backend, rid = directory.relative_to(root).parts
+            writer.writerow(_csv_row(Run(name, backend, rid, directory, run_folder.finished_metrics(directory) or {}),
+                                     "; ".join(used_in.get((name, rid), [])), overrides.get((name, rid), "")))
+    return path
+
+
+def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
+    history = run.directory / run_folder.HISTORY_JSON
+    if run.metrics:
+        status = "finished"
+    else:
+        status = f"unfinished ({len(run.history())} epochs)" if history.is_file() else "not started"
+    return {"spec": run.name, "backend": run.backend, "run_id": run.run_id, "label": label, "overrides": overrides,
+            "seed": run.replicate[1], **{k: run.metrics.get(k) for k in (*SUMMARY_FIELDS, "median_epoch_seconds")},
+            "epochs": run.spec.get("train", {}).get("epochs"), "status": status}
+
+
+# ---- the report ----------------------------------------------------------------------------------
+
 def build_report(root: Path, out: Path) -> Path:
-    """Write `out` (markdown) and its figures next to it."""
+    """Write `out` (markdown), its figures and runs.csv next to it."""
     from .errors import SpecError
 
     if not root.is_dir():
         raise SpecError(f"{root}: no such runs folder; train something first (python runner.py specs/mlp.json)")
     runs = collect_runs(root)
     manifests = [json.loads(p.read_text()) for p in sorted((root / "sweeps").glob("*.json"))]
-    lines = ["# netspec report", "", f"{len(runs)} finished runs under `{root}`, {len(manifests)} sweeps.", ""]
+    used_in = _used_in(manifests)
+    groups = group_runs(runs)
+    lines = ["# netspec report", "", f"{len(runs)} finished runs under `{root}`, {len(manifests)} sweeps. Cells over "
+             "several seeds are `mean ± std (n)`; differences are paired by seed with a 95% bootstrap interval, "
+             "marked * only when the interval excludes zero. Every run: `runs.csv`.", ""]
     if manifests:
         lines += ["## Sweeps", ""]
         for manifest in manifests:
             lines += _sweep_section(manifest, runs, out)
     lines += ["## Runs", ""]
-    used_in: dict[tuple[str, str], list[str]] = {}
-    for manifest in manifests:
-        for point in manifest["points"]:
-            used_in.setdefault((point["name"], point["run_id"]), []).append(f"`{manifest['name']}` {point['label']}")
-    grouped: dict[tuple[str, str], dict[str, Run]] = {}
-    for (name, backend, rid), run in runs.items():
-        grouped.setdefault((name, rid), {})[backend] = run
-    for (name, rid), by_backend in grouped.items():
-        ordered = {b: by_backend[b] for b in in_registry_order(by_backend)}
-        lines += _run_section(name, rid, ordered, used_in.get((name, rid), []), out)
+    for group in groups:
+        labels = dict.fromkeys(u for r in group.all_runs() for u in used_in.get((group.name, r.run_id), []))
+        lines += _group_section(group, list(labels), out)
+    lines += _appendix(groups, used_in)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
+    write_runs_csv(root, out.parent / RUNS_CSV, used_in, manifests)
     return out

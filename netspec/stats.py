@@ -55,9 +55,10 @@ class Difference:
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
     def text(self) -> str:
-        """'+0.0061 [+0.0012, +0.0100] *' (the star: the interval excludes zero), '+0.0061 (1)' with one pair."""
+        """'+0.0061 [+0.0012, +0.0100] *' (the star: the interval excludes zero); a single pair as a
+        plain number, '0.0061', as tables of single runs always showed differences."""
         if self.low is None or self.high is None:
-            return f"{self.mean:+.4f}" + (f" ({self.n})" if self.n > 1 else "")
+            return f"{self.mean:.4f}"
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]" + (" *" if self.marked else "")
 
 

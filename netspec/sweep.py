@@ -5,28 +5,39 @@ A sweep file:
     {"name": "mlp_dropout", "base": "../mlp.json",
      "axes": [{"name": "dropout rate", "paths": ["network.layers.3.p"], "values": [0.0, 0.1, 0.3, 0.5, 0.7]}],
      "variants": {"channel": "../cnn.json", "element-wise": "../cnn_dropout.json"},   # optional
+     "seeds": 3,                                                                       # optional: seeds 0, 1, 2
      "mode": "grid"}                                                                   # or "one_at_a_time"
 
 Points keep their base experiment's name, so they land in runs/<base name>/<backend>/<run-id>/ with
 a content-hashed id: a point equal to another sweep's point, or to the plain spec, is trained once
-and found again. A manifest in runs/sweeps/<name>.json lists the points, for the report.
+and found again. Seed s of a point adds s to both `train.seed` (weights, dropout masks) and
+`train.shuffle_seed` (batch order), so seed 0 is the point itself, the same folder as before seeds
+existed, and seeds are paired: seed s is the same offset in every arm and on every backend.
+
+A manifest in runs/sweeps/<name>.json records every invocation of the sweep and every point it
+asked for (deduplicated by run id), for the report: running a sweep again with other settings adds
+to its record. How points are run (one after the other, or as Ray tasks) is netspec.launchers'.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from . import run_folder
 from .backend import Backend
 from .errors import SpecError
 from .experiment import Experiment, SafeName, apply_overrides
 from .io import read_json, validate
+
+if TYPE_CHECKING:
+    from .launchers import Job, Launcher
 
 SWEEPS_DIR = "sweeps"
 
@@ -57,35 +68,124 @@ class SweepSpec(BaseModel):
     """Fields to vary."""
     mode: Literal["grid", "one_at_a_time"] = "grid"
     """'grid': every combination; 'one_at_a_time': each axis alone around the base values."""
+    seeds: Union[PositiveInt, list[NonNegativeInt], None] = None
+    """Repeat every point with these seeds: N means seeds 0..N-1, or an explicit list; default [0].
+    Seed s adds s to train.seed (weights, dropout masks) and train.shuffle_seed (batch order)."""
 
 
 @dataclass(frozen=True)
 class SweepPoint:
     label: str
-    """'dropout rate=0.3' or 'no BN': the point's name in tables and legends."""
+    """'dropout rate=0.3' or 'no BN': the arm's name in tables and legends (the same for all its seeds)."""
     experiment: Experiment
+    seed: int = 0
+    """Seed offset (0: the arm as written)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Axis name (and 'variant') -> value: the point's x in the result-vs-setting figure."""
+    is_base: bool = False
+    """The arm whose settings equal the base spec (or, failing that, the first arm): differences are taken from it."""
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepSpec, list[SweepPoint]]:
-    """Read a sweep file and expand it into its points (overrides apply to every point first)."""
+MAX_SWEEP_POINTS = 10_000
+"""Most points (variants x axis settings x seeds) one sweep may have: counted before any is built, so a
+grid of millions of points is one line, not minutes of validation and a manifest of gigabytes."""
+
+
+def check_point_count(spec: SweepSpec, variants: int, seeds: Union[int, Sequence[int], None], path: Path) -> None:
+    """Refuse a sweep of more than MAX_SWEEP_POINTS points, from its axis lengths alone."""
+    lengths = [len(axis.values) for axis in spec.axes]
+    settings = math.prod(lengths) if spec.mode == "grid" else max(sum(lengths), 1)
+    repeats = seeds if isinstance(seeds, int) else len(set(seeds)) if seeds is not None else 1
+    count = variants * settings * max(repeats, 1)
+    if count > MAX_SWEEP_POINTS:
+        raise SpecError(f"{path}: the sweep has {count:,} points ({variants} variant(s) x {settings:,} settings x "
+                        f"{repeats:,} seed(s)), more than {MAX_SWEEP_POINTS:,}; use fewer values, mode \"one_at_a_time\" "
+                        "or several sweeps")
+
+
+def seed_list(seeds: Union[int, Sequence[int], None]) -> list[int]:
+    """--seeds 3 / "seeds": 3 -> [0, 1, 2]; an explicit list as given; None -> [0] (one run, as before seeds)."""
+    if seeds is None:
+        return [0]
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise SpecError(f"seeds: {seeds} must be at least 1 (the number of seeds, 0..N-1)")
+        return list(range(seeds))
+    return list(dict.fromkeys(seeds))
+
+
+def with_seed(experiment: Experiment, seed: int) -> Experiment:
+    """Seed `seed` of an experiment: `seed` added to train.seed (weights and dropout masks) and to
+    train.shuffle_seed (batch order). Seed 0 is the experiment itself: same run id, same folder."""
+    if seed == 0:
+        return experiment
+    train = experiment.train.model_copy(update={"seed": experiment.train.seed + seed,
+                                                "shuffle_seed": experiment.train.shuffle_seed + seed})
+    return experiment.model_copy(update={"train": train})
+
+
+def replicate_key(spec: dict[str, Any]) -> tuple[str, int]:
+    """(key, seed) of a resolved experiment (spec.json as a dict): runs that are seeds of one another
+    share the key. with_seed moves train.seed and train.shuffle_seed together, so their difference,
+    and everything else, is what the seeds of one experiment have in common; the seed is train.seed."""
+    data = {k: v for k, v in spec.items() if k not in ("name", "description", "$schema")}
+    train = dict(data.get("train", {}))
+    seed = int(train.pop("seed", 0))
+    train["shuffle_offset"] = int(train.pop("shuffle_seed", 42)) - seed
+    data["train"] = train
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10], seed
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None,
+               seeds: Union[int, Sequence[int], None] = None) -> tuple[SweepSpec, list[SweepPoint]]:
+    """Read a sweep file and expand it into its points, arm by arm and seed by seed (overrides apply to
+    every point first; `seeds` replaces the file's `seeds`)."""
     path = Path(path)
     raw = read_json(path)
     spec = validate(SweepSpec, raw, path)
     if not spec.variants and not spec.base:
         raise SpecError(f"{path}: a sweep needs a 'base' experiment or 'variants'; add \"base\": \"../mlp.json\"")
     bases = spec.variants or {"": spec.base}
-    points: list[SweepPoint] = []
+    check_point_count(spec, len(bases), seeds if seeds is not None else spec.seeds, path)
+    arms: list[SweepPoint] = []
     for variant, relative in bases.items():
         base_path = path.parent / relative
-        base = read_json(base_path)
-        base = apply_overrides(base, overrides or [], source=str(base_path))
+        base = apply_overrides(read_json(base_path), overrides or [], source=str(base_path))
         for settings in _settings(spec):
             edits = [f"{p}={json.dumps(v)}" for axis, v in settings for p in axis.paths]
             words = [f"{axis.name}={v}" for axis, v in settings]
             label = ", ".join(([variant] if variant else []) + words) or "base"
-            data = apply_overrides(base, edits, source=f"{path} ({label})")
-            points.append(SweepPoint(label, validate(Experiment, data, f"{path} ({label})")))
-    return spec, points
+            experiment = validate(Experiment, apply_overrides(base, edits, source=f"{path} ({label})"), f"{path} ({label})")
+            values = ({"variant": variant} if variant else {}) | {axis.name: v for axis, v in settings}
+            arms.append(SweepPoint(label, experiment, settings=values, is_base=_is_base(base, settings)))
+    arms = _mark_base(arms, first_variant=next(iter(bases)))
+    chosen = seed_list(seeds if seeds is not None else spec.seeds)
+    return spec, [SweepPoint(a.label, with_seed(a.experiment, s), s, a.settings, a.is_base) for a in arms for s in chosen]
+
+
+def _is_base(base: Any, settings: list[tuple[Axis, Any]]) -> bool:
+    """Whether every axis takes the value the base spec has at its paths."""
+    return all(_value_at(base, p) == v for axis, v in settings for p in axis.paths)
+
+
+def _mark_base(arms: list[SweepPoint], first_variant: str) -> list[SweepPoint]:
+    """One base arm: the first whose settings equal the base spec's (in the first variant), else the first arm."""
+    candidates = [a for a in arms if a.is_base and a.settings.get("variant", "") == first_variant]
+    base = candidates[0] if candidates else arms[0]
+    return [SweepPoint(a.label, a.experiment, a.seed, a.settings, a is base) for a in arms]
+
+
+def _value_at(data: Any, dotted: str) -> Any:
+    """The value at a dotted path of a JSON-like spec, or None where the path does not exist."""
+    node = data
+    for key in dotted.split("."):
+        if isinstance(node, list) and key.lstrip("-").isdigit() and -len(node) <= int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            return None
+    return node
 
 
 def _settings(spec: SweepSpec) -> list[list[tuple[Axis, Any]]]:
@@ -105,35 +205,59 @@ def manifest_path(out_root: str | Path, name: str) -> Path:
 
 def run_sweep(path: str | Path, backends: list[Backend], out_root: str | Path = "runs", overrides: list[str] | None = None,
               device: Optional[str] = None, force: bool = False, log: Callable[[str], None] = print,
-              progress: bool | None = None) -> dict[str, Any]:
-    """Run every point on every backend; finished points are reused, so a killed sweep resumes."""
-    from .data import load_dataset
-    from .training_run import run_experiment
+              progress: bool | None = None, seeds: Union[int, Sequence[int], None] = None,
+              launcher: Optional["Launcher"] = None) -> dict[str, Any]:
+    """Run every point on every backend with `launcher` (default: one after the other, in this process);
+    finished points are reused, so a killed sweep resumes and a grown one trains only its new points."""
+    from .launchers import Job, LocalLauncher
 
-    spec, points = load_sweep(path, overrides)
-    manifest = {
-        "name": spec.name, "description": spec.description, "axes": [a.name for a in spec.axes],
-        "variants": list(spec.variants), "backends": [b.name for b in backends],
-        "points": [{"label": p.label, "name": p.experiment.name, "run_id": run_folder.run_id(p.experiment)} for p in points],
-    }
-    target = manifest_path(out_root, spec.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    run_folder.write_json_atomic(target, manifest)  # first, so a report can show a sweep still running
-    datasets: dict[str, Any] = {}
-    total = len(points) * len(backends)
-    for i, (point, backend) in enumerate(itertools.product(points, backends), start=1):
-        log(f"[{i}/{total}] {spec.name}: {point.label} [{backend.name}]")
-        if run_folder.finished_metrics(run_folder.run_dir(out_root, point.experiment, backend.name)) is None or force:
-            key = point.experiment.data.model_dump_json()
-            if key not in datasets:
-                datasets[key] = load_dataset(point.experiment.data)
-            dataset = datasets[key]
-        else:
-            dataset = None  # reused: no need to load data
-        run_experiment(point.experiment, backend, out_root, device=device, force=force, dataset=dataset,
-                       log=log, progress=progress)
+    spec, points = load_sweep(path, overrides, seeds)
+    manifest = record_invocation(out_root, spec, points, backends, overrides or [])
+    jobs = [Job(p.experiment, b, f"{spec.name}: {p.label}" + (f" seed {p.seed}" if p.seed else ""))
+            for p, b in itertools.product(points, backends)]
+    (launcher or LocalLauncher()).run(jobs, out_root, device=device, force=force, log=log, progress=progress)
     log(f"sweep {spec.name} done; write the report with: python runner.py report {out_root}")
     return manifest
+
+
+def record_invocation(out_root: str | Path, spec: SweepSpec, points: list[SweepPoint], backends: list[Backend],
+                      overrides: list[str]) -> dict[str, Any]:
+    """Add this invocation and its points to the sweep's manifest (written before training, so a report
+    can show a sweep still running). Points already recorded (same run id) are kept as they were."""
+    target = manifest_path(out_root, spec.name)
+    old = read_json(target) if target.is_file() else {}
+    invocation = {"overrides": overrides, "seeds": sorted({p.seed for p in points}), "backends": [b.name for b in backends]}
+    entries = [{"label": p.label, "name": p.experiment.name, "run_id": run_folder.run_id(p.experiment), "seed": p.seed,
+                "settings": p.settings, "base": p.is_base, "overrides": overrides} for p in points]
+    manifest = {
+        "name": spec.name, "description": spec.description, "axes": [a.name for a in spec.axes],
+        "variants": list(spec.variants),
+        "backends": list(dict.fromkeys([*old.get("backends", []), *invocation["backends"]])),
+        "invocations": _merged(old.get("invocations", []), [invocation], key=json.dumps),
+        "points": _merged(old.get("points", []), entries, key=lambda e: (e["name"], e["run_id"])),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run_folder.write_json_atomic(target, manifest)
+    return manifest
+
+
+def _merged(old: list[Any], new: list[Any], key: Callable[[Any], Any]) -> list[Any]:
+    """old, then the items of new whose key old lacks (first one wins)."""
+    seen = {key(item) for item in old}
+    added = []
+    for item in new:
+        if key(item) not in seen:
+            seen.add(key(item))
+            added.append(item)
+    return [*old, *added]
+
+
+def experiment_jobs(experiment: Experiment, backends: list[Backend], seeds: Union[int, Sequence[int], None]) -> list["Job"]:
+    """One job per seed and backend for a plain experiment (`netspec train SPEC --seeds N`)."""
+    from .launchers import Job
+
+    return [Job(with_seed(experiment, s), b, experiment.name + (f" seed {s}" if s else ""))
+            for s in seed_list(seeds) for b in backends]
 
 
 def write_report(runs_root: str | Path, out: str | Path | None = None) -> Path:

@@ -25,3 +25,20 @@ def metrics_table(columns: dict[str, dict[str, Any]]) -> str:
     header = ["result", *columns]
     rows = [[label, *(m.get(key) for m in columns.values())] for key, label in SUMMARY_FIELDS.items()]
     return markdown_table(header, rows)
+
+
+def fmt_values(values: Sequence[float]) -> str:
+    """A figure over seeds: '-' (no run), the value (one run), 'mean ± std (n)' (several)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return fmt(values[0])
+    from .stats import summarize
+    return summarize(values).text()
+
+
+def summary_table(columns: dict[str, dict[str, Sequence[float]]]) -> str:
+    """metrics_table over seeds: each column maps a figure to its values, one per seed."""
+    header = ["result", *columns]
+    rows = [[label, *(fmt_values(c.get(key, [])) for c in columns.values())] for key, label in SUMMARY_FIELDS.items()]
+    return markdown_table(header, rows)

@@ -18,6 +18,7 @@ import pytest
 
 import netspec as ns
 from netspec import run_folder
+from netspec.stats import paired_difference
 from netspec.sweep import load_sweep, run_sweep, write_report
 from netspec.trainer import EpochRecord
 from tests.helpers import tiny_experiment, write_json, write_spec
@@ -160,6 +161,104 @@ def test_a_run_on_one_backend_has_one_column(report: Report) -> None:
         [["median epoch seconds", cell(report.solo["median_epoch_seconds"])]]
 
 
+def test_single_seed_differences_from_the_base_point(report: Report) -> None:
+    # the base spec has lr 0.01: the base point is 'lr=0.01'; one seed: a plain difference, no interval
+    for backend in BACKENDS:
+        table = next(t for t in report.tables if t.caption.startswith(f"{backend}: difference from `lr=0.01`"))
+        base, other = report.sweep[backend]
+        assert table.header == ["point", "pairs", "final test accuracy", "best validation accuracy"]
+        assert table.rows == [["lr=0.001", "1", cell(other["test_acc"] - base["test_acc"]),
+                               cell(other["best_val_acc"] - base["best_val_acc"])]]
+
+
 def test_every_table_is_accounted_for(report: Report) -> None:
-    # two sweep tables, the torch vs jax table, a table per run section (two points, one solo run)
-    assert len(report.tables) == 6
+    # two sweep tables, two differences-from-base tables, the torch vs jax table, a table per run
+    # section (two points, one solo run); no appendix with one seed per run
+    assert len(report.tables) == 8
+
+
+# ---- several seeds ------------------------------------------------------------------------------
+
+SEEDS = 3
+
+
+@dataclass(frozen=True)
+class SeededReport:
+    tables: list[Table]
+    metrics: dict[tuple[str, str, int], dict[str, Any]]
+    """(backend, point label, seed) -> metrics."""
+    runs: Path
+    markdown: str
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> SeededReport:
+    """The two-point sweep with three seeds per point, on both backends, all finished."""
+    root = tmp_path_factory.mktemp("seeded")
+    runs = root / "runs"
+    base = write_spec(root, tiny_experiment("base", epochs=3))
+    sweep_path = write_json(root / "rates.json", {"name": "rates", "base": base.name, "seeds": SEEDS,
+                                                 "axes": [{"name": "lr", "paths": ["train.lr"], "values": [0.01, 0.001]}]})
+    _, points = load_sweep(sweep_path)
+    metrics = {(b, p.label, p.seed): finish_run(runs, p.experiment, b, seed=100 * k + 10 * i + p.seed)
+               for k, b in enumerate(BACKENDS) for i, p in enumerate(points)}
+    idle = Script(step_losses=[], step_accs=[], val=[], test=[])
+    run_sweep(sweep_path, [ScriptedBackend(idle, name=b) for b in BACKENDS], runs, log=lambda line: None)
+    markdown = write_report(runs).read_text()
+    return SeededReport(parse_tables(markdown), metrics, runs, markdown)
+
+
+def over_seeds(report: SeededReport, backend: str, label: str, key: str) -> list[float]:
+    return [report.metrics[(backend, label, s)][key] for s in range(SEEDS)]
+
+
+def test_cells_over_seeds_are_mean_std_n(seeded: SeededReport) -> None:
+    for backend in BACKENDS:
+        table = next(t for t in seeded.tables if t.caption == f"**{backend}** (6/6 points finished)")
+        for row, (key, label) in zip(table.rows, FIGURES.items()):
+            expected = []
+            for point in LABELS:
+                x = np.array(over_seeds(seeded, backend, point, key))
+                expected.append(f"{x.mean():.4f} ± {x.std(ddof=1):.4f} (3)")
+            assert row == [label, *expected]
+
+
+def test_paired_differences_with_intervals(seeded: SeededReport) -> None:
+    for backend in BACKENDS:
+        table = next(t for t in seeded.tables if t.caption.startswith(f"{backend}: difference from `lr=0.01`"))
+        expected = [paired_difference(over_seeds(seeded, backend, "lr=0.001", k), over_seeds(seeded, backend, "lr=0.01", k)).text()
+                    for k in ("test_acc", "best_val_acc")]
+        assert table.rows == [["lr=0.001", "3", *expected]]
+        assert all("[" in cell_ for cell_ in expected)
+    # the backends: jax - torch per figure, paired by seed, in each experiment's table (seed 0's id heads it)
+    first_id = run_folder.run_id(load_sweep(seeded.runs.parent / "rates.json")[1][0].experiment)
+    group = next(t for t in seeded.tables if t.heading == f"### `base` ({first_id})")
+    assert group.header == ["result", "torch", "jax", "jax - torch"]
+    for row, key in zip(group.rows, FIGURES):
+        assert row[-1] == paired_difference(over_seeds(seeded, "jax", "lr=0.01", key), over_seeds(seeded, "torch", "lr=0.01", key)).text()
+
+
+def test_per_seed_appendix_and_setting_figure(seeded: SeededReport) -> None:
+    appendix = next(t for t in seeded.tables if t.caption == "## Appendix: per-seed values")
+    assert len(appendix.rows) == 2 * 2 * SEEDS
+    shown = {(row[2], int(row[3]), row[5]) for row in appendix.rows}
+    assert shown == {(b, s, cell(m["test_acc"])) for (b, _, s), m in seeded.metrics.items()}
+    assert (seeded.runs / "figures" / "rates_vs_setting.png").stat().st_size > 1000
+    assert "Base: `lr=0.01`" in seeded.markdown and "seeds 0-2 per point" in seeded.markdown
+
+
+def test_runs_csv_rows_equal_the_runs_metrics(seeded: SeededReport) -> None:
+    import csv
+
+    with (seeded.runs / "runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(seeded.metrics)
+    by_label = {}
+    for row in rows:
+        label = row["label"].split("` ")[1]  # '`rates` lr=0.01'
+        by_label[(row["backend"], label, int(row["seed"]))] = row
+        assert row["status"] == "finished" and row["spec"] == "base" and row["epochs"] == "3"
+    for key, metrics in seeded.metrics.items():
+        row = by_label[key]
+        assert {k: float(row[k]) for k in [*FIGURES, "median_epoch_seconds"]} == \
+            {k: metrics[k] for k in [*FIGURES, "median_epoch_seconds"]}

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 import runner
 from netspec import run_folder
-from netspec.sweep import load_sweep
+from netspec.sweep import load_sweep, manifest_path
 from tests.helpers import tiny_experiment, write_json, write_spec
 
 
@@ -101,3 +102,39 @@ def test_report_tables_hold_the_runs_numbers_and_figures_exist(finished_sweep: t
         assert f"figures/{backend_figure}" in report
     assert report.count("/acc.png)") == 2  # each run's own curves are linked
     assert "In sweeps: `rates` lr=0.01" in report
+
+
+def test_seeds_are_distinct_run_folders_and_seed_0_is_the_run_as_written(tmp_path: Path) -> None:
+    base = write_spec(tmp_path, tiny_experiment("base"))
+    path = sweep_file(tmp_path, name="s", base=base.name, seeds=3,
+                      axes=[{"name": "lr", "paths": ["train.lr"], "values": [0.01, 0.001]}])
+    _, unseeded = load_sweep(path, seeds=1)
+    _, points = load_sweep(path)
+    assert [(p.label, p.seed) for p in points] == [(f"lr={lr}", s) for lr in (0.01, 0.001) for s in range(3)]
+    assert len({run_folder.run_id(p.experiment) for p in points}) == 6
+    assert run_folder.run_id(points[0].experiment) == run_folder.run_id(unseeded[0].experiment)
+    assert run_folder.run_id(points[0].experiment) == run_folder.run_id(tiny_experiment("base"))  # today's run
+    # seed s moves the weights/dropout seed and the batch order together, paired across arms
+    assert [(p.experiment.train.seed, p.experiment.train.shuffle_seed) for p in points[3:]] == [(0, 42), (1, 43), (2, 44)]
+    _, listed = load_sweep(path, seeds=[4, 2])
+    assert [p.seed for p in listed] == [4, 2, 4, 2] and points[0].is_base and not points[3].is_base
+
+
+def test_a_grown_sweep_trains_only_its_new_points_and_adds_to_its_record(
+        finished_sweep: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep, finished = finished_sweep
+    runs = tmp_path / "runs"
+    shutil.copytree(finished, runs)
+    trained: list[tuple[float, int]] = []
+    import netspec.training_run as run_module
+    real_fit = run_module.fit
+    monkeypatch.setattr(run_module, "fit", lambda model, experiment, *a, **k:
+                        trained.append((experiment.train.lr, experiment.train.seed)) or real_fit(model, experiment, *a, **k))
+    before = json.loads(manifest_path(runs, "rates").read_text())
+    assert runner.main([str(sweep), "--out", str(runs), "--device", "cpu", "--seeds", "2"]) == 0
+    assert trained == [(0.01, 1), (0.001, 1)]  # seed 0 of each point was there already
+    after = json.loads(manifest_path(runs, "rates").read_text())
+    assert after["points"][:2] == before["points"] and [p["seed"] for p in after["points"]] == [0, 0, 1, 1]
+    assert [i["seeds"] for i in after["invocations"]] == [[0], [0, 1]]
+    assert runner.main([str(sweep), "--out", str(runs), "--device", "cpu", "--seeds", "2"]) == 0
+    assert json.loads(manifest_path(runs, "rates").read_text()) == after and len(trained) == 2
