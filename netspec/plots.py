@@ -109,9 +109,11 @@ def _setting_axis(ax: Any, xlabel: str, ylabel: str, by_backend: SettingSeries, 
     settings = next(iter(by_backend.values()), [])
     if categorical:
         ax.set_xticks(range(len(settings)), [str(x) for x, _ in settings], rotation=15)
+        ax.set_xlim(-0.5, len(settings) - 0.5)
     elif settings and all(isinstance(x, (int, float)) and x > 0 for x, _ in settings) and \
             max(x for x, _ in settings) / min(x for x, _ in settings) >= 20:
         ax.set_xscale("log")  # learning rates and such span decades
+    ax.ticklabel_format(axis="y", useOffset=False)  # accuracies as they are, not as offsets from 0.5048
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -298,12 +298,12 @@ def group_runs(runs: dict[tuple[str, str, str], Run]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: (g.name, g.first().run_id))
 
 
-def _used_in(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+def _used_in(manifests: list[dict[str, Any]], with_overrides: bool = True) -> dict[tuple[str, str], list[str]]:
     """(name, run id) -> '`sweep` label (overrides)' for every sweep point: what differs from its base."""
     used: dict[tuple[str, str], list[str]] = {}
     for manifest in manifests:
         for point in manifest["points"]:
-            extra = f" ({overrides_text(point['overrides'])})" if point.get("overrides") else ""
+            extra = f" ({overrides_text(point['overrides'])})" if with_overrides and point.get("overrides") else ""
             used.setdefault((point["name"], point["run_id"]), []).append(f"`{manifest['name']}` {point['label']}{extra}")
     return used
 
@@ -354,9 +354,9 @@ CSV_FIELDS = ["spec", "backend", "run_id", "label", "overrides", "seed", *SUMMAR
               "epochs", "status"]
 
 
-def write_runs_csv(root: Path, path: Path, used_in: dict[tuple[str, str], list[str]],
-                   manifests: list[dict[str, Any]]) -> Path:
+def write_runs_csv(root: Path, path: Path, manifests: list[dict[str, Any]]) -> Path:
     """One row per run folder under root (finished or not), for pandas or a spreadsheet."""
+    used_in = _used_in(manifests, with_overrides=False)  # the overrides have their own column
     overrides = {(p["name"], p["run_id"]): " ".join(p.get("overrides", [])) for m in manifests for p in m["points"]}
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
@@ -373,7 +373,7 @@ def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
     if run.metrics:
         status = "finished"
     else:
-        status = f"unfinished ({len(run.history())} epochs)" if history.is_file() else "not started"
+        status = f"unfinished ({len(run.history())} epochs)" if history.is_file() else "started, no epoch finished"
     return {"spec": run.name, "backend": run.backend, "run_id": run.run_id, "label": label, "overrides": overrides,
             "seed": run.replicate[1], **{k: run.metrics.get(k) for k in (*SUMMARY_FIELDS, "median_epoch_seconds")},
             "epochs": run.spec.get("train", {}).get("epochs"), "status": status}
@@ -405,5 +405,5 @@ def build_report(root: Path, out: Path) -> Path:
     lines += _appendix(groups, used_in)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
-    write_runs_csv(root, out.parent / RUNS_CSV, used_in, manifests)
+    write_runs_csv(root, out.parent / RUNS_CSV, manifests)
     return out
