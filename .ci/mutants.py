@@ -50,8 +50,8 @@ class Mutant:
 TRAINER = ("tests/test_trainer_rules.py",)
 DATA = ("tests/test_data.py", "-k", "split or normalization")
 SHAPES = ("tests/test_shapes_and_counts.py",)
-TORCH_LAYERS = ("tests/test_torch_layers.py",)
-JAX_LAYERS = ("tests/test_jax_layers.py", "-k", "batchnorm or dropout")
+TORCH_LAYERS = ("tests/test_backend_contract.py", "-k", "torch and layer_")
+JAX_LAYERS = ("tests/test_backend_contract.py", "-k", "jax and layer_")
 REPORT = ("tests/test_report_tables.py",)
 
 MUTANTS: list[Mutant] = [
@@ -136,10 +136,10 @@ MUTANTS: list[Mutant] = [
            "torch dropout not rescaled by 1/(1-p)", TORCH_LAYERS),
     Mutant("backends/torch/layers.py", "return x * uniform.lt_(keep).mul_(1.0 / keep)", "return x * uniform.lt_(self.p).mul_(1.0 / keep)",
            "torch dropout keeps with probability p", TORCH_LAYERS),
-    Mutant("backends/torch/layers.py", "return (x.shape[0], x.shape[1], 1, 1)", "return (1, x.shape[1], 1, 1)",
+    Mutant("backends/torch/builders.py", "Dropout(layer.p, broadcast_dims=(2, 3))", "Dropout(layer.p, broadcast_dims=(0, 2, 3))",
            "torch Dropout2d one mask for the whole batch", TORCH_LAYERS),
     Mutant("backends/jax/layers.py", "(m * n / (n - 1))", "m", "jax BatchNorm running_var biased", JAX_LAYERS),
-    Mutant("backends/jax/layers.py", "shape = (x.shape[0], 1, 1, x.shape[-1])", "shape = (x.shape[0], x.shape[1], 1, 1)",
+    Mutant("backends/jax/builders.py", "Dropout(s.p, broadcast_dims=(1, 2)", "Dropout(s.p, broadcast_dims=(2, 3)",
            "jax Dropout2d mask laid out as NCHW on NHWC data", JAX_LAYERS),
     # --- report tables -------------------------------------------------------------------------------
     Mutant("netspec/tables.py", 'return f"{value:.4f}"', 'return f"{value:.3f}"', "numbers printed with 3 decimals", REPORT),

@@ -16,7 +16,8 @@ import numpy as np
 
 from backends.jax import BACKEND
 from backends.jax.builders import LayerFn, SpecNet
-from backends.jax.model import JaxModel, pick_device
+from backends.jax.backend import device_words, resolve_device
+from backends.jax.model import JaxModel
 from netspec import layers as spec
 from netspec.params import Weights
 
@@ -66,5 +67,6 @@ def netspec_jax(workload: Any) -> Epoch:
 
 def flax_builtin(workload: Any) -> Epoch:
     """The same network and loop with flax.linen.BatchNorm / Dropout."""
-    model = FlaxBuiltinModel(workload.network, workload.weights, workload.seed, pick_device(workload.device), "default")
+    device = resolve_device(workload.device)
+    model = FlaxBuiltinModel(workload.network, workload.weights, workload.seed, device, device_words(device), "default")
     return _epoch(model, workload)

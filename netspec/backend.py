@@ -87,6 +87,11 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """Versions and devices, for a run's environment file."""
 
+    def device(self, name: Optional[str] = None) -> str:
+        """The device a model compiled with `device=name` would run on, in words ('cpu',
+        'cuda:0 (NVIDIA H100 80GB HBM3)'), without compiling anything. Raises SetupError when it is
+        unknown or absent (a run asks this before it reuses a finished run)."""
+
 
 # ---- devices ----------------------------------------------------------------------------------
 
@@ -108,6 +113,55 @@ def parse_device(name: str) -> DeviceRequest:
         raise SetupError(f"unknown device {name!r}; use 'cpu', 'gpu' or 'gpu:N' (cuda and cuda:N are aliases)")
     kind = "cpu" if match.group(1) == "cpu" else "gpu"
     return DeviceRequest(kind, None if kind == "cpu" or match.group(2) is None else int(match.group(2)))
+
+
+def request_device(name: Optional[str], gpu_count: int, framework: str) -> DeviceRequest:
+    """The device a backend should use, checked against the `gpu_count` GPUs its framework sees:
+    None picks a GPU when there is one (index None: the framework's default GPU), else the CPU. The
+    same one-line SetupErrors in every backend for an unknown name, a GPU asked for and absent, and an
+    index out of range."""
+    if name is None:
+        return DeviceRequest("gpu" if gpu_count else "cpu")
+    request = parse_device(name)
+    if request.kind == "gpu" and gpu_count == 0:
+        raise SetupError(f"device {name!r} asked for, but {framework} sees no GPU here; use 'cpu' or leave the device unset")
+    if request.kind == "gpu" and request.index is not None and request.index >= gpu_count:
+        raise SetupError(f"device {name!r} asked for, but {framework} sees {gpu_count} GPU(s); use an index below {gpu_count}")
+    return request
+
+
+# ---- what a model accepts (the same checks and messages in every backend) ------------------------
+
+def check_inputs(network: Network, x: Any, dtype: str = "float32") -> np.ndarray:
+    """x as an array of `dtype` shaped (N, *network.input_shape); ValueError otherwise."""
+    x = np.asarray(x, dtype=dtype)
+    expected = tuple(network.input_shape)
+    if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
+        raise ValueError(f"input of shape {x.shape} does not fit the network: it takes (N, {', '.join(map(str, expected))})")
+    return x
+
+
+def check_labels(network: Network, y: Any, count: int) -> np.ndarray:
+    """y as `count` integer class indices in [0, classes), classes = network.output_shape[0]."""
+    y = np.asarray(y)
+    if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be {count} integers (one per input), got an array of shape {y.shape} and dtype {y.dtype}")
+    classes = network.output_shape[0]
+    if count and (y.min() < 0 or y.max() >= classes):
+        bad = y[(y < 0) | (y >= classes)][0]
+        raise ValueError(f"label {bad} is outside [0, {classes}): the network has {classes} outputs")
+    return y
+
+
+def check_batches(batches: Any, num_examples: int) -> np.ndarray:
+    """A (steps, batch_size) integer matrix of indices into a split of `num_examples`."""
+    batches = np.asarray(batches)
+    if batches.ndim != 2 or not np.issubdtype(batches.dtype, np.integer):
+        raise ValueError(f"batches must be a (steps, batch_size) integer matrix, got shape {batches.shape} and dtype {batches.dtype}")
+    if batches.size and (batches.min() < 0 or batches.max() >= num_examples):
+        raise ValueError(f"batch indices must be in [0, {num_examples}) (the split's size), "
+                         f"got {batches.min()}..{batches.max()}")
+    return batches
 
 
 # ---- the registry -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
     from .data import load_dataset
 
     name = backend.name
+    backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
     directory = run_folder.run_dir(out_root, experiment, name)
     done = None if force else run_folder.finished_metrics(directory)
     if done is not None:

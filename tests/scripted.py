@@ -205,3 +205,6 @@ class ScriptedBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}
+
+    def device(self, name: Optional[str] = None) -> str:
+        return "cpu"

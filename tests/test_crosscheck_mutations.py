@@ -19,7 +19,7 @@ import netspec as ns  # noqa: E402
 from backends.jax import layers as jax_layers  # noqa: E402
 from backends.jax.builders import BUILDERS as JAX_BUILDERS  # noqa: E402
 from backends.jax.model import JaxModel  # noqa: E402
-from backends.torch import build as torch_build  # noqa: E402
+from backends.torch import builders as torch_build  # noqa: E402
 from backends.torch import layers as torch_layers  # noqa: E402
 from backends.torch import model as torch_model  # noqa: E402
 from backends.torch.model import TorchModel  # noqa: E402

@@ -1,18 +1,26 @@
-"""The JAX backend's model behind the protocol of backends/base.py: canonical weights both ways, no
-side effects where the protocol promises none, compiled once, device data, devices."""
+"""What is internal to the JAX backend (the protocol's promises are tests/test_backend_contract.py):
+the Flax variable tree and kernel layouts, NHWC device data, jit compiling once per model (whatever the
+lr or a short last batch), buffer donation, and the hand-written BatchNorm's forward and gradients
+against torch.nn.BatchNorm1d/2d (large means included)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
+try:
+    import torch
+except ImportError:  # the BatchNorm comparisons need torch; the rest does not
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="compares with torch.nn.BatchNorm")
 
 import netspec as ns  # noqa: E402
-from backends import get_backend  # noqa: E402
-from backends.jax import convert  # noqa: E402
-from backends.jax.builders import SpecNet  # noqa: E402
-from backends.jax.model import TRACES, pick_device  # noqa: E402
-from netspec.errors import SpecError  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from backends.jax import BACKEND, convert, resolve_device  # noqa: E402
+from backends.jax.builders import SpecNet, flatten_chw  # noqa: E402
+from backends.jax.layers import BatchNorm, Dropout  # noqa: E402
+from backends.jax.model import TRACES  # noqa: E402
 
 NETWORK = ns.Network(input_shape=(2, 6, 5), layers=[
     ns.Conv2d(out_channels=3, kernel_size=3, padding=1), ns.BatchNorm(), ns.ReLU(), ns.Dropout2d(p=0.5),
@@ -28,27 +36,9 @@ def batch(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((n, *NETWORK.input_shape)).astype(np.float32), rng.integers(0, 4, n)
 
 
-def assert_same_weights(a: ns.Weights, b: ns.Weights) -> None:
-    assert list(a) == list(b)
-    for name in a:
-        assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape, name
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
 @pytest.fixture(scope="module")
 def model():
-    return get_backend("jax").compile(NETWORK, seed=0)
-
-
-def test_canonical_weights_round_trip() -> None:
-    weights = ns.init_weights(NETWORK, seed=1)
-    weights["1.num_batches_tracked"] = np.array(7, dtype=np.int64)
-    m = get_backend("jax").compile(NETWORK, weights)
-    out = m.get_weights()
-    assert_same_weights(out, weights)
-    assert out["1.num_batches_tracked"].dtype == np.int64 and out["1.num_batches_tracked"].shape == ()
-    out["0.weight"][...] = 0  # a copy: the model is untouched
-    assert np.any(m.get_weights()["0.weight"] != 0)
+    return BACKEND.compile(NETWORK, seed=0)
 
 
 def test_flax_variables_have_the_modules_tree_and_layouts() -> None:
@@ -63,51 +53,10 @@ def test_flax_variables_have_the_modules_tree_and_layouts() -> None:
     assert variables["params"]["6"]["kernel"].shape == (18, 6)  # [out, in] (6, 18) -> [in, out]
 
 
-def test_set_weights_checks_the_network(model) -> None:
-    weights = ns.init_weights(NETWORK)
-    weights["0.weight"] = weights["0.weight"][:, :1]
-    with pytest.raises(SpecError, match="0.weight"):
-        model.set_weights(weights)
-
-
-def test_loss_and_grads_changes_nothing() -> None:
-    m = get_backend("jax").compile(NETWORK, seed=0)
-    x, y = batch(8)
-    before = m.get_weights()
-    loss, grads = m.loss_and_grads(x, y)
-    assert_same_weights(m.get_weights(), before)  # no running-statistics update
-    again, grads_again = m.loss_and_grads(x, y)  # the dropout key was not advanced either
-    assert again == loss
-    assert list(grads) == [n for n, i in NETWORK.param_infos().items() if i.trainable]
-    for name, g in grads.items():
-        assert g.shape == before[name].shape and g.dtype == np.float32
-        np.testing.assert_array_equal(g, grads_again[name])
-
-
-def test_forward_modes() -> None:
-    m = get_backend("jax").compile(NETWORK, seed=0)
-    x, _ = batch(8)
-    before = m.get_weights()
-    np.testing.assert_array_equal(m.forward(x), m.forward(x))  # eval: deterministic, no state change
-    assert_same_weights(m.get_weights(), before)
-    first, second = m.forward(x, train=True), m.forward(x, train=True)
-    assert not np.array_equal(first, second)  # new dropout masks each pass
-    after = m.get_weights()
-    assert int(after["1.num_batches_tracked"]) == int(after["7.num_batches_tracked"]) == 2
-    assert not np.array_equal(after["1.running_mean"], before["1.running_mean"])
-
-
-def test_dropout_masks_follow_the_seed() -> None:
-    x, _ = batch(8)
-    a, b, c = (get_backend("jax").compile(NETWORK, seed=s).forward(x, train=True) for s in (3, 3, 4))
-    np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, c)
-
-
 def test_train_and_evaluate_compile_once() -> None:
     """The step is traced once whatever the lr or the number of rows; evaluation once per batch size,
     although the last batch is short."""
-    m = get_backend("jax").compile(NETWORK, seed=0)
+    m = BACKEND.compile(NETWORK, seed=0)
     x, y = batch(23)
     data = m.to_device(x, y)
     m.setup_optimizer(ns.TrainConfig())
@@ -121,22 +70,8 @@ def test_train_and_evaluate_compile_once() -> None:
     assert TRACES["eval_step"] - before["eval_step"] == 1
 
 
-def test_train_steps_is_its_rows_one_by_one() -> None:
-    """Several rows in one call, or one row per call: the same steps, bit for bit (dropout included)."""
-    x, y = batch(12)
-    rows = np.random.default_rng(1).permutation(12).reshape(3, 4)
-    models = [get_backend("jax").compile(NETWORK, seed=5) for _ in range(2)]
-    for m in models:
-        m.setup_optimizer(ns.TrainConfig())
-    data = [m.to_device(x, y) for m in models]
-    together = models[0].train_steps(data[0], rows, 1e-3)
-    apart = np.sum([models[1].train_steps(data[1], row[None], 1e-3) for row in rows], axis=0)
-    assert together == pytest.approx(tuple(apart), rel=1e-6)
-    assert_same_weights(models[0].get_weights(), models[1].get_weights())
-
-
 def test_train_steps_donate_the_old_state() -> None:
-    m = get_backend("jax").compile(NETWORK, seed=0)
+    m = BACKEND.compile(NETWORK, seed=0)
     x, y = batch(8)
     data = m.to_device(x, y)
     m.setup_optimizer(ns.TrainConfig())
@@ -145,47 +80,161 @@ def test_train_steps_donate_the_old_state() -> None:
     assert all(leaf.is_deleted() for leaf in old)  # updated in place, not copied
 
 
-def test_train_steps_sums_and_evaluate_match_one_pass() -> None:
-    """Without dropout: one step's loss is loss_and_grads' loss and its accuracy that of the
-    train-mode logits; evaluate() is the per-example mean over a split with a short last batch."""
-    m = get_backend("jax").compile(PLAIN, seed=0)
-    x, y = batch(11)
-    data = m.to_device(x, y)
-    expected_loss, _ = m.loss_and_grads(x[:8], y[:8])
-    logits = get_backend("jax").compile(PLAIN, seed=0).forward(x[:8], train=True)
-    m.setup_optimizer(ns.TrainConfig())
-    loss, acc = m.train_steps(data, np.arange(8)[None, :], 1e-3)
-    assert loss == pytest.approx(expected_loss, rel=1e-6)
-    assert acc == pytest.approx(np.mean(logits.argmax(1) == y[:8]))
-    logits = m.forward(x)
-    log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
-    eval_loss, eval_acc = m.evaluate(data, 4)  # batches of 4, 4, 3
-    assert eval_loss == pytest.approx(-log_probs[np.arange(11), y].mean(), rel=1e-5)
-    assert eval_acc == pytest.approx(np.mean(logits.argmax(1) == y))
-
-
 def test_to_device_is_nhwc_on_the_model_device(model) -> None:
     x, y = batch(5)
     data = model.to_device(x, y)
     assert data.num_examples == 5 and data.x.shape == (5, 6, 5, 2) and data.y.dtype == np.int32
-    assert data.x.devices() == {pick_device()}
+    assert data.x.devices() == {resolve_device()}
     np.testing.assert_array_equal(np.asarray(data.x), x.transpose(0, 2, 3, 1))
 
 
-def test_devices() -> None:
-    assert pick_device("cpu").platform == "cpu"
-    assert get_backend("jax").compile(PLAIN, device="cpu").device == "cpu"
-    for bad in ("tpu9", "cpu:7"):
-        with pytest.raises(SpecError, match="device"):
-            pick_device(bad)
-    if not any(d.platform == "gpu" for d in jax.devices()):
-        assert pick_device().platform == "cpu"
-        with pytest.raises(SpecError, match="no gpu device"):
-            pick_device("cuda")
-    with pytest.raises(SpecError, match="precision"):
-        get_backend("jax").compile(PLAIN, precision="bf16")
+def test_dropout_needs_no_rng_at_rate_zero_or_in_evaluation() -> None:
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((4, 3, 3, 2)).astype(np.float32))
+    for dims in ((), (1, 2)):
+        np.testing.assert_array_equal(Dropout(0.5, dims).apply({}, x, False), x)
+        np.testing.assert_array_equal(Dropout(0.0, dims).apply({}, x, True), x)  # no 'dropout' stream given
 
 
-def test_describe() -> None:
-    info = get_backend("jax").describe()
-    assert info["backend"] == "jax" and info["devices"] and {"jax", "jaxlib", "flax", "optax"} <= set(info)
+def test_flatten_is_chw_order() -> None:
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # NCHW
+    np.testing.assert_array_equal(flatten_chw(jnp.asarray(x.transpose(0, 2, 3, 1))), x.reshape(2, -1))
+
+
+def nhwc(x: np.ndarray) -> np.ndarray:
+    return np.transpose(x, (0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def nchw(x: np.ndarray) -> np.ndarray:
+    return np.transpose(x, (0, 3, 1, 2)) if x.ndim == 4 else x
+
+
+# ---- BatchNorm against torch.nn.BatchNorm1d / 2d ----
+
+def bn_variables(c: int) -> dict:
+    return BatchNorm().init(jax.random.key(0), jnp.zeros((2, c)), train=False)
+
+
+def torch_bn(shape: tuple[int, ...], momentum: float, eps: float) -> torch.nn.Module:
+    cls = torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d
+    return cls(shape[1], momentum=momentum, eps=eps)
+
+
+def bn_train_jax(module: BatchNorm, variables: dict, x: np.ndarray, g: np.ndarray) -> tuple:
+    """Train-mode output, (param grads, input grad) for the cotangent g, and the updated statistics,
+    all in PyTorch's layout."""
+    def forward(params, inputs):
+        return module.apply({**variables, "params": params}, inputs, True, mutable=["batch_stats"])
+
+    out, pullback, updated = jax.vjp(forward, variables["params"], jnp.asarray(nhwc(x)), has_aux=True)
+    grad_params, grad_x = pullback(jnp.asarray(nhwc(g)))
+    return nchw(np.asarray(out)), grad_params, nchw(np.asarray(grad_x)), updated["batch_stats"]
+
+
+def bn_reference64(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, g: np.ndarray, eps: float) -> dict:
+    """BatchNorm's train-mode forward and backward in float64 (the closed forms)."""
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    view = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+    x, g = x.astype(np.float64), g.astype(np.float64)
+    n = x.size // x.shape[1]
+    mean, var = x.mean(axes), x.var(axes)
+    x_hat = (x - mean.reshape(view)) / np.sqrt(var + eps).reshape(view)
+    k = (weight / np.sqrt(var + eps)).reshape(view)
+    dx = k * (g - g.mean(axes).reshape(view) - x_hat * (g * x_hat).mean(axes).reshape(view))
+    return {"out": weight.reshape(view) * x_hat + bias.reshape(view), "dx": dx, "dw": (g * x_hat).sum(axes),
+            "db": g.sum(axes), "mean": mean, "var": var * n / (n - 1)}
+
+
+def setup_bn(c: int, momentum: float, eps: float, rng: np.random.Generator, ndim: int):
+    """A torch reference BatchNorm and the JAX one (module, variables) with the same weight and bias."""
+    reference = (torch.nn.BatchNorm1d if ndim == 2 else torch.nn.BatchNorm2d)(c, momentum=momentum, eps=eps)
+    with torch.no_grad():
+        reference.weight.copy_(torch.tensor(rng.uniform(0.5, 1.5, c), dtype=torch.float32))
+        reference.bias.copy_(torch.tensor(rng.uniform(-1, 1, c), dtype=torch.float32))
+    variables = bn_variables(c)
+    variables["params"] = {"weight": jnp.asarray(reference.weight.detach().numpy()),
+                           "bias": jnp.asarray(reference.bias.detach().numpy())}
+    return reference, BatchNorm(momentum, eps), variables
+
+
+def torch_bn_train(reference: torch.nn.Module, x: np.ndarray, g: np.ndarray) -> dict:
+    xt = torch.tensor(x, requires_grad=True)
+    out = reference.train()(xt)
+    out.backward(torch.tensor(g))
+    result = {"out": out.detach().numpy(), "dx": xt.grad.numpy(), "dw": reference.weight.grad.numpy().copy(),
+              "db": reference.bias.grad.numpy().copy()}
+    reference.zero_grad()
+    return result
+
+
+SHAPES = [(2, 3), (7, 5), (4, 3, 5, 6), (1, 2, 3, 3)]
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("momentum,eps", [(0.1, 1e-5), (0.5, 1e-3), (1.0, 1e-5)])
+def test_batchnorm_matches_torch(shape: tuple[int, ...], momentum: float, eps: float) -> None:
+    """Train-mode output and gradients (input, weight, bias), running statistics over several steps,
+    then eval-mode output, against torch.nn.BatchNorm1d / 2d."""
+    rng = np.random.default_rng(len(shape) + int(10 * momentum))
+    reference, module, variables = setup_bn(shape[1], momentum, eps, rng, len(shape))
+    for step in range(3):
+        x = (rng.uniform(-3, 3) + rng.uniform(0.5, 2.0) * rng.standard_normal(shape)).astype(np.float32)
+        g = rng.standard_normal(shape).astype(np.float32)
+        expected = torch_bn_train(reference, x, g)
+        out, grad_params, grad_x, variables["batch_stats"] = bn_train_jax(module, variables, x, g)
+        np.testing.assert_allclose(out, expected["out"], rtol=1e-5, atol=1e-5)
+        # dx is weight / std * (g - its projections): measured against that scale, since over a batch
+        # of 2 the projections cancel g almost exactly (x_hat is +-1 whatever x) and leave noise
+        axes = (0,) if len(shape) == 2 else (0, 2, 3)
+        dx_scale = np.abs(g).max() * np.abs(np.asarray(variables["params"]["weight"]) / np.sqrt(x.var(axes) + eps)).max()
+        np.testing.assert_allclose(grad_x, expected["dx"], rtol=1e-4, atol=1e-5 * dx_scale)
+        np.testing.assert_allclose(grad_params["weight"], expected["dw"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(grad_params["bias"], expected["db"], rtol=1e-5, atol=1e-5)
+        stats = variables["batch_stats"]
+        np.testing.assert_allclose(stats["running_mean"], reference.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stats["running_var"], reference.running_var.numpy(), rtol=1e-5, atol=1e-6)
+        assert int(stats["num_batches_tracked"]) == int(reference.num_batches_tracked) == step + 1
+    x = (1.0 + rng.standard_normal(shape)).astype(np.float32)
+    out_eval = module.apply(variables, jnp.asarray(nhwc(x)), False)
+    np.testing.assert_allclose(nchw(np.asarray(out_eval)), reference.eval()(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", SHAPES)
+def test_batchnorm_large_mean_as_accurate_as_torch(shape: tuple[int, ...]) -> None:
+    """An input at mean 1000 keeps only ~1000 * 2^-24 of absolute precision in float32, in any
+    implementation, so both are measured against float64: the JAX BatchNorm must be no less accurate
+    than PyTorch's (a one-pass variance E[x^2] - E[x]^2 would be off by ~1e-1 here)."""
+    rng = np.random.default_rng(7)
+    reference, module, variables = setup_bn(shape[1], 0.1, 1e-5, rng, len(shape))
+    x = (1000.0 + rng.standard_normal(shape)).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    exact = bn_reference64(x, np.asarray(variables["params"]["weight"], np.float64),
+                           np.asarray(variables["params"]["bias"], np.float64), g, 1e-5)
+    torch_out = torch_bn_train(reference, x, g)
+    out, grad_params, grad_x, stats = bn_train_jax(module, variables, x, g)
+    ours = {"out": out, "dx": grad_x, "dw": np.asarray(grad_params["weight"]), "db": np.asarray(grad_params["bias"])}
+    for key in ours:
+        scale = np.abs(exact[key]).max()
+        err_jax, err_torch = np.abs(ours[key] - exact[key]).max(), np.abs(torch_out[key] - exact[key]).max()
+        assert err_jax <= max(2 * err_torch, 1e-5 * scale), (key, err_jax, err_torch)
+    np.testing.assert_allclose(stats["running_mean"], 0.9 * 0 + 0.1 * exact["mean"], rtol=1e-6)
+    np.testing.assert_allclose(stats["running_var"], 0.9 + 0.1 * exact["var"], rtol=1e-4)
+
+
+def test_batchnorm_needs_more_than_one_value_per_channel() -> None:
+    """PyTorch's error, raised while tracing (shapes are static), instead of a NaN."""
+    variables = bn_variables(3)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        BatchNorm().apply(variables, jnp.ones((1, 3)), True, mutable=["batch_stats"])
+    with pytest.raises(ValueError, match=r"input size \(1, 3, 1, 1\)"):
+        BatchNorm().apply(variables, jnp.ones((1, 1, 1, 3)), True, mutable=["batch_stats"])
+    BatchNorm().apply(variables, jnp.ones((1, 3)), False)  # evaluation uses running statistics: fine
+
+
+def test_batchnorm_statistics_are_not_trained() -> None:
+    """Running statistics live in 'batch_stats', never in 'params' (so no optimizer touches them)."""
+    variables = bn_variables(4)
+    assert sorted(variables["params"]) == ["bias", "weight"]
+    assert sorted(variables["batch_stats"]) == ["num_batches_tracked", "running_mean", "running_var"]

@@ -1,18 +1,25 @@
-"""The hand-written BatchNorm and Dropout of the torch backend against PyTorch's own.
-
-BatchNorm is compared number by number with torch.nn.BatchNorm1d/2d given identical weights; Dropout
-by its statistics (masks come from a different RNG draw order and can never match).
+"""What is internal to the torch backend (the protocol's promises are tests/test_backend_contract.py):
+the hand-written BatchNorm's forward and hand-written backward number by number against
+torch.nn.BatchNorm1d/2d (large means included), the Dropout module, whole networks against the same
+networks assembled from torch.nn built-ins (tests/references.py), the dropout generator's isolation
+from torch's global RNG, fused Adam, TF32 switches, and no torch.nn BatchNorm/Dropout module in a
+compiled network.
 """
 from __future__ import annotations
 
-import ast
+import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backends.torch.layers import BatchNorm, Dropout, Dropout2d
+from backends.torch import BACKEND, build_module
+from backends.torch.layers import BatchNorm, Dropout
+from netspec import AdamConfig, Experiment, Network, SpecError, TrainConfig, init_weights
+from tests.references import load_into, torch_nn_network
 
 STEPS = 3  # training steps before the running statistics and the eval pass are compared
 
@@ -111,49 +118,12 @@ def test_batch_norm_rejects_other_ranks() -> None:
         BatchNorm(3)(torch.randn(2, 3, 4))
 
 
-# -- Dropout ----------------------------------------------------------------------------------------
+# -- Dropout (its statistics and masks: the contract suite's layer harness) ---------------------------
 
 
-def _dropped(module: nn.Module, shape: tuple[int, ...], seed: int = 0) -> tuple[Tensor, Tensor]:
-    """(input, output) in training mode, with an input that has no zeros."""
-    module.generator = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=torch.Generator().manual_seed(seed + 1)) + 0.5
-    return x, module.train()(x)
-
-
-@pytest.mark.parametrize("cls, shape", [(Dropout, (200, 500)), (Dropout, (20, 10, 25, 20)), (Dropout2d, (100, 100, 3, 3))])
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.7])
-def test_dropout_statistics(cls: type[nn.Module], shape: tuple[int, ...], p: float) -> None:
-    x, out = _dropped(cls(p), shape)
-    kept = out != 0
-    # 100,000 elements (10,000 channels for Dropout2d): the keep rate's std is below 0.005.
-    assert abs(kept.double().mean().item() - (1 - p)) < 0.02
-    torch.testing.assert_close(out[kept], x[kept] / (1 - p))  # inverted scaling, exactly the kept values
-    assert abs(out.mean().item() / x.mean().item() - 1) < 0.05  # the mean is preserved
-
-
-@pytest.mark.parametrize("p", [0.3, 0.5])
-def test_dropout2d_masks_whole_channels_and_dropout_does_not(p: float) -> None:
-    shape = (8, 16, 5, 5)
-    _, channel = _dropped(Dropout2d(p), shape)
-    per_channel = (channel != 0).flatten(2)
-    assert (per_channel.all(-1) | ~per_channel.any(-1)).all(), "a Dropout2d mask varies over H, W"
-    assert (~per_channel.any(-1)).any(), "no channel was dropped"
-    _, element = _dropped(Dropout(p), shape)
-    per_channel = (element != 0).flatten(2)
-    assert (per_channel.any(-1) & ~per_channel.all(-1)).any(), "element-wise Dropout dropped whole channels only"
-
-
-@pytest.mark.parametrize("cls", [Dropout, Dropout2d])
-def test_dropout_identity_in_eval_and_at_zero_rate(cls: type[nn.Module]) -> None:
-    x = torch.randn(4, 3, 2, 2)
-    assert cls(0.5).eval()(x) is x
-    assert cls(0.0).train()(x) is x  # p = 0: no mask, no copy, no RNG draw
-
-
-@pytest.mark.parametrize("cls", [Dropout, Dropout2d])
-def test_dropout_gradient_is_the_mask(cls: type[nn.Module]) -> None:
-    module = cls(0.4)
+@pytest.mark.parametrize("broadcast_dims", [(), (2, 3)])
+def test_dropout_gradient_is_the_mask(broadcast_dims: tuple[int, ...]) -> None:
+    module = Dropout(0.4, broadcast_dims)
     module.generator = torch.Generator().manual_seed(3)
     x = torch.rand(6, 4, 3, 3, requires_grad=True)
     out = module.train()(x)
@@ -161,49 +131,142 @@ def test_dropout_gradient_is_the_mask(cls: type[nn.Module]) -> None:
     torch.testing.assert_close(x.grad, (out != 0).float() / 0.6)
 
 
-def test_dropout_same_generator_seed_same_mask() -> None:
-    first = _dropped(Dropout(0.5), (50, 50), seed=7)[1]
-    assert torch.equal(first, _dropped(Dropout(0.5), (50, 50), seed=7)[1])
-    assert not torch.equal(first, _dropped(Dropout(0.5), (50, 50), seed=8)[1])
+def test_dropout_identity_is_the_input_itself() -> None:
+    x = torch.randn(4, 3, 2, 2)
+    assert Dropout(0.5).eval()(x) is x
+    assert Dropout(0.0).train()(x) is x  # p = 0: no mask, no copy, no RNG draw
 
 
-def test_dropout_rejects_bad_rate() -> None:
+def test_dropout_rejects_a_bad_rate_and_too_few_dims() -> None:
     with pytest.raises(ValueError, match="outside"):
         Dropout(1.0)
+    with pytest.raises(ValueError, match="broadcast over dims"):
+        Dropout(0.5, (2, 3)).train()(torch.ones(4, 3))
 
 
-# -- the backend does not borrow torch's own layers ----------------------------------------------------
+# -- the compiled model ------------------------------------------------------------------------------
 
-_TORCH_NAMESPACES = {"torch", "nn", "F", "functional", "torch.nn", "torch.nn.functional"}
-
-
-def _dotted(node: ast.AST) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
-    return ""
+NETWORK = Network(input_shape=(3, 8, 8), layers=[
+    {"type": "Conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}, {"type": "BatchNorm"}, {"type": "ReLU"},
+    {"type": "Dropout2d", "p": 0.2}, {"type": "MaxPool2d", "kernel_size": 2}, {"type": "Flatten"},
+    {"type": "Linear", "out_features": 16}, {"type": "BatchNorm"}, {"type": "Dropout", "p": 0.3},
+    {"type": "Linear", "out_features": 3},
+])
 
 
-def _borrowed(tree: ast.AST) -> list[str]:
-    """torch's BatchNorm / Dropout, as an attribute of a torch namespace or imported from one."""
-    def forbidden(name: str) -> bool:
-        lowered = name.lower()
-        return "batchnorm" in lowered or "batch_norm" in lowered or "dropout" in lowered
-
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and forbidden(node.attr) and _dotted(node.value) in _TORCH_NAMESPACES:
-            found.append(f"line {node.lineno}: {_dotted(node)}")
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
-            found += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names if forbidden(a.name)]
-    return found
+def test_compiled_module_has_no_torch_nn_batch_norm_or_dropout() -> None:
+    module = BACKEND.compile(NETWORK, device="cpu").module
+    borrowed = [m for m in module.modules()
+                if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))]
+    assert not borrowed and any(isinstance(m, BatchNorm) for m in module.modules())
 
 
-def test_torch_backend_never_uses_torch_batch_norm_or_dropout() -> None:
-    assert _borrowed(ast.parse("import torch\nx = torch.nn.functional.dropout(y)\nm = nn.BatchNorm2d(3)"))
-    folder = Path(__file__).resolve().parents[1] / "backends" / "torch"
-    sources = sorted(folder.rglob("*.py"))
-    assert sources
-    offenders = {str(p.relative_to(folder)): found for p in sources if (found := _borrowed(ast.parse(p.read_text())))}
-    assert not offenders, offenders
+def test_dropout_generator_leaves_torchs_global_rng_alone() -> None:
+    model = BACKEND.compile(NETWORK, seed=0, device="cpu")
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    model.forward(x, train=True)
+    model.loss_and_grads(x, np.zeros(4, np.int64))
+    assert torch.equal(torch.rand(3), expected)
+    assert all(m.generator is model.generator for m in model.module.modules() if isinstance(m, Dropout))
+
+
+def test_adam_is_fused_with_the_configs_settings() -> None:
+    model = BACKEND.compile(NETWORK, device="cpu")
+    model.setup_optimizer(TrainConfig(lr=3e-3, optimizer=AdamConfig(betas=(0.8, 0.9), eps=1e-6)))
+    defaults = model.optimizer.defaults
+    assert defaults["fused"] and defaults["betas"] == (0.8, 0.9) and defaults["eps"] == 1e-6
+
+
+def test_highest_precision_turns_tf32_off() -> None:
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        BACKEND.compile(NETWORK, device="cpu", precision="highest")
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_alias() -> None:
+    assert BACKEND.device("gpu") == BACKEND.device("cuda")
+    model = BACKEND.compile(NETWORK, device="gpu")
+    assert model.device.startswith("cuda:") and model.torch_device.type == "cuda"
+
+
+# -- whole networks against torch.nn built-ins --------------------------------------------------------
+
+SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.json"))
+BATCH = 4  # the CNN specs have 256 channels: a small batch keeps the whole file to a few seconds
+
+
+def without_dropout(network: Network) -> Network:
+    """The same network with every dropout rate set to 0 (masks cannot match across implementations)."""
+    data = network.model_dump()
+    for layer in data["layers"]:
+        if layer["type"].startswith("Dropout"):
+            layer["p"] = 0.0
+    return Network.model_validate(data)
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
+def case(request: pytest.FixtureRequest) -> tuple[Network, dict]:
+    network = without_dropout(Experiment.load(request.param).network)
+    return network, init_weights(network, seed=1)
+
+
+def test_state_dict_names_are_canonical(case: tuple[Network, dict]) -> None:
+    network, _ = case
+    names = list(network.param_infos())
+    assert list(build_module(network).state_dict()) == names
+    assert list(torch_nn_network(network).state_dict()) == names  # the reference is the same network
+
+
+def test_network_matches_torch_nn(case: tuple[Network, dict]) -> None:
+    """Logits in eval and train mode, loss and gradients, running statistics, and the parameters after
+    two Adam steps through train_steps against the plain loop on the torch.nn network."""
+    network, weights = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3 * BATCH, *network.input_shape)).astype(np.float32)
+    y = rng.integers(0, network.output_shape[0], size=3 * BATCH)
+    ours = BACKEND.compile(network, weights, device="cpu")
+    ref = load_into(torch_nn_network(network), weights)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    tol = dict(rtol=1e-4, atol=1e-5)
+
+    logits = ours.forward(x[:BATCH])
+    np.testing.assert_allclose(logits, ref.eval()(xt[:BATCH]).detach().numpy(), **tol)
+    assert logits.shape == (BATCH, *network.output_shape)
+
+    loss, grads = ours.loss_and_grads(x[:BATCH], y[:BATCH])
+    probe = copy.deepcopy(ref)  # loss_and_grads changes nothing; the reference's pass would
+    ref_loss = F.cross_entropy(probe.train()(xt[:BATCH]), yt[:BATCH])
+    ref_loss.backward()
+    np.testing.assert_allclose(loss, ref_loss.item(), **tol)
+    for name, param in probe.named_parameters():
+        np.testing.assert_allclose(grads[name], param.grad.numpy(), **tol, err_msg=name)
+
+    np.testing.assert_allclose(ours.forward(x[:BATCH], train=True), ref.train()(xt[:BATCH]).detach().numpy(), **tol)
+    _assert_weights_close(ours.get_weights(), ref, tol)  # the running statistics of one train pass
+
+    # A bias followed by BatchNorm has a true gradient of 0: what is left is rounding noise, which
+    # Adam's default eps (1e-8) would turn into steps of about lr, different in each implementation.
+    # eps=1e-3 keeps such noise from moving anything, and shows that the configured eps is used.
+    config = TrainConfig(lr=1e-3, optimizer=AdamConfig(eps=1e-3))
+    ours.setup_optimizer(config)
+    optimizer = torch.optim.Adam(ref.parameters(), lr=config.lr, eps=1e-3, fused=True)
+    batches = np.arange(BATCH, 3 * BATCH).reshape(2, BATCH)
+    ours.train_steps(ours.to_device(x, y), batches, config.lr)
+    for index in torch.from_numpy(batches):
+        optimizer.zero_grad()
+        F.cross_entropy(ref(xt[index]), yt[index]).backward()
+        optimizer.step()
+    _assert_weights_close(ours.get_weights(), ref, dict(rtol=1e-4, atol=1e-5))
+
+
+def _assert_weights_close(weights: dict, ref: torch.nn.Module, tol: dict) -> None:
+    for name, value in ref.state_dict().items():
+        np.testing.assert_allclose(weights[name], value.numpy(), **tol, err_msg=name)

@@ -70,7 +70,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.BatchNorm: lambda s, name, precision: BatchNorm(s.momentum, s.eps, name=name),
     spec.ReLU: lambda s, name, precision: _stateless(nn.relu),
     spec.Dropout: lambda s, name, precision: Dropout(s.p, name=name),
-    spec.Dropout2d: lambda s, name, precision: Dropout(s.p, channelwise=True, name=name),
+    spec.Dropout2d: lambda s, name, precision: Dropout(s.p, broadcast_dims=(1, 2), name=name),  # NHWC: per channel
     spec.MaxPool2d: _max_pool,
     spec.Flatten: lambda s, name, precision: _stateless(flatten_chw),
 }

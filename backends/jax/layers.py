@@ -67,20 +67,21 @@ class Dropout(nn.Module):
     """Inverted dropout with its own 'dropout' RNG stream: kept values scaled by 1/(1-p) in training,
     identity in evaluation; p = 0 adds nothing to the graph.
 
-    channelwise=False: one draw per value (spec `Dropout`). channelwise=True: one draw per sample and
-    channel, constant over H and W, i.e. a (N, 1, 1, C) mask in NHWC (spec `Dropout2d`).
+    One mask value per position of the dims not in `broadcast_dims`, shared along those (as
+    flax.linen.Dropout): () drops values one by one (spec Dropout); (1, 2) drops whole channels of
+    NHWC data, one draw per sample and channel (spec Dropout2d).
     """
 
     rate: float = 0.5
-    channelwise: bool = False
+    broadcast_dims: tuple[int, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if not train or self.rate == 0.0:
             return x
-        if self.channelwise and x.ndim != 4:
-            raise ValueError(f"Dropout2d expects a (N, C, H, W) input, got input size {_nchw(x.shape)}")
+        if self.broadcast_dims and max(self.broadcast_dims) >= x.ndim:
+            raise ValueError(f"Dropout broadcast over dims {self.broadcast_dims} needs more dims than input size {_nchw(x.shape)}")
         keep = 1.0 - self.rate
-        shape = (x.shape[0], 1, 1, x.shape[-1]) if self.channelwise else x.shape
+        shape = tuple(1 if dim in self.broadcast_dims else size for dim, size in enumerate(x.shape))
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
         return jnp.where(mask, x * (1.0 / keep), jnp.zeros((), x.dtype))

@@ -1,4 +1,4 @@
-"""The compiled JAX model: the protocol of backends/base.py on a Flax linen module.
+"""The compiled JAX model (netspec.backend.Model) on a Flax linen module.
 
 State (parameters, running statistics, Adam moments, dropout key) is one pytree, `TrainState`. The
 training step is a pure function jitted once per model with the state's buffers donated; it takes
@@ -19,12 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from netspec.backend import Precision, check_batches, check_inputs, check_labels
 from netspec.errors import SpecError
 from netspec.experiment import TrainConfig
 from netspec.network import Network
-from netspec.params import Weights, check_weights, init_weights
+from netspec.params import Weights, check_weights
 
-from ..base import Precision
 from . import convert
 from .builders import SpecNet
 
@@ -57,28 +57,6 @@ class TrainState(NamedTuple):
     """The dropout RNG; split once per training forward pass."""
 
 
-def pick_device(name: Optional[str] = None) -> jax.Device:
-    """'cpu', 'gpu' / 'cuda', 'gpu:1'; None: the first GPU when jax has one, else the CPU."""
-    if name is None:
-        try:
-            return jax.devices("gpu")[0]
-        except RuntimeError:  # no GPU backend in this jaxlib, or no GPU
-            return jax.devices("cpu")[0]
-    platform, _, index = name.lower().partition(":")
-    platform = "gpu" if platform == "cuda" else platform
-    try:
-        devices = jax.devices(platform)
-    except RuntimeError:
-        raise SpecError(f"device {name!r}: jax has no {platform} device here; use 'cpu' or leave the device unset") from None
-    if index and (not index.isdigit() or int(index) >= len(devices)):
-        raise SpecError(f"device {name!r}: jax sees {len(devices)} {platform} device(s); use an index below {len(devices)}")
-    return devices[int(index) if index else 0]
-
-
-def describe_device(device: jax.Device) -> str:
-    return "cpu" if device.platform == "cpu" else f"{device.platform}:{device.id} ({device.device_kind})"
-
-
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
@@ -104,14 +82,15 @@ def _nchw(y: jax.Array) -> jax.Array:
 
 
 class JaxModel:
-    """A network compiled to Flax, behind the protocol of backends.base.Model."""
+    """A network compiled to Flax (netspec.backend.Model). Built by JaxBackend.compile, which resolves
+    the device."""
 
-    def __init__(self, network: Network, weights: Weights, seed: int, device: jax.Device,
+    def __init__(self, network: Network, weights: Weights, seed: int, device: jax.Device, device_name: str,
                  precision: Precision) -> None:
         if precision not in _MATMUL_PRECISION:
-            raise SpecError(f"precision {precision!r}: use one of {', '.join(_MATMUL_PRECISION)}")
+            raise SpecError(f"unknown precision {precision!r}; use 'default', 'highest' or 'float64'")
         self.network = network
-        self.device = describe_device(device)
+        self.device = device_name
         self._device = device
         self.float_dtype = "float64" if precision == "float64" else "float32"
         """numpy name of the dtype of parameters, statistics, Adam state and inputs."""
@@ -191,11 +170,13 @@ class JaxModel:
 
     # ---- the protocol ----
 
+    # Input validation, in one place: the checks and messages of netspec.backend, as in every backend.
+
     def _batch(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=self.float_dtype)
-        if x.shape[1:] != tuple(self.network.input_shape):
-            raise ValueError(f"input of shape {x.shape} does not fit the network's input_shape {tuple(self.network.input_shape)}")
-        return x
+        return check_inputs(self.network, x, self.float_dtype)
+
+    def _labels(self, y: np.ndarray, count: int) -> np.ndarray:
+        return check_labels(self.network, y, count).astype(np.int32)  # labels < classes: int32 is exact
 
     @_scoped_x64
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
@@ -210,7 +191,8 @@ class JaxModel:
     @_scoped_x64
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         s = self._state
-        loss, grads = self._loss_and_grads(s.params, s.batch_stats, self._batch(x), np.asarray(y, np.int32),
+        x = self._batch(x)
+        loss, grads = self._loss_and_grads(s.params, s.batch_stats, x, self._labels(y, len(x)),
                                            jax.random.split(s.key)[1])  # the state's key is not advanced
         return float(loss), convert.to_canonical(self.network, {"params": grads}, trainable_only=True)
 
@@ -227,8 +209,9 @@ class JaxModel:
 
     @_scoped_x64
     def to_device(self, x: np.ndarray, y: np.ndarray) -> JaxData:
-        x = _nhwc(jax.device_put(self._batch(x), self._device))
-        return JaxData(x, jax.device_put(np.asarray(y, dtype=np.int32), self._device), len(y))
+        x = self._batch(x)
+        y = self._labels(y, len(x))
+        return JaxData(_nhwc(jax.device_put(x, self._device)), jax.device_put(y, self._device), len(y))
 
     @_scoped_x64
     def setup_optimizer(self, config: TrainConfig) -> None:
@@ -241,7 +224,7 @@ class JaxModel:
     def train_steps(self, data: JaxData, batches: np.ndarray, lr: float) -> tuple[float, float]:
         if self._train_step is None:
             raise RuntimeError("call setup_optimizer(config) before train_steps")
-        rows = jax.device_put(np.asarray(batches, dtype=np.int32), self._device)
+        rows = jax.device_put(check_batches(batches, data.num_examples).astype(np.int32), self._device)
         lr_device = jax.device_put(np.asarray(lr, self.float_dtype), self._device)
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         for row in rows:
@@ -262,25 +245,3 @@ class JaxModel:
             sums = self._eval_step(sums, s.params, s.batch_stats, data.x, data.y, np.int32(start), batch_size=batch_size)
         loss_sum, correct = np.asarray(sums)
         return float(loss_sum) / n, float(correct) / n
-
-
-class JaxBackend:
-    """`get_backend("jax")`."""
-
-    name = "jax"
-
-    def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
-                device: Optional[str] = None, precision: Precision = "default") -> JaxModel:
-        weights = init_weights(network, seed) if weights is None else weights
-        return JaxModel(network, weights, seed, pick_device(device), precision)
-
-    def describe(self) -> dict[str, Any]:
-        import flax
-        import jaxlib
-
-        return {
-            "backend": self.name,
-            "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "default_device": describe_device(pick_device()),
-            "devices": [describe_device(d) for d in jax.devices()],
-        }

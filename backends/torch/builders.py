@@ -15,7 +15,7 @@ from netspec import layers as spec
 from netspec.layers import LayerSpec, Shape, pair
 from netspec.network import Network
 
-from .layers import BatchNorm, Dropout, Dropout2d
+from .layers import BatchNorm, Dropout
 
 Builder = Callable[[LayerSpec, Shape], nn.Module]
 """builder(layer spec, input shape without the batch dimension) -> module."""
@@ -40,11 +40,11 @@ def _relu(layer: spec.ReLU, shape: Shape) -> nn.Module:
 
 
 def _dropout(layer: spec.Dropout, shape: Shape) -> nn.Module:
-    return Dropout(layer.p)
+    return Dropout(layer.p)  # one draw per value
 
 
 def _dropout2d(layer: spec.Dropout2d, shape: Shape) -> nn.Module:
-    return Dropout2d(layer.p)
+    return Dropout(layer.p, broadcast_dims=(2, 3))  # NCHW: one draw per sample and channel
 
 
 def _max_pool2d(layer: spec.MaxPool2d, shape: Shape) -> nn.Module:

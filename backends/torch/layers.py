@@ -115,47 +115,35 @@ class BatchNorm(nn.Module):
         return out
 
 
-class DropoutBase(nn.Module):
+class Dropout(nn.Module):
     """Inverted dropout: kept values scaled by 1/(1-p) in training, identity in evaluation.
+
+    One mask value per position of the dims not in `broadcast_dims`, shared along those (as
+    flax.linen.Dropout): () drops values one by one (spec Dropout); (2, 3) drops whole channels of
+    NCHW data, one draw per sample and channel (spec Dropout2d).
 
     `generator` is the model's dropout RNG (set by the model after building; None uses torch's
     global one), so one seed gives one sequence of masks.
     """
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, broadcast_dims: tuple[int, ...] = ()) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout rate p={p} is outside [0, 1)")
-        self.p = p
+        self.p, self.broadcast_dims = p, tuple(broadcast_dims)
         self.generator: Optional[torch.Generator] = None
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-    def mask_shape(self, x: Tensor) -> tuple[int, ...]:
-        raise NotImplementedError
+        return f"p={self.p}, broadcast_dims={self.broadcast_dims}" if self.broadcast_dims else f"p={self.p}"
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x  # untouched, no copy, no RNG draw
+        if self.broadcast_dims and max(self.broadcast_dims) >= x.dim():
+            raise ValueError(f"Dropout broadcast over dims {self.broadcast_dims} needs more dims than input size {x.size()}")
         keep = 1.0 - self.p
+        shape = [1 if dim in self.broadcast_dims else size for dim, size in enumerate(x.shape)]
         # Uniform draws compared with the keep rate, in place: on a CPU, torch.rand is about 3x
         # faster than bernoulli_ (which alone cost ~12% of an MLP training step). P(u < keep) = keep.
-        uniform = torch.rand(self.mask_shape(x), generator=self.generator, device=x.device, dtype=x.dtype)
+        uniform = torch.rand(shape, generator=self.generator, device=x.device, dtype=x.dtype)
         return x * uniform.lt_(keep).mul_(1.0 / keep)
-
-
-class Dropout(DropoutBase):
-    """Element-wise dropout: one Bernoulli draw per value."""
-
-    def mask_shape(self, x: Tensor) -> tuple[int, ...]:
-        return tuple(x.shape)
-
-
-class Dropout2d(DropoutBase):
-    """Channel dropout on (N, C, H, W): one draw per sample and channel, constant over H and W."""
-
-    def mask_shape(self, x: Tensor) -> tuple[int, ...]:
-        if x.dim() != 4:
-            raise ValueError(f"Dropout2d expects a (N, C, H, W) input, got input size {x.size()}")
-        return (x.shape[0], x.shape[1], 1, 1)

@@ -1,52 +1,22 @@
-"""The compiled torch model behind backends.base.Model, and the torch Backend object."""
+"""The compiled torch model (netspec.backend.Model): an nn.Sequential, its Adam and its dropout RNG."""
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from netspec.backend import Precision, check_batches, check_inputs, check_labels
 from netspec.errors import SpecError
 from netspec.experiment import TrainConfig
 from netspec.network import Network
-from netspec.params import Weights, check_weights, init_weights
+from netspec.params import Weights, check_weights
 
-from ..base import Precision
-from .build import build_module
-from .layers import DropoutBase
-
-
-def resolve_device(device: Optional[str] = None) -> torch.device:
-    """None: the current GPU when torch sees one, else the CPU. Accepts 'cpu', 'cuda', 'cuda:N' and
-    'gpu' / 'gpu:N' as aliases of cuda."""
-    if device is None:
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    name = device.strip().lower()
-    if name == "gpu" or name.startswith("gpu:"):
-        name = "cuda" + name[3:]
-    try:
-        resolved = torch.device(name)
-    except RuntimeError:
-        resolved = None
-    if resolved is None or resolved.type not in ("cpu", "cuda"):
-        raise SpecError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'gpu'")
-    if resolved.type == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SpecError(f"device {device!r} asked for, but torch sees no GPU (torch {torch.__version__}); use 'cpu'")
-    index = torch.cuda.current_device() if resolved.index is None else resolved.index
-    if index >= torch.cuda.device_count():
-        raise SpecError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
-    return torch.device("cuda", index)
-
-
-def device_words(device: torch.device) -> str:
-    """'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
-    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+from .builders import build_module
+from .layers import Dropout
 
 
 def set_precision(precision: Precision) -> None:
@@ -72,41 +42,42 @@ class TorchData:
 
 
 class TorchModel:
-    """A network compiled to an nn.Sequential, with its optimizer and dropout RNG (backends.base.Model)."""
+    """A network compiled to an nn.Sequential, with its optimizer and dropout RNG. Built by
+    TorchBackend.compile, which resolves the device."""
 
-    def __init__(self, network: Network, weights: Optional[Weights], seed: int, device: Optional[str],
+    def __init__(self, network: Network, weights: Weights, seed: int, device: torch.device, device_name: str,
                  precision: Precision) -> None:
         set_precision(precision)
         self.network = network
-        self.torch_device = resolve_device(device)
-        self.device = device_words(self.torch_device)
+        self.torch_device = device
+        self.device = device_name
         self.float_dtype = "float64" if precision == "float64" else "float32"
         """numpy name of the dtype of parameters, statistics and inputs."""
         self.module = build_module(network).to(self.torch_device, getattr(torch, self.float_dtype))
-        self.set_weights(init_weights(network, seed) if weights is None else weights)
+        self.set_weights(weights)
         # One generator for every dropout layer, on the model's device: the same seed gives the same
         # masks, and torch's global RNG (which user code may also draw from) is left alone.
         self.generator = torch.Generator(device=self.torch_device)
         self.generator.manual_seed(seed)
         for layer in self.module.modules():
-            if isinstance(layer, DropoutBase):
+            if isinstance(layer, Dropout):
                 layer.generator = self.generator
         self.optimizer: Optional[torch.optim.Optimizer] = None
 
     # -- numpy in, numpy out -------------------------------------------------------------------------
 
+    # Input validation, in one place: the checks and messages of netspec.backend, as in every backend.
+
     def _tensor(self, x: np.ndarray) -> Tensor:
-        x = np.asarray(x, dtype=self.float_dtype)
-        expected = tuple(self.network.input_shape)
-        if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
-            raise ValueError(f"input of shape {x.shape} does not fit the network: it takes (N, {', '.join(map(str, expected))})")
-        return torch.as_tensor(x, device=self.torch_device)
+        return torch.as_tensor(check_inputs(self.network, x, self.float_dtype), device=self.torch_device)
 
     def _labels(self, y: np.ndarray, count: int) -> Tensor:
-        y = np.asarray(y)
-        if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"labels must be {count} integers, got an array of shape {y.shape} and dtype {y.dtype}")
+        y = check_labels(self.network, y, count)
         return torch.as_tensor(y.astype(np.int64, copy=False), device=self.torch_device)
+
+    def _batches(self, batches: np.ndarray, data: TorchData) -> Tensor:
+        batches = check_batches(batches, data.num_examples)
+        return torch.as_tensor(batches.astype(np.int64, copy=False), device=self.torch_device)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         inputs = self._tensor(x)
@@ -159,13 +130,10 @@ class TorchModel:
     def train_steps(self, data: TorchData, batches: np.ndarray, lr: float) -> tuple[float, float]:
         if self.optimizer is None:
             raise RuntimeError("train_steps needs an optimizer: call setup_optimizer(config) first")
-        batches = np.asarray(batches)
-        if batches.ndim != 2 or not np.issubdtype(batches.dtype, np.integer):
-            raise ValueError(f"batches must be a (steps, batch_size) integer matrix, got shape {batches.shape}")
+        rows = self._batches(batches, data)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.module.train()
-        rows = torch.as_tensor(batches.astype(np.int64, copy=False), device=self.torch_device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
         for index in rows:  # rows of a device tensor: no host round trip per step
@@ -178,7 +146,7 @@ class TorchModel:
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == y).sum()
         totals = torch.stack([loss_sum, correct.double()]).tolist()  # the one host read
-        return totals[0], totals[1] / max(batches.shape[1], 1)
+        return totals[0], totals[1] / max(rows.shape[1], 1)
 
     def evaluate(self, data: TorchData, batch_size: int) -> tuple[float, float]:
         count = data.num_examples
@@ -195,30 +163,3 @@ class TorchModel:
                 correct += (logits.argmax(1) == y).sum()
         totals = torch.stack([loss_sum, correct.double()]).tolist()
         return totals[0] / count, totals[1] / count
-
-
-class TorchBackend:
-    """backends.base.Backend for PyTorch."""
-
-    name = "torch"
-
-    def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
-                device: Optional[str] = None, precision: Precision = "default") -> TorchModel:
-        return TorchModel(network, weights, seed, device, precision)
-
-    def describe(self) -> dict[str, Any]:
-        cuda = torch.cuda.is_available()
-        return {
-            "backend": self.name,
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if cuda else None,
-            "devices": [device_words(torch.device("cuda", i)) for i in range(torch.cuda.device_count())] or ["cpu"],
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_threads": torch.get_num_threads(),
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        }
-
-
-BACKEND = TorchBackend()

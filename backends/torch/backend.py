@@ -1,0 +1,60 @@
+"""The torch Backend object (`BACKEND`): compile, describe, and device resolution."""
+from __future__ import annotations
+
+import platform
+from typing import Any, Optional
+
+import torch
+
+from netspec.backend import Precision, request_device
+from netspec.network import Network
+from netspec.params import Weights, init_weights
+
+from .model import TorchModel
+
+
+def resolve_device(name: Optional[str] = None) -> torch.device:
+    """A device name (netspec.backend.parse_device's) as a torch.device; None: the current GPU when
+    torch sees one, else the CPU. SetupError when unknown or absent."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    request = request_device(name, count, f"torch {torch.__version__}")
+    if request.kind == "cpu":
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device() if request.index is None else request.index)
+
+
+def device_words(device: torch.device) -> str:
+    """'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+
+
+class TorchBackend:
+    """netspec.backend.Backend for PyTorch."""
+
+    name = "torch"
+
+    def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
+                device: Optional[str] = None, precision: Precision = "default") -> TorchModel:
+        where = resolve_device(device)
+        weights = init_weights(network, seed) if weights is None else weights
+        return TorchModel(network, weights, seed, where, device_words(where), precision)
+
+    def device(self, name: Optional[str] = None) -> str:
+        return device_words(resolve_device(name))
+
+    def describe(self) -> dict[str, Any]:
+        cuda = torch.cuda.is_available()
+        return {
+            "backend": self.name,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "devices": [device_words(torch.device("cuda", i)) for i in range(torch.cuda.device_count())] or ["cpu"],
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_threads": torch.get_num_threads(),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        }
+
+
+BACKEND = TorchBackend()
