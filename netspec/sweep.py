@@ -213,8 +213,11 @@ def run_sweep(path: str | Path, backends: list[Backend], out_root: str | Path = 
 
     spec, points = load_sweep(path, overrides, seeds)
     manifest = record_invocation(out_root, spec, points, backends, overrides or [])
+    # Seed by seed (every arm's seed 0 first): a sweep stopped early can already compare its arms.
+    order = {s: i for i, s in enumerate(seed_list(seeds if seeds is not None else spec.seeds))}
+    by_seed = sorted(points, key=lambda p: order[p.seed])
     jobs = [Job(p.experiment, b, f"{spec.name}: {p.label}" + (f" seed {p.seed}" if p.seed else ""))
-            for p, b in itertools.product(points, backends)]
+            for p, b in itertools.product(by_seed, backends)]
     (launcher or LocalLauncher()).run(jobs, out_root, device=device, force=force, log=log, progress=progress)
     log(f"sweep {spec.name} done; write the report with: python runner.py report {out_root}")
     return manifest
