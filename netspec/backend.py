@@ -66,6 +66,16 @@ class Model(Protocol):
     def setup_optimizer(self, config: TrainConfig) -> None:
         """Create fresh optimizer state (Adam with config's betas/eps) for the current parameters."""
 
+    def get_training_state(self) -> dict[str, np.ndarray]:
+        """Everything training changes, as plain numpy arrays under canonical names (copies): the
+        canonical weights, Adam's moments and step once setup_optimizer ran ('adam.exp_avg.<name>',
+        'adam.exp_avg_sq.<name>', 'adam.step'), and the dropout RNG's state ('rng.dropout': the
+        framework's own bytes or words, meaningful to that backend only)."""
+
+    def set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what get_training_state returned (call setup_optimizer first when it holds Adam
+        state): training on from here is bit-identical to training on without the round trip."""
+
     def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float) -> tuple[float, float]:
         """One optimizer step per row of `batches` (int indices into `data`, shape (steps, batch_size)).
         Returns the sums over those steps of the batch mean loss and of the batch accuracy, read back
@@ -91,6 +101,52 @@ class Backend(Protocol):
         """The device a model compiled with `device=name` would run on, in words ('cpu',
         'cuda:0 (NVIDIA H100 80GB HBM3)'), without compiling anything. Raises SetupError when it is
         unknown or absent (a run asks this before it reuses a finished run)."""
+
+
+# ---- a model's training state as plain arrays ------------------------------------------------------
+
+ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP = "adam.exp_avg.", "adam.exp_avg_sq.", "adam.step"
+DROPOUT_RNG = "rng.dropout"
+"""Names in a training state besides the canonical weights (see Model.get_training_state)."""
+
+
+@dataclass(frozen=True)
+class AdamMoments:
+    """Adam's state in canonical names and layouts: one moment pair per trainable tensor, one step count."""
+
+    exp_avg: Weights
+    exp_avg_sq: Weights
+    step: int
+
+
+def pack_training_state(weights: Weights, adam: Optional[AdamMoments], rng: np.ndarray) -> dict[str, np.ndarray]:
+    """The flat dict a backend's get_training_state returns (its pieces already canonical)."""
+    state = {name: np.array(value) for name, value in weights.items()}
+    if adam is not None:
+        state.update({ADAM_EXP_AVG + n: np.array(v) for n, v in adam.exp_avg.items()})
+        state.update({ADAM_EXP_AVG_SQ + n: np.array(v) for n, v in adam.exp_avg_sq.items()})
+        state[ADAM_STEP] = np.array(adam.step, np.int64)
+    state[DROPOUT_RNG] = np.array(rng)
+    return state
+
+
+def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[AdamMoments], np.ndarray]:
+    """Split a training state into weights, Adam moments (None when it has none) and the RNG state;
+    a missing tensor is a SpecError naming it (a checkpoint of another network, or a damaged one)."""
+    infos = network.param_infos()
+    missing = [n for n in [*infos, DROPOUT_RNG] if n not in state]
+    if missing:
+        raise SpecError(f"training state lacks {missing[0]!r} ({len(missing)} missing); it is not a state of this network")
+    weights = {name: state[name] for name in infos}
+    adam = None
+    if ADAM_STEP in state:
+        trainable = [n for n, info in infos.items() if info.trainable]
+        absent = [p + n for n in trainable for p in (ADAM_EXP_AVG, ADAM_EXP_AVG_SQ) if p + n not in state]
+        if absent:
+            raise SpecError(f"training state lacks {absent[0]!r}; it is not a state of this network")
+        adam = AdamMoments({n: state[ADAM_EXP_AVG + n] for n in trainable},
+                           {n: state[ADAM_EXP_AVG_SQ + n] for n in trainable}, int(state[ADAM_STEP]))
+    return weights, adam, np.asarray(state[DROPOUT_RNG])
 
 
 # ---- devices ----------------------------------------------------------------------------------

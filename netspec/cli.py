@@ -287,7 +287,7 @@ def main(argv: Optional[list[str]] = None, prog: str = PROG) -> int:
         return cmd_train(argv, prog=prog)
     except NetspecError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return getattr(err, "exit_code", EXIT_BAD_INPUT)  # DivergedError: 3, a result rather than bad input
     except KeyboardInterrupt:
         print("interrupted: finished epochs and runs are kept in their folders", file=sys.stderr)
         return EXIT_INTERRUPTED

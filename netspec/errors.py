@@ -29,6 +29,17 @@ class SetupError(NetspecError):
     """The machine lacks something the command needs: a package, a GPU, a registered backend."""
 
 
+class DivergedError(NetspecError):
+    """Training produced a non-finite loss: the run stopped at that epoch and is recorded as diverged.
+    Not bad input but a result, so the command line exits 3 rather than 2."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
 class ShapeError(ValueError):
     """Raised by a layer whose input shape it cannot take; the network adds which layer it is."""
 

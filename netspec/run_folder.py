@@ -1,32 +1,67 @@
-"""A run's folder: runs/<spec>/<backend>/<run-id>/ and the files in it.
+"""A run's folder, runs/<spec>/<backend>/<run-id>/, as one object: `RunFolder`.
 
 The run id is a hash of the resolved experiment, so the same experiment on the same backend always
-lands in the same folder: a finished run (metrics.json present) is found again instead of being
-trained twice, which is what lets a killed sweep resume.
+lands in the same folder and a finished run is found instead of trained twice (how sweeps resume).
+Everything that writes into a run folder goes through RunFolder, which keeps its promises:
+
+- every file is written atomically (a unique temporary name in the same folder, then a rename): a
+  kill leaves the old file or the new one, never half of one, and two writers never share a name;
+- `metrics.json` is written last and marks the run done (status "finished" or "diverged"); a folder
+  whose metrics.json, history.json or best weights do not read back is not done, whatever it holds;
+- `checkpoint.npz` holds the trainer's whole state after the last epoch (plain arrays, no pickles),
+  so an unfinished run goes on from it, and a longer run of the same trajectory starts from it;
+- one process at a time trains a run: a lock beside the folder (`<run-id>.lock`, its holder's pid and
+  host in `<run-id>.lock.holder`); another process waits, saying once who holds it;
+- `--force` trains in a sibling attempt folder (`<run-id>.attempt-<hex>`) that replaces the run only
+  once it is finished, so a killed forced run never touches the finished one.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import hashlib
+import io
 import json
+import math
 import os
 import platform
+import secrets
+import shutil
+import socket
 import sys
+import tempfile
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from .errors import SetupError
 from .experiment import Experiment
 from .identity import run_identity
-from .trainer import EpochRecord, summarize
+from .params import Weights
+from .trainer import EpochRecord, TrainerState, summarize
 
 METRICS, HISTORY_JSON, HISTORY_CSV = "metrics.json", "history.json", "history.csv"
 SPEC, ENV, WEIGHTS = "spec.json", "env.json", "best_weights.npz"
+CHECKPOINT = "checkpoint.npz"
 PREPROCESS = "preprocess.json"
 PREPROCESS_INPUT = "NCHW float32 = (pixels - shift) / scale per channel"
+FINISHED, DIVERGED = "finished", "diverged"
+CHECKPOINT_FORMAT = 1
+_CHECKPOINT_META = "meta.json"
+"""The checkpoint's JSON part, stored in the .npz as a uint8 array: one file, one atomic rename."""
+_ATTEMPT, _OLD = ".attempt-", ".old-"
 
+Log = Callable[[str], None]
+
+
+def _silent(line: str) -> None:
+    pass
+
+
+# ---- names ---------------------------------------------------------------------------------------
 
 def run_id(experiment: Experiment) -> str:
     """Short content hash of everything that determines a run's result (name and description excluded)."""
@@ -34,21 +69,307 @@ def run_id(experiment: Experiment) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def trajectory_id(experiment: Experiment) -> str:
+    """The run id with the number of epochs left out: runs that differ only in their length follow one
+    trajectory, the shorter a prefix of the longer (the trainer never looks ahead at `epochs`)."""
+    return run_id(experiment.model_copy(update={"train": experiment.train.model_copy(update={"epochs": 0})}))
+
+
 def run_dir(root: str | Path, experiment: Experiment, backend: str) -> Path:
-    return Path(root) / experiment.name / backend / run_id(experiment)
+    return RunFolder.of(root, experiment, backend).path
+
+
+# ---- strict JSON and atomic files ------------------------------------------------------------------
+
+def strict(value: Any) -> Any:
+    """A JSON-able copy with non-finite floats as null (strict JSON has no NaN or Infinity) and numpy
+    scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(strict(data), indent=2, allow_nan=False) + "\n"
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through a unique temporary file in its folder, then rename it into place. A full
+    disk is one line (SetupError), and the old file, if any, is left as it was."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a lab group
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise SetupError(f"cannot write {path}: {err.strerror or err}; free some space or choose another --out") from None
+        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write then rename, so a killed run never leaves half a file behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    """Strict JSON (no NaN literals), written atomically."""
+    text = json_text(data).encode()
+    atomic_write(Path(path), lambda f: f.write(text))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz as np.savez writes it (np.load reads it), but with a fixed timestamp on every member, so
+    equal arrays give equal bytes: a resumed run's best_weights.npz is byte for byte the uninterrupted one's."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    return buffer.getvalue()
+
+
+# ---- the folder ------------------------------------------------------------------------------------
+
+class DamagedError(Exception):
+    """A file of a run folder that does not read back as what netspec wrote; str() is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    state: TrainerState
+    trajectory: str
+    epochs: int
+    """The run's length (train.epochs) when it was written."""
+
+
+class RunFolder:
+    """runs/<name>/<backend>/<run-id>/: its files, its lock, its checkpoint and its finished marker."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, root: str | Path, experiment: Experiment, backend: str) -> "RunFolder":
+        return cls(Path(root) / experiment.name / backend / run_id(experiment))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # -- writing (always atomic) ------------------------------------------------------------------
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.file(name), lambda f: f.write(data))
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.write_bytes(name, json_text(data).encode())
+
+    def write_spec(self, experiment: Experiment) -> None:
+        self.write_bytes(SPEC, (experiment.model_dump_json(indent=2) + "\n").encode())
+
+    def write_weights(self, weights: Weights) -> None:
+        self.write_bytes(WEIGHTS, _npz_bytes(dict(weights)))
+
+    def write_history(self, history: list[EpochRecord]) -> None:
+        rows = [strict(dataclasses.asdict(r)) for r in history]
+        self.write_json(HISTORY_JSON, rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=[fl.name for fl in dataclasses.fields(EpochRecord)])
+        writer.writeheader()
+        writer.writerows(rows)
+        self.write_bytes(HISTORY_CSV, text.getvalue().encode())
+
+    def write_checkpoint(self, state: TrainerState, trajectory: str, epochs: int) -> None:
+        """The trainer's state after its last epoch, as one .npz of plain arrays (its JSON part inside)."""
+        arrays, meta = state.encode()
+        meta = {"format": CHECKPOINT_FORMAT, "trajectory": trajectory, "epoch": state.epoch, "epochs": epochs, **meta}
+        arrays[_CHECKPOINT_META] = np.frombuffer(json_text(meta).encode(), np.uint8)
+        self.write_bytes(CHECKPOINT, _npz_bytes(arrays))
+
+    def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """metrics.json, the last file of a run: from here on the run is done."""
+        self.write_json(METRICS, metrics)
+        return metrics
+
+    def write_finished(self, history: list[EpochRecord], extra: dict[str, Any]) -> dict[str, Any]:
+        return self.write_metrics({"status": FINISHED, **summarize(history), **extra})
+
+    def write_diverged(self, epoch: int, message: str, extra: dict[str, Any]) -> dict[str, Any]:
+        return self.write_metrics({"status": DIVERGED, "epoch": epoch, "epochs_done": epoch - 1, "message": message, **extra})
+
+    # -- reading (damage is reported, never trusted) -----------------------------------------------
+
+    def read_metrics(self, log: Log = _silent) -> Optional[dict[str, Any]]:
+        """The metrics of a done run (status 'finished' or 'diverged'), or None: not done, or damaged
+        (then one line to `log`). A finished run's history must read back too: the report draws it."""
+        if not self.file(METRICS).exists():
+            return None
+        try:
+            return self._checked_metrics()
+        except DamagedError as err:
+            log(f"{self.path}: {err}; the run is not taken as done")
+            return None
+
+    def _checked_metrics(self) -> dict[str, Any]:
+        metrics = _read_json(self.file(METRICS))
+        if not isinstance(metrics, dict):
+            raise DamagedError(f"{METRICS} is not a JSON object")
+        status = metrics.setdefault("status", FINISHED)  # runs from before the status field were finished
+        if status == DIVERGED:
+            return metrics
+        missing = [k for k in ("train_loss", "val_acc", "test_acc", "best_epoch", "epochs") if k not in metrics]
+        if status != FINISHED or missing:
+            raise DamagedError(f"{METRICS} has status {status!r}" if missing == [] else f"{METRICS} lacks {missing[0]!r}")
+        history = _read_json(self.file(HISTORY_JSON))
+        if not isinstance(history, list) or len(history) != metrics["epochs"]:
+            raise DamagedError(f"{HISTORY_JSON} does not hold the {metrics['epochs']} epochs of {METRICS}")
+        return metrics
+
+    def read_checkpoint(self, log: Log = _silent) -> Optional[Checkpoint]:
+        """The checkpoint, or None when there is none or it is damaged (then one line to `log`)."""
+        path = self.file(CHECKPOINT)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+            meta = json.loads(arrays.pop(_CHECKPOINT_META).tobytes().decode())
+            if meta.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}, this netspec reads {CHECKPOINT_FORMAT}")
+            state = TrainerState.decode(arrays, meta)
+            if state.epoch != meta["epoch"] or state.epoch < 1:
+                raise ValueError(f"its history has {state.epoch} epochs, its header says {meta['epoch']}")
+            return Checkpoint(state, str(meta["trajectory"]), int(meta["epochs"]))
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+            log(f"{path}: damaged checkpoint ({_first_line(err)}); not used")
+            return None
+
+    def checkpoint_header(self) -> Optional[dict[str, Any]]:
+        """The checkpoint's JSON part alone (cheap: one member of the zip), or None."""
+        try:
+            with np.load(self.file(CHECKPOINT), allow_pickle=False) as archive:
+                return json.loads(archive[_CHECKPOINT_META].tobytes().decode())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError):
+            return None
+
+    # -- one process per run -------------------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        # Beside the folder, not in it: a --force swap renames the folder, and a lock must outlive that.
+        return self.path.with_name(self.name + ".lock")
+
+    @contextmanager
+    def lock(self, log: Log = print) -> Iterator[None]:
+        """Hold the run's lock; if another process holds it, say once which one and wait for it."""
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path))
+        holder = self.lock_path.with_name(self.lock_path.name + ".holder")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"waiting for run {self.path}: {_holder_words(holder)} is training it")
+            lock.acquire()
+        try:
+            write_json_atomic(holder, {"pid": os.getpid(), "host": socket.gethostname()})
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
+
+    # -- attempts of --force, and what a kill leaves behind ------------------------------------------
+
+    def new_attempt(self) -> "RunFolder":
+        """An empty sibling folder to train a forced run in."""
+        attempt = RunFolder(self.path.with_name(f"{self.name}{_ATTEMPT}{secrets.token_hex(4)}"))
+        attempt.path.mkdir(parents=True)
+        return attempt
+
+    def replace_with(self, attempt: "RunFolder") -> None:
+        """Put a finished attempt in this folder's place. Two renames: a kill between them leaves the
+        old run as '<id>.old-<hex>' and the attempt, which `recover` sorts out."""
+        old = self.path.with_name(f"{self.name}{_OLD}{secrets.token_hex(4)}")
+        if self.path.exists():
+            os.rename(self.path, old)
+        os.rename(attempt.path, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def recover(self, log: Log = print) -> None:
+        """Under the lock: finish or undo what a killed process left (a half-done swap, stale attempts,
+        temporary files). Nobody else can be writing them: the lock says so."""
+        siblings = sorted(self.path.parent.glob(f"{self.name}.*-*"))
+        attempts = [RunFolder(p) for p in siblings if _ATTEMPT in p.name and p.is_dir()]
+        olds = [p for p in siblings if _OLD in p.name and p.is_dir()]
+        if not self.path.exists():
+            done = [a for a in attempts if a.read_metrics() is not None]
+            if done:
+                os.rename(done[0].path, self.path)
+                log(f"{self.path}: a forced run finished before a kill; put in place")
+            elif olds:
+                os.rename(olds[0], self.path)
+                log(f"{self.path}: restored the finished run a killed --force was replacing")
+        for leftover in [a.path for a in attempts] + olds:
+            if leftover.exists() and leftover != self.path:
+                shutil.rmtree(leftover, ignore_errors=True)
+        for tmp in self.path.glob(".*.tmp") if self.path.is_dir() else ():
+            tmp.unlink(missing_ok=True)
+
+    def siblings(self) -> list["RunFolder"]:
+        """The other runs of the same spec name and backend (attempts and leftovers excluded)."""
+        return [RunFolder(p) for p in sorted(self.path.parent.iterdir())
+                if p.is_dir() and p != self.path and "." not in p.name]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DamagedError(f"{path.name} is missing") from None
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise DamagedError(f"{path.name} is damaged ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _holder_words(holder: Path) -> str:
+    try:
+        info = json.loads(holder.read_text())
+        return f"process {info['pid']} on {info['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+# ---- thin helpers for callers that have a path -----------------------------------------------------
+
+def finished_metrics(directory: Path) -> Optional[dict[str, Any]]:
+    """The metrics of a done run in `directory` (finished or diverged: see 'status'), or None."""
+    return RunFolder(directory).read_metrics()
+
+
+def write_history(directory: Path, history: list[EpochRecord]) -> None:
+    RunFolder(directory).write_history(history)
+
+
+def write_metrics(directory: Path, history: list[EpochRecord], extra: dict[str, Any]) -> dict[str, Any]:
+    return RunFolder(directory).write_finished(history, extra)
 
 
 def write_preprocess(directory: Path, data: Any) -> None:
@@ -57,33 +378,10 @@ def write_preprocess(directory: Path, data: Any) -> None:
     'per_channel' statistics depend on it. A dataset without them (a test's scripted splits) writes nothing."""
     if getattr(data, "shift", None) is None:
         return
-    write_json_atomic(directory / PREPROCESS, {
+    RunFolder(directory).write_json(PREPROCESS, {
         "classes": list(data.classes), "shift": np.asarray(data.shift, np.float64).tolist(),
         "scale": np.asarray(data.scale, np.float64).tolist(), "input": PREPROCESS_INPUT,
     })
-
-
-def finished_metrics(directory: Path) -> Optional[dict[str, Any]]:
-    """The metrics of a finished run in `directory`, or None."""
-    path = directory / METRICS
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_history(directory: Path, history: list[EpochRecord]) -> None:
-    rows = [dataclasses.asdict(r) for r in history]
-    write_json_atomic(directory / HISTORY_JSON, rows)
-    tmp = directory / (HISTORY_CSV + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in dataclasses.fields(EpochRecord)])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, directory / HISTORY_CSV)
-
-
-def write_metrics(directory: Path, history: list[EpochRecord], extra: dict[str, Any]) -> dict[str, Any]:
-    metrics = {**summarize(history), **extra}
-    write_json_atomic(directory / METRICS, metrics)
-    return metrics
 
 
 def environment(backend_info: dict[str, Any], data_source: str) -> dict[str, Any]:

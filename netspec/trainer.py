@@ -5,6 +5,12 @@ Per epoch: one optimizer step per consecutive slice of a seeded numpy order of t
 (first epoch in file order, then reshuffled in place after every epoch, as the lab's framework),
 train loss/accuracy as the mean over the epoch's batches, validation loss/accuracy, and the test set
 evaluated each time validation accuracy reaches (>=) its best so far: that is the "final test".
+
+Everything the loop carries from one epoch to the next is one value, `TrainerState` (history, best
+so far, lr, the shuffle's order and RNG, the model's training state, the best weights): `fit` starts
+from one and hands one to its caller after every epoch, so a run checkpointed after epoch k and
+resumed goes on bit-identically. Before any training, the labels and the class count are checked
+against the network's output; a non-finite training loss stops the run (`DivergedError`).
 """
 from __future__ import annotations
 
@@ -17,8 +23,10 @@ from typing import Any, Callable, Iterator, Optional, Protocol
 import numpy as np
 
 from .backend import Model
-from .errors import SpecError
+from .errors import DataError, DivergedError, SpecError
 from .experiment import Experiment
+from .network import Network
+from .params import Weights
 from .progress import ProgressLine
 
 # How often the progress bar reads metrics back during an epoch when it is shown: each read is one
@@ -93,14 +101,35 @@ def batch_index_matrix(order: np.ndarray, batch_size: int) -> np.ndarray:
     return np.ascontiguousarray(order[: steps * batch_size].reshape(steps, batch_size))
 
 
-def epoch_orders(n: int, seed: int) -> Iterator[np.ndarray]:
+class EpochOrder:
     """Training order of each epoch: file order first, then one in-place numpy shuffle (seeded once)
-    after every epoch, as the lab's framework did. Identical for every backend."""
-    rng = np.random.RandomState(seed)
-    order = np.arange(n)
+    after every epoch, as the lab's framework did. Identical for every backend. Its state (the last
+    epoch's order and the RNG's) is part of TrainerState, so a resumed run draws the same orders."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.rng = np.random.RandomState(seed)
+        self.order = np.arange(n)
+        self.started = False
+
+    def next(self) -> np.ndarray:
+        if self.started:
+            self.rng.shuffle(self.order)
+        self.started = True
+        return self.order.copy()
+
+    def restore(self, order: np.ndarray, rng_state: dict[str, Any]) -> None:
+        """Go on after an epoch whose order was `order`, with the RNG as it was then."""
+        if order.shape != self.order.shape:
+            raise ValueError(f"a saved order of {len(order)} examples for a training split of {len(self.order)}")
+        self.order, self.started = np.array(order, dtype=self.order.dtype), True
+        self.rng.set_state(rng_state)
+
+
+def epoch_orders(n: int, seed: int) -> Iterator[np.ndarray]:
+    """The orders of EpochOrder, one per epoch (for code that only reads them)."""
+    orders = EpochOrder(n, seed)
     while True:
-        yield order.copy()
-        rng.shuffle(order)
+        yield orders.next()
 
 
 def shape_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -113,10 +142,11 @@ def shape_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.n
 
 class LrSchedule:
     """The lab framework's rule: lr *= decay when an epoch's training loss exceeds the maximum of the
-    three epochs before it (decay 1.0 turns it off)."""
+    three epochs before it (decay 1.0 turns it off). Its state is the current lr and the past losses
+    (the history's training losses, so a resumed run rebuilds it from TrainerState)."""
 
-    def __init__(self, lr: float, decay: float) -> None:
-        self.lr, self.decay, self.losses = lr, decay, []
+    def __init__(self, lr: float, decay: float, losses: Optional[list[float]] = None) -> None:
+        self.lr, self.decay, self.losses = lr, decay, list(losses or [])
 
     def after_epoch(self, train_loss: float) -> None:
         if len(self.losses) >= 3 and train_loss > max(self.losses[-3:]):
@@ -124,14 +154,106 @@ class LrSchedule:
         self.losses.append(train_loss)
 
 
+# ---- the trainer's state ---------------------------------------------------------------------------
+
+@dataclass
+class TrainerState:
+    """Everything `fit` carries from one epoch to the next; after epoch `epoch` it is a checkpoint."""
+
+    history: list[EpochRecord]
+    best_val_acc: float
+    """Best validation accuracy so far (-1 before the first epoch; NaN without a validation split)."""
+    lr: float
+    """The schedule's lr for the next epoch."""
+    order: Optional[np.ndarray]
+    """The last epoch's training order (None before the first epoch)."""
+    shuffle_rng: Optional[dict[str, Any]]
+    """numpy RandomState.get_state(legacy=False) after that order was drawn."""
+    model: dict[str, np.ndarray]
+    """Model.get_training_state(): weights, Adam, dropout RNG."""
+    best_weights: Optional[Weights]
+    """Canonical weights after the last epoch whose validation accuracy reached the best."""
+
+    @property
+    def epoch(self) -> int:
+        """Epochs done."""
+        return len(self.history)
+
+    def encode(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Plain arrays (model state under 'model.', best weights under 'best.') and a JSON-able dict:
+        a checkpoint with no pickles. Floats in the dict round-trip exactly through JSON; non-finite
+        ones are written as null (see decode)."""
+        arrays = {f"model.{k}": v for k, v in self.model.items()}
+        arrays.update({f"best.{k}": v for k, v in (self.best_weights or {}).items()})
+        meta: dict[str, Any] = {"history": [dataclasses.asdict(r) for r in self.history],
+                                "best_val_acc": self.best_val_acc, "lr": self.lr, "shuffle_rng": None}
+        if self.order is not None and self.shuffle_rng is not None:
+            arrays["shuffle.order"] = self.order
+            arrays["shuffle.key"] = np.asarray(self.shuffle_rng["state"]["key"])
+            meta["shuffle_rng"] = {"pos": int(self.shuffle_rng["state"]["pos"]), "has_gauss": int(self.shuffle_rng["has_gauss"]),
+                                   "gauss": float(self.shuffle_rng["gauss"])}
+        return arrays, meta
+
+    @classmethod
+    def decode(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "TrainerState":
+        """The inverse of encode; KeyError/TypeError/ValueError on a state that is not one."""
+        def prefixed(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        rng = meta["shuffle_rng"]
+        shuffle_rng = None if rng is None else {
+            "bit_generator": "MT19937", "state": {"key": np.asarray(arrays["shuffle.key"], np.uint32), "pos": int(rng["pos"])},
+            "has_gauss": int(rng["has_gauss"]), "gauss": float(rng["gauss"])}
+        best = meta["best_val_acc"]
+        return cls(history=[record_from_dict(row) for row in meta["history"]],
+                   best_val_acc=math.nan if best is None else float(best), lr=float(meta["lr"]),
+                   order=arrays.get("shuffle.order") if rng is not None else None, shuffle_rng=shuffle_rng,
+                   model=prefixed("model."), best_weights=prefixed("best.") or None)
+
+
+# ---- checks before any training ----------------------------------------------------------------------
+
+def check_classes(network: Network, data: Splits) -> None:
+    """The network's output is one score per class, as many as the data has classes, and every label is
+    a class index: one line naming what is wrong, before any training (a bad label would otherwise stop
+    torch with an IndexError and let jax train on NaN)."""
+    out = tuple(network.output_shape)
+    if len(out) != 1:
+        raise SpecError(f"network: its output has shape {out}, not one score per class; end it with Flatten "
+                        f"and Linear(out_features=<number of classes>)")
+    classes = out[0]
+    names = getattr(data, "classes", None)
+    if names is not None and len(names) != classes:
+        shown = ", ".join(map(str, names[:12])) + (", ..." if len(names) > 12 else "")
+        raise SpecError(f"network: the last layer has {classes} outputs but the data has {len(names)} classes "
+                        f"({shown}); set the last Linear's out_features to {len(names)}")
+    for split in ("train", "val", "test"):
+        _check_labels(np.asarray(getattr(data, f"{split}_y")), classes, split)
+
+
+def _check_labels(y: np.ndarray, classes: int, split: str) -> None:
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{split} labels are {y.dtype}, not integers; class indices in [0, {classes}) are needed")
+    bad = y[(y < 0) | (y >= classes)] if y.size else y
+    if bad.size:
+        raise DataError(f"{split} labels: {bad.size} outside [0, {classes}) (e.g. {bad[0]}), but the network has "
+                        f"{classes} outputs; fix the labels or the last Linear's out_features")
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------
+
 def fit(model: Model, experiment: Experiment, data: Splits,
-        on_epoch: Callable[[EpochRecord, bool], None] | None = None,
-        log: Callable[[str], None] = print, progress: bool | None = None) -> list[EpochRecord]:
+        on_epoch: Callable[[TrainerState, bool], None] | None = None,
+        log: Callable[[str], None] = print, progress: bool | None = None,
+        state: Optional[TrainerState] = None) -> list[EpochRecord]:
     """Train `model` (compiled from experiment.network) on `data`; return the per-epoch history.
 
-    on_epoch(record, is_best) runs after each epoch (the caller saves files there).
+    state: go on from a TrainerState (a checkpoint) instead of epoch 0: bit-identical to never having
+    stopped. on_epoch(state, is_best) runs after each epoch with the state after it (the caller saves
+    files and the checkpoint there). A non-finite training loss raises DivergedError.
     """
     cfg = experiment.train
+    check_classes(experiment.network, data)
     shape = tuple(experiment.network.input_shape)
     splits = {name: model.to_device(shape_inputs(getattr(data, f"{name}_x"), shape, name), getattr(data, f"{name}_y"))
               for name in ("train", "val", "test")}
@@ -139,38 +261,61 @@ def fit(model: Model, experiment: Experiment, data: Splits,
     if n_train < cfg.batch_size:
         raise SpecError(f"train.batch_size {cfg.batch_size} is larger than the training split ({n_train} images); lower it")
     model.setup_optimizer(cfg)
-    schedule = LrSchedule(cfg.lr, cfg.lr_decay)
-    orders = epoch_orders(n_train, cfg.shuffle_seed)
-    history: list[EpochRecord] = []
-    best_val = -1.0
-    for epoch in range(1, cfg.epochs + 1):
-        batches = batch_index_matrix(next(orders), cfg.batch_size)
-        bar = ProgressLine(len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=progress)
-        chunks = np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches))) if bar.enabled else [batches]
-        loss_sum = acc_sum = 0.0
-        done = 0
-        start = time.perf_counter()
-        for chunk in chunks:
-            chunk_loss, chunk_acc = model.train_steps(splits["train"], chunk, schedule.lr)
-            loss_sum, acc_sum, done = loss_sum + chunk_loss, acc_sum + chunk_acc, done + len(chunk)
-            rate = done * cfg.batch_size / (time.perf_counter() - start)
-            bar.update(done, f"loss {loss_sum / done:.4f} acc {acc_sum / done:.4f} {rate:,.0f} img/s")
-        seconds = time.perf_counter() - start
-        bar.close()
+    state = state or TrainerState([], -1.0, cfg.lr, None, None, {}, None)
+    if state.epoch > cfg.epochs:
+        raise ValueError(f"a state after epoch {state.epoch} for a run of {cfg.epochs} epochs")
+    orders = EpochOrder(n_train, cfg.shuffle_seed)
+    if state.order is not None and state.shuffle_rng is not None:
+        orders.restore(state.order, state.shuffle_rng)
+        model.set_training_state(state.model)
+    schedule = LrSchedule(state.lr, cfg.lr_decay, [r.train_loss for r in state.history])
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        record = _train_epoch(model, splits, orders.next(), schedule.lr, epoch, cfg.epochs, cfg.batch_size, progress)
+        if not math.isfinite(record.train_loss):
+            raise DivergedError(f"{experiment.name}: training loss {record.train_loss} in epoch {epoch} of {cfg.epochs}: "
+                                f"the run diverged and stops here; lower train.lr (now {schedule.lr:g})", epoch)
+        best_val, best_weights = state.best_val_acc, state.best_weights
         val_loss, val_acc = model.evaluate(splits["val"], cfg.eval_batch_size) if splits["val"].num_examples else (math.nan, math.nan)
-        record = EpochRecord(epoch, loss_sum / done, acc_sum / done, val_loss, val_acc, schedule.lr, seconds,
-                             done * cfg.batch_size / seconds)
+        record.val_loss, record.val_acc = val_loss, val_acc
         is_best = not val_acc < best_val  # >=, and a split without validation counts every epoch as best
         if is_best:
-            best_val = val_acc
+            best_val, best_weights = val_acc, model.get_weights()
             record.test_loss, record.test_acc = model.evaluate(splits["test"], cfg.eval_batch_size)
-        history.append(record)
         log(record.line(cfg.epochs))
-        if on_epoch:
-            on_epoch(record, is_best)
         schedule.after_epoch(record.train_loss)
-    return history
+        state = TrainerState([*state.history, record], best_val, schedule.lr, orders.order.copy(),
+                             orders.rng.get_state(legacy=False), state.model, best_weights)
+        if on_epoch:
+            state.model = model.get_training_state()  # a host copy, once per epoch, only for a checkpoint
+            on_epoch(state, is_best)
+    return state.history
+
+
+def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, lr: float, epoch: int, epochs: int,
+                 batch_size: int, progress: bool | None) -> EpochRecord:
+    """One epoch's optimizer steps; the record's validation figures are filled in by the caller."""
+    batches = batch_index_matrix(order, batch_size)
+    bar = ProgressLine(len(batches), f"epoch {epoch}/{epochs}", enabled=progress)
+    chunks = np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches))) if bar.enabled else [batches]
+    loss_sum = acc_sum = 0.0
+    done = 0
+    start = time.perf_counter()
+    for chunk in chunks:
+        chunk_loss, chunk_acc = model.train_steps(splits["train"], chunk, lr)
+        loss_sum, acc_sum, done = loss_sum + chunk_loss, acc_sum + chunk_acc, done + len(chunk)
+        rate = done * batch_size / (time.perf_counter() - start)
+        bar.update(done, f"loss {loss_sum / done:.4f} acc {acc_sum / done:.4f} {rate:,.0f} img/s")
+    seconds = time.perf_counter() - start
+    bar.close()
+    return EpochRecord(epoch, loss_sum / done, acc_sum / done, math.nan, math.nan, lr, seconds, done * batch_size / seconds)
+
+
+_ALWAYS_FLOAT = {f.name for f in dataclasses.fields(EpochRecord)} - {"epoch", "test_loss", "test_acc"}
+"""Fields a record always has as numbers: null in a JSON file is a non-finite value there (NaN without
+a validation split); test figures are null on epochs that were not a best."""
 
 
 def record_from_dict(data: dict[str, Any]) -> EpochRecord:
-    return EpochRecord(**{f.name: data.get(f.name) for f in dataclasses.fields(EpochRecord)})
+    values = {f.name: data.get(f.name) for f in dataclasses.fields(EpochRecord)}
+    values.update({k: math.nan for k in _ALWAYS_FLOAT if values[k] is None})
+    return EpochRecord(**values)

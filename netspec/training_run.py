@@ -1,55 +1,127 @@
-"""One training run end to end: data, compile, fit, and every output file of the run's folder."""
+"""One training run end to end: data, compile, fit, and every output file of the run's folder.
+
+A run is resumable: after every epoch the trainer's whole state goes to the folder's checkpoint, and
+running the same experiment again goes on from it (bit-identical to never having stopped). A longer
+run of the same trajectory (the same experiment but for train.epochs) starts from the checkpoint of
+the longest shorter one, copied into its own folder, so finished folders are never changed.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import run_folder
-from .backend import Backend
+from .backend import Backend, Model
+from .errors import DivergedError
 from .experiment import Experiment
-from .params import save_weights
 from .plots import plot_run
+from .run_folder import RunFolder
 from .tables import metrics_table
-from .trainer import EpochRecord, fit
+from .trainer import TrainerState, check_classes, fit
+
+Log = Callable[[str], None]
 
 
 def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Path = "runs",
                    device: Optional[str] = None, force: bool = False, dataset: Any = None,
-                   log: Callable[[str], None] = print, progress: bool | None = None) -> tuple[dict[str, Any], Path]:
+                   log: Log = print, progress: bool | None = None) -> tuple[dict[str, Any], Path]:
     """Train `experiment` on `backend` (a netspec.backend.Backend, e.g. `load_backend("jax")`) and write
     runs/<name>/<backend>/<run-id>/. Returns (metrics, folder).
 
-    A finished run with the same resolved experiment is reused unless `force`.
+    A finished run with the same resolved experiment is reused unless `force`; an unfinished one goes
+    on from its checkpoint. `force` trains from scratch in an attempt folder that replaces the run only
+    when it finishes. A run that diverges raises DivergedError (also when reused as diverged).
     `dataset` may be given to share one loaded dataset across runs (a sweep).
     """
     from .data import load_dataset
 
-    name = backend.name
     backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
-    directory = run_folder.run_dir(out_root, experiment, name)
-    done = None if force else run_folder.finished_metrics(directory)
-    if done is not None:
-        log(f"{experiment.name} [{name}]: finished run found in {directory}, reusing it (--force trains again)")
-        return done, directory
-    data = dataset if dataset is not None else load_dataset(experiment.data)
+    folder = RunFolder.of(out_root, experiment, backend.name)
+    with folder.lock(log):
+        folder.recover(log)
+        done = None if force else folder.read_metrics(log)
+        if done is not None:
+            return _reused(experiment, backend.name, folder, done, log), folder.path
+        data = dataset if dataset is not None else load_dataset(experiment.data)
+        check_classes(experiment.network, data)  # before any folder or model is made
+        if not force:
+            return _train(experiment, backend, folder, data, _start_state(experiment, folder, log), device, log, progress), folder.path
+        attempt = folder.new_attempt()
+        try:
+            metrics = _train(experiment, backend, attempt, data, None, device, log, progress)
+        except DivergedError:
+            folder.replace_with(attempt)  # a diverged forced run is a result too
+            raise
+        folder.replace_with(attempt)
+        return metrics, folder.path
+
+
+def _reused(experiment: Experiment, backend: str, folder: RunFolder, metrics: dict[str, Any], log: Log) -> dict[str, Any]:
+    if metrics.get("status") == run_folder.DIVERGED:
+        raise DivergedError(f"{experiment.name} [{backend}]: recorded as diverged in epoch {metrics.get('epoch')} "
+                            f"in {folder.path} (--force trains again)", int(metrics.get("epoch") or 0))
+    log(f"{experiment.name} [{backend}]: finished run found in {folder.path}, reusing it (--force trains again)")
+    return metrics
+
+
+def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optional[TrainerState]:
+    """Where an unforced run starts: its own checkpoint, else that of the longest shorter run of the same
+    trajectory (a finished run being extended), else nothing (epoch 0)."""
+    trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
+    own = folder.read_checkpoint(log)
+    if own is not None and own.trajectory == trajectory and own.state.epoch <= epochs:
+        log(f"{experiment.name}: resuming {folder.path} after epoch {own.state.epoch} of {epochs}")
+        return own.state
+    if own is not None:
+        log(f"{folder.path}: its checkpoint is of another run; starting over")
+    shorter = [(header["epoch"], sibling) for sibling in folder.siblings()
+               if (header := sibling.checkpoint_header()) is not None
+               and header.get("trajectory") == trajectory and isinstance(header.get("epoch"), int) and header["epoch"] < epochs]
+    for done, sibling in sorted(shorter, key=lambda pair: -pair[0]):
+        source = sibling.read_checkpoint(log)
+        if source is not None:
+            log(f"{experiment.name}: extending {sibling.path} ({done} epochs) to {epochs} epochs in {folder.path}")
+            return source.state
+    return None
+
+
+def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: Any, start: Optional[TrainerState],
+           device: Optional[str], log: Log, progress: bool | None) -> dict[str, Any]:
+    """Train into `folder` from `start` (None: from scratch); write every file, metrics.json last."""
+    name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
     model = backend.compile(experiment.network, seed=experiment.train.seed, device=device)
-    directory.mkdir(parents=True, exist_ok=True)
-    experiment.save(directory / run_folder.SPEC)
-    run_folder.write_preprocess(directory, data)
-    run_folder.write_json_atomic(directory / run_folder.ENV, run_folder.environment(backend.describe() | {"device": model.device}, data.source))
+    _write_setup(experiment, backend, model, folder, data)
     log(f"{experiment.name} [{name} on {model.device}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
-        f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {directory}")
-    history: list[EpochRecord] = []
+        f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {folder.path}")
+    if start is not None:  # the folder's views of the state it starts from (a copied one included)
+        folder.write_checkpoint(start, trajectory, epochs)
+        _write_views(folder, start, True)
 
-    def on_epoch(record: EpochRecord, is_best: bool) -> None:
-        history.append(record)
-        run_folder.write_history(directory, history)  # every epoch: a killed run keeps what it did
-        if is_best:
-            save_weights(model.get_weights(), directory / run_folder.WEIGHTS)
+    def on_epoch(state: TrainerState, is_best: bool) -> None:
+        folder.write_checkpoint(state, trajectory, epochs)  # first: the views below are rebuilt from it
+        _write_views(folder, state, is_best)
 
-    fit(model, experiment, data, on_epoch=on_epoch, log=log, progress=progress)
-    plot_run(history, directory, f"{experiment.name} ({name})")
-    metrics = run_folder.write_metrics(directory, history, {"backend": name, "device": model.device, "name": experiment.name})
+    extra = {"backend": name, "device": model.device, "name": experiment.name}
+    try:
+        history = fit(model, experiment, data, on_epoch=on_epoch, log=log, progress=progress, state=start)
+    except DivergedError as err:
+        folder.write_diverged(err.epoch, str(err), extra)
+        raise
+    plot_run(history, folder.path, f"{experiment.name} ({name})")
+    metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
     log(metrics_table({f"{experiment.name} [{name}]": metrics}))
-    log(f"median epoch {metrics['median_epoch_seconds']:.2f}s; files in {directory}")
-    return metrics, directory
+    log(f"median epoch {metrics['median_epoch_seconds']:.2f}s; files in {folder.path}")
+    return metrics
+
+
+def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any) -> None:
+    folder.write_spec(experiment)
+    run_folder.write_preprocess(folder.path, data)
+    folder.write_json(run_folder.ENV, run_folder.environment(backend.describe() | {"device": model.device}, data.source))
+
+
+def _write_views(folder: RunFolder, state: TrainerState, is_best: bool) -> None:
+    """history.json/.csv every epoch (a killed run shows what it did), the best weights when they change."""
+    folder.write_history(state.history)
+    if is_best and state.best_weights is not None:
+        folder.write_weights(state.best_weights)

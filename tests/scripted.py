@@ -130,6 +130,14 @@ class ScriptedModel:
     def set_weights(self, weights: Weights) -> None:
         self._weights = {k: np.array(v) for k, v in weights.items()}
 
+    def get_training_state(self) -> dict[str, np.ndarray]:
+        """The weights, and where the script stands (steps and epochs done) as its 'RNG' state."""
+        return {**self.get_weights(), "rng.dropout": np.array([self._steps_done, self._epoch], np.int64)}
+
+    def set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        self.set_weights({k: v for k, v in state.items() if k != "rng.dropout"})
+        self._steps_done, self._epoch = (int(v) for v in state["rng.dropout"])
+
     def to_device(self, x: np.ndarray, y: np.ndarray) -> ScriptedSplit:
         marks = {value: name for name, value in SPLIT_MARKS.items()}
         name = marks[float(x.flat[0])] if len(x) else self._empty_split_name()

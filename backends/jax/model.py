@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netspec.backend import Precision, check_batches, check_inputs, check_labels
+from netspec.backend import (AdamMoments, Precision, check_batches, check_inputs, check_labels, pack_training_state,
+                             unpack_training_state)
 from netspec.errors import SpecError
 from netspec.experiment import TrainConfig
 from netspec.network import Network
@@ -206,6 +207,39 @@ class JaxModel:
         variables = jax.device_put(convert.to_flax(self.network, check_weights(self.network, weights, float_dtype=self.float_dtype),
                                                    np.dtype(self.float_dtype).type), self._device)
         self._state = self._state._replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+    # ---- training state: weights, optax's ScaleByAdamState and the dropout key, as plain arrays ----
+
+    @_scoped_x64
+    def get_training_state(self) -> dict[str, np.ndarray]:
+        s = self._state
+        adam = None
+        if s.opt_state is not None:
+            moments = [convert.to_canonical(self.network, {"params": tree}, trainable_only=True) for tree in (s.opt_state.mu, s.opt_state.nu)]
+            adam = AdamMoments(moments[0], moments[1], int(s.opt_state.count))
+        return pack_training_state(self.get_weights(), adam, np.asarray(jax.random.key_data(s.key)))
+
+    @_scoped_x64
+    def set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        weights, adam, rng = unpack_training_state(self.network, state)
+        self.set_weights(weights)
+        key = jax.device_put(jax.random.wrap_key_data(np.asarray(rng, np.uint32)), self._device)
+        self._state = self._state._replace(key=key)
+        if adam is None:
+            return
+        if self._state.opt_state is None:
+            raise RuntimeError("set_training_state with Adam state needs setup_optimizer(config) first")
+        opt_state = optax.ScaleByAdamState(count=np.asarray(adam.step, np.int32), mu=self._params_tree(adam.exp_avg),
+                                           nu=self._params_tree(adam.exp_avg_sq))
+        self._state = self._state._replace(opt_state=jax.device_put(opt_state, self._device))
+
+    def _params_tree(self, canonical: Weights) -> dict[str, dict[str, np.ndarray]]:
+        """Trainable tensors by canonical name -> the layout of the 'params' collection."""
+        tree: dict[str, dict[str, np.ndarray]] = {}
+        for name, slot in convert.slots(self.network).items():
+            if slot.collection == "params":
+                tree.setdefault(slot.layer, {})[slot.leaf] = slot.to_flax(canonical[name], np.dtype(self.float_dtype).type)
+        return tree
 
     @_scoped_x64
     def to_device(self, x: np.ndarray, y: np.ndarray) -> JaxData:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netspec.backend import Precision, check_batches, check_inputs, check_labels
+from netspec.backend import (AdamMoments, Precision, check_batches, check_inputs, check_labels, pack_training_state,
+                             unpack_training_state)
 from netspec.errors import SpecError
 from netspec.experiment import TrainConfig
 from netspec.network import Network
@@ -113,6 +114,44 @@ class TorchModel:
         checked = check_weights(self.network, weights, float_dtype=self.float_dtype)
         # load_state_dict copies into the existing tensors, so an optimizer keeps its references.
         self.module.load_state_dict({name: torch.from_numpy(v) for name, v in checked.items()}, strict=True)
+
+    # -- training state: weights, fused Adam's state and the dropout generator, as plain arrays ------
+
+    def get_training_state(self) -> dict[str, np.ndarray]:
+        return pack_training_state(self.get_weights(), self._adam_moments(), self.generator.get_state().numpy())
+
+    def _adam_moments(self) -> Optional[AdamMoments]:
+        """Adam's state by canonical name; zeros and step 0 before the first step (torch creates its
+        state lazily, at the first step)."""
+        if self.optimizer is None:
+            return None
+        avg, avg_sq, step = {}, {}, 0
+        for name, p in self.module.named_parameters():
+            state = self.optimizer.state.get(p) or {}
+            zeros = np.zeros(tuple(p.shape), self.float_dtype)
+            avg[name] = state["exp_avg"].cpu().numpy().copy() if state else zeros
+            avg_sq[name] = state["exp_avg_sq"].cpu().numpy().copy() if state else zeros.copy()
+            step = int(state["step"]) if state else 0
+        return AdamMoments(avg, avg_sq, step)
+
+    def set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        weights, adam, rng = unpack_training_state(self.network, state)
+        self.set_weights(weights)
+        self.generator.set_state(torch.from_numpy(np.array(rng, np.uint8)))
+        if adam is None:
+            return
+        if self.optimizer is None:
+            raise RuntimeError("set_training_state with Adam state needs setup_optimizer(config) first")
+        for name, p in self.module.named_parameters():
+            if adam.step == 0:  # no step taken: leave the state to Adam's own lazy initialization
+                self.optimizer.state.pop(p, None)
+                continue
+            # As fused Adam creates it: a float32 step on the parameter's device, moments like p.
+            self.optimizer.state[p] = {
+                "step": torch.tensor(float(adam.step), dtype=torch.float32, device=p.device),
+                "exp_avg": torch.tensor(np.asarray(adam.exp_avg[name]), dtype=p.dtype, device=p.device),
+                "exp_avg_sq": torch.tensor(np.asarray(adam.exp_avg_sq[name]), dtype=p.dtype, device=p.device),
+            }
 
     # -- training ------------------------------------------------------------------------------------
 
