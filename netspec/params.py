@@ -94,8 +94,20 @@ def check_weights(network: Network, weights: Weights, source: str = "weights", f
         value = np.asarray(weights[name])
         if value.shape != tuple(info.shape):
             raise SpecError(f"{source}: tensor '{name}' has shape {value.shape}, the network needs {tuple(info.shape)}")
+        _check_values(value, name, source)
         out[name] = value.astype(float_dtype if np.dtype(info.dtype).kind == "f" else info.dtype, copy=True)
     return out
+
+
+def _check_values(value: np.ndarray, name: str, source: str) -> None:
+    """Real, finite numbers only: a string or complex array would fail deep in a backend, and NaN or
+    infinite weights would evaluate to plausible-looking numbers (a NaN loss, chance accuracy)."""
+    if value.dtype.kind not in "biuf":
+        raise SpecError(f"{source}: tensor '{name}' has dtype {value.dtype}; weights are real numbers: "
+                        "give a .npz written by netspec")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise SpecError(f"{source}: tensor '{name}' holds NaN or infinite values; these weights come from a "
+                        "diverged or damaged run: train it again")
 
 
 def save_weights(weights: Weights, path: str | Path) -> None:

@@ -247,3 +247,12 @@ def test_synthetic_data_is_named_by_its_parameters() -> None:
     config = ns.DataConfig(source="synthetic", train_size=1000, test_size=200, seed=3)
     assert data_identity(config) == "synthetic train=1000 test=200 seed=3"
     assert json.dumps(data_identity(ns.DataConfig()))  # TFDS: a version string, no files read
+
+
+@pytest.mark.parametrize("bad, words", [(np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"), ("a", "dtype <U1")])
+def test_weights_that_are_not_finite_real_numbers_are_refused(bad: object, words: str) -> None:
+    network = ns.Network(input_shape=(4,), layers=[ns.Linear(out_features=2)])
+    weights = init_weights(network)
+    weights["0.bias"] = np.array([bad, bad])
+    with pytest.raises(ns.SpecError, match=f"tensor '0.bias' .*{words}"):
+        ns.check_weights(network, weights)
