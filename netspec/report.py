@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional, Sequence
 from . import run_folder
 from .backend import backend_names
 from .plots import plot_curves, plot_result_vs_setting
-from .stats import Difference, paired_difference
+from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
 from .sweep import replicate_key
 from .tables import fmt_values, markdown_table, summary_table
 from .trainer import SUMMARY_FIELDS
@@ -209,7 +209,7 @@ def _base_differences(arms: list[Arm], backends: list[str]) -> list[str]:
         rows = [[a.label, len(set(a.runs.get(backend, {})) & set(reference)),
                  *(_diff_text(paired(a.runs.get(backend, {}), reference, k)) for k in COMPARED)] for a in others]
         lines += [f"{backend}: difference from `{base.label}`, paired by seed (95% bootstrap CI; * = the interval "
-                  f"excludes zero):", "", markdown_table(["point", "pairs", *COMPARED.values()], rows), ""]
+                  f"excludes zero, with {MIN_PAIRS_TO_MARK} pairs or more):", "", markdown_table(["point", "pairs", *COMPARED.values()], rows), ""]
     return lines
 
 
@@ -393,7 +393,9 @@ def build_report(root: Path, out: Path) -> Path:
     groups = group_runs(runs)
     lines = ["# netspec report", "", f"{len(runs)} finished runs under `{root}`, {len(manifests)} sweeps. Cells over "
              "several seeds are `mean ± std (n)`; differences are paired by seed with a 95% bootstrap interval, "
-             "marked * only when the interval excludes zero. Every run: `runs.csv`.", ""]
+             "marked * only when the interval excludes zero and rests on "
+             f"{MIN_PAIRS_TO_MARK} or more seeds (fewer: all seeds sharing a sign is enough to exclude zero). "
+             "Every run: `runs.csv`.", ""]
     if manifests:
         lines += ["## Sweeps", ""]
         for manifest in manifests:

@@ -8,8 +8,10 @@ The percentile method rather than scipy's default BCa: with the 3-5 seeds a swee
 jackknife acceleration is unstable and degenerate, and the percentile interval is the one a reader
 can recompute by hand. A difference counts as real ("marked") only when its interval excludes zero.
 
-With very few seeds a bootstrap interval is too narrow (it cannot be wider than the spread of the
-observed differences): treat an interval from n = 3 as a screen, not a proof.
+With very few seeds a bootstrap interval is too narrow: it cannot be wider than the spread of the
+observed differences, so with n pairs it excludes zero whenever all n differences share a sign, which
+pure noise does with probability 2^(1-n) (50% for 2 seeds, 25% for 3). So a difference is marked only
+from MIN_PAIRS_TO_MARK pairs on (2^-4 = 6%); below that the interval is shown, unmarked.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ CONFIDENCE = 0.95
 RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
 """Seed of the bootstrap's generator: the same table gives the same intervals in every report."""
+MIN_PAIRS_TO_MARK = 5
+"""Fewer pairs than this: never marked (see the module's docstring)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ class Difference:
 
     @property
     def marked(self) -> bool:
-        """True only when the interval exists and excludes zero."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+        """True only when the interval exists, excludes zero, and rests on at least MIN_PAIRS_TO_MARK pairs."""
+        excludes_zero = self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+        return excludes_zero and self.n >= MIN_PAIRS_TO_MARK
 
     def text(self) -> str:
         """'+0.0061 [+0.0012, +0.0100] *' (the star: the interval excludes zero); a single pair as a

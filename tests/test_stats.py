@@ -35,16 +35,19 @@ def test_paired_bootstrap_interval_is_the_percentiles_of_resampled_mean_differen
     assert paired_difference(A, B, n_resamples=2000, seed=7) == result  # fixed seed: reproducible
 
 
-@pytest.mark.parametrize("low, high, marked", [(0.001, 0.01, True), (-0.01, -0.002, True), (-0.001, 0.01, False),
-                                               (0.0, 0.01, False), (None, None, False)])
-def test_a_difference_is_marked_only_when_its_interval_excludes_zero(low, high, marked) -> None:
-    difference = Difference(0.005, low, high, 3 if low is not None else 1)
+@pytest.mark.parametrize("low, high, n, marked", [(0.001, 0.01, 5, True), (-0.01, -0.002, 5, True), (-0.001, 0.01, 5, False),
+                                                  (0.0, 0.01, 5, False), (None, None, 1, False),
+                                                  (0.001, 0.01, 4, False)])  # too few pairs: never marked
+def test_a_difference_is_marked_only_when_its_interval_excludes_zero(low, high, n, marked) -> None:
+    difference = Difference(0.005, low, high, n)
     assert difference.marked is marked
     assert difference.text().endswith(" *") is marked
 
 
 def test_marking_on_data() -> None:
-    assert paired_difference(A, B).marked  # every seed of A beats its pair in B
+    assert paired_difference([*A, 0.566], [*B, 0.558]).marked  # five seeds, each of A beats its pair in B
+    # four seeds all of one sign: the interval excludes zero, but noise does that 1 time in 8: unmarked
+    assert paired_difference(A, B).low > 0 and not paired_difference(A, B).marked
     noisy = paired_difference([0.56, 0.55, 0.57], [0.555, 0.558, 0.561])  # +0.005, -0.008, +0.009
     assert noisy.low < 0 < noisy.high and not noisy.marked
     single = paired_difference([0.6], [0.5])
