@@ -32,6 +32,11 @@ from .progress import ProgressLine
 # How often the progress bar reads metrics back during an epoch when it is shown: each read is one
 # host synchronisation, so it happens per chunk of steps, never per step.
 PROGRESS_UPDATES_PER_EPOCH = 20
+LONG_EPOCH_S = 120.0
+"""A first epoch projected longer than this is announced (how long an epoch and the run will take),
+so a report-sized CNN started on a CPU says so in its first seconds rather than after 15 minutes."""
+PROJECTION_STEPS = 3
+"""Steps timed for that projection, after as many warm-up steps (the first call may compile)."""
 
 
 class Splits(Protocol):
@@ -61,9 +66,11 @@ class EpochRecord:
     test_acc: Optional[float] = None
 
     def line(self, epochs: int) -> str:
-        test = f"  test {self.test_loss:.4f}/{self.test_acc:.4f}" if self.test_acc is not None else ""
-        return (f"epoch {self.epoch:>{len(str(epochs))}}/{epochs}  train {self.train_loss:.4f}/{self.train_acc:.4f}"
-                f"  val {self.val_loss:.4f}/{self.val_acc:.4f}{test}  {self.seconds:.1f}s {self.images_per_s:,.0f} img/s")
+        """'epoch  3/50  train loss 1.7749 acc 0.3737  val loss 1.6012 acc 0.4211  test loss ... acc ...  3.1s 12,903 img/s'
+        (test only on the epochs where validation accuracy reached its best so far)."""
+        test = f"  test loss {self.test_loss:.4f} acc {self.test_acc:.4f}" if self.test_acc is not None else ""
+        return (f"epoch {self.epoch:>{len(str(epochs))}}/{epochs}  train loss {self.train_loss:.4f} acc {self.train_acc:.4f}"
+                f"  val loss {self.val_loss:.4f} acc {self.val_acc:.4f}{test}  {self.seconds:.1f}s {self.images_per_s:,.0f} img/s")
 
 
 SUMMARY_FIELDS = {
@@ -270,7 +277,13 @@ def fit(model: Model, experiment: Experiment, data: Splits,
         model.set_training_state(state.model)
     schedule = LrSchedule(state.lr, cfg.lr_decay, [r.train_loss for r in state.history])
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
-        record = _train_epoch(model, splits, orders.next(), schedule.lr, epoch, cfg.epochs, cfg.batch_size, progress)
+        # On a CPU only (a GPU's epoch is short and keeps its one host read), and only in epoch 1: the
+        # extra train_steps calls change how the epoch's loss is summed in its last bits, so a resumed
+        # run must split its epochs exactly as the run it continues did.
+        first_on_cpu = epoch == 1 and model.device == "cpu"
+        announce = _projection_announcer(log, model.device, epoch, cfg.epochs) if first_on_cpu else None
+        record = _train_epoch(model, splits, orders.next(), schedule.lr, epoch, cfg.epochs, cfg.batch_size, progress,
+                              announce)
         if not math.isfinite(record.train_loss):
             raise DivergedError(f"{experiment.name}: training loss {record.train_loss} in epoch {epoch} of {cfg.epochs}: "
                                 f"the run diverged and stops here; lower train.lr (now {schedule.lr:g})", epoch)
@@ -291,17 +304,49 @@ def fit(model: Model, experiment: Experiment, data: Splits,
     return state.history
 
 
+def _projection_announcer(log: Callable[[str], None], device: str, epoch: int,
+                          epochs: int) -> Callable[[float, int, int], None]:
+    """announce(seconds, steps timed, steps in the epoch): one line when the epoch will be long."""
+    def announce(seconds: float, timed: int, total: int) -> None:
+        per_epoch = seconds / timed * total
+        if per_epoch > LONG_EPOCH_S:
+            log(f"epoch {epoch}/{epochs} on {device}: about {_duration(per_epoch)} per epoch, "
+                f"{_duration(per_epoch * (epochs - epoch + 1))} for the {epochs - epoch + 1} epochs to go "
+                f"(projected from {timed} steps); a GPU is much faster")
+    return announce
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _chunks(batches: np.ndarray, progress: bool, project: bool) -> list[np.ndarray]:
+    """The train_steps calls of an epoch: one (the fewest host reads), or up to
+    PROGRESS_UPDATES_PER_EPOCH for a progress bar; a projected epoch first times a few warm-up and a
+    few measured steps."""
+    head: list[np.ndarray] = []
+    if project and len(batches) > 4 * PROJECTION_STEPS:
+        head = [batches[:PROJECTION_STEPS], batches[PROJECTION_STEPS:2 * PROJECTION_STEPS]]
+        batches = batches[2 * PROJECTION_STEPS:]
+    rest = np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches))) if progress else [batches]
+    return head + rest
+
+
 def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, lr: float, epoch: int, epochs: int,
-                 batch_size: int, progress: bool | None) -> EpochRecord:
+                 batch_size: int, progress: bool | None,
+                 announce: Optional[Callable[[float, int, int], None]] = None) -> EpochRecord:
     """One epoch's optimizer steps; the record's validation figures are filled in by the caller."""
     batches = batch_index_matrix(order, batch_size)
     bar = ProgressLine(len(batches), f"epoch {epoch}/{epochs}", enabled=progress)
-    chunks = np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches))) if bar.enabled else [batches]
+    chunks = _chunks(batches, bar.enabled, announce is not None)
     loss_sum = acc_sum = 0.0
     done = 0
     start = time.perf_counter()
-    for chunk in chunks:
+    for index, chunk in enumerate(chunks):
+        chunk_start = time.perf_counter()
         chunk_loss, chunk_acc = model.train_steps(splits["train"], chunk, lr)
+        if announce is not None and index == 1 and len(chunks) > 2:  # the measured chunk, after the warm-up one
+            announce(time.perf_counter() - chunk_start, len(chunk), len(batches))
         loss_sum, acc_sum, done = loss_sum + chunk_loss, acc_sum + chunk_acc, done + len(chunk)
         rate = done * batch_size / (time.perf_counter() - start)
         bar.update(done, f"loss {loss_sum / done:.4f} acc {acc_sum / done:.4f} {rate:,.0f} img/s")

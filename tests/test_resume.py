@@ -163,27 +163,28 @@ def test_divergence_stops_with_exit_3_and_strict_json(tmp_path: Path, capsys: py
     # train.lr is bounded by the spec's validation now (1e38 is refused), so the torch model's loss is
     # made NaN from the second epoch on: what a diverging run hands the trainer.
     model_type = type(load_backend("torch").compile(small_experiment().network, device="cpu"))
-    real, calls = model_type.train_steps, []
+    experiment = small_experiment(epochs=4)
+    per_epoch = (experiment.data.train_size - experiment.data.val_size) // experiment.train.batch_size
+    real, steps = model_type.train_steps, []
 
-    def diverging(self: Any, *args: Any) -> tuple[float, float]:
-        loss, acc = real(self, *args)
-        calls.append(loss)
-        return (float("nan") if len(calls) > 1 else loss), acc
+    def diverging(self: Any, data: Any, batches: np.ndarray, lr: float) -> tuple[float, float]:
+        loss, acc = real(self, data, batches, lr)
+        steps.extend(range(len(batches)))
+        return (float("nan") if len(steps) > per_epoch else loss), acc
 
     monkeypatch.setattr(model_type, "train_steps", diverging)
-    experiment = small_experiment(epochs=4)
     spec = write_spec(tmp_path, experiment)
     assert train_cli(spec, tmp_path, "torch") == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged" in err[0] and "epoch 2 of 4" in err[0]
-    assert len(calls) == 2  # stopped in the epoch it diverged
+    assert len(steps) == 2 * per_epoch  # stopped at the end of the epoch it diverged in
     folder = RunFolder.of(tmp_path, experiment, "torch").path
     strict = lambda name: json.loads((folder / name).read_text(), parse_constant=lambda c: pytest.fail(f"{name}: {c}"))
     metrics = strict(METRICS)
     assert metrics["status"] == "diverged" and metrics["epoch"] == 2 and "train_loss" not in metrics
     assert len(strict(HISTORY_JSON)) == 1
     assert train_cli(spec, tmp_path, "torch") == 3  # reused as diverged, not trained again
-    assert "recorded as diverged" in capsys.readouterr().err and len(calls) == 2
+    assert "recorded as diverged" in capsys.readouterr().err and len(steps) == 2 * per_epoch
 
 
 # ---- class count and labels, before any training ----------------------------------------------------------

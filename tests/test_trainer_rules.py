@@ -208,3 +208,29 @@ def test_last_partial_batch_is_dropped() -> None:
 def test_batch_larger_than_the_training_split_is_a_spec_error() -> None:
     with pytest.raises(ns.SpecError, match="batch_size 11 is larger than the training split"):
         train(epoch_script(losses=[[1.0]]), n_train=10, batch_size=11)
+
+
+# --- a long first epoch on a CPU is announced ------------------------------------------------------
+
+def test_a_long_first_epoch_on_a_cpu_is_projected_from_its_first_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import netspec.trainer as trainer
+
+    monkeypatch.setattr(trainer, "LONG_EPOCH_S", 0.0)  # every epoch counts as long
+    script = epoch_script([[1.0] * 20, [1.0] * 20])
+    experiment, data = setup(script, n_train=20, batch_size=1)
+    model = ScriptedModel(experiment.network, script)
+    model.device = "cpu"
+    lines: list[str] = []
+    history = fit(model, experiment, data, log=lines.append, progress=False)
+    projections = [line for line in lines if "per epoch" in line]
+    assert len(projections) == 1 and projections[0].startswith("epoch 1/2 on cpu: about ")
+    assert "for the 2 epochs to go (projected from 3 steps)" in projections[0]
+    # epoch 1: 3 warm-up steps, 3 timed steps, then the rest in one call; epoch 2: one call
+    assert [len(c.batches) for c in model.train_calls] == [3, 3, 14, 20]
+    assert [r.train_loss for r in history] == [1.0, 1.0]
+
+
+def test_an_epoch_line_says_which_figure_is_which() -> None:
+    record = EpochRecord(3, 1.77489, 0.37371, 1.6, 0.42, 1e-3, 3.14, 12903.0, test_loss=1.5, test_acc=0.43)
+    assert record.line(50) == ("epoch  3/50  train loss 1.7749 acc 0.3737  val loss 1.6000 acc 0.4200  "
+                               "test loss 1.5000 acc 0.4300  3.1s 12,903 img/s")
