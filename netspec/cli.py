@@ -30,10 +30,10 @@ PROG = "netspec"
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the house rule for bad input: one line on stderr, exit code 2 (argparse's own
-    error prints the whole usage first)."""
+    error prints the whole usage first, and exits where main cannot see it)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+        raise SpecError(f"{self.prog}: {message}; see {self.prog} --help")
 
 
 # ---- shared options ----------------------------------------------------------------------------
@@ -288,6 +288,10 @@ def main(argv: Optional[list[str]] = None, prog: str = PROG) -> int:
     except NetspecError as err:
         print(f"error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", EXIT_BAD_INPUT)  # DivergedError: 3, a result rather than bad input
+    except OSError as err:  # an output path the system refuses (a file where a folder goes, /proc, a full disk)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}; choose another path (--out / -o) or free the disk", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted: finished epochs and runs are kept in their folders", file=sys.stderr)
         return EXIT_INTERRUPTED
