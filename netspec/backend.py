@@ -19,14 +19,40 @@ from typing import Any, Literal, Optional, Protocol
 
 import numpy as np
 
-from .errors import SetupError
+from .errors import SetupError, SpecError
 from .experiment import TrainConfig
 from .network import Network
 from .params import Weights
 
-Precision = Literal["default", "highest", "float64"]
-"""How a model computes. 'highest': float32 everywhere (TF32 off in both frameworks); 'float64': every
-tensor in double precision (the cross-check's asserted tier); 'default': the framework's fast defaults."""
+Precision = Literal["float32", "tf32", "bf16", "default", "highest", "float64"]
+"""How a model computes. The training settings (TrainConfig.precision), the same on every backend:
+'float32': true float32 (TF32 off in both frameworks); 'tf32': TF32 matmuls and convolutions where the
+GPU has them (float32 elsewhere, and on a CPU); 'bf16': bf16 matmuls and convolutions with float32
+parameters, optimizer state, BatchNorm statistics and loss. And the cross-check's: 'highest' (an alias of
+'float32'), 'float64' (every tensor in double precision, the asserted tier), 'default' (the framework's
+own defaults, whatever they are)."""
+
+PRECISIONS: dict[str, str] = {"float32": "float32", "highest": "float32", "tf32": "tf32", "bf16": "bf16",
+                              "default": "default", "float64": "float64"}
+"""Each accepted precision name -> its canonical name ('highest' is 'float32')."""
+
+Compile = Literal["auto", "on", "off"]
+"""Whether a model's training steps are compiled (TrainConfig.compile): 'auto' = on a GPU only."""
+
+
+def canonical_precision(precision: str) -> str:
+    """The canonical name of a precision; a SpecError naming the choices for an unknown one."""
+    if precision not in PRECISIONS:
+        raise SpecError(f"unknown precision {precision!r}; use 'float32', 'tf32' or 'bf16' "
+                        f"(or the cross-check's 'highest', 'float64', 'default')")
+    return PRECISIONS[precision]
+
+
+def check_compile(compiled: str) -> str:
+    if compiled not in ("auto", "on", "off"):
+        raise SpecError(f"unknown compile setting {compiled!r}; use 'auto', 'on' or 'off'")
+    return compiled
+
 
 ENTRY_POINT_GROUP = "netspec.backends"
 _INSTALL_HINT = "pip install 'netspec[{name}]'"
@@ -44,6 +70,14 @@ class Model(Protocol):
     network: Network
     device: str
     """Where it runs, in words ('cpu', 'cuda:0 (NVIDIA H100)')."""
+    precision: str
+    """The canonical precision it computes in (see Precision)."""
+    compiled: bool
+    """Whether its training steps are compiled (torch.compile; jax: one jitted scan per chunk of steps)."""
+
+    # Optional: `warmup(data, batch_size, rows) -> None` compiles the training step for calls of
+    # train_steps with `rows` rows of `batch_size` (the trainer's), leaving the model's state as it was;
+    # the trainer times it as the run's compile_seconds, so epoch times never include compilation.
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits for a numpy batch (N, *input_shape). train=True: batch statistics, dropout active,
@@ -90,9 +124,11 @@ class Backend(Protocol):
     name: str
 
     def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
-                device: Optional[str] = None, precision: Precision = "default") -> Model:
+                device: Optional[str] = None, precision: Precision = "default", compiled: Compile = "auto") -> Model:
         """Build `network`. Weights: the canonical dict, or `init_weights(network, seed)` when None.
-        `seed` also seeds the dropout RNG. device: None picks a GPU when there is one, else the CPU."""
+        `seed` also seeds the dropout RNG. device: None picks a GPU when there is one, else the CPU.
+        precision: see Precision (training passes train.precision; the cross-check its own).
+        compiled: 'auto' compiles the training steps on a GPU only, 'on'/'off' force it."""
 
     def describe(self) -> dict[str, Any]:
         """Versions and devices, for a run's environment file."""

@@ -106,6 +106,16 @@ class TrainConfig(_Strict):
     """Seed of the weight initialization and of the dropout masks."""
     shuffle_seed: Seed = 42
     """Seed of the numpy permutations of the training set (first epoch in file order, as the lab)."""
+    precision: Literal["float32", "tf32", "bf16"] = "float32"
+    """How matmuls and convolutions compute, the same on every backend: 'float32' (true float32, TF32
+    off: the default, as in Keras and Lightning, reproducible, and what the cross-check validates);
+    'tf32' (TF32 matmuls/convs on GPUs that have it, ~3-8x faster there, ~1e-3 relative error);
+    'bf16' (bf16 matmuls/convs, float32 parameters, optimizer state, BatchNorm statistics and loss).
+    On a CPU 'tf32' computes as 'float32'. Left out of the run id when 'float32'."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """'auto': compiled training steps on a GPU (torch.compile with CUDA graphs; jax: the steps of an
+    epoch as one jitted scan), eager on a CPU, where torch.compile costs 30-60 s per graph; 'on' or
+    'off' force it ('off' for debugging). Never part of the run id (how, not what, is computed)."""
 
 
 class Experiment(_Strict):

@@ -6,9 +6,14 @@ from typing import Any
 
 from .experiment import Experiment
 
-NOT_IN_IDENTITY: dict[str, Any] = {"name": True, "description": True, "train": {"eval_batch_size"}}
+NOT_IN_IDENTITY: dict[str, Any] = {"name": True, "description": True, "train": {"eval_batch_size", "compile"}}
 """Fields that cannot change a run's numbers: words, and the evaluation batch size (evaluation sums
-per-image losses and hits: the result is the same for any batch size; only memory depends on it)."""
+per-image losses and hits: the result is the same for any batch size; only memory depends on it);
+and train.compile, how the steps are dispatched (like the device, which is not in the id either)."""
+
+DEFAULTS_NOT_IN_IDENTITY: dict[str, Any] = {"train": {"precision": "float32"}}
+"""Fields added after runs existed, left out of the id while they hold their default, so every run id
+made before them stays the same (a non-default value is in the id)."""
 
 
 def run_identity(experiment: Experiment) -> dict[str, Any]:
@@ -17,6 +22,10 @@ def run_identity(experiment: Experiment) -> dict[str, Any]:
     from .data.identity import data_identity
 
     content = experiment.model_dump(mode="json", exclude=NOT_IN_IDENTITY)
+    for section, defaults in DEFAULTS_NOT_IN_IDENTITY.items():
+        for key, value in defaults.items():
+            if content[section].get(key) == value:
+                del content[section][key]
     content["data"].pop("dir")
     content["data"]["identity"] = data_identity(experiment.data)
     return content

@@ -252,12 +252,13 @@ def _check_labels(y: np.ndarray, classes: int, split: str) -> None:
 def fit(model: Model, experiment: Experiment, data: Splits,
         on_epoch: Callable[[TrainerState, bool], None] | None = None,
         log: Callable[[str], None] = print, progress: bool | None = None,
-        state: Optional[TrainerState] = None) -> list[EpochRecord]:
+        state: Optional[TrainerState] = None, timings: Optional[dict[str, float]] = None) -> list[EpochRecord]:
     """Train `model` (compiled from experiment.network) on `data`; return the per-epoch history.
 
     state: go on from a TrainerState (a checkpoint) instead of epoch 0: bit-identical to never having
     stopped. on_epoch(state, is_best) runs after each epoch with the state after it (the caller saves
-    files and the checkpoint there). A non-finite training loss raises DivergedError.
+    files and the checkpoint there). A non-finite training loss raises DivergedError. timings: a dict
+    that gets 'compile_seconds', the model's warmup (compiling its step) before the first epoch.
     """
     cfg = experiment.train
     check_classes(experiment.network, data)
@@ -275,6 +276,9 @@ def fit(model: Model, experiment: Experiment, data: Splits,
     if state.order is not None and state.shuffle_rng is not None:
         orders.restore(state.order, state.shuffle_rng)
         model.set_training_state(state.model)
+    seconds = _warm_up(model, splits["train"], cfg.batch_size, n_train // cfg.batch_size, progress)
+    if timings is not None:
+        timings["compile_seconds"] = seconds
     schedule = LrSchedule(state.lr, cfg.lr_decay, [r.train_loss for r in state.history])
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         # On a CPU only (a GPU's epoch is short and keeps its one host read), and only in epoch 1: the
@@ -330,6 +334,18 @@ def _chunks(batches: np.ndarray, progress: bool, project: bool) -> list[np.ndarr
         batches = batches[2 * PROJECTION_STEPS:]
     rest = np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches))) if progress else [batches]
     return head + rest
+
+
+def _warm_up(model: Model, data: Any, batch_size: int, steps: int, progress: bool | None) -> float:
+    """Seconds of the model's optional warmup (compiling its training step for the calls an epoch makes:
+    the whole epoch, or the largest of the progress bar's chunks), so that epoch times exclude it."""
+    warmup = getattr(model, "warmup", None)
+    if warmup is None:
+        return 0.0
+    start = time.perf_counter()
+    chunks = min(PROGRESS_UPDATES_PER_EPOCH, steps) if ProgressLine(steps, "", enabled=progress).enabled else 1
+    warmup(data, batch_size, -(-steps // max(chunks, 1)))
+    return time.perf_counter() - start
 
 
 def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, lr: float, epoch: int, epochs: int,

@@ -89,7 +89,8 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
            device: Optional[str], log: Log, progress: bool | None) -> dict[str, Any]:
     """Train into `folder` from `start` (None: from scratch); write every file, metrics.json last."""
     name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
-    model = backend.compile(experiment.network, seed=experiment.train.seed, device=device)
+    model = backend.compile(experiment.network, seed=experiment.train.seed, device=device,
+                            precision=experiment.train.precision, compiled=experiment.train.compile)
     _write_setup(experiment, backend, model, folder, data)
     log(f"{experiment.name} [{name} on {model.device}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
         f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {folder.path}")
@@ -101,12 +102,14 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
         folder.write_checkpoint(state, trajectory, epochs)  # first: the views below are rebuilt from it
         _write_views(folder, state, is_best)
 
-    extra = {"backend": name, "device": model.device, "name": experiment.name}
+    extra: dict[str, Any] = {"backend": name, "device": model.device, "name": experiment.name, **_compute(model)}
+    timings: dict[str, float] = {}
     try:
-        history = fit(model, experiment, data, on_epoch=on_epoch, log=log, progress=progress, state=start)
+        history = fit(model, experiment, data, on_epoch=on_epoch, log=log, progress=progress, state=start, timings=timings)
     except DivergedError as err:
-        folder.write_diverged(err.epoch, str(err), extra)
+        folder.write_diverged(err.epoch, str(err), {**extra, **timings})
         raise
+    extra.update(timings, compiled=bool(getattr(model, "compiled", False)))  # a failed compile falls back to eager
     plot_run(history, folder.path, f"{experiment.name} ({name})")
     metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
     log(metrics_table({f"{experiment.name} [{name}]": metrics}))
@@ -117,7 +120,13 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
 def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any) -> None:
     folder.write_spec(experiment)
     run_folder.write_preprocess(folder.path, data)
-    folder.write_json(run_folder.ENV, run_folder.environment(backend.describe() | {"device": model.device}, data.source))
+    folder.write_json(run_folder.ENV, run_folder.environment(backend.describe() | {"device": model.device} | _compute(model),
+                                                             data.source))
+
+
+def _compute(model: Model) -> dict[str, Any]:
+    """How the model computes, for env.json and metrics.json: its precision and whether it is compiled."""
+    return {"precision": getattr(model, "precision", None), "compiled": bool(getattr(model, "compiled", False))}
 
 
 def _write_views(folder: RunFolder, state: TrainerState, is_best: bool) -> None:

@@ -204,7 +204,7 @@ class ScriptedBackend:
     model: Optional[ScriptedModel] = None
 
     def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
-                device: Optional[str] = None, precision: Precision = "default") -> ScriptedModel:
+                device: Optional[str] = None, precision: Precision = "default", compiled: str = "auto") -> ScriptedModel:
         script = self.script if isinstance(self.script, Script) else self.script[seed]
         self.model = ScriptedModel(network, script)
         if weights is not None:

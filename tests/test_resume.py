@@ -30,7 +30,7 @@ from tests.helpers import tiny_experiment, write_spec
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = installed_backends()
-TIMING = {"seconds", "images_per_s", "epoch_seconds", "median_epoch_seconds"}
+TIMING = {"seconds", "images_per_s", "epoch_seconds", "median_epoch_seconds", "compile_seconds"}
 
 
 def small_experiment(epochs: int = 6) -> ns.Experiment:

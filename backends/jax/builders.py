@@ -7,7 +7,7 @@ backends/jax/convert.py maps to the canonical names ('0.weight', '1.running_mean
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -20,8 +20,18 @@ from .layers import BatchNorm, Dropout
 
 LayerFn = Callable[[jax.Array, bool], jax.Array]
 """A built layer: (x, train) -> y."""
-Builder = Callable[[Any, str, Optional[jax.lax.Precision]], LayerFn]
-"""(spec, name, matmul precision) -> layer. The name is the layer's index in the network."""
+
+
+class Compute(NamedTuple):
+    """How matmuls and convolutions compute: their precision, and the dtype they cast inputs and kernels to
+    (bf16; None: the inputs' own, float32 or float64). Parameters stay in their own dtype."""
+
+    precision: Optional[jax.lax.Precision] = None
+    dtype: Optional[Any] = None
+
+
+Builder = Callable[[Any, str, Compute], LayerFn]
+"""(spec, name, compute) -> layer. The name is the layer's index in the network."""
 
 
 def _stateless(fn: Callable[[jax.Array], jax.Array]) -> LayerFn:
@@ -43,21 +53,21 @@ def flatten_chw(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
-def _linear(s: spec.Linear, name: str, precision: Optional[jax.lax.Precision]) -> LayerFn:
-    return _stateless(nn.Dense(s.out_features, use_bias=s.bias, precision=precision, name=name))
+def _linear(s: spec.Linear, name: str, compute: Compute) -> LayerFn:
+    return _stateless(nn.Dense(s.out_features, use_bias=s.bias, precision=compute.precision, dtype=compute.dtype, name=name))
 
 
-def _conv(s: spec.Conv2d, name: str, precision: Optional[jax.lax.Precision]) -> LayerFn:
+def _conv(s: spec.Conv2d, name: str, compute: Compute) -> LayerFn:
     # Zeros padded by jnp.pad, then a VALID conv: the same numbers as padding inside the conv, but
     # XLA (jaxlib 0.10) aborts the process compiling the gradient of some strided convs with inner
     # padding (algebraic_simplifier "Window dimensions do not match RHS shape"), never of these.
     (ph, pw) = pair(s.padding)
     conv = nn.Conv(s.out_channels, pair(s.kernel_size), strides=pair(s.stride), padding="VALID", use_bias=s.bias,
-                   precision=precision, name=name)
+                   precision=compute.precision, dtype=compute.dtype, name=name)
     return _stateless(lambda x: conv(jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))))
 
 
-def _max_pool(s: spec.MaxPool2d, name: str, precision: Optional[jax.lax.Precision]) -> LayerFn:
+def _max_pool(s: spec.MaxPool2d, name: str, compute: Compute) -> LayerFn:
     # Stride written out (Flax's max_pool defaults to 1, the spec to the kernel); nn.max_pool pads
     # with -inf (reduce_window's init value), as PyTorch does.
     window, stride, padding = pair(s.kernel_size), s.effective_stride, _explicit_padding(s.padding)
@@ -67,12 +77,12 @@ def _max_pool(s: spec.MaxPool2d, name: str, precision: Optional[jax.lax.Precisio
 BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Linear: _linear,
     spec.Conv2d: _conv,
-    spec.BatchNorm: lambda s, name, precision: BatchNorm(s.momentum, s.eps, name=name),
-    spec.ReLU: lambda s, name, precision: _stateless(nn.relu),
-    spec.Dropout: lambda s, name, precision: Dropout(s.p, name=name),
-    spec.Dropout2d: lambda s, name, precision: Dropout(s.p, broadcast_dims=(1, 2), name=name),  # NHWC: per channel
+    spec.BatchNorm: lambda s, name, compute: BatchNorm(s.momentum, s.eps, name=name),
+    spec.ReLU: lambda s, name, compute: _stateless(nn.relu),
+    spec.Dropout: lambda s, name, compute: Dropout(s.p, name=name),
+    spec.Dropout2d: lambda s, name, compute: Dropout(s.p, broadcast_dims=(1, 2), name=name),  # NHWC: per channel
     spec.MaxPool2d: _max_pool,
-    spec.Flatten: lambda s, name, precision: _stateless(flatten_chw),
+    spec.Flatten: lambda s, name, compute: _stateless(flatten_chw),
 }
 """Spec class -> builder; a test checks it covers netspec.layers.LAYER_TYPES."""
 
@@ -83,6 +93,8 @@ class SpecNet(nn.Module):
     layers: tuple[LayerSpec, ...]
     precision: Optional[jax.lax.Precision] = None
     """Precision of every matmul and conv (HIGHEST for parity: no TF32/bf16 passes on GPUs)."""
+    dtype: Optional[Any] = None
+    """Compute dtype of every matmul and conv (jnp.bfloat16 for bf16; None: the input's)."""
     overrides: tuple[tuple[type[LayerSpec], Builder], ...] = ()
     """(spec class, builder) pairs used instead of BUILDERS' (the benchmark's Flax built-in layers)."""
 
@@ -90,5 +102,5 @@ class SpecNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         builders = {**BUILDERS, **dict(self.overrides)}
         for index, layer in enumerate(self.layers):
-            x = builders[type(layer)](layer, str(index), self.precision)(x, train)
+            x = builders[type(layer)](layer, str(index), Compute(self.precision, self.dtype))(x, train)
         return x

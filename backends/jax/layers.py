@@ -38,6 +38,9 @@ class BatchNorm(nn.Module):
         running_var = self.variable("batch_stats", "running_var", jnp.ones, (c,), jnp.float32)
         # int32: JAX keeps 64-bit integers off by default; the canonical dict holds it as int64.
         tracked = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
+        dtype = x.dtype
+        if dtype in (jnp.bfloat16, jnp.float16):
+            x = x.astype(jnp.float32)  # bf16 compute: statistics and normalization in float32
         if not train:
             centred, var = x - running_mean.value, running_var.value
         else:
@@ -60,7 +63,7 @@ class BatchNorm(nn.Module):
                 running_mean.value = (1.0 - m) * running_mean.value + m * mean
                 running_var.value = (1.0 - m) * running_var.value + (m * n / (n - 1)) * jax.lax.stop_gradient(var)
                 tracked.value = tracked.value + 1
-        return centred * (weight * jax.lax.rsqrt(var + self.eps)) + bias
+        return (centred * (weight * jax.lax.rsqrt(var + self.eps)) + bias).astype(dtype)
 
 
 class Dropout(nn.Module):

@@ -19,9 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netspec.backend import (AdamMoments, Precision, check_batches, check_inputs, check_labels, pack_training_state,
-                             unpack_training_state)
-from netspec.errors import SpecError
+from netspec.backend import (AdamMoments, Compile, Precision, canonical_precision, check_batches, check_compile,
+                             check_inputs, check_labels, pack_training_state, unpack_training_state)
 from netspec.experiment import TrainConfig
 from netspec.network import Network
 from netspec.params import Weights, check_weights
@@ -31,9 +30,12 @@ from .builders import SpecNet
 
 _MATMUL_PRECISION: dict[str, Optional[jax.lax.Precision]] = {
     "default": None,                       # the platform's fast default (TF32 on recent GPUs)
-    "highest": jax.lax.Precision.HIGHEST,  # true float32 in every matmul and conv of this model
+    "float32": jax.lax.Precision.HIGHEST,  # true float32 in every matmul and conv of this model
+    "tf32": None,                          # DEFAULT: TF32 passes for float32 on GPUs that have them
+    "bf16": None,                          # bf16 inputs and kernels (SpecNet's dtype): one bf16 pass
     "float64": jax.lax.Precision.HIGHEST,  # float64 (x64 on during the model's calls only)
 }
+"""Canonical precision (netspec.backend.canonical_precision) -> the precision of every matmul and conv."""
 
 TRACES: collections.Counter[str] = collections.Counter()
 """How many times each jitted function has been traced (over all models); tests use it to prove
@@ -87,15 +89,21 @@ class JaxModel:
     the device."""
 
     def __init__(self, network: Network, weights: Weights, seed: int, device: jax.Device, device_name: str,
-                 precision: Precision) -> None:
-        if precision not in _MATMUL_PRECISION:
-            raise SpecError(f"unknown precision {precision!r}; use 'default', 'highest' or 'float64'")
+                 precision: Precision, compiled: Compile = "auto") -> None:
+        self.precision = canonical_precision(precision)
         self.network = network
         self.device = device_name
         self._device = device
-        self.float_dtype = "float64" if precision == "float64" else "float32"
+        self.float_dtype = "float64" if self.precision == "float64" else "float32"
         """numpy name of the dtype of parameters, statistics, Adam state and inputs."""
-        self._module = self._build_module(_MATMUL_PRECISION[precision])
+        self.compiled = check_compile(compiled) != "off"
+        """'auto' and 'on': the steps of a train_steps call run as jitted scans of `_chunk_rows` steps
+        (one dispatch per chunk, on a CPU too: unlike torch.compile it costs no more than one step's
+        jit); 'off': one jitted step per row (one dispatch per step)."""
+        self._chunk_rows: Optional[int] = None
+        """Steps per scan, fixed by warmup or the first train_steps call: one compiled program per run
+        (a call's rows are cut into chunks of this length, the last padded with rows that are skipped)."""
+        self._module = self._build_module(_MATMUL_PRECISION[self.precision], jnp.bfloat16 if self.precision == "bf16" else None)
         self._state = TrainState({}, {}, None, jax.device_put(jax.random.key(seed), device))
         self.set_weights(weights)
         self._forward_eval = jax.jit(self._forward_eval_fn)
@@ -103,10 +111,13 @@ class JaxModel:
         self._loss_and_grads = jax.jit(self._loss_and_grads_fn)
         self._eval_step = jax.jit(self._eval_step_fn, static_argnames="batch_size", donate_argnums=0)
         self._train_step = None  # built by setup_optimizer: it closes over the Adam settings
+        self._train_chunk = None
+        self._chunk_program: Any = None
+        """The chunk program compiled ahead of time for (_chunk_rows, batch size), or None."""
 
-    def _build_module(self, precision: Optional[jax.lax.Precision]) -> nn.Module:
+    def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
         """The Flax module run by every step (benchmarks swap in one of Flax's built-in layers)."""
-        return SpecNet(tuple(self.network.layers), precision)
+        return SpecNet(tuple(self.network.layers), precision, dtype)
 
     # ---- pure functions (traced by jax.jit; TRACES counts the traces) ----
 
@@ -114,10 +125,10 @@ class JaxModel:
              key: Optional[jax.Array]) -> tuple[jax.Array, Any]:
         """Logits and the running statistics after this pass, for NHWC (or flat) x."""
         variables = {"params": params, "batch_stats": stats}
-        if not train:
-            return self._module.apply(variables, x, False), stats
+        if not train:  # logits in the input's dtype: bf16 compute keeps the loss in float32
+            return self._module.apply(variables, x, False).astype(x.dtype), stats
         logits, updated = self._module.apply(variables, x, True, rngs={"dropout": key}, mutable=["batch_stats"])
-        return logits, updated.get("batch_stats", stats)
+        return logits.astype(x.dtype), updated.get("batch_stats", stats)
 
     def _loss(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
               key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
@@ -153,6 +164,21 @@ class JaxModel:
         params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
         correct = jnp.sum(jnp.argmax(logits, axis=-1) == y).astype(loss.dtype)
         return TrainState(params, stats, opt_state, key), sums + jnp.stack([loss, correct])
+
+    def _train_chunk_fn(self, adam: optax.GradientTransformation, state: TrainState, sums: jax.Array,
+                        x_all: jax.Array, y_all: jax.Array, rows: jax.Array, valid: jax.Array,
+                        lr: jax.Array) -> tuple[TrainState, jax.Array]:
+        """The steps of `rows` (chunk_rows, batch) as one scan; a row whose `valid` is False (padding of
+        a short call) is skipped (a cond: no step, no RNG draw), so one program serves every call."""
+        TRACES["train_chunk"] += 1
+
+        def body(carry: tuple[TrainState, jax.Array], row: tuple[jax.Array, jax.Array]) -> tuple[tuple[TrainState, jax.Array], None]:
+            idx, ok = row
+            step = lambda c: self._train_step_fn(adam, c[0], c[1], x_all, y_all, idx, lr)
+            return jax.lax.cond(ok, step, lambda c: c, carry), None
+
+        (state, sums), _ = jax.lax.scan(body, (state, sums), (rows, valid))
+        return state, sums
 
     def _eval_step_fn(self, sums: jax.Array, params: Any, stats: Any, x_all: jax.Array, y_all: jax.Array,
                       start: jax.Array, batch_size: int) -> jax.Array:
@@ -253,17 +279,52 @@ class JaxModel:
         adam = optax.scale_by_adam(b1=b1, b2=b2, eps=config.optimizer.eps, eps_root=0.0)
         self._state = self._state._replace(opt_state=jax.device_put(adam.init(self._state.params), self._device))
         self._train_step = jax.jit(partial(self._train_step_fn, adam), donate_argnums=(0, 1))
+        self._train_chunk = jax.jit(partial(self._train_chunk_fn, adam), donate_argnums=(0, 1))
+        self._chunk_program = None
+
+    def _chunk_args(self, data: JaxData, rows: np.ndarray, lr: float) -> list[tuple[Any, ...]]:
+        """(rows, valid) device arrays for each scan of a call: chunks of _chunk_rows, the last padded."""
+        length = self._chunk_rows
+        out = []
+        for start in range(0, len(rows), length):
+            part = rows[start:start + length]
+            valid = np.arange(length) < len(part)
+            if len(part) < length:
+                part = np.concatenate([part, np.zeros((length - len(part), rows.shape[1]), part.dtype)])
+            out.append((jax.device_put(part, self._device), jax.device_put(valid, self._device)))
+        return out
+
+    @_scoped_x64
+    def warmup(self, data: JaxData, batch_size: int, rows: int = 1) -> None:
+        """Compile the scan for calls of `rows` rows of `batch_size` ahead of time (jit's lower and
+        compile: nothing runs, the state is untouched). No-op for 'off' (per-step jit)."""
+        if not self.compiled or self._train_chunk is None:
+            return
+        self._chunk_rows = self._chunk_rows or max(1, int(rows))
+        shape = jax.ShapeDtypeStruct
+        args = (self._state, shape((2,), np.dtype(self.float_dtype)), data.x, data.y,
+                shape((self._chunk_rows, batch_size), np.int32), shape((self._chunk_rows,), np.bool_),
+                shape((), np.dtype(self.float_dtype)))
+        self._chunk_program = (batch_size, self._train_chunk.lower(*args).compile())
 
     @_scoped_x64
     def train_steps(self, data: JaxData, batches: np.ndarray, lr: float) -> tuple[float, float]:
         if self._train_step is None:
             raise RuntimeError("call setup_optimizer(config) before train_steps")
-        rows = jax.device_put(check_batches(batches, data.num_examples).astype(np.int32), self._device)
+        rows = check_batches(batches, data.num_examples).astype(np.int32)
         lr_device = jax.device_put(np.asarray(lr, self.float_dtype), self._device)
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
-        for row in rows:
-            # The old state's buffers are donated: keep self._state pointing at live ones.
-            self._state, sums = self._train_step(self._state, sums, data.x, data.y, row, lr_device)
+        if self.compiled:
+            self._chunk_rows = self._chunk_rows or max(1, len(rows))
+            program = self._train_chunk
+            if self._chunk_program is not None and self._chunk_program[0] == rows.shape[1]:
+                program = self._chunk_program[1]
+            for part, valid in self._chunk_args(data, rows, lr):
+                # The old state's buffers are donated: keep self._state pointing at live ones.
+                self._state, sums = program(self._state, sums, data.x, data.y, part, valid, lr_device)
+        else:
+            for row in jax.device_put(rows, self._device):
+                self._state, sums = self._train_step(self._state, sums, data.x, data.y, row, lr_device)
         loss_sum, correct = np.asarray(sums)  # the one host read of the call
         return float(loss_sum), float(correct) / max(rows.shape[1], 1)
 

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import torch
 
-from netspec.backend import Precision, request_device
+from netspec.backend import Compile, Precision, request_device
 from netspec.network import Network
 from netspec.params import Weights, init_weights
 
@@ -34,10 +34,10 @@ class TorchBackend:
     name = "torch"
 
     def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
-                device: Optional[str] = None, precision: Precision = "default") -> TorchModel:
+                device: Optional[str] = None, precision: Precision = "default", compiled: Compile = "auto") -> TorchModel:
         where = resolve_device(device)
         weights = init_weights(network, seed) if weights is None else weights
-        return TorchModel(network, weights, seed, where, device_words(where), precision)
+        return TorchModel(network, weights, seed, where, device_words(where), precision, compiled)
 
     def device(self, name: Optional[str] = None) -> str:
         return device_words(resolve_device(name))

@@ -5,6 +5,7 @@ the project is that these layers are written out and checked against PyTorch's o
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -98,21 +99,62 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         view = _channel_view(x)[1]  # also rejects other ranks
+        dtype = x.dtype
+        if dtype in (torch.bfloat16, torch.float16):
+            x = x.float()  # bf16 compute (autocast): statistics and normalization in float32
         if not self.training:
             # Running statistics are constants here: one fused multiply-add, left to autograd.
             scale = self.weight * torch.rsqrt(self.running_var + self.eps)
             shift = self.bias - self.running_mean * scale
-            return torch.addcmul(shift.view(view), x, scale.view(view))
+            return torch.addcmul(shift.view(view), x, scale.view(view)).to(dtype)
         n = x.numel() // x.shape[1]
         if n <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
-        out, mean, var = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps)
+        if torch.compiler.is_compiling():
+            out, mean, var = self._train_for_compilers(x)
+        else:
+            out, mean, var = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps)
         with torch.no_grad():
             m = self.momentum
             self.running_mean.mul_(1.0 - m).add_(mean, alpha=m)
             self.running_var.mul_(1.0 - m).add_(var, alpha=m * n / (n - 1))
             self.num_batches_tracked.add_(1)
-        return out
+        return out.to(dtype)
+
+    def _train_for_compilers(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The same normalization as plain differentiable ops, for torch.compile: its compiler fuses
+        them (and derives the backward) better than it traces the hand-written Function, whose in-place
+        buffer reuse only pays in eager mode. Two passes (mean, then the mean square of the centred
+        values), never E[x^2] - E[x]^2."""
+        dims, view = _channel_view(x)
+        mean = x.mean(dims)
+        centred = x - mean.view(view)
+        var = centred.square().mean(dims)
+        out = centred * (self.weight * torch.rsqrt(var + self.eps)).view(view) + self.bias.view(view)
+        return out, mean.detach(), var.detach()
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(h: Tensor) -> Tensor:
+    """A 32-bit integer hash (xorshift-multiply rounds) of int64 values in [0, 2**32). Multipliers are
+    below 2**31, so no product leaves int64."""
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & _M32
+    h = h ^ (h >> 15)
+    h = (h * 0x2C1B3C6D) & _M32
+    return h ^ (h >> 16)
+
+
+def hashed_keep_mask(shape: list[int], seed: Tensor, salt: int, keep: float, device: torch.device) -> Tensor:
+    """A boolean keep-mask with P(True) = keep, a pure function of (seed, salt, position): a counter-based
+    RNG written in tensor ops, so that torch.compile fuses mask generation with its use (no mask in
+    memory, no generator object in the graph, CUDA-graph safe). seed: an int64 0-d tensor in [0, 2**31)."""
+    s = _mix32((seed + salt * 0x61C88647) & _M32)
+    position = torch.arange(math.prod(shape), device=device, dtype=torch.int64).view(shape)
+    h = _mix32((position * 0x9E3779B1 + s) & _M32)
+    return h < int(keep * 2.0**32)
 
 
 class Dropout(nn.Module):
@@ -132,18 +174,27 @@ class Dropout(nn.Module):
             raise ValueError(f"dropout rate p={p} is outside [0, 1)")
         self.p, self.broadcast_dims = p, tuple(broadcast_dims)
         self.generator: Optional[torch.Generator] = None
+        self.salt = 0
+        """Tells this layer's hashed masks from the other layers' (the model sets its index)."""
 
     def extra_repr(self) -> str:
         return f"p={self.p}, broadcast_dims={self.broadcast_dims}" if self.broadcast_dims else f"p={self.p}"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, seed: Optional[Tensor] = None) -> Tensor:
+        """seed: None draws from `generator` (eager mode); an int64 0-d tensor (compiled steps) makes
+        the mask a hash of (seed, this layer's `salt`, position) instead (hashed_keep_mask)."""
         if not self.training or self.p == 0.0:
             return x  # untouched, no copy, no RNG draw
         if self.broadcast_dims and max(self.broadcast_dims) >= x.dim():
             raise ValueError(f"Dropout broadcast over dims {self.broadcast_dims} needs more dims than input size {x.size()}")
         keep = 1.0 - self.p
         shape = [1 if dim in self.broadcast_dims else size for dim, size in enumerate(x.shape)]
+        if seed is not None:
+            return torch.where(hashed_keep_mask(shape, seed, self.salt, keep, x.device), x * (1.0 / keep), 0.0)
         # Uniform draws compared with the keep rate, in place: on a CPU, torch.rand is about 3x
         # faster than bernoulli_ (which alone cost ~12% of an MLP training step). P(u < keep) = keep.
-        uniform = torch.rand(shape, generator=self.generator, device=x.device, dtype=x.dtype)
-        return x * uniform.lt_(keep).mul_(1.0 / keep)
+        if x.dtype in (torch.float32, torch.float64):
+            uniform = torch.rand(shape, generator=self.generator, device=x.device, dtype=x.dtype)
+            return x * uniform.lt_(keep).mul_(1.0 / keep)
+        uniform = torch.rand(shape, generator=self.generator, device=x.device)  # float32 draws for bf16 data
+        return x * uniform.lt_(keep).mul_(1.0 / keep).to(x.dtype)

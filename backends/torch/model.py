@@ -1,16 +1,19 @@
 """The compiled torch model (netspec.backend.Model): an nn.Sequential, its Adam and its dropout RNG."""
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netspec.backend import (AdamMoments, Precision, check_batches, check_inputs, check_labels, pack_training_state,
-                             unpack_training_state)
+from netspec.backend import (AdamMoments, Compile, Precision, canonical_precision, check_batches, check_compile,
+                             check_inputs, check_labels, pack_training_state, unpack_training_state)
 from netspec.errors import SpecError
 from netspec.experiment import TrainConfig
 from netspec.network import Network
@@ -20,14 +23,28 @@ from .builders import build_module
 from .layers import Dropout
 
 
-def set_precision(precision: Precision) -> None:
-    """'highest' and 'float64' turn TF32 off for matmuls and cuDNN convs (process-wide: torch has no
-    per-model switch). 'default' leaves torch's settings as they are."""
-    if precision not in ("default", "highest", "float64"):
-        raise SpecError(f"unknown precision {precision!r}; use 'default', 'highest' or 'float64'")
-    if precision != "default":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+COMPILE_BACKEND = os.environ.get("NETSPEC_TORCH_COMPILE_BACKEND", "inductor")
+"""torch.compile's backend for compiled steps. Tests on a CPU set 'aot_eager' (the same graph capture,
+no code generation: inductor costs 30-60 s per graph on 2 cores)."""
+
+
+def set_precision(precision: Precision) -> str:
+    """Set torch's process-wide TF32 switches for `precision` (torch has no per-model switch) and return
+    its canonical name: 'float32' and 'float64' turn TF32 off for matmuls and cuDNN convs, 'tf32' and
+    'bf16' on (bf16 runs matmuls and convs in bf16 under autocast; TF32 serves what is left in float32).
+    'default' leaves torch's settings as they are. Only the legacy switches (allow_tf32) are used: torch
+    refuses a mix of them and the newer fp32_precision ones."""
+    canonical = canonical_precision(precision)
+    if canonical != "default":
+        fast = canonical in ("tf32", "bf16")
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        torch.backends.cudnn.allow_tf32 = fast
+    return canonical
+
+
+def compiles(compiled: Compile, device: torch.device) -> bool:
+    """'auto': compiled on a GPU, eager on a CPU (where torch.compile costs 30-60 s per graph)."""
+    return check_compile(compiled) == "on" or (compiled == "auto" and device.type == "cuda")
 
 
 @dataclass(frozen=True)
@@ -47,23 +64,61 @@ class TorchModel:
     TorchBackend.compile, which resolves the device."""
 
     def __init__(self, network: Network, weights: Weights, seed: int, device: torch.device, device_name: str,
-                 precision: Precision) -> None:
-        set_precision(precision)
+                 precision: Precision, compiled: Compile = "auto", module: Optional[torch.nn.Module] = None) -> None:
+        self.precision = set_precision(precision)
         self.network = network
         self.torch_device = device
         self.device = device_name
-        self.float_dtype = "float64" if precision == "float64" else "float32"
+        self.float_dtype = "float64" if self.precision == "float64" else "float32"
         """numpy name of the dtype of parameters, statistics and inputs."""
-        self.module = build_module(network).to(self.torch_device, getattr(torch, self.float_dtype))
+        self.compiled = compiles(compiled, device)
+        # channels_last: the layout of cuDNN's fastest convolutions (a compiled step's graph keeps it).
+        self.channels_last = self.compiled and device.type == "cuda" and len(network.input_shape) == 3
+        # `module` (benchmarks: torch.nn's own layers) must have the canonical state_dict names.
+        self.module = (module if module is not None else build_module(network)).to(self.torch_device, getattr(torch, self.float_dtype))
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
         self.set_weights(weights)
         # One generator for every dropout layer, on the model's device: the same seed gives the same
         # masks, and torch's global RNG (which user code may also draw from) is left alone.
         self.generator = torch.Generator(device=self.torch_device)
         self.generator.manual_seed(seed)
-        for layer in self.module.modules():
+        for index, layer in enumerate(self.module.modules()):
             if isinstance(layer, Dropout):
-                layer.generator = self.generator
+                layer.generator, layer.salt = self.generator, index
+        self._hashed_dropout = any(isinstance(m, Dropout) and m.p > 0 for m in self.module.modules())
+        """Compiled steps draw one seed per step from the generator for the hashed masks (Dropout)."""
+        self._no_seed = torch.zeros((), dtype=torch.int64, device=device)
         self.optimizer: Optional[torch.optim.Optimizer] = None
+        self._step: Optional[Callable[..., tuple[Tensor, Tensor]]] = None
+        """The compiled loss function (built by warmup or the first train_steps when compiled)."""
+        self.compile_error: Optional[str] = None
+        """Why a compiled step fell back (to fullgraph=False, or to eager), if it did."""
+
+    def _autocast(self) -> Any:
+        """bf16 matmuls and convolutions around a forward pass when the precision is bf16."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.torch_device.type, dtype=torch.bfloat16)
+
+    def _layers(self, x: Tensor, seed: Optional[Tensor]) -> Tensor:
+        """The module's forward pass, handing the step's seed to the hand-written Dropout layers."""
+        if seed is None or not isinstance(self.module, torch.nn.Sequential):
+            return self.module(x)
+        for layer in self.module:
+            x = layer(x, seed) if isinstance(layer, Dropout) else layer(x)
+        return x
+
+    def _loss(self, x_all: Tensor, y_all: Tensor, index: Tensor, seed: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        """Train-mode batch loss and number correct for x_all[index]: what a compiled step compiles
+        (the backward pass comes with it, through AOT autograd)."""
+        x, y = x_all.index_select(0, index), y_all.index_select(0, index)
+        with self._autocast():
+            logits = self._layers(x, seed)
+        if logits.dtype != x_all.dtype:
+            logits = logits.to(x_all.dtype)  # bf16 logits: the loss in float32
+        loss = F.cross_entropy(logits, y)
+        return loss, (logits.detach().argmax(1) == y).sum()
 
     # -- numpy in, numpy out -------------------------------------------------------------------------
 
@@ -83,8 +138,8 @@ class TorchModel:
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         inputs = self._tensor(x)
         self.module.train(train)
-        with torch.no_grad():
-            return self.module(inputs).cpu().numpy()
+        with torch.no_grad(), self._autocast():
+            return self.module(inputs).to(inputs.dtype).cpu().numpy()
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         inputs = self._tensor(x)
@@ -94,7 +149,9 @@ class TorchModel:
         params = dict(self.module.named_parameters())
         self.module.train()
         try:
-            loss = F.cross_entropy(self.module(inputs), labels)
+            with self._autocast():
+                logits = self.module(inputs)
+            loss = F.cross_entropy(logits.to(inputs.dtype), labels)
             grads = torch.autograd.grad(loss, list(params.values()), materialize_grads=True) if params else ()
         finally:
             # The protocol promises no side effect: undo the running-statistics update and the draw.
@@ -102,12 +159,12 @@ class TorchModel:
                 for name, b in self.module.named_buffers():
                     b.copy_(buffers[name])
             self.generator.set_state(rng)
-        return float(loss.detach()), {name: g.cpu().numpy() for name, g in zip(params, grads)}
+        return float(loss.detach()), {name: g.contiguous().cpu().numpy() for name, g in zip(params, grads)}
 
     # -- weights -------------------------------------------------------------------------------------
 
     def get_weights(self) -> Weights:
-        state = {name: t.cpu().numpy() for name, t in self.module.state_dict().items()}
+        state = {name: t.contiguous().cpu().numpy() for name, t in self.module.state_dict().items()}
         return check_weights(self.network, state, "torch model", self.float_dtype)  # copies, in canonical order
 
     def set_weights(self, weights: Weights) -> None:
@@ -129,8 +186,8 @@ class TorchModel:
         for name, p in self.module.named_parameters():
             state = self.optimizer.state.get(p) or {}
             zeros = np.zeros(tuple(p.shape), self.float_dtype)
-            avg[name] = state["exp_avg"].cpu().numpy().copy() if state else zeros
-            avg_sq[name] = state["exp_avg_sq"].cpu().numpy().copy() if state else zeros.copy()
+            avg[name] = state["exp_avg"].contiguous().cpu().numpy().copy() if state else zeros
+            avg_sq[name] = state["exp_avg_sq"].contiguous().cpu().numpy().copy() if state else zeros.copy()
             step = int(state["step"]) if state else 0
         return AdamMoments(avg, avg_sq, step)
 
@@ -149,8 +206,8 @@ class TorchModel:
             # As fused Adam creates it: a float32 step on the parameter's device, moments like p.
             self.optimizer.state[p] = {
                 "step": torch.tensor(float(adam.step), dtype=torch.float32, device=p.device),
-                "exp_avg": torch.tensor(np.asarray(adam.exp_avg[name]), dtype=p.dtype, device=p.device),
-                "exp_avg_sq": torch.tensor(np.asarray(adam.exp_avg_sq[name]), dtype=p.dtype, device=p.device),
+                "exp_avg": _like(p, adam.exp_avg[name]),
+                "exp_avg_sq": _like(p, adam.exp_avg_sq[name]),
             }
 
     # -- training ------------------------------------------------------------------------------------
@@ -158,7 +215,10 @@ class TorchModel:
     def to_device(self, x: np.ndarray, y: np.ndarray) -> TorchData:
         # On the CPU a float32 array is shared, not copied: the model only ever reads it.
         inputs = self._tensor(x)
-        return TorchData(inputs, self._labels(y, len(inputs)))
+        labels = self._labels(y, len(inputs))
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return TorchData(inputs, labels)
 
     def setup_optimizer(self, config: TrainConfig) -> None:
         beta1, beta2 = config.optimizer.betas
@@ -166,26 +226,67 @@ class TorchModel:
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr, betas=(beta1, beta2),
                                           eps=config.optimizer.eps, weight_decay=0.0, fused=True)
 
+    def _compiled_step(self, fullgraph: bool = True) -> Callable[..., tuple[Tensor, Tensor]]:
+        mode = "reduce-overhead" if self.torch_device.type == "cuda" and COMPILE_BACKEND == "inductor" else None
+        # reduce-overhead: CUDA graphs (the batch shape is fixed), so a step costs ~no launch overhead.
+        return torch.compile(self._loss, backend=COMPILE_BACKEND, mode=mode, fullgraph=fullgraph, dynamic=False)
+
+    def warmup(self, data: TorchData, batch_size: int, rows: int = 1) -> None:
+        """Compile the training step (three steps: CUDA graphs record on the second or third call) and
+        put the model's state back as it was. Falls back to a graph with breaks, then to eager, with
+        the reason in compile_error, rather than failing a run. No-op when not compiled."""
+        if not self.compiled or self.optimizer is None:
+            return
+        saved = self.get_training_state()
+        batches = np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples
+        for fullgraph in (True, False):
+            try:
+                self._step = self._compiled_step(fullgraph)
+                self._run_steps(data, torch.as_tensor(batches, device=self.torch_device), 0.0)
+                break
+            except Exception as err:  # a compiler's failure: report it, train on
+                self.compile_error = f"torch.compile(fullgraph={fullgraph}) failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                warnings.warn(self.compile_error)
+                self._step = None
+                torch._dynamo.reset()
+        if self._step is None:
+            self.compiled = False
+        self.set_training_state(saved)
+
     def train_steps(self, data: TorchData, batches: np.ndarray, lr: float) -> tuple[float, float]:
         if self.optimizer is None:
             raise RuntimeError("train_steps needs an optimizer: call setup_optimizer(config) first")
         rows = self._batches(batches, data)
+        if self.compiled and self._step is None:
+            self._step = self._compiled_step()
+        loss_sum, correct = self._run_steps(data, rows, lr)
+        totals = torch.stack([loss_sum, correct.double()]).tolist()  # the one host read
+        return totals[0], totals[1] / max(rows.shape[1], 1)
+
+    def _run_steps(self, data: TorchData, rows: Tensor, lr: float) -> tuple[Tensor, Tensor]:
+        """The optimizer steps of train_steps, with the sums left on the device."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.module.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
+        step = self._step or self._loss
+        mark_step = getattr(torch.compiler, "cudagraph_mark_step_begin", None) if self._step is not None else None
         for index in rows:  # rows of a device tensor: no host round trip per step
-            x, y = data.x.index_select(0, index), data.y.index_select(0, index)
-            logits = self.module(x)
-            loss = F.cross_entropy(logits, y)
+            seed = None
+            if self._step is not None:  # compiled: hashed dropout masks, one seed per step from the generator
+                seed = self._no_seed
+                if self._hashed_dropout:
+                    seed = torch.randint(0, 2**31 - 1, (), generator=self.generator, device=self.torch_device)
+                if mark_step is not None and self.torch_device.type == "cuda":
+                    mark_step()
             self.optimizer.zero_grad(set_to_none=True)
+            loss, hits = step(data.x, data.y, index, seed)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == y).sum()
-        totals = torch.stack([loss_sum, correct.double()]).tolist()  # the one host read
-        return totals[0], totals[1] / max(rows.shape[1], 1)
+            correct += hits
+        return loss_sum, correct
 
     def evaluate(self, data: TorchData, batch_size: int) -> tuple[float, float]:
         count = data.num_examples
@@ -194,11 +295,16 @@ class TorchModel:
         self.module.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             for start in range(0, count, batch_size):
                 x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
-                logits = self.module(x)
+                logits = self.module(x).to(data.x.dtype)
                 loss_sum += F.cross_entropy(logits, y, reduction="sum")
                 correct += (logits.argmax(1) == y).sum()
         totals = torch.stack([loss_sum, correct.double()]).tolist()
         return totals[0] / count, totals[1] / count
+
+
+def _like(p: Tensor, value: np.ndarray) -> Tensor:
+    """An array as a tensor of p's dtype, device and memory format (channels_last kept for fused Adam)."""
+    return torch.empty_like(p).copy_(torch.as_tensor(np.asarray(value), dtype=p.dtype))
