@@ -1,9 +1,9 @@
 """JAX contenders of benchmarks/epoch_time.py: the JAX backend, and the same model and loop with
 Flax's own BatchNorm and Dropout in place of the hand-written ones.
 
-Both run JaxModel's loop (one jitted step with donated buffers per index batch, metrics summed on the
-device, one read per epoch), so the ratio between them is the cost of the hand-written layers alone.
-Each function returns an epoch function; epoch_time.py times it.
+Both run JaxModel's loop (compiled: one jitted scan per chunk of steps; eager: one jitted step per
+index batch; donated buffers, metrics summed on the device, one read per epoch), so the ratio between
+them is the cost of the hand-written layers alone.
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ from netspec.params import Weights
 Epoch = Callable[[np.ndarray], object]
 
 
-def _flax_batch_norm(layer: spec.BatchNorm, name: str, precision: Any) -> LayerFn:
-    # Flax's momentum weighs the old value: 1 - PyTorch's.
-    norm = nn.BatchNorm(momentum=1.0 - layer.momentum, epsilon=layer.eps, name=name)
+def _flax_batch_norm(layer: spec.BatchNorm, name: str, compute: Any) -> LayerFn:
+    # Flax's momentum weighs the old value: 1 - PyTorch's. dtype: bf16 out for bf16 compute (its
+    # statistics are reduced in float32).
+    norm = nn.BatchNorm(momentum=1.0 - layer.momentum, epsilon=layer.eps, dtype=compute.dtype, name=name)
     return lambda x, train: norm(x, use_running_average=not train)
 
 
-def _flax_dropout(layer: spec.Dropout | spec.Dropout2d, name: str, precision: Any) -> LayerFn:
+def _flax_dropout(layer: spec.Dropout | spec.Dropout2d, name: str, compute: Any) -> LayerFn:
     # Dropout2d: one draw per sample and channel of NHWC, broadcast over H and W.
     drop = nn.Dropout(layer.p, broadcast_dims=(1, 2) if isinstance(layer, spec.Dropout2d) else (), name=name)
     return lambda x, train: drop(x, deterministic=not train)
@@ -44,8 +45,8 @@ class FlaxBuiltinModel(JaxModel):
     """JaxModel's loop around the network with FLAX_BUILTINS; its variables come from Flax's init (names differ from
     the canonical ones, which timing does not need)."""
 
-    def _build_module(self, precision: Optional[jax.lax.Precision]) -> nn.Module:
-        return SpecNet(tuple(self.network.layers), precision, overrides=FLAX_BUILTINS)
+    def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
+        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS)
 
     def set_weights(self, weights: Weights) -> None:
         shape = tuple(self.network.input_shape)
@@ -54,19 +55,10 @@ class FlaxBuiltinModel(JaxModel):
         self._state = self._state._replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
 
 
-def _epoch(model: JaxModel, workload: Any) -> Epoch:
-    data = model.to_device(workload.x, workload.y)
-    model.setup_optimizer(workload.train)
-    return lambda batches: model.train_steps(data, batches, workload.train.lr)
-
-
-def netspec_jax(workload: Any) -> Epoch:
-    """The JAX backend as the trainer uses it."""
-    return _epoch(BACKEND.compile(workload.network, workload.weights, workload.seed, workload.device), workload)
-
-
-def flax_builtin(workload: Any) -> Epoch:
-    """The same network and loop with flax.linen.BatchNorm / Dropout."""
-    device = resolve_device(workload.device)
-    model = FlaxBuiltinModel(workload.network, workload.weights, workload.seed, device, device_words(device), "default")
-    return _epoch(model, workload)
+def build(impl: str, network: Any, weights: Weights, seed: int, device: Optional[str], precision: str,
+          compiled: str) -> JaxModel:
+    """'netspec': the JAX backend as the trainer uses it; 'builtin': the same with FLAX_BUILTINS."""
+    if impl == "netspec":
+        return BACKEND.compile(network, weights, seed, device, precision, compiled)
+    where = resolve_device(device)
+    return FlaxBuiltinModel(network, weights, seed, where, device_words(where), precision, compiled)

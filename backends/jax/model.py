@@ -312,6 +312,13 @@ class JaxModel:
         if self._train_step is None:
             raise RuntimeError("call setup_optimizer(config) before train_steps")
         rows = check_batches(batches, data.num_examples).astype(np.int32)
+        sums = self._steps(data, rows, lr)
+        loss_sum, correct = np.asarray(sums)  # the one host read of the call
+        return float(loss_sum), float(correct) / max(rows.shape[1], 1)
+
+    def _steps(self, data: JaxData, rows: np.ndarray, lr: float) -> jax.Array:
+        """The optimizer steps of train_steps, with the sums left on the device: only explicit
+        transfers to the device here (tests run it under jax.transfer_guard('disallow'))."""
         lr_device = jax.device_put(np.asarray(lr, self.float_dtype), self._device)
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         if self.compiled:
@@ -325,8 +332,7 @@ class JaxModel:
         else:
             for row in jax.device_put(rows, self._device):
                 self._state, sums = self._train_step(self._state, sums, data.x, data.y, row, lr_device)
-        loss_sum, correct = np.asarray(sums)  # the one host read of the call
-        return float(loss_sum), float(correct) / max(rows.shape[1], 1)
+        return sums
 
     @_scoped_x64
     def evaluate(self, data: JaxData, batch_size: int) -> tuple[float, float]:
