@@ -12,16 +12,21 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from pydantic import TypeAdapter, ValidationError
 
 from . import run_folder
 from .backend import backend_names
+from .experiment import SafeName
 from .plots import plot_curves, plot_result_vs_setting
 from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
-from .sweep import replicate_key
+from .run_folder import RunFolder
+from .sweep import SWEEPS_DIR, replicate_key
 from .tables import fmt_values, markdown_table, summary_table
 from .trainer import SUMMARY_FIELDS
 
@@ -53,18 +58,64 @@ class Run:
         return replicate_key(self.spec)
 
 
+_SAFE_NAME = TypeAdapter(SafeName)
+"""Figures are named after a sweep's name: a hand-edited manifest must not point them elsewhere."""
+
+
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
 Seeds = dict[int, Run]
 """A figure's runs by seed (train.seed)."""
 
 
-def collect_runs(root: Path) -> dict[tuple[str, str, str], Run]:
-    """Every finished run under root/<name>/<backend>/<run-id>/, by (name, backend, run id)."""
+def collect_runs(root: Path, log: Callable[[str], None] = _warn) -> dict[tuple[str, str, str], Run]:
+    """Every done run under root/<name>/<backend>/<run-id>/ (finished or diverged), by (name, backend,
+    run id). Attempt folders (`<run-id>.attempt-...`) are not runs; a damaged run is one line to `log`
+    and left out, so it never breaks the report."""
     runs = {}
     for path in sorted(root.glob(f"*/*/*/{run_folder.METRICS}")):
         directory = path.parent
-        name, backend, rid = directory.relative_to(root).parts
-        runs[(name, backend, rid)] = Run(name, backend, rid, directory, json.loads(path.read_text()))
+        if "." in directory.name:
+            continue
+        metrics = RunFolder(directory).read_metrics(log)
+        if metrics is not None:
+            name, backend, rid = directory.relative_to(root).parts
+            runs[(name, backend, rid)] = Run(name, backend, rid, directory, metrics)
     return runs
+
+
+def finished(runs: dict[tuple[str, str, str], Run]) -> dict[tuple[str, str, str], Run]:
+    """The runs that are results (a diverged run never is)."""
+    return {key: run for key, run in runs.items() if run.metrics.get("status", run_folder.FINISHED) == run_folder.FINISHED}
+
+
+def read_manifests(root: Path, log: Callable[[str], None] = _warn) -> list[dict[str, Any]]:
+    """The sweep manifests under root/sweeps/; a damaged one, or one whose name is not a safe file name
+    (figures are named after it), is one line to `log` and left out."""
+    manifests = []
+    for path in sorted((root / SWEEPS_DIR).glob("*.json")):
+        try:
+            manifest = json.loads(path.read_text())
+            _SAFE_NAME.validate_python(manifest["name"])
+            if not isinstance(manifest.get("points"), list):
+                raise ValueError("no list of points")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            why = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+            log(f"{path}: not a readable sweep manifest ({why[:160]}); left out of the report")
+            continue
+        manifests.append(manifest)
+    return manifests
+
+
+def _diverged_section(runs: dict[tuple[str, str, str], Run]) -> list[str]:
+    rows = [[name, backend, rid, run.metrics.get("epoch"), run.metrics.get("message", "")]
+            for (name, backend, rid), run in runs.items() if run.metrics.get("status") == run_folder.DIVERGED]
+    if not rows:
+        return []
+    return ["## Diverged runs", "", "Stopped on a non-finite training loss; not results, so in no table above.", "",
+            markdown_table(["spec", "backend", "run id", "epoch", "message"], rows), ""]
 
 
 def _link(path: Path, base: Path) -> str:
@@ -371,7 +422,7 @@ def write_runs_csv(root: Path, path: Path, manifests: list[dict[str, Any]]) -> P
 def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
     history = run.directory / run_folder.HISTORY_JSON
     if run.metrics:
-        status = "finished"
+        status = run.metrics.get("status", run_folder.FINISHED)
     else:
         status = f"unfinished ({len(run.history())} epochs)" if history.is_file() else "started, no epoch finished"
     return {"spec": run.name, "backend": run.backend, "run_id": run.run_id, "label": label, "overrides": overrides,
@@ -386,9 +437,12 @@ def build_report(root: Path, out: Path) -> Path:
     from .errors import SpecError
 
     if not root.is_dir():
-        raise SpecError(f"{root}: no such runs folder; train something first (python runner.py specs/mlp.json)")
-    runs = collect_runs(root)
-    manifests = [json.loads(p.read_text()) for p in sorted((root / "sweeps").glob("*.json"))]
+        raise SpecError(f"{root}: no such runs folder; train something first (netspec train specs/mlp.json)")
+    done = collect_runs(root)
+    runs = finished(done)
+    manifests = read_manifests(root)
+    if not done and not manifests:
+        raise SpecError(f"{root}: no finished runs or sweeps to report; train something first (netspec train specs/mlp.json)")
     used_in = _used_in(manifests)
     groups = group_runs(runs)
     lines = ["# netspec report", "", f"{len(runs)} finished runs under `{root}`, {len(manifests)} sweeps. Cells over "
@@ -405,6 +459,7 @@ def build_report(root: Path, out: Path) -> Path:
         labels = dict.fromkeys(u for r in group.all_runs() for u in used_in.get((group.name, r.run_id), []))
         lines += _group_section(group, list(labels), out)
     lines += _appendix(groups, used_in)
+    lines += _diverged_section(done)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     write_runs_csv(root, out.parent / RUNS_CSV, manifests)
