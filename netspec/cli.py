@@ -124,6 +124,9 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     from .sweep import experiment_jobs
     jobs = experiment_jobs(Experiment.load(args.spec, overrides), backends, args.seeds)
     launcher.run(jobs, args.out, device=args.device, force=args.force)
+    if len(jobs) > 1:
+        from .launchers import jobs_table
+        print(jobs_table(jobs, args.out))
     return 0
 
 

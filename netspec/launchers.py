@@ -50,6 +50,20 @@ class Launcher(Protocol):
         ...
 
 
+def jobs_table(jobs: Sequence[Job], out_root: str | Path) -> str:
+    """One line per job, as a launch ends: what each run gave (or that it did not finish), so a sweep
+    ends with one compact table rather than a table per point scrolled away."""
+    from .tables import markdown_table
+
+    rows = []
+    for job in jobs:
+        metrics = run_folder.finished_metrics(job.directory(out_root)) or {}
+        status = metrics.get("status", "not finished") if metrics else "not finished"
+        rows.append([job.title, job.backend.name, status, metrics.get("test_acc"), metrics.get("best_val_acc"),
+                     metrics.get("epochs"), metrics.get("median_epoch_seconds")])
+    return markdown_table(["run", "backend", "status", "final test acc", "best val acc", "epochs", "epoch s"], rows)
+
+
 def pending(jobs: Sequence[Job], out_root: str | Path, force: bool) -> list[Job]:
     """The jobs still to run, each run folder once: two points of a sweep may be one experiment (an
     'one_at_a_time' axis at its base value), and two workers must not train one folder together."""

@@ -209,7 +209,7 @@ def run_sweep(path: str | Path, backends: list[Backend], out_root: str | Path = 
               launcher: Optional["Launcher"] = None) -> dict[str, Any]:
     """Run every point on every backend with `launcher` (default: one after the other, in this process);
     finished points are reused, so a killed sweep resumes and a grown one trains only its new points."""
-    from .launchers import Job, LocalLauncher
+    from .launchers import Job, LocalLauncher, jobs_table
 
     spec, points = load_sweep(path, overrides, seeds)
     manifest = record_invocation(out_root, spec, points, backends, overrides or [])
@@ -219,7 +219,7 @@ def run_sweep(path: str | Path, backends: list[Backend], out_root: str | Path = 
     jobs = [Job(p.experiment, b, f"{spec.name}: {p.label}" + (f" seed {p.seed}" if p.seed else ""))
             for p, b in itertools.product(by_seed, backends)]
     (launcher or LocalLauncher()).run(jobs, out_root, device=device, force=force, log=log, progress=progress)
-    log(f"sweep {spec.name} done; write the report with: python runner.py report {out_root}")
+    log(f"sweep {spec.name}:\n{jobs_table(jobs, out_root)}\nwrite the report with: netspec report {out_root}")
     return manifest
 
 

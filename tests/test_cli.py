@@ -57,3 +57,13 @@ def test_an_output_path_the_system_refuses_is_one_line(tmp_path: Path, capsys: p
     assert "Not a directory" in one_error_line(capsys)
     assert main(["schema", "-o", str(a_file / "schemas")]) == 2
     assert "a_file" in one_error_line(capsys)
+
+
+def test_several_runs_end_with_one_compact_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, tiny_experiment(epochs=1))
+    assert main([str(spec), "--seeds", "2", "--out", str(tmp_path / "runs"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.rstrip().splitlines()
+    assert out[-4].startswith("| run | backend | status | final test acc |")
+    rows = out[-2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| tiny", "| tiny seed 1"]
+    assert all(" | torch | finished | 0." in row for row in rows)
