@@ -5,14 +5,16 @@ cross this boundary as numpy (NCHW images, int labels, canonical weights in PyTo
 names and layouts, see docs/design.md); anything on the device stays behind `DeviceData` and `Model`.
 
 Backends are plugins. Each is a package exposing a `BACKEND` object and named in the entry-point
-group `netspec.backends` of its distribution (pyproject.toml lists torch and jax), so the core never
-imports one: `load_backend("jax")` imports jax only when asked, and a third backend is one more
-entry point plus its package.
+group `netspec.backends` of its distribution (pyproject.toml lists torch and jax; a checkout that is
+not installed reads that table from its pyproject.toml), so the core never imports one:
+`load_backend("jax")` imports jax only when asked, and a third backend is one more entry point plus
+its package.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, Optional, Protocol
@@ -259,7 +261,20 @@ def check_batches(batches: Any, num_examples: int) -> np.ndarray:
 # ---- the registry -----------------------------------------------------------------------------
 
 def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return installed or _declared_in_checkout()
+
+
+def _declared_in_checkout() -> dict[str, EntryPoint]:
+    """The same table read from the pyproject.toml beside the package: a source checkout used without
+    `pip install` (a machine where nothing can be installed) still finds its backends."""
+    try:
+        import tomllib  # Python 3.11+
+        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+        table = tomllib.loads(text)["project"]["entry-points"][ENTRY_POINT_GROUP]
+    except (ImportError, OSError, KeyError, ValueError):
+        return {}
+    return {name: EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in table.items()}
 
 
 def backend_names() -> tuple[str, ...]:

@@ -47,3 +47,11 @@ def test_the_registry_lists_every_backend_package() -> None:
     assert sorted(backend_names()) == packages
     for name in backend_names():
         assert load_backend(name).name == name
+
+
+def test_a_checkout_that_is_not_installed_reads_the_registry_from_its_pyproject() -> None:
+    from netspec.backend import _declared_in_checkout, _entry_points
+
+    declared = {name: ep.value for name, ep in _declared_in_checkout().items()}
+    assert declared == {name: ep.value for name, ep in _entry_points().items()}
+    assert declared == {"torch": "backends.torch:BACKEND", "jax": "backends.jax:BACKEND"}
