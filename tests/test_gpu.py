@@ -1,0 +1,92 @@
+"""GPU-only checks (issue 12): no host synchronisation inside a compiled or eager torch epoch
+(torch.cuda.set_sync_debug_mode('error')), no transfer inside a jax epoch, the precision switches on a
+GPU, compiled vs eager steps. Skipped without CUDA; `python -m benchmarks.gpu_check` runs them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import netspec as ns  # noqa: E402
+from netspec.backend import installed_backends, load_backend  # noqa: E402
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+NETWORK = ns.Network(input_shape=(3, 16, 16), layers=[
+    ns.Conv2d(out_channels=16, kernel_size=3, padding=1, bias=False), ns.BatchNorm(), ns.ReLU(), ns.Dropout2d(p=0.2),
+    ns.MaxPool2d(kernel_size=2), ns.Flatten(), ns.Linear(out_features=32), ns.BatchNorm(), ns.ReLU(),
+    ns.Dropout(p=0.2), ns.Linear(out_features=10)])
+PLAIN = NETWORK.model_copy(update={"layers": [l for l in NETWORK.layers if "Dropout" not in l.type]})
+BATCH = 32
+
+
+def data(n: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, 3, 16, 16)).astype(np.float32), rng.integers(0, 10, n)
+
+
+def rows(n: int, steps: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(n)[: steps * BATCH].reshape(steps, BATCH)
+
+
+def torch_model(network: ns.Network, compiled: str, precision: str = "float32"):
+    model = load_backend("torch").compile(network, seed=0, device="cuda", precision=precision, compiled=compiled)
+    x, y = data()
+    d = model.to_device(x, y)
+    model.setup_optimizer(ns.TrainConfig())
+    model.warmup(d, BATCH, 8)
+    return model, d
+
+
+@pytest.mark.parametrize("compiled", ["on", "off"])
+def test_a_torch_epoch_never_synchronizes(compiled: str) -> None:
+    model, d = torch_model(NETWORK, compiled)
+    assert model.compiled == (compiled == "on") and model.compile_error is None
+    index = torch.as_tensor(rows(256, 8, 1), device=model.torch_device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sums = model._run_steps(d, index, 1e-3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert np.isfinite(torch.stack([sums[0], sums[1].double()]).tolist()).all()
+
+
+def test_compiled_torch_matches_eager_on_the_gpu() -> None:
+    results = []
+    for compiled in ("on", "off"):
+        model, d = torch_model(PLAIN, compiled)
+        results.append([model.train_steps(d, rows(256, 8, seed), 1e-3) for seed in range(3)])
+    np.testing.assert_allclose(np.array(results[0]), np.array(results[1]), rtol=2e-3, atol=2e-3)
+
+
+def test_precision_switches_on_the_gpu() -> None:
+    backend = load_backend("torch")
+    backend.compile(PLAIN, device="cuda", precision="tf32", compiled="off")
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    model = backend.compile(PLAIN, device="cuda", precision="bf16", compiled="off")
+    seen = []
+    model.module[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype) and None)
+    x, y = data(64)
+    d = model.to_device(x, y)
+    model.setup_optimizer(ns.TrainConfig())
+    model.train_steps(d, rows(64, 2, 0), 1e-3)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.module.parameters())
+    backend.compile(PLAIN, device="cuda", precision="float32", compiled="off")
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.skipif("jax" not in installed_backends(), reason="needs jax")
+def test_a_jax_epoch_makes_no_implicit_transfer() -> None:
+    import jax
+
+    model = load_backend("jax").compile(NETWORK, seed=0, device="gpu", precision="bf16")
+    x, y = data()
+    d = model.to_device(x, y)
+    model.setup_optimizer(ns.TrainConfig())
+    model.warmup(d, BATCH, 8)
+    with jax.transfer_guard("disallow"):
+        sums = model._steps(d, rows(256, 8, 1).astype(np.int32), 1e-3)
+    assert np.isfinite(np.asarray(sums)).all()
