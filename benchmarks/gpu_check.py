@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     check.summary.update(command=sys.argv, tiny=args.tiny, data_dir=data_dir, runs_dir=str(runs_dir))
     check.summary["environment"] = check.stage("environment", environment)
     if "tests" not in skip:
-        check.stage("tests", lambda: gpu_tests(check, min(60.0, max(10.0, 0.15 * check.left()))))
+        check.stage("tests", lambda: gpu_tests(check, min(75.0, max(10.0, 0.18 * check.left()))))
     bench = None
     if "bench" not in skip:
         bench_budget = min(150.0, 0.35 * check.left()) if not args.tiny else min(25.0, 0.4 * check.left())
