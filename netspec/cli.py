@@ -90,6 +90,8 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
     p.add_argument("--force", action="store_true", help="train again even if an identical finished run exists")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
+                   "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
     p.add_argument("--seeds", type=int, help="repeat every run with seeds 0..N-1 (seed s adds s to train.seed and "
                    "train.shuffle_seed: weights, dropout masks and batch order; seed 0 is the run as written); "
                    "replaces a sweep file's \"seeds\"")
@@ -118,12 +120,12 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     if _is_sweep(args.spec):
         from .sweep import run_sweep
         run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force,
-                  seeds=args.seeds, launcher=launcher)
+                  seeds=args.seeds, launcher=launcher, tensorboard=args.tensorboard)
         return 0
     from .experiment import Experiment
     from .sweep import experiment_jobs
     jobs = experiment_jobs(Experiment.load(args.spec, overrides), backends, args.seeds)
-    launcher.run(jobs, args.out, device=args.device, force=args.force)
+    launcher.run(jobs, args.out, device=args.device, force=args.force, tensorboard=args.tensorboard)
     if len(jobs) > 1:
         from .launchers import jobs_table
         print(jobs_table(jobs, args.out))

@@ -45,8 +45,9 @@ class Job:
 
 class Launcher(Protocol):
     def run(self, jobs: Sequence[Job], out_root: str | Path, device: Optional[str] = None, force: bool = False,
-            log: Log = print, progress: bool | None = None) -> list[Job]:
-        """Run the jobs that are not finished (all of them with force); returns those it ran."""
+            log: Log = print, progress: bool | None = None, tensorboard: bool = False) -> list[Job]:
+        """Run the jobs that are not finished (all of them with force); returns those it ran.
+        tensorboard: each run also writes TensorBoard event files."""
         ...
 
 
@@ -75,7 +76,7 @@ class LocalLauncher:
     """Jobs one after the other in this process, sharing each loaded dataset between them."""
 
     def run(self, jobs: Sequence[Job], out_root: str | Path, device: Optional[str] = None, force: bool = False,
-            log: Log = print, progress: bool | None = None) -> list[Job]:
+            log: Log = print, progress: bool | None = None, tensorboard: bool = False) -> list[Job]:
         from .data import load_dataset
         from .training_run import run_experiment
 
@@ -91,11 +92,13 @@ class LocalLauncher:
                     datasets[key] = load_dataset(job.experiment.data)
                 dataset = datasets[key]
             run_experiment(job.experiment, job.backend, out_root, device=device, force=force and id(job) in to_train,
-                           dataset=dataset, log=log, progress=progress)
+                           dataset=dataset, log=log, progress=progress, tensorboard=tensorboard,
+                           table=len(jobs) == 1)  # several runs end with one table of them all
         return todo
 
 
-def train_point(experiment_json: str, backend_name: str, out_root: str, device: Optional[str], force: bool) -> str:
+def train_point(experiment_json: str, backend_name: str, out_root: str, device: Optional[str], force: bool,
+                tensorboard: bool = False) -> str:
     """A Ray task's body: one run in the worker. Arguments are plain strings (the resolved experiment as
     JSON, the backend by name, resolved in the worker) so the task pickles without torch or jax."""
     from .backend import load_backend
@@ -103,7 +106,7 @@ def train_point(experiment_json: str, backend_name: str, out_root: str, device: 
 
     experiment = Experiment.model_validate_json(experiment_json)
     _, directory = run_experiment(experiment, load_backend(backend_name), out_root, device=device, force=force,
-                                  progress=False)
+                                  progress=False, tensorboard=tensorboard, table=False)
     return str(directory)
 
 
@@ -123,7 +126,7 @@ class RayLauncher:
         self.max_retries, self.num_cpus, self.task = max_retries, num_cpus, task
 
     def run(self, jobs: Sequence[Job], out_root: str | Path, device: Optional[str] = None, force: bool = False,
-            log: Log = print, progress: bool | None = None) -> list[Job]:
+            log: Log = print, progress: bool | None = None, tensorboard: bool = False) -> list[Job]:
         todo = pending(jobs, out_root, force)
         log(f"ray: {len(jobs) - len(todo)} of {len(jobs)} runs already finished in {out_root}; submitting {len(todo)}")
         if not todo:
@@ -132,7 +135,7 @@ class RayLauncher:
 
         started_here = self._connect(ray)
         try:
-            self._submit_and_wait(ray, todo, out_root, device, force, log)
+            self._submit_and_wait(ray, todo, out_root, device, force, log, tensorboard)
         finally:
             if started_here:
                 ray.shutdown()
@@ -155,11 +158,12 @@ class RayLauncher:
                           retry_exceptions=[OSError], runtime_env={"env_vars": dict(WORKER_ENV)})(self.task)
 
     def _submit_and_wait(self, ray: Any, todo: list[Job], out_root: str | Path, device: Optional[str], force: bool,
-                         log: Log) -> None:
+                         log: Log, tensorboard: bool = False) -> None:
         remote = self._remote(ray)
         # out_root absolute: a worker's working directory is not the driver's.
         root = str(Path(out_root).resolve())
-        refs = {remote.remote(job.experiment.model_dump_json(), job.backend.name, root, device, force): job for job in todo}
+        refs = {remote.remote(job.experiment.model_dump_json(), job.backend.name, root, device, force, tensorboard): job
+                for job in todo}
         failures: list[str] = []
         for done in itertools.count(1):
             if not refs:

@@ -206,7 +206,7 @@ def manifest_path(out_root: str | Path, name: str) -> Path:
 def run_sweep(path: str | Path, backends: list[Backend], out_root: str | Path = "runs", overrides: list[str] | None = None,
               device: Optional[str] = None, force: bool = False, log: Callable[[str], None] = print,
               progress: bool | None = None, seeds: Union[int, Sequence[int], None] = None,
-              launcher: Optional["Launcher"] = None) -> dict[str, Any]:
+              launcher: Optional["Launcher"] = None, tensorboard: bool = False) -> dict[str, Any]:
     """Run every point on every backend with `launcher` (default: one after the other, in this process);
     finished points are reused, so a killed sweep resumes and a grown one trains only its new points."""
     from .launchers import Job, LocalLauncher, jobs_table
@@ -218,7 +218,8 @@ def run_sweep(path: str | Path, backends: list[Backend], out_root: str | Path = 
     by_seed = sorted(points, key=lambda p: order[p.seed])
     jobs = [Job(p.experiment, b, f"{spec.name}: {p.label}" + (f" seed {p.seed}" if p.seed else ""))
             for p, b in itertools.product(by_seed, backends)]
-    (launcher or LocalLauncher()).run(jobs, out_root, device=device, force=force, log=log, progress=progress)
+    (launcher or LocalLauncher()).run(jobs, out_root, device=device, force=force, log=log, progress=progress,
+                                      tensorboard=tensorboard)
     log(f"sweep {spec.name}:\n{jobs_table(jobs, out_root)}\nwrite the report with: netspec report {out_root}")
     return manifest
 

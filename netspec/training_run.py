@@ -7,6 +7,7 @@ the longest shorter one, copied into its own folder, so finished folders are nev
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,6 +18,7 @@ from .experiment import Experiment
 from .plots import plot_run
 from .run_folder import RunFolder
 from .tables import metrics_table
+from .tensorboard import TensorBoardLog
 from .trainer import TrainerState, check_classes, fit
 
 Log = Callable[[str], None]
@@ -24,17 +26,21 @@ Log = Callable[[str], None]
 
 def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Path = "runs",
                    device: Optional[str] = None, force: bool = False, dataset: Any = None,
-                   log: Log = print, progress: bool | None = None) -> tuple[dict[str, Any], Path]:
+                   log: Log = print, progress: bool | None = None, tensorboard: bool = False,
+                   table: bool = True) -> tuple[dict[str, Any], Path]:
     """Train `experiment` on `backend` (a netspec.backend.Backend, e.g. `load_backend("jax")`) and write
     runs/<name>/<backend>/<run-id>/. Returns (metrics, folder).
 
     A finished run with the same resolved experiment is reused unless `force`; an unfinished one goes
     on from its checkpoint. `force` trains from scratch in an attempt folder that replaces the run only
     when it finishes. A run that diverges raises DivergedError (also when reused as diverged).
-    `dataset` may be given to share one loaded dataset across runs (a sweep).
+    `dataset` may be given to share one loaded dataset across runs (a sweep). `tensorboard` also writes
+    TensorBoard event files; `table` logs the seven figures at the end (a sweep prints one table of all
+    its runs instead).
     """
     from .data import load_dataset
 
+    options = _Options(log, progress, tensorboard, table)
     backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
     folder = RunFolder.of(out_root, experiment, backend.name)
     with folder.lock(log):
@@ -45,10 +51,10 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
         data = dataset if dataset is not None else load_dataset(experiment.data)
         check_classes(experiment.network, data)  # before any folder or model is made
         if not force:
-            return _train(experiment, backend, folder, data, _start_state(experiment, folder, log), device, log, progress), folder.path
+            return _train(experiment, backend, folder, data, _start_state(experiment, folder, log), device, options), folder.path
         attempt = folder.new_attempt()
         try:
-            metrics = _train(experiment, backend, attempt, data, None, device, log, progress)
+            metrics = _train(experiment, backend, attempt, data, None, device, options)
         except DivergedError:
             folder.replace_with(attempt)  # a diverged forced run is a result too
             raise
@@ -85,9 +91,20 @@ def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optiona
     return None
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How a run reports itself; none of it changes the run's numbers or id."""
+
+    log: Log
+    progress: bool | None
+    tensorboard: bool
+    table: bool
+
+
 def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: Any, start: Optional[TrainerState],
-           device: Optional[str], log: Log, progress: bool | None) -> dict[str, Any]:
+           device: Optional[str], options: _Options) -> dict[str, Any]:
     """Train into `folder` from `start` (None: from scratch); write every file, metrics.json last."""
+    log, progress = options.log, options.progress
     name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
     model = backend.compile(experiment.network, seed=experiment.train.seed, device=device,
                             precision=experiment.train.precision, compiled=experiment.train.compile)
@@ -98,9 +115,13 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
         folder.write_checkpoint(start, trajectory, epochs)
         _write_views(folder, start, True)
 
+    events = TensorBoardLog(folder.path, (start.epoch if start else 0) + 1) if options.tensorboard else None
+
     def on_epoch(state: TrainerState, is_best: bool) -> None:
         folder.write_checkpoint(state, trajectory, epochs)  # first: the views below are rebuilt from it
         _write_views(folder, state, is_best)
+        if events is not None:
+            events.epoch(state.history[-1])
 
     extra: dict[str, Any] = {"backend": name, "device": model.device, "name": experiment.name, **_compute(model)}
     timings: dict[str, float] = {}
@@ -109,10 +130,14 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     except DivergedError as err:
         folder.write_diverged(err.epoch, str(err), {**extra, **timings})
         raise
+    finally:
+        if events is not None:
+            events.close()
     extra.update(timings, compiled=bool(getattr(model, "compiled", False)))  # a failed compile falls back to eager
     plot_run(history, folder.path, f"{experiment.name} ({name})")
     metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
-    log(metrics_table({f"{experiment.name} [{name}]": metrics}))
+    if options.table:
+        log(metrics_table({f"{experiment.name} [{name}]": metrics}))
     log(f"median epoch {metrics['median_epoch_seconds']:.2f}s; files in {folder.path}")
     return metrics
 
