@@ -41,6 +41,7 @@ from netspec.experiment import Experiment, TrainConfig
 from netspec.network import Network
 from netspec.params import Weights, init_weights
 from netspec.trainer import batch_index_matrix
+from tests.references import torch_nn_network  # the same torch.nn reference the tests use
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 PREPARE_SHARE = 0.7
@@ -129,42 +130,6 @@ def default_plan(device_is_gpu: bool, tiny: bool) -> list[Config]:
 
 
 # ---- contenders -------------------------------------------------------------------------------------
-
-def torch_nn_network(network: Network) -> nn.Sequential:
-    """The network from torch.nn built-ins only (torch's own BatchNorm and Dropout): the reference.
-
-    Deliberately independent of backends/torch/build.py, so the whole-network tests compare two
-    separate constructions (tests/test_torch_network.py imports it)."""
-    modules: list[nn.Module] = []
-    for layer, shape in zip(network.layers, network.shapes()):
-        if isinstance(layer, spec.Linear):
-            modules.append(nn.Linear(shape[0], layer.out_features, bias=layer.bias))
-        elif isinstance(layer, spec.Conv2d):
-            modules.append(nn.Conv2d(shape[0], layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                                     bias=layer.bias))
-        elif isinstance(layer, spec.BatchNorm):
-            norm = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
-            modules.append(norm(shape[0], eps=layer.eps, momentum=layer.momentum))
-        elif isinstance(layer, spec.ReLU):
-            modules.append(nn.ReLU())
-        elif isinstance(layer, spec.Dropout):
-            modules.append(nn.Dropout(layer.p))
-        elif isinstance(layer, spec.Dropout2d):
-            modules.append(nn.Dropout2d(layer.p))
-        elif isinstance(layer, spec.MaxPool2d):
-            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
-        elif isinstance(layer, spec.Flatten):
-            modules.append(nn.Flatten())
-        else:
-            raise NotImplementedError(f"no torch.nn reference for {layer.type}")
-    return nn.Sequential(*modules)
-
-
-def load_into(module: nn.Module, weights: Weights) -> nn.Module:
-    """Canonical weights into any module whose state_dict names are the canonical ones."""
-    module.load_state_dict({name: torch.from_numpy(np.asarray(value)) for name, value in weights.items()})
-    return module
-
 
 def plain_epoch(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 batches: np.ndarray) -> tuple[float, float]:

@@ -176,9 +176,8 @@ def cnn_experiment(tiny: bool, data_dir: Optional[str], precision: str, epochs: 
 
 def train_runs(check: Check, tiny: bool, data_dir: Optional[str], runs_dir: Path, bench: Optional[dict[str, Any]],
                precisions: list[str]) -> dict[str, Any]:
-    from netspec.backend import installed_backends, load_backend
+    from netspec.backend import installed_backends
     from netspec.data import load_dataset
-    from netspec.training_run import run_experiment
 
     backends = [b for b in ("torch", "jax") if b in installed_backends()]
     began = time.perf_counter()

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.epoch_time import load_into, plain_epoch, torch_nn_network
+from benchmarks.epoch_time import plain_epoch
+from tests.references import load_into, torch_nn_network
 from netspec.data import load_dataset
 from netspec.experiment import Experiment
 from netspec.params import init_weights

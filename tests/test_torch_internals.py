@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from backends.torch import BACKEND, build_module
 from backends.torch.layers import BatchNorm, Dropout
-from netspec import AdamConfig, Experiment, Network, SpecError, TrainConfig, init_weights
+from netspec import AdamConfig, Experiment, Network, TrainConfig, init_weights
 from tests.references import load_into, torch_nn_network
 
 STEPS = 3  # training steps before the running statistics and the eval pass are compared

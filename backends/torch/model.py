@@ -14,7 +14,6 @@ from torch import Tensor
 
 from netspec.backend import (AdamMoments, Compile, Precision, canonical_precision, check_batches, check_compile,
                              check_inputs, check_labels, pack_training_state, unpack_training_state)
-from netspec.errors import SpecError
 from netspec.experiment import TrainConfig
 from netspec.network import Network
 from netspec.params import Weights, check_weights
