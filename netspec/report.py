@@ -441,7 +441,7 @@ def build_report(root: Path, out: Path) -> Path:
     done = collect_runs(root)
     runs = finished(done)
     manifests = read_manifests(root)
-    if not done and not manifests:
+    if not manifests and not any(root.glob(f"*/*/*/{run_folder.METRICS}")):  # damaged runs still get a report
         raise SpecError(f"{root}: no finished runs or sweeps to report; train something first (netspec train specs/mlp.json)")
     used_in = _used_in(manifests)
     groups = group_runs(runs)
