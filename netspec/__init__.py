@@ -4,9 +4,11 @@
     net = ns.Network(input_shape=(3, 32, 32), layers=[ns.Conv2d(out_channels=16, kernel_size=3), ...])
     print(net.summary())
 
-Nothing here imports torch or jax; backends live in `backends` and are imported on demand.
+Nothing here imports torch or jax; backends live in `backends` and are loaded on demand by name
+(`ns.load_backend("jax")`, through the entry points of pyproject.toml).
 """
-from .errors import SpecError
+from .backend import backend_names, load_backend
+from .errors import DataError, NetspecError, SetupError, SpecError
 from .experiment import AdamConfig, DataConfig, Experiment, TrainConfig, load
 from .layers import LAYER_TYPES, BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, Layer, Linear, MaxPool2d, ReLU
 from .network import Network
@@ -15,7 +17,8 @@ from .params import Weights, check_weights, init_weights, load_weights, save_wei
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "Dropout", "Dropout2d", "Experiment", "Flatten",
-    "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "Network", "ReLU", "SpecError", "TrainConfig", "Weights",
-    "check_weights", "init_weights", "load", "load_weights", "save_weights",
+    "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "DataError", "Dropout", "Dropout2d", "Experiment", "Flatten",
+    "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "NetspecError", "Network", "ReLU", "SetupError", "SpecError",
+    "TrainConfig", "Weights", "backend_names", "check_weights", "init_weights", "load", "load_backend", "load_weights",
+    "save_weights",
 ]
