@@ -235,9 +235,9 @@ def write_evaluation(evaluation: Evaluation, folder: Path, title: str) -> None:
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
     """The confusion matrix as a PNG: counts in the cells, rows = true class, columns = predicted."""
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     k = len(classes)
     size = max(4.8, 0.55 * k + 2.2)
     fig, ax = plt.subplots(figsize=(size, size), dpi=110)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from .trainer import EpochRecord
 
 
-def _pyplot():
+def pyplot():  # matplotlib, headless; imported on first use (it is slow to import)
     import matplotlib
 
     matplotlib.use("Agg")  # files only; works without a display
@@ -26,7 +26,7 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylab
     """One line per named (epochs, values) series, a marker on every point (a 1-epoch run is one
     visible point), integer epoch ticks, the best epoch marked when given; saved as PNG.
     Non-finite values (a diverged epoch) are left out rather than breaking the axis limits."""
-    plt = _pyplot()
+    plt = pyplot()
     fig = curves_figure(series, ylabel, title, ylim=ylim, best_epoch=best_epoch)
     fig.savefig(path)
     plt.close(fig)
@@ -35,7 +35,7 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylab
 def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, title: str,
                   ylim: tuple[float, float] | None = None, best_epoch: int | None = None) -> Any:
     """The matplotlib figure of `plot_curves` (tests look at its lines and ticks)."""
-    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.2), dpi=110)
     epochs: set[float] = set()
     for label, (x, y) in series.items():
         points = [(a, b) for a, b in zip(x, y) if b is not None and math.isfinite(b)]
@@ -77,7 +77,7 @@ def plot_result_vs_setting(panels: dict[str, SettingSeries], xlabel: str, title:
     """One panel per figure (e.g. final test accuracy, best validation accuracy) against the swept
     setting: per backend a line through the means with error bars of one standard deviation over
     seeds, and every seed's value as a dot. Categorical settings (variants, labels) are evenly spaced."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=110, squeeze=False)
     for ax, (ylabel, by_backend) in zip(axes[0], panels.items()):
         for k, (backend, points) in enumerate(by_backend.items()):

@@ -133,7 +133,7 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     finally:
         if events is not None:
             events.close()
-    extra.update(timings, compiled=bool(getattr(model, "compiled", False)))  # a failed compile falls back to eager
+    extra.update(timings, **_compute(model))  # again after training: a failed compile falls back to eager
     plot_run(history, folder.path, f"{experiment.name} ({name})")
     metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
     if options.table:
@@ -151,7 +151,7 @@ def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder:
 
 def _compute(model: Model) -> dict[str, Any]:
     """How the model computes, for env.json and metrics.json: its precision and whether it is compiled."""
-    return {"precision": getattr(model, "precision", None), "compiled": bool(getattr(model, "compiled", False))}
+    return {"precision": model.precision, "compiled": model.compiled}
 
 
 def _write_views(folder: RunFolder, state: TrainerState, is_best: bool) -> None:

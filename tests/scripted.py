@@ -103,6 +103,8 @@ class ScriptedModel:
     network: Network
     script: Script
     device: str = "scripted"
+    precision: str = "float32"
+    compiled: bool = False
     train_calls: list[TrainCall] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     placed: list[ScriptedSplit] = field(default_factory=list)
