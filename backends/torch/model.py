@@ -18,6 +18,7 @@ from netspec.experiment import TrainConfig
 from netspec.network import Network
 from netspec.params import Weights, check_weights
 
+from . import step_graph
 from .builders import build_module
 from .layers import Dropout
 
@@ -71,6 +72,9 @@ class TorchModel:
         self.float_dtype = "float64" if self.precision == "float64" else "float32"
         """numpy name of the dtype of parameters, statistics and inputs."""
         self.compiled = compiles(compiled, device)
+        self.graphed = self.compiled and device.type == "cuda"
+        """Steps replayed from one CUDA graph each (step_graph), with or without torch.compile: a step
+        then costs one launch. Set before setup_optimizer, which makes Adam capturable for it."""
         # channels_last: the layout of cuDNN's fastest convolutions (a compiled step's graph keeps it).
         self.channels_last = self.compiled and device.type == "cuda" and len(network.input_shape) == 3
         # `module` (benchmarks: torch.nn's own layers) must have the canonical state_dict names.
@@ -86,13 +90,17 @@ class TorchModel:
             if isinstance(layer, Dropout):
                 layer.generator, layer.salt = self.generator, index
         self._hashed_dropout = any(isinstance(m, Dropout) and m.p > 0 for m in self.module.modules())
-        """Compiled steps draw one seed per step from the generator for the hashed masks (Dropout)."""
-        self._no_seed = torch.zeros((), dtype=torch.int64, device=device)
+        """Compiled and graphed steps draw one seed per step from the generator for the hashed masks."""
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self._step: Optional[Callable[..., tuple[Tensor, Tensor]]] = None
         """The compiled loss function (built by warmup or the first train_steps when compiled)."""
+        self._graph: Optional[step_graph.StepGraph] = None
+        """The captured step of a graphed model (built by warmup or the first train_steps)."""
         self.compile_error: Optional[str] = None
-        """Why a compiled step fell back (to fullgraph=False, or to eager), if it did."""
+        """Why a compiled or graphed step fell back (to fullgraph=False, uncompiled, or ungraphed), if it did."""
+        # The step's running sums, in place: a graph adds to the same tensors at every replay.
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._correct = torch.zeros((), dtype=torch.int64, device=device)
 
     def _autocast(self) -> Any:
         """bf16 matmuls and convolutions around a forward pass when the precision is bf16."""
@@ -199,15 +207,16 @@ class TorchModel:
         if self.optimizer is None:
             raise RuntimeError("set_training_state with Adam state needs setup_optimizer(config) first")
         for name, p in self.module.named_parameters():
-            if adam.step == 0:  # no step taken: leave the state to Adam's own lazy initialization
-                self.optimizer.state.pop(p, None)
-                continue
-            # As fused Adam creates it: a float32 step on the parameter's device, moments like p.
-            self.optimizer.state[p] = {
-                "step": torch.tensor(float(adam.step), dtype=torch.float32, device=p.device),
-                "exp_avg": _like(p, adam.exp_avg[name]),
-                "exp_avg_sq": _like(p, adam.exp_avg_sq[name]),
-            }
+            values = {"step": np.asarray(float(adam.step)), "exp_avg": adam.exp_avg[name], "exp_avg_sq": adam.exp_avg_sq[name]}
+            state = self.optimizer.state.get(p)
+            if state:  # in place: a captured step graph holds these very tensors
+                with torch.no_grad():
+                    for key, value in values.items():
+                        state[key].copy_(torch.as_tensor(value, dtype=state[key].dtype))
+            elif adam.step > 0:  # as fused Adam creates it: a float32 step on p's device, moments like p
+                self.optimizer.state[p] = {"step": torch.tensor(float(adam.step), dtype=torch.float32, device=p.device),
+                                           "exp_avg": _like(p, values["exp_avg"]), "exp_avg_sq": _like(p, values["exp_avg_sq"])}
+            # else no step taken yet: Adam's own lazy initialization makes the same zeros
 
     # -- training ------------------------------------------------------------------------------------
 
@@ -221,36 +230,52 @@ class TorchModel:
 
     def setup_optimizer(self, config: TrainConfig) -> None:
         beta1, beta2 = config.optimizer.betas
-        # fused: one kernel per step for all tensors; on a CPU it is about 10x the default loop.
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr, betas=(beta1, beta2),
-                                          eps=config.optimizer.eps, weight_decay=0.0, fused=True)
+        # fused: one kernel per step for all tensors; on a CPU it is about 10x the default loop. A graphed
+        # step reads lr from a device tensor (a float would be baked into the graph) and needs capturable.
+        lr: Any = torch.tensor(config.lr, dtype=torch.float32, device=self.torch_device) if self.graphed else config.lr
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, betas=(beta1, beta2), eps=config.optimizer.eps,
+                                          weight_decay=0.0, fused=True, capturable=self.graphed)
+        self._graph = None
 
     def _compiled_step(self, fullgraph: bool = True) -> Callable[..., tuple[Tensor, Tensor]]:
-        mode = "reduce-overhead" if self.torch_device.type == "cuda" and COMPILE_BACKEND == "inductor" else None
-        # reduce-overhead: CUDA graphs (the batch shape is fixed), so a step costs ~no launch overhead.
-        return torch.compile(self._loss, backend=COMPILE_BACKEND, mode=mode, fullgraph=fullgraph, dynamic=False)
+        # No 'reduce-overhead' mode: on a GPU the whole step, Adam included, is captured (step_graph).
+        return torch.compile(self._loss, backend=COMPILE_BACKEND, fullgraph=fullgraph, dynamic=False)
 
     def warmup(self, data: TorchData, batch_size: int, rows: int = 1) -> None:
-        """Compile the training step (three steps: CUDA graphs record on the second or third call) and
-        put the model's state back as it was. Falls back to a graph with breaks, then to eager, with
-        the reason in compile_error, rather than failing a run. No-op when not compiled."""
-        if not self.compiled or self.optimizer is None:
+        """Compile the training step, then on a GPU capture it as a CUDA graph, and put the model's state
+        back as it was. Falls back rather than failing a run, with the reason in compile_error: to a
+        compiled graph with breaks, then to an uncompiled step; a failed capture leaves steps ungraphed.
+        No-op when eager."""
+        if not (self.compiled or self.graphed) or self.optimizer is None:
             return
         saved = self.get_training_state()
-        batches = np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples
-        for fullgraph in (True, False):
-            try:
-                self._step = self._compiled_step(fullgraph)
-                self._run_steps(data, torch.as_tensor(batches, device=self.torch_device), 0.0)
-                break
-            except Exception as err:  # a compiler's failure: report it, train on
-                self.compile_error = f"torch.compile(fullgraph={fullgraph}) failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                warnings.warn(self.compile_error)
-                self._step = None
-                torch._dynamo.reset()
-        if self._step is None:
-            self.compiled = False
+        batches = torch.as_tensor(np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples, device=self.torch_device)
+        graphed, self.graphed = self.graphed, False
+        with warnings.catch_warnings():  # capturable Adam run uncaptured: expected while warming up
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            for fullgraph in (True, False) if self.compiled else ():
+                try:
+                    self._step = self._compiled_step(fullgraph)
+                    self._run_steps(data, batches, 0.0)
+                    break
+                except Exception as err:  # a compiler's failure: report it, train on
+                    self._fell_back(f"torch.compile(fullgraph={fullgraph})", err)
+            self.compiled, self.graphed = self._step is not None, graphed
+            if graphed:
+                try:
+                    self._run_steps(data, batches, 0.0)
+                except Exception as err:
+                    self._fell_back("CUDA graph capture", err, keep_step=True)
+                    self.graphed = False
         self.set_training_state(saved)
+
+    def _fell_back(self, what: str, err: Exception, keep_step: bool = False) -> None:
+        self.compile_error = f"{what} failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        warnings.warn(self.compile_error)
+        self._graph = None
+        if not keep_step:
+            self._step = None
+            torch._dynamo.reset()
 
     def train_steps(self, data: TorchData, batches: np.ndarray, lr: float) -> tuple[float, float]:
         if self.optimizer is None:
@@ -265,27 +290,54 @@ class TorchModel:
     def _run_steps(self, data: TorchData, rows: Tensor, lr: float) -> tuple[Tensor, Tensor]:
         """The optimizer steps of train_steps, with the sums left on the device."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lr)  # on the device: no host sync, and a graph sees it
+            else:
+                group["lr"] = lr
         self.module.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
-        step = self._step or self._loss
-        mark_step = getattr(torch.compiler, "cudagraph_mark_step_begin", None) if self._step is not None else None
-        for index in rows:  # rows of a device tensor: no host round trip per step
-            seed = None
-            if self._step is not None:  # compiled: hashed dropout masks, one seed per step from the generator
-                seed = self._no_seed
-                if self._hashed_dropout:
-                    seed = torch.randint(0, 2**31 - 1, (), generator=self.generator, device=self.torch_device)
-                if mark_step is not None and self.torch_device.type == "cuda":
-                    mark_step()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss, hits = step(data.x, data.y, index, seed)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += loss.detach()
-            correct += hits
-        return loss_sum, correct
+        self._loss_sum.zero_()
+        self._correct.zero_()
+        # Compiled and graphed steps hash their dropout masks from one seed per step; eager ones draw.
+        fast = self.compiled or self.graphed
+        seeds = None
+        if fast:
+            seeds = (torch.randint(0, 2**31 - 1, (len(rows),), generator=self.generator, device=self.torch_device)
+                     if self._hashed_dropout else torch.zeros(len(rows), dtype=torch.int64, device=self.torch_device))
+        graph = self._graph_for(data, rows) if self.graphed and len(rows) else None
+        for step, index in enumerate(rows):  # rows of a device tensor: no host round trip per step
+            seed = seeds[step] if seeds is not None else None
+            if graph is not None:
+                graph.run(index, seed)
+            else:
+                self._one_step(data, index, seed)
+        return self._loss_sum.clone(), self._correct.clone()
+
+    def _one_step(self, data: TorchData, index: Tensor, seed: Optional[Tensor]) -> None:
+        """One optimizer step on data.x[index], its loss and hits added to the sums: what a graph captures."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, hits = (self._step or self._loss)(data.x, data.y, index, seed)
+        loss.backward()
+        self.optimizer.step()
+        self._loss_sum += loss.detach()
+        self._correct += hits
+
+    def _graph_for(self, data: TorchData, rows: Tensor) -> step_graph.StepGraph:
+        """The captured step for this split and batch size (captured again when either changes), with
+        the model's state as it was before the capture's warm-up steps."""
+        key = step_graph.graph_key(data.x, data.y, rows.shape[1])
+        if self._graph is None or self._graph.key != key:
+            self._graph = None
+            saved = self.get_training_state()
+            index = rows[0].clone()
+            seed = torch.zeros((), dtype=torch.int64, device=self.torch_device)
+            with warnings.catch_warnings():  # capturable Adam run uncaptured: expected while warming up
+                warnings.filterwarnings("ignore", message=".*capturable=True.*")
+                graph = step_graph.capture(lambda i, s: self._one_step(data, i, s), index, seed)
+            self._graph = step_graph.StepGraph(graph, key, index, seed)
+            self.set_training_state(saved)
+            self._loss_sum.zero_()
+            self._correct.zero_()
+        return self._graph
 
     def evaluate(self, data: TorchData, batch_size: int) -> tuple[float, float]:
         count = data.num_examples
