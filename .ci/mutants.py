@@ -53,6 +53,7 @@ SHAPES = ("tests/test_shapes_and_counts.py",)
 TORCH_LAYERS = ("tests/test_backend_contract.py", "-k", "torch and layer_")
 JAX_LAYERS = ("tests/test_backend_contract.py", "-k", "jax and layer_")
 REPORT = ("tests/test_report_tables.py",)
+STEP_GRAPH = ("tests/test_torch_step_graph.py",)
 
 MUTANTS: list[Mutant] = [
     # --- the trainer: the lab protocol and the seven figures ------------------------------------------
@@ -140,6 +141,15 @@ MUTANTS: list[Mutant] = [
            "dtype=x.dtype)\n            return x * uniform.lt_(self.p).mul_(1.0 / keep)", "torch dropout keeps with probability p", TORCH_LAYERS),
     Mutant("backends/torch/builders.py", "Dropout(layer.p, broadcast_dims=(2, 3))", "Dropout(layer.p, broadcast_dims=(0, 2, 3))",
            "torch Dropout2d one mask for the whole batch", TORCH_LAYERS),
+    # --- torch's CUDA-graphed steps (a graph replays fixed addresses and the values they hold) ---------
+    Mutant("backends/torch/step_graph.py", "        self.seed.copy_(seed)\n", "",
+           "graph replays keep the captured dropout seed", STEP_GRAPH),
+    Mutant("backends/torch/model.py", 'group["lr"].fill_(lr)', 'group["lr"] = lr',
+           "a new learning rate replaces the tensor the graph reads", STEP_GRAPH),
+    Mutant("backends/torch/model.py", "            if state:  # in place", "            if False:  # in place",
+           "restoring Adam's state replaces the tensors a graph holds", STEP_GRAPH),
+    Mutant("backends/torch/model.py", "            self.set_training_state(saved)\n            self._loss_sum.zero_()",
+           "            self._loss_sum.zero_()", "a capture's warm-up steps left in the weights", STEP_GRAPH),
     Mutant("backends/jax/layers.py", "(m * n / (n - 1))", "m", "jax BatchNorm running_var biased", JAX_LAYERS),
     Mutant("backends/jax/builders.py", "Dropout(s.p, broadcast_dims=(1, 2)", "Dropout(s.p, broadcast_dims=(2, 3)",
            "jax Dropout2d mask laid out as NCHW on NHWC data", JAX_LAYERS),

@@ -93,6 +93,10 @@ class Row:
     compile_s: float = math.nan
     seconds: list[float] = field(default_factory=list)
     error: Optional[str] = None
+    error_detail: Optional[str] = None
+    """A compiler's whole message (the JSON only): its cause is on its last lines."""
+    graphed: Optional[bool] = None
+    """torch: whether the step was replayed from a CUDA graph."""
 
 
 def plan(nets: list[str], backends: list[str], precisions: list[str], modes: list[str], impls: list[str]) -> list[Config]:
@@ -195,7 +199,8 @@ def prepare(config: Config, network: Network, batch_size: int, x: np.ndarray, y:
     runner(first_epoch)  # also compiles what warmup does not (jax 'eager': the per-step jit)
     row.compile_s = time.perf_counter() - start
     if getattr(model, "compile_error", None):
-        row.error = model.compile_error
+        row.error, row.error_detail = model.compile_error, getattr(model, "compile_error_detail", None)
+    row.graphed = getattr(model, "graphed", None)
     return runner
 
 
@@ -255,7 +260,8 @@ def table(rows: list[Row], nets: dict[str, tuple[Network, int]], train_size: int
                     "images_per_s": steps * batch / median if median else None,
                     "ratio_to_builtin": median / builtin if median and builtin else None,
                     "compile_s": None if math.isnan(row.compile_s) else row.compile_s,
-                    "timed_epochs": len(row.seconds), "error": row.error})
+                    "timed_epochs": len(row.seconds), "graphed": row.graphed, "error": row.error,
+                    "error_detail": row.error_detail})
     dropout = []
     for c, median in medians.items():
         if c.net == "cnn+dropout":
@@ -271,16 +277,17 @@ def table(rows: list[Row], nets: dict[str, tuple[Network, int]], train_size: int
 def format_table(doc: dict[str, Any]) -> str:
     """The table as text: s/epoch (median), images/s, ratio to the built-in contender, compile time."""
     lines = [f"device: {doc['device']}; {doc['train_size']:,} images per epoch; torch {doc['torch']}",
-             f"{'network':<14} {'backend':<6} {'impl':<8} {'precision':<8} {'mode':<9} {'s/epoch':>9} "
+             f"{'network':<14} {'backend':<6} {'impl':<8} {'precision':<8} {'mode':<14} {'s/epoch':>9} "
              f"{'images/s':>11} {'vs built-in':>11} {'compile s':>9}"]
     for r in doc["rows"]:
         if r["s_per_epoch"] is None:
-            lines.append(f"{r['net']:<14} {r['backend']:<6} {r['impl']:<8} {r['precision']:<8} {r['mode']:<9} "
+            lines.append(f"{r['net']:<14} {r['backend']:<6} {r['impl']:<8} {r['precision']:<8} {r['mode']:<14} "
                          f"{'failed':>9}  {r['error'] or ''}")
             continue
         ratio = f"{r['ratio_to_builtin']:.2f}x" if r["ratio_to_builtin"] else "-"
         note = f"  ({r['error']})" if r["error"] else ""
-        lines.append(f"{r['net']:<14} {r['backend']:<6} {r['impl']:<8} {r['precision']:<8} {r['mode']:<9} "
+        mode = r["mode"] + ("+graph" if r.get("graphed") else "")
+        lines.append(f"{r['net']:<14} {r['backend']:<6} {r['impl']:<8} {r['precision']:<8} {mode:<14} "
                      f"{r['s_per_epoch']:9.4f} {r['images_per_s']:11,.0f} {ratio:>11} {r['compile_s'] or 0:9.1f}{note}")
     for d in doc["dropout_elementwise_vs_channel"]:
         lines.append(f"element-wise / channel dropout, {d['backend']} {d['impl']} {d['precision']} {d['mode']}: "

@@ -113,9 +113,10 @@ class TrainConfig(_Strict):
     'bf16' (bf16 matmuls/convs, float32 parameters, optimizer state, BatchNorm statistics and loss).
     On a CPU 'tf32' computes as 'float32'. Left out of the run id when 'float32'."""
     compile: Literal["auto", "on", "off"] = "auto"
-    """'auto': compiled training steps on a GPU (torch.compile, the whole step captured as a CUDA graph; jax: the steps of an
-    epoch as one jitted scan), eager on a CPU, where torch.compile costs 30-60 s per graph; 'on' or
-    'off' force it ('off' for debugging). Never part of the run id (how, not what, is computed)."""
+    """'auto': compiled training steps on a GPU (torch.compile, the whole step captured as a CUDA graph;
+    jax: the steps of an epoch as one jitted scan), not on a CPU, where torch.compile costs 30-60 s per
+    graph and a scan is slower than jitted steps; 'on' or 'off' force it ('off' for debugging). Never
+    part of the run id (how, not what, is computed)."""
 
 
 class Experiment(_Strict):

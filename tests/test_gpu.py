@@ -82,6 +82,25 @@ def test_graphed_steps_match_ungraphed_steps_on_the_gpu() -> None:
     np.testing.assert_allclose(np.array(runs[0]), np.array(runs[1]), rtol=1e-4, atol=1e-5)
 
 
+def test_inductor_compiles_the_hashed_dropout_masks_exactly() -> None:
+    """Compiled steps hash their dropout masks in int64 tensor ops (layers.hashed_keep_mask) so that
+    inductor fuses them with their use. Under torch 2.11 inductor once failed on the netspec MLP, whose
+    dropout is the only hashed part: its whole message is the assertion's. The masks must be those of
+    eager torch bit for bit (integer ops leave a code generator no rounding to hide behind)."""
+    from backends.torch.layers import hashed_keep_mask
+
+    device = torch.device("cuda")
+    seed = torch.tensor(123_456_789, dtype=torch.int64, device=device)
+    compiled = torch.compile(lambda s: hashed_keep_mask([500, 1024], s, 3, 0.7, device), fullgraph=True)
+    mask = compiled(seed)
+    assert torch.equal(mask, hashed_keep_mask([500, 1024], seed, 3, 0.7, device))
+    assert abs(mask.float().mean().item() - 0.7) < 0.01
+    network = ns.Network(input_shape=(3, 16, 16), layers=[ns.Flatten(), ns.Linear(out_features=64), ns.BatchNorm(),
+                                                          ns.ReLU(), ns.Dropout(p=0.5), ns.Linear(out_features=10)])
+    model, _ = torch_model(network, "on")
+    assert model.compiled and model.compile_error is None, model.compile_error_detail
+
+
 def test_precision_switches_on_the_gpu() -> None:
     backend = load_backend("torch")
     backend.compile(PLAIN, device="cuda", precision="tf32", compiled="off")

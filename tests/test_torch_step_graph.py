@@ -82,7 +82,9 @@ def test_graphed_steps_match_ungraphed_compiled_steps(captures: list[ReplayByCal
     graphed, d = model_on_cpu(graphed=True)
     plain, d2 = model_on_cpu(graphed=False)
     assert graphed.graphed and graphed.compiled and graphed.compile_error is None and len(captures) == 1
+    lr = graphed.optimizer.param_groups[0]["lr"]
     assert train(graphed, d, epochs()) == train(plain, d2, epochs())
+    assert graphed.optimizer.param_groups[0]["lr"] is lr and float(lr) == LRS[-1]  # the tensor the graph reads
     for name, value in plain.get_weights().items():
         np.testing.assert_array_equal(graphed.get_weights()[name], value, err_msg=name)
     assert len(captures) == 1  # captured once by warmup, replayed by every later call

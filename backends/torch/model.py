@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netspec.backend import (AdamMoments, Compile, Precision, canonical_precision, check_batches, check_compile,
-                             check_inputs, check_labels, pack_training_state, unpack_training_state)
+from netspec.backend import (AdamMoments, Compile, Precision, canonical_precision, check_batches, check_inputs,
+                             check_labels, compiles, pack_training_state, unpack_training_state)
 from netspec.experiment import TrainConfig
 from netspec.network import Network
 from netspec.params import Weights, check_weights
@@ -42,11 +42,6 @@ def set_precision(precision: Precision) -> str:
     return canonical
 
 
-def compiles(compiled: Compile, device: torch.device) -> bool:
-    """'auto': compiled on a GPU, eager on a CPU (where torch.compile costs 30-60 s per graph)."""
-    return check_compile(compiled) == "on" or (compiled == "auto" and device.type == "cuda")
-
-
 @dataclass(frozen=True)
 class TorchData:
     """A split on the model's device: x (N, *input_shape) float32, y (N,) int64."""
@@ -71,7 +66,7 @@ class TorchModel:
         self.device = device_name
         self.float_dtype = "float64" if self.precision == "float64" else "float32"
         """numpy name of the dtype of parameters, statistics and inputs."""
-        self.compiled = compiles(compiled, device)
+        self.compiled = compiles(compiled, device.type == "cuda")
         self.graphed = self.compiled and device.type == "cuda"
         """Steps replayed from one CUDA graph each (step_graph), with or without torch.compile: a step
         then costs one launch. Set before setup_optimizer, which makes Adam capturable for it."""
@@ -97,7 +92,9 @@ class TorchModel:
         self._graph: Optional[step_graph.StepGraph] = None
         """The captured step of a graphed model (built by warmup or the first train_steps)."""
         self.compile_error: Optional[str] = None
-        """Why a compiled or graphed step fell back (to fullgraph=False, uncompiled, or ungraphed), if it did."""
+        """Why a compiled or graphed step fell back (to fullgraph=False, uncompiled, or ungraphed), if it did:
+        one line. compile_error_detail keeps the whole text (a compiler's subprocess puts the cause last)."""
+        self.compile_error_detail: Optional[str] = None
         # The step's running sums, in place: a graph adds to the same tensors at every replay.
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self._correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -270,7 +267,9 @@ class TorchModel:
         self.set_training_state(saved)
 
     def _fell_back(self, what: str, err: Exception, keep_step: bool = False) -> None:
-        self.compile_error = f"{what} failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        text = str(err)
+        self.compile_error = f"{what} failed: {type(err).__name__}: {text.splitlines()[0] if text else ''}"
+        self.compile_error_detail = f"{self.compile_error_detail or ''}{what}: {type(err).__name__}: {text[-4000:]}\n"
         warnings.warn(self.compile_error)
         self._graph = None
         if not keep_step:
