@@ -103,7 +103,9 @@ class TorchModel:
         """bf16 matmuls and convolutions around a forward pass when the precision is bf16."""
         if self.precision != "bf16":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.torch_device.type, dtype=torch.bfloat16)
+        # No cast cache: each weight is cast once per pass anyway, and PyTorch supports autocast in CUDA
+        # graphs only without it (torch.cuda.make_graphed_callables refuses the cache).
+        return torch.autocast(device_type=self.torch_device.type, dtype=torch.bfloat16, cache_enabled=False)
 
     def _layers(self, x: Tensor, seed: Optional[Tensor]) -> Tensor:
         """The module's forward pass, handing the step's seed to the hand-written Dropout layers."""
