@@ -9,7 +9,9 @@ In order, within --budget-s seconds overall:
       the frameworks' built-in layers), at most 180 s, on --bench-size images per epoch;
   (c) specs/cnn.json on the torch and the jax backend, precision tf32, on the JPEG CIFAR-10 copy, for as
       many of its 50 epochs as the time left allows (estimated from the benchmark's epoch time; a guard
-      stops a run that overruns), then bf16 runs if time is still left.
+      stops a run that overruns), then the same with torch.nn built-ins in a plain loop
+      (benchmarks/plain_torch.py: the reference the copy's README asks a result to be compared with),
+      then bf16 runs if time is still left.
 Files (few, one folder deep, so that they come back from a device machine): DIR/summary.json (all that
 matters: environment, test outcome, the table, each run's metrics and per-epoch history), DIR/log.txt
 (everything printed), DIR/tests.txt, DIR/bench.json, DIR/bench.txt. Run folders go to --runs-dir.
@@ -33,6 +35,11 @@ from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_CANDIDATES = (ROOT / ".data" / "cifar10-jpeg-q75.tar.gz", ROOT.parent / "shared" / "data" / "cifar10-jpeg-q75.tar.gz")
+
+
+HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "seconds")
+PLAIN = "plain torch.nn"
+"""The reference run's name among the backends of the training stage."""
 
 
 class OutOfTime(Exception):
@@ -185,13 +192,16 @@ def train_runs(check: Check, tiny: bool, data_dir: Optional[str], runs_dir: Path
     results: dict[str, Any] = {"data_seconds": time.perf_counter() - began, "train_images": len(dataset.train_y), "runs": []}
     check.log(f"data: {len(dataset.train_y):,} train / {len(dataset.val_y):,} val / {len(dataset.test_y):,} test images "
               f"in {results['data_seconds']:.1f} s")
-    jobs = [(precision, backend) for precision in precisions for backend in backends]
+    # The reference a result on this JPEG copy is to be compared with (its README): torch.nn built-ins in
+    # a plain loop, same split, weights and batch order, at the first precision, after both backends.
+    reference = [(precisions[0], PLAIN)] if "torch" in backends and precisions else []
+    jobs = [(p, b) for p in precisions[:1] for b in backends] + reference + [(p, b) for p in precisions[1:] for b in backends]
     for index, (precision, backend) in enumerate(jobs):
         share = check.left() / max(len([j for j in jobs[index:] if j[0] == precision]), 1) - 10.0
-        if index >= len(backends) and share < 60:  # later precisions only with real time left
+        if index >= len(backends) + len(reference) and share < 60:  # later precisions only with real time left
             results["runs"].append({"backend": backend, "precision": precision, "skipped": "budget"})
             continue
-        estimate = epoch_estimate(bench, backend, precision, len(dataset.train_y))
+        estimate = epoch_estimate(bench, "torch" if backend == PLAIN else backend, precision, len(dataset.train_y))
         per_epoch = 1.3 * estimate + 0.3 if estimate else 2.5
         compile_s = 45.0 if backend == "torch" else 20.0
         epochs = 1 if tiny and index else (2 if tiny else int(max(1, min(50, (share - compile_s) // per_epoch))))
@@ -218,6 +228,8 @@ def train_one(check: Check, backend: str, precision: str, epochs: int, tiny: boo
             raise OutOfTime(f"out of time after: {line.split('  ')[0]}")
 
     began = time.perf_counter()
+    if backend == PLAIN:
+        return train_plain_reference(entry, experiment, dataset, log, began)
     try:
         metrics, folder = run_experiment(experiment, load_backend(backend), runs_dir, dataset=dataset, log=log,
                                          progress=False, force=True)
@@ -231,8 +243,27 @@ def train_one(check: Check, backend: str, precision: str, epochs: int, tiny: boo
     entry["seconds"] = time.perf_counter() - began
     if history.exists():
         rows = json.loads(history.read_text())
-        entry["history"] = [{k: r.get(k) for k in ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "seconds")} for r in rows]
+        entry["history"] = [{k: r.get(k) for k in HISTORY_FIELDS} for r in rows]
         entry["epochs_done"] = len(rows)
+    return entry
+
+
+def train_plain_reference(entry: dict[str, Any], experiment: Any, dataset: Any, log: Callable[[str], None],
+                          began: float) -> dict[str, Any]:
+    """The plain torch.nn loop (benchmarks/plain_torch.py) on the same data; its history kept in memory."""
+    import torch
+
+    from benchmarks.plain_torch import train_plain
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    history: list[Any] = []
+    try:
+        entry["metrics"] = train_plain(experiment, dataset, device, log=log, history=history)[0]
+    except OutOfTime as err:
+        entry["stopped"] = str(err)
+    entry["seconds"] = time.perf_counter() - began
+    entry["history"] = [{k: vars(r).get(k) for k in HISTORY_FIELDS} for r in history]
+    entry["epochs_done"] = len(history)
     return entry
 
 

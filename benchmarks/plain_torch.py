@@ -13,13 +13,14 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks.epoch_time import plain_epoch
 from tests.references import load_into, torch_nn_network
-from netspec.data import load_dataset
+from netspec.data import Dataset, load_dataset
 from netspec.experiment import Experiment
 from netspec.params import init_weights
 from netspec.tables import metrics_table
@@ -37,19 +38,15 @@ def evaluate(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
     return loss / len(y), correct / len(y)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("spec")
-    parser.add_argument("--data-dir", help="local CIFAR-10 copy (as runner.py's --data-dir)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", help="JSON file for the metrics (default: runs/<name>/plain_torch.json)")
-    args = parser.parse_args(argv)
-    overrides = ([f"data.dir={json.dumps(args.data_dir)}"] if args.data_dir else []) + args.overrides
-    experiment = Experiment.load(args.spec, overrides)
+def train_plain(experiment: Experiment, data: Dataset, device: torch.device, log: Callable[[str], None] = print,
+                history: Optional[list[EpochRecord]] = None) -> tuple[dict[str, Any], list[EpochRecord]]:
+    """The experiment with torch.nn built-ins and a plain loop: its metrics (the report's seven figures)
+    and per-epoch history, appended to `history` when given (so a caller whose log stops the run keeps
+    the epochs done). TF32 follows `train.precision` as in the netspec backend ('bf16' is not modelled:
+    a plain loop in float32)."""
     cfg, network = experiment.train, experiment.network
-    data = load_dataset(experiment.data)
-    device = torch.device(args.device)
+    if device.type == "cuda" and cfg.precision in ("float32", "tf32"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
     torch.manual_seed(cfg.seed)
     module = load_into(torch_nn_network(network), init_weights(network, cfg.seed)).to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps)
@@ -57,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                           torch.as_tensor(getattr(data, f"{name}_y"), device=device))
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = split("train"), split("val"), split("test")
     orders = epoch_orders(len(train_y), cfg.shuffle_seed)
-    history: list[EpochRecord] = []
+    history = [] if history is None else history
     best = -1.0
     for epoch in range(1, cfg.epochs + 1):
         batches = batch_index_matrix(next(orders), cfg.batch_size)
@@ -72,8 +69,25 @@ def main(argv: list[str] | None = None) -> None:
             best = val_acc
             record.test_loss, record.test_acc = evaluate(module, test_x, test_y, cfg.eval_batch_size)
         history.append(record)
-        print(record.line(cfg.epochs), flush=True)
-    metrics = summarize(history) | {"backend": "plain torch.nn", "device": str(device), "name": experiment.name}
+        log(record.line(cfg.epochs))
+    precision = cfg.precision if cfg.precision in ("float32", "tf32") else "float32"
+    metrics = summarize(history) | {"backend": "plain torch.nn", "device": str(device), "name": experiment.name,
+                                    "precision": precision}
+    return metrics, history
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("spec")
+    parser.add_argument("--data-dir", help="local CIFAR-10 copy (as runner.py's --data-dir)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", help="JSON file for the metrics (default: runs/<name>/plain_torch.json)")
+    args = parser.parse_args(argv)
+    overrides = ([f"data.dir={json.dumps(args.data_dir)}"] if args.data_dir else []) + args.overrides
+    experiment = Experiment.load(args.spec, overrides)
+    metrics, history = train_plain(experiment, load_dataset(experiment.data), torch.device(args.device),
+                                   log=lambda line: print(line, flush=True))
     out = Path(args.out or f"runs/{experiment.name}/plain_torch.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"metrics": metrics, "history": [vars(r) for r in history]}, indent=2))

@@ -25,6 +25,10 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureF
     printed = capsys.readouterr().out
     assert "s/epoch" in printed and "vs built-in" in printed and (out / "bench.txt").read_text().startswith("device:")
     runs = stages["train"]["result"]["runs"]
-    assert {run["backend"] for run in runs} >= {"torch"}
-    assert all(run["metrics"]["status"] == "finished" and run["metrics"]["precision"] == "tf32" for run in runs)
+    assert {run["backend"] for run in runs} >= {"torch", gpu_check.PLAIN}
+    netspec_runs = [run for run in runs if run["backend"] != gpu_check.PLAIN]
+    assert all(run["metrics"]["status"] == "finished" and run["metrics"]["precision"] == "tf32" for run in netspec_runs)
+    plain = next(run for run in runs if run["backend"] == gpu_check.PLAIN)  # the reference on the same data
+    assert plain["metrics"]["precision"] == "tf32" and plain["epochs_done"] == plain["epochs_planned"] == len(plain["history"])
+    assert 0.0 <= plain["metrics"]["test_acc"] <= 1.0
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.txt", "log.txt", "summary.json", "tests.txt"]
