@@ -84,6 +84,9 @@ class Model(Protocol):
     """The canonical precision it computes in (see Precision)."""
     compiled: bool
     """Whether its training steps are compiled (torch.compile; jax: one jitted scan per chunk of steps)."""
+    compile_error: Optional[str]
+    """Why its steps fell back to a less compiled form (a compiler's or a CUDA graph capture's failure,
+    in one line), or None: a run records it beside `compiled`, as the run still trains."""
 
     # Optional: `warmup(data, batch_size, rows) -> None` compiles the training step for calls of
     # train_steps with `rows` rows of `batch_size` (the trainer's), leaving the model's state as it was;

@@ -150,8 +150,9 @@ def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder:
 
 
 def _compute(model: Model) -> dict[str, Any]:
-    """How the model computes, for env.json and metrics.json: its precision and whether it is compiled."""
-    return {"precision": model.precision, "compiled": model.compiled}
+    """How the model computes, for env.json and metrics.json: its precision, whether it is compiled, and
+    why not fully, if a compiler or graph capture failed."""
+    return {"precision": model.precision, "compiled": model.compiled, "compile_error": model.compile_error}
 
 
 def _write_views(folder: RunFolder, state: TrainerState, is_best: bool) -> None:

@@ -105,6 +105,7 @@ class ScriptedModel:
     device: str = "scripted"
     precision: str = "float32"
     compiled: bool = False
+    compile_error: Optional[str] = None
     train_calls: list[TrainCall] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     placed: list[ScriptedSplit] = field(default_factory=list)

@@ -246,4 +246,23 @@ def test_a_run_records_precision_compile_and_compile_seconds(backend: str, tmp_p
     env = __import__("json").loads((folder / "env.json").read_text())
     assert metrics["precision"] == env["precision"] == "bf16"
     assert metrics["compiled"] == env["compiled"] == (backend == "jax")
+    assert metrics["compile_error"] is env["compile_error"] is None
     assert metrics["compile_seconds"] >= 0 and np.isfinite(metrics["test_acc"])
+
+
+@needs_torch
+def test_a_run_whose_compiler_fails_trains_on_and_records_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends.torch.model import TorchModel
+    from netspec.training_run import run_experiment
+
+    def failing_compiler(self, fullgraph: bool = True):
+        def step(*args):
+            raise RuntimeError("InductorError: SubprocException: An exception occurred in a subprocess:\n\nthe cause")
+        return step
+    monkeypatch.setattr(TorchModel, "_compiled_step", failing_compiler)
+    experiment = tiny_experiment(epochs=1).with_overrides(["train.compile=on"])
+    with pytest.warns(UserWarning, match="torch.compile"):
+        metrics, _ = run_experiment(experiment, load_backend("torch"), tmp_path, device="cpu", log=lambda line: None,
+                                    progress=False)
+    assert metrics["compiled"] is False and np.isfinite(metrics["test_acc"])
+    assert metrics["compile_error"] == "torch.compile(fullgraph=False) failed: RuntimeError: InductorError: SubprocException: An exception occurred in a subprocess:"

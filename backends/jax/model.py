@@ -100,6 +100,8 @@ class JaxModel:
         """Compiled ('on', or 'auto' on a GPU): the steps of a train_steps call run as jitted scans of
         `_chunk_rows` steps (one dispatch per chunk); otherwise one jitted step per row (one dispatch per
         step), which on a CPU is as fast for the MLP and ~7x faster for the CNN (netspec.backend.compiles)."""
+        self.compile_error: Optional[str] = None
+        """Never set: a jitted scan has no fallback (a failure to compile it is an error)."""
         self._chunk_rows: Optional[int] = None
         """Steps per scan, fixed by warmup or the first train_steps call: one compiled program per run
         (a call's rows are cut into chunks of this length, the last padded with rows that are skipped)."""
