@@ -142,3 +142,21 @@ def test_a_failed_capture_leaves_compiled_ungraphed_steps(captures: list[ReplayB
     assert "CUDA graph capture failed: RuntimeError: operation not permitted" in model.compile_error
     plain, d2 = model_on_cpu(graphed=False)
     assert train(model, d, epochs()) == train(plain, d2, epochs())
+
+
+def test_the_trainer_runs_graphed_steps_as_it_runs_ungraphed_ones(captures: list[ReplayByCalling]) -> None:
+    """fit end to end (warmup, progress chunks, evaluation between epochs): the same history."""
+    from netspec.data import load_dataset
+    from netspec.trainer import fit
+    from tests.helpers import tiny_experiment
+
+    experiment = tiny_experiment(epochs=3, dropout=0.2, batch_size=25).with_overrides([f"train.lr={2.0**-7}"])
+    dataset = load_dataset(experiment.data, progress=False)
+    histories = []
+    for graphed in (True, False):
+        model = load_backend("torch").compile(experiment.network, seed=0, device="cpu", compiled="on")
+        model.graphed = graphed
+        histories.append([(r.train_loss, r.train_acc, r.val_loss, r.val_acc)
+                          for r in fit(model, experiment, dataset, log=lambda line: None, progress=True)])
+        assert model.graphed == graphed
+    assert histories[0] == histories[1] and len(captures) == 1
