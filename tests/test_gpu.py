@@ -41,8 +41,8 @@ def torch_model(network: ns.Network, compiled: str, precision: str = "float32"):
 
 @pytest.mark.parametrize("compiled", ["on", "off"])
 def test_a_torch_epoch_never_synchronizes(compiled: str) -> None:
-    # Compiled: the network of the next test (one inductor compile, then its cache); the hashed dropout
-    # of compiled steps is traced on a CPU (tests/test_precision_and_compile.py) and timed by the benchmark.
+    # Compiled and graphed: the network of the next test (one inductor compile, then its cache); the
+    # hashed dropout under inductor has its own test below.
     model, d = torch_model(PLAIN if compiled == "on" else NETWORK, compiled)
     assert model.compiled == model.graphed == (compiled == "on") and model.compile_error is None
     assert (model._graph is not None) == (compiled == "on")  # captured by warmup: replays only below
