@@ -32,3 +32,19 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureF
     assert plain["metrics"]["precision"] == "tf32" and plain["epochs_done"] == plain["epochs_planned"] == len(plain["history"])
     assert 0.0 <= plain["metrics"]["test_acc"] <= 1.0
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.txt", "log.txt", "summary.json", "tests.txt"]
+
+
+def test_run_estimates_come_from_the_matching_benchmark_row() -> None:
+    """The training stage plans epochs from the benchmark: the backend's compiled netspec row; for the plain
+    reference, the eager torch.nn row (else the eager netspec one); guesses where none was measured."""
+    def row(backend: str, impl: str, mode: str, seconds: float, compile_s: float) -> dict:
+        return {"net": "cnn", "backend": backend, "impl": impl, "precision": "tf32", "mode": mode, "s_per_epoch": seconds,
+                "steps": 200, "batch_size": 100, "compile_s": compile_s}
+    bench = {"rows": [row("torch", "netspec", "compiled", 0.2, 20.0), row("torch", "netspec", "eager", 0.5, 1.0),
+                      row("jax", "netspec", "compiled", 0.3, 4.0), row("jax", "builtin", "compiled", 0.1, 1.0)]}
+    assert gpu_check.run_estimate(bench, "torch", "tf32", 40_000) == pytest.approx((1.15 * 0.4 + 0.15, 29.0))
+    assert gpu_check.run_estimate(bench, "jax", "tf32", 40_000) == pytest.approx((1.15 * 0.6 + 0.15, 9.8))
+    assert gpu_check.run_estimate(bench, gpu_check.PLAIN, "tf32", 40_000) == pytest.approx((1.15 * 1.0 + 0.15, 6.2))
+    bench["rows"].append(row("torch", "builtin", "eager", 0.4, 1.0))
+    assert gpu_check.run_estimate(bench, gpu_check.PLAIN, "tf32", 40_000)[0] == pytest.approx(1.15 * 0.8 + 0.15)
+    assert gpu_check.run_estimate(None, "torch", "bf16", 40_000) == (2.5, 45.0)
