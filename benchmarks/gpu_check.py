@@ -4,9 +4,9 @@
 
 In order, within --budget-s seconds overall:
   (a) the GPU-only tests (`pytest -m gpu tests/test_gpu.py`: no host sync in a graphed epoch, TF32 and
-      bf16 switches on the GPU, compiled vs eager and CUDA-graphed vs ungraphed steps), at most 100 s;
+      bf16 switches on the GPU, compiled vs eager and CUDA-graphed vs ungraphed steps), at most 95 s;
   (b) the benchmark table (benchmarks/epoch_time.py: both backends, tf32/bf16, compiled/eager, against
-      the frameworks' built-in layers), at most 140 s, on --bench-size images per epoch;
+      the frameworks' built-in layers), at most 150 s, on --bench-size images per epoch;
   (c) specs/cnn.json on the torch and the jax backend, precision tf32, on the JPEG CIFAR-10 copy, for as
       many of its 50 epochs as the time left allows (estimated from the benchmark's epoch time; a guard
       stops a run that overruns), then the same with torch.nn built-ins in a plain loop
@@ -298,10 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     check.summary.update(command=sys.argv, tiny=args.tiny, data_dir=data_dir, runs_dir=str(runs_dir))
     check.summary["environment"] = check.stage("environment", environment)
     if "tests" not in skip:
-        check.stage("tests", lambda: gpu_tests(check, min(100.0, max(10.0, 0.22 * check.left()))))
+        check.stage("tests", lambda: gpu_tests(check, min(95.0, max(10.0, 0.21 * check.left()))))
     bench = None
     if "bench" not in skip:
-        bench_budget = min(140.0, 0.36 * check.left()) if not args.tiny else min(25.0, 0.4 * check.left())
+        bench_budget = min(150.0, 0.38 * check.left()) if not args.tiny else min(25.0, 0.4 * check.left())
         bench = check.stage("bench", lambda: benchmark(check, bench_budget, args.bench_size or (100 if args.tiny else 20_000),
                                                        2 if args.tiny else 3, args.tiny))
     if "train" not in skip:
