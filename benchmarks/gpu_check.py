@@ -7,6 +7,7 @@ In order, within --budget-s seconds overall:
       bf16 switches on the GPU, compiled vs eager and CUDA-graphed vs ungraphed steps), at most 95 s;
   (b) the benchmark table (benchmarks/epoch_time.py: both backends, tf32/bf16, compiled/eager, against
       the frameworks' built-in layers), at most 150 s, on --bench-size images per epoch;
+  (b') a profile of 20 eager steps of the report's CNN (torch, tf32): operators by device time, top 25;
   (c) specs/cnn.json on the torch and the jax backend, precision tf32, on the JPEG CIFAR-10 copy, for as
       many of its 50 epochs as the time left allows (estimated from the benchmark's epoch time; a guard
       stops a run that overruns), then the same with torch.nn built-ins in a plain loop
@@ -14,7 +15,8 @@ In order, within --budget-s seconds overall:
       then bf16 runs if time is still left.
 Files (few, one folder deep, so that they come back from a device machine): DIR/summary.json (all that
 matters: environment, test outcome, the table, each run's metrics and per-epoch history), DIR/log.txt
-(everything printed), DIR/tests.txt, DIR/bench.json, DIR/bench.txt. Run folders go to --runs-dir.
+(everything printed), DIR/tests.txt, DIR/bench.json, DIR/bench.txt, DIR/profile.txt. Run folders go to
+--runs-dir.
 
 --tiny runs the same stages on a CPU in well under a minute (synthetic data, a narrow CNN, one or two
 epochs, the tiny benchmark); the test suite runs it that way (tests/test_gpu_check.py).
@@ -171,6 +173,39 @@ def run_estimate(bench: Optional[dict[str, Any]], backend: str, precision: str, 
     return 1.15 * epoch + 0.15, 1.2 * (row["compile_s"] or 0.0) + 5.0
 
 
+# ---- (b') where a step's time goes -------------------------------------------------------------------
+
+def profile(check: Check, tiny: bool, steps: int = 20) -> dict[str, Any]:
+    """torch.profiler over `steps` eager training steps of the report's CNN (netspec torch, tf32, batch
+    100): the operators by device time (host time on a CPU), top 25, in DIR/profile.txt. Eager, so each
+    kernel shows (a graphed step is one launch): what to fuse or replace next."""
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    import netspec as ns
+    from netspec.backend import load_backend
+
+    experiment = cnn_experiment(tiny, None, "tf32", 1)
+    batch = experiment.train.batch_size
+    model = load_backend("torch").compile(experiment.network, seed=0, precision="tf32", compiled="off")
+    rng = np.random.default_rng(0)
+    data = model.to_device(rng.standard_normal((steps * batch, *experiment.network.input_shape), dtype=np.float32),
+                           rng.integers(0, 10, steps * batch))
+    model.setup_optimizer(ns.TrainConfig(batch_size=batch))
+    rows = np.arange(steps * batch).reshape(steps, batch)
+    model.train_steps(data, rows[:3], 1e-3)  # cuDNN's algorithm search and allocations, before profiling
+    gpu = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        model.train_steps(data, rows, 1e-3)
+    table = prof.key_averages().table(sort_by="device_time_total" if gpu else "cpu_time_total", row_limit=25)
+    (check.out / "profile.txt").write_text(f"{model.device}; {steps} eager steps of batch {batch}\n{table}\n")
+    for line in table.splitlines()[:12]:
+        check.log_file.write(line + "\n")
+    return {"device": model.device, "steps": steps, "batch_size": batch, "file": "profile.txt"}
+
+
 # ---- (c) the report's CNN, trained ------------------------------------------------------------------
 
 def cnn_experiment(tiny: bool, data_dir: Optional[str], precision: str, epochs: int) -> Any:
@@ -286,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-size", type=int, default=None, help="benchmark images per epoch (default 20,000; --tiny 100)")
     parser.add_argument("--runs-dir", default=None, help="run folders (default: a folder beside --out, not in it)")
     parser.add_argument("--precisions", default="tf32,bf16", help="training precisions, in order (later ones only if time is left)")
-    parser.add_argument("--skip", default="", help="comma list of stages to skip: tests, bench, train")
+    parser.add_argument("--skip", default="", help="comma list of stages to skip: tests, bench, profile, train")
     args = parser.parse_args(argv)
     if args.tiny:
         os.environ.setdefault("NETSPEC_CACHE", str(Path(args.out).resolve().parent / "netspec-cache"))
@@ -304,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_budget = min(150.0, 0.38 * check.left()) if not args.tiny else min(25.0, 0.4 * check.left())
         bench = check.stage("bench", lambda: benchmark(check, bench_budget, args.bench_size or (100 if args.tiny else 20_000),
                                                        2 if args.tiny else 3, args.tiny))
+    if "profile" not in skip:
+        check.stage("profile", lambda: profile(check, args.tiny))
     if "train" not in skip:
         if not args.tiny and data_dir is None:
             check.log("no CIFAR-10 copy found (--data-dir); the training stage is skipped")

@@ -17,7 +17,7 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureF
     assert gpu_check.main(["--out", str(out), "--tiny", "--budget-s", "120"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     stages = summary["stages"]
-    assert list(stages) == ["environment", "tests", "bench", "train"]
+    assert list(stages) == ["environment", "tests", "bench", "profile", "train"]
     assert all(stage["ok"] for stage in stages.values()), {k: v.get("error") for k, v in stages.items()}
     assert stages["tests"]["result"]["returncode"] in (0, 5)  # 5: every GPU test skipped (no GPU here)
     bench = json.loads((out / "bench.json").read_text())
@@ -31,7 +31,8 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureF
     plain = next(run for run in runs if run["backend"] == gpu_check.PLAIN)  # the reference on the same data
     assert plain["metrics"]["precision"] == "tf32" and plain["epochs_done"] == plain["epochs_planned"] == len(plain["history"])
     assert 0.0 <= plain["metrics"]["test_acc"] <= 1.0
-    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.txt", "log.txt", "summary.json", "tests.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.txt", "log.txt", "profile.txt", "summary.json", "tests.txt"]
+    assert "aten::convolution" in (out / "profile.txt").read_text()
 
 
 def test_run_estimates_come_from_the_matching_benchmark_row() -> None:
