@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
+
+import pytest
 
 import netspec as ns
 
@@ -33,3 +36,32 @@ def write_spec(directory: Path, experiment: ns.Experiment) -> Path:
 def write_json(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+class ReplayByCalling:
+    """A stand-in for torch.cuda.CUDAGraph on a CPU: replay() runs the captured call again on the same
+    static tensors (the model refills them before each replay, as for a real graph)."""
+
+    def __init__(self, step: Callable[[Any, Any], None], index: Any, seed: Any) -> None:
+        self.step, self.index, self.seed = step, index, seed
+
+    def replay(self) -> None:
+        self.step(self.index, self.seed)
+
+
+def stand_in_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> list[ReplayByCalling]:
+    """Make the torch backend's step capture (backends/torch/step_graph.py) a stand-in that warms up as
+    the real one does and replays by calling; returns the captures made. Also torch.compile without
+    inductor's code generation (30-60 s per graph on a CPU)."""
+    from backends.torch import step_graph
+
+    made: list[ReplayByCalling] = []
+
+    def capture(step: Callable[[Any, Any], None], index: Any, seed: Any) -> ReplayByCalling:
+        for _ in range(step_graph.WARMUP_STEPS):
+            step(index, seed)
+        made.append(ReplayByCalling(step, index, seed))
+        return made[-1]
+    monkeypatch.setattr(step_graph, "capture", capture)
+    monkeypatch.setattr("backends.torch.model.COMPILE_BACKEND", "aot_eager")
+    return made

@@ -13,7 +13,7 @@ from netspec.backend import installed_backends, load_backend
 from netspec.errors import SpecError
 from netspec.identity import run_identity
 from netspec.trainer import fit
-from tests.helpers import tiny_experiment
+from tests.helpers import stand_in_cuda_graphs, tiny_experiment
 
 BACKENDS = installed_backends()
 needs_torch = pytest.mark.skipif("torch" not in BACKENDS, reason="needs torch")
@@ -185,14 +185,19 @@ READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 
 @needs_torch
-def test_torch_reads_back_once_per_train_steps_call(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("graphed", [False, True])
+def test_torch_reads_back_once_per_train_steps_call(graphed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager, and graphed (a stand-in capture on a CPU: tests/test_torch_step_graph.py)."""
     import torch
 
     from netspec.data import load_dataset
 
     experiment = _progress_experiment(epochs=2)
     dataset = load_dataset(experiment.data, progress=False)
-    model = load_backend("torch").compile(experiment.network, seed=0, device="cpu")
+    if graphed:
+        captures = stand_in_cuda_graphs(monkeypatch)
+    model = load_backend("torch").compile(experiment.network, seed=0, device="cpu", compiled="on" if graphed else "auto")
+    model.graphed = graphed
     counter = {"reads": 0}
     for name in READS:
         original = getattr(torch.Tensor, name)
@@ -212,6 +217,7 @@ def test_torch_reads_back_once_per_train_steps_call(monkeypatch: pytest.MonkeyPa
     model.train_steps = train_steps
     fit(model, experiment, dataset, log=lambda line: None, progress=True)
     assert len(calls) >= 2 * 20 and set(calls) == {1}  # the chunk boundaries' reads, nothing per step
+    assert model.graphed == graphed and (not graphed or len(captures) == 1)
 
 
 @needs_jax

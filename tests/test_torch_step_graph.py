@@ -8,13 +8,14 @@ batch size changes, and the fallback when capture fails. The real capture runs i
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 import netspec as ns
 from netspec.backend import installed_backends, load_backend
+from tests.helpers import ReplayByCalling, stand_in_cuda_graphs
 
 pytestmark = pytest.mark.skipif("torch" not in installed_backends(), reason="needs torch")
 
@@ -26,32 +27,9 @@ LRS = (2.0**-7, 2.0**-8, 2.0**-7)
 """Exact in float32: a graphed step reads lr from a float32 tensor, an ungraphed one as a Python float."""
 
 
-class ReplayByCalling:
-    """A stand-in for torch.cuda.CUDAGraph: replay() runs the captured call again on its static tensors."""
-
-    def __init__(self, step: Callable[[Any, Any], None], index: Any, seed: Any) -> None:
-        self.step, self.index, self.seed = step, index, seed
-
-    def replay(self) -> None:
-        self.step(self.index, self.seed)
-
-
 @pytest.fixture
 def captures(monkeypatch: pytest.MonkeyPatch) -> list[ReplayByCalling]:
-    """Every capture made, by a stand-in that warms up as the real one does; torch.compile without
-    inductor's code generation (30-60 s per graph on a CPU)."""
-    from backends.torch import step_graph
-
-    made: list[ReplayByCalling] = []
-
-    def capture(step: Callable[[Any, Any], None], index: Any, seed: Any) -> ReplayByCalling:
-        for _ in range(step_graph.WARMUP_STEPS):
-            step(index, seed)
-        made.append(ReplayByCalling(step, index, seed))
-        return made[-1]
-    monkeypatch.setattr(step_graph, "capture", capture)
-    monkeypatch.setattr("backends.torch.model.COMPILE_BACKEND", "aot_eager")
-    return made
+    return stand_in_cuda_graphs(monkeypatch)
 
 
 def data(n: int = 96) -> tuple[np.ndarray, np.ndarray]:
