@@ -179,6 +179,22 @@ def test_jax_compiles_once_per_run_whatever_the_chunks() -> None:
     assert model._chunk_rows == 3  # the largest progress chunk
 
 
+@needs_jax
+def test_jax_per_step_programs_compile_in_warmup_not_in_an_epoch() -> None:
+    """A CPU's 'auto' (one jitted step per batch): warmup compiles that step ahead of time, so the first
+    epoch pays no compilation and the run reports it as compile_seconds."""
+    from backends.jax.model import TRACES
+
+    model, d = trained("jax", NETWORK, "auto", warm=False)
+    assert not model.compiled
+    before = TRACES["train_step"]
+    model.warmup(d, 16, 6)
+    assert TRACES["train_step"] == before + 1
+    model.train_steps(d, epochs()[0], 1e-2)
+    model.train_steps(d, epochs()[1], 5e-3)
+    assert TRACES["train_step"] == before + 1
+
+
 # ---- no host read inside an epoch ----------------------------------------------------------------------
 
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")

@@ -114,8 +114,9 @@ class JaxModel:
         self._eval_step = jax.jit(self._eval_step_fn, static_argnames="batch_size", donate_argnums=0)
         self._train_step = None  # built by setup_optimizer: it closes over the Adam settings
         self._train_chunk = None
-        self._chunk_program: Any = None
-        """The chunk program compiled ahead of time for (_chunk_rows, batch size), or None."""
+        self._program: Any = None
+        """(batch size, the program compiled ahead of time by warmup for it): the chunk's scan when
+        compiled, else the single step; None before warmup."""
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
         """The Flax module run by every step (benchmarks swap in one of Flax's built-in layers)."""
@@ -282,7 +283,7 @@ class JaxModel:
         self._state = self._state._replace(opt_state=jax.device_put(adam.init(self._state.params), self._device))
         self._train_step = jax.jit(partial(self._train_step_fn, adam), donate_argnums=(0, 1))
         self._train_chunk = jax.jit(partial(self._train_chunk_fn, adam), donate_argnums=(0, 1))
-        self._chunk_program = None
+        self._program = None
 
     def _chunk_args(self, data: JaxData, rows: np.ndarray, lr: float) -> list[tuple[Any, ...]]:
         """(rows, valid) device arrays for each scan of a call: chunks of _chunk_rows, the last padded."""
@@ -298,16 +299,19 @@ class JaxModel:
 
     @_scoped_x64
     def warmup(self, data: JaxData, batch_size: int, rows: int = 1) -> None:
-        """Compile the scan for calls of `rows` rows of `batch_size` ahead of time (jit's lower and
-        compile: nothing runs, the state is untouched). No-op for 'off' (per-step jit)."""
-        if not self.compiled or self._train_chunk is None:
+        """Compile the training program ahead of time (jit's lower and compile: nothing runs, the state
+        is untouched), so that no epoch pays for it: the scan for calls of `rows` rows of `batch_size`
+        when compiled, else the one-batch step."""
+        if self._train_step is None:
             return
-        self._chunk_rows = self._chunk_rows or max(1, int(rows))
-        shape = jax.ShapeDtypeStruct
-        args = (self._state, shape((2,), np.dtype(self.float_dtype)), data.x, data.y,
-                shape((self._chunk_rows, batch_size), np.int32), shape((self._chunk_rows,), np.bool_),
-                shape((), np.dtype(self.float_dtype)))
-        self._chunk_program = (batch_size, self._train_chunk.lower(*args).compile())
+        shape, dtype = jax.ShapeDtypeStruct, np.dtype(self.float_dtype)
+        head = (self._state, shape((2,), dtype), data.x, data.y)
+        if self.compiled:
+            self._chunk_rows = self._chunk_rows or max(1, int(rows))
+            args = head + (shape((self._chunk_rows, batch_size), np.int32), shape((self._chunk_rows,), np.bool_), shape((), dtype))
+            self._program = (batch_size, self._train_chunk.lower(*args).compile())
+        else:
+            self._program = (batch_size, self._train_step.lower(*head, shape((batch_size,), np.int32), shape((), dtype)).compile())
 
     @_scoped_x64
     def train_steps(self, data: JaxData, batches: np.ndarray, lr: float) -> tuple[float, float]:
@@ -323,17 +327,17 @@ class JaxModel:
         transfers to the device here (tests run it under jax.transfer_guard('disallow'))."""
         lr_device = jax.device_put(np.asarray(lr, self.float_dtype), self._device)
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
+        warm = self._program is not None and self._program[0] == rows.shape[1]
         if self.compiled:
             self._chunk_rows = self._chunk_rows or max(1, len(rows))
-            program = self._train_chunk
-            if self._chunk_program is not None and self._chunk_program[0] == rows.shape[1]:
-                program = self._chunk_program[1]
+            program = self._program[1] if warm else self._train_chunk
             for part, valid in self._chunk_args(data, rows, lr):
                 # The old state's buffers are donated: keep self._state pointing at live ones.
                 self._state, sums = program(self._state, sums, data.x, data.y, part, valid, lr_device)
         else:
+            program = self._program[1] if warm else self._train_step
             for row in jax.device_put(rows, self._device):
-                self._state, sums = self._train_step(self._state, sums, data.x, data.y, row, lr_device)
+                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device)
         return sums
 
     @_scoped_x64
