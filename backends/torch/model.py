@@ -5,7 +5,7 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -250,8 +250,7 @@ class TorchModel:
         saved = self.get_training_state()
         batches = torch.as_tensor(np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples, device=self.torch_device)
         graphed, self.graphed = self.graphed, False
-        with warnings.catch_warnings():  # capturable Adam run uncaptured: expected while warming up
-            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+        with _uncaptured_adam_expected():
             for fullgraph in (True, False) if self.compiled else ():
                 try:
                     self._step = self._compiled_step(fullgraph)
@@ -331,8 +330,7 @@ class TorchModel:
             saved = self.get_training_state()
             index = rows[0].clone()
             seed = torch.zeros((), dtype=torch.int64, device=self.torch_device)
-            with warnings.catch_warnings():  # capturable Adam run uncaptured: expected while warming up
-                warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            with _uncaptured_adam_expected():
                 graph = step_graph.capture(lambda i, s: self._one_step(data, i, s), index, seed)
             self._graph = step_graph.StepGraph(graph, key, index, seed)
             self.set_training_state(saved)
@@ -355,6 +353,14 @@ class TorchModel:
                 correct += (logits.argmax(1) == y).sum()
         totals = torch.stack([loss_sum, correct.double()]).tolist()
         return totals[0] / count, totals[1] / count
+
+
+@contextlib.contextmanager
+def _uncaptured_adam_expected() -> Iterator[None]:
+    """Silences capturable Adam's warning that it steps outside a CUDA graph: warm-up steps must."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*capturable=True.*")
+        yield
 
 
 def _like(p: Tensor, value: np.ndarray) -> Tensor:
