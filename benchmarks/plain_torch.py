@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from backends.torch.model import set_precision
 from benchmarks.epoch_time import plain_epoch
 from tests.references import load_into, torch_nn_network
 from netspec.data import Dataset, load_dataset
@@ -42,11 +43,10 @@ def train_plain(experiment: Experiment, data: Dataset, device: torch.device, log
                 history: Optional[list[EpochRecord]] = None) -> tuple[dict[str, Any], list[EpochRecord]]:
     """The experiment with torch.nn built-ins and a plain loop: its metrics (the report's seven figures)
     and per-epoch history, appended to `history` when given (so a caller whose log stops the run keeps
-    the epochs done). TF32 follows `train.precision` as in the netspec backend ('bf16' is not modelled:
-    a plain loop in float32)."""
+    the epochs done). TF32 follows `train.precision` through the torch backend's own switches ('bf16' is
+    not modelled: no autocast, the plain loop runs as 'tf32')."""
     cfg, network = experiment.train, experiment.network
-    if device.type == "cuda" and cfg.precision in ("float32", "tf32"):
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
+    precision = set_precision("tf32" if cfg.precision == "bf16" else cfg.precision)
     torch.manual_seed(cfg.seed)
     module = load_into(torch_nn_network(network), init_weights(network, cfg.seed)).to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps)
@@ -70,7 +70,6 @@ def train_plain(experiment: Experiment, data: Dataset, device: torch.device, log
             record.test_loss, record.test_acc = evaluate(module, test_x, test_y, cfg.eval_batch_size)
         history.append(record)
         log(record.line(cfg.epochs))
-    precision = cfg.precision if cfg.precision in ("float32", "tf32") else "float32"
     metrics = summarize(history) | {"backend": "plain torch.nn", "device": str(device), "name": experiment.name,
                                     "precision": precision}
     return metrics, history

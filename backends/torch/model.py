@@ -249,17 +249,16 @@ class TorchModel:
             return
         saved = self.get_training_state()
         batches = torch.as_tensor(np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples, device=self.torch_device)
-        graphed, self.graphed = self.graphed, False
         with _uncaptured_adam_expected():
             for fullgraph in (True, False) if self.compiled else ():
                 try:
                     self._step = self._compiled_step(fullgraph)
-                    self._run_steps(data, batches, 0.0)
+                    self._run_steps(data, batches, 0.0, capture=False)
                     break
                 except Exception as err:  # a compiler's failure: report it, train on
                     self._fell_back(f"torch.compile(fullgraph={fullgraph})", err)
-            self.compiled, self.graphed = self._step is not None, graphed
-            if graphed:
+            self.compiled = self._step is not None
+            if self.graphed:
                 try:
                     self._run_steps(data, batches, 0.0)
                 except Exception as err:
@@ -287,8 +286,9 @@ class TorchModel:
         totals = torch.stack([loss_sum, correct.double()]).tolist()  # the one host read
         return totals[0], totals[1] / max(rows.shape[1], 1)
 
-    def _run_steps(self, data: TorchData, rows: Tensor, lr: float) -> tuple[Tensor, Tensor]:
-        """The optimizer steps of train_steps, with the sums left on the device."""
+    def _run_steps(self, data: TorchData, rows: Tensor, lr: float, capture: bool = True) -> tuple[Tensor, Tensor]:
+        """The optimizer steps of train_steps, with the sums left on the device; a graphed model replays
+        its captured step (capturing it first if need be) unless `capture` is False."""
         for group in self.optimizer.param_groups:
             if isinstance(group["lr"], Tensor):
                 group["lr"].fill_(lr)  # on the device: no host sync, and a graph sees it
@@ -303,7 +303,7 @@ class TorchModel:
         if fast:
             seeds = (torch.randint(0, 2**31 - 1, (len(rows),), generator=self.generator, device=self.torch_device)
                      if self._hashed_dropout else torch.zeros(len(rows), dtype=torch.int64, device=self.torch_device))
-        graph = self._graph_for(data, rows) if self.graphed and len(rows) else None
+        graph = self._graph_for(data, rows) if self.graphed and capture and len(rows) else None
         for step, index in enumerate(rows):  # rows of a device tensor: no host round trip per step
             seed = seeds[step] if seeds is not None else None
             if graph is not None:
