@@ -167,7 +167,7 @@ def functional_step(network: ns.Network, weights: ns.Weights, x: np.ndarray, y: 
         h = torch.tensor(x[rows], dtype=torch.float64)
         dropouts = iter(masks or [])
         for i, layer in enumerate(network.layers):
-            w = lambda name: tensors.get(f"{i}.{name}")  # noqa: E731
+            w = lambda name, i=i: tensors.get(f"{i}.{name}")  # noqa: E731
             if isinstance(layer, ns.Linear):
                 h = F.linear(h, w("weight"), w("bias"))
             elif isinstance(layer, ns.BatchNorm):

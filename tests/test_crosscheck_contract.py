@@ -90,7 +90,7 @@ def test_it_compares_every_tensor_after_the_pass_and_after_the_steps() -> None:
     assert {"1.running_mean", "1.running_var", "1.num_batches_tracked", "4.running_var"} <= statistics
     for tier in ("float64", "float32"):
         rows = [row for row in report.rows if row.tier == tier]
-        by_quantity = lambda quantity: {row.tensor for row in rows if row.quantity == quantity}
+        by_quantity = lambda quantity, rows=rows: {row.tensor for row in rows if row.quantity == quantity}
         assert by_quantity("grad") == trainable
         assert by_quantity("running stat") == statistics
         assert by_quantity(f"after {STEPS} steps") == set(infos)

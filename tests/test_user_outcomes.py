@@ -33,7 +33,7 @@ from netspec.params import load_weights
 from netspec.run_folder import HISTORY_JSON, METRICS, SPEC, WEIGHTS, RunFolder
 from netspec.stats import paired_difference
 from netspec.training_run import run_experiment
-from tests.helpers import TINY_DATA, tiny_experiment, write_json, write_spec
+from tests.helpers import TINY_DATA, write_json, write_spec
 from tests.scripted import Script, ScriptedBackend, scripted_data
 
 BACKENDS = installed_backends()
