@@ -37,11 +37,12 @@ def _words(value: np.ndarray | int) -> np.ndarray:
 def fmix32(h: np.ndarray) -> np.ndarray:
     """MurmurHash3's 32-bit finalizer, element-wise on a uint32 array."""
     h = np.asarray(h, np.uint32)
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
+    with np.errstate(over="ignore"):  # the multiplications wrap modulo 2**32 by design
+        h = h ^ (h >> np.uint32(16))
+        h = h * np.uint32(0x85EBCA6B)
+        h = h ^ (h >> np.uint32(13))
+        h = h * np.uint32(0xC2B2AE35)
+        return h ^ (h >> np.uint32(16))
 
 
 def hash32(*words: np.ndarray | int) -> np.ndarray:
