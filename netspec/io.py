@@ -81,7 +81,7 @@ def validate(model: type[M], data: Any, source: str | Path = "<spec>") -> M:
     try:
         return model.model_validate(without_schema_key(data))
     except ValidationError as err:
-        raise SpecError(f"{source}: {format_validation_error(err)}") from None
+        raise SpecError(f"{source}: {format_validation_error(err, model)}") from None
 
 
 def write_json(model: BaseModel, path: str | Path) -> None:
