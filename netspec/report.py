@@ -10,6 +10,7 @@ backends by their train.seed.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from . import run_folder
 from .backend import backend_names
 from .experiment import SafeName
+from .io import safe_output_dir, write_bytes_atomic
 from .plots import plot_curves, plot_result_vs_setting
 from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
 from .run_folder import RunFolder
@@ -292,11 +294,15 @@ def _setting_figure(stem: str, manifest: dict[str, Any], arms: list[Arm], backen
     xs = [a.settings[single] if numeric else a.label for a in arms]
     panels = {label: {b: [(x, values(a.runs.get(b, {}), key)) for x, a in zip(xs, arms)] for b in backends}
               for key, label in COMPARED.items()}
-    path = out.parent / FIGURES / f"{stem}_vs_setting.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _figure(out, f"{stem}_vs_setting.png")
     plot_result_vs_setting(panels, single if numeric else "point", f"{stem}: mean ± std over seeds, dots: seeds",
                            path, categorical=not numeric)
     return [f"![{stem} result vs setting]({_link(path, out.parent)})", ""]
+
+
+def _figure(out: Path, name: str) -> Path:
+    """A figure's path beside report.md: in the report's own figures folder, never through a link there."""
+    return safe_output_dir(out.parent, FIGURES) / name
 
 
 def _overlay_figures(stem: str, arms: list[Arm], backends: list[str], out: Path) -> list[str]:
@@ -313,8 +319,7 @@ def _overlay_figures(stem: str, arms: list[Arm], backends: list[str], out: Path)
             lo, hi = min(ranges[key]), max(ranges[key])
             pad = 0.05 * (hi - lo or 1.0)
             series = {label: ([r["epoch"] for r in rows], [r[key] for r in rows]) for label, rows in by_label.items()}
-            path = out.parent / FIGURES / f"{stem}_{backend}_{key}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = _figure(out, f"{stem}_{backend}_{key}.png")
             plot_curves(series, ylabel, f"{stem} ({backend}): {ylabel}", path, ylim=(lo - pad, hi + pad))
             images.append(f"![{stem} {backend} {ylabel}]({_link(path, out.parent)})")
         lines += [" ".join(images), ""]
@@ -409,13 +414,14 @@ def write_runs_csv(root: Path, path: Path, manifests: list[dict[str, Any]]) -> P
     """One row per run folder under root (finished or not), for pandas or a spreadsheet."""
     used_in = _used_in(manifests, with_overrides=False)  # the overrides have their own column
     overrides = {(p["name"], p["run_id"]): " ".join(p.get("overrides", [])) for m in manifests for p in m["points"]}
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for directory in sorted(p.parent for p in root.glob(f"*/*/*/{run_folder.SPEC}")):
-            name, backend, rid = directory.relative_to(root).parts
-            writer.writerow(_csv_row(Run(name, backend, rid, directory, run_folder.finished_metrics(directory) or {}),
-                                     "; ".join(used_in.get((name, rid), [])), overrides.get((name, rid), "")))
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for directory in sorted(p.parent for p in root.glob(f"*/*/*/{run_folder.SPEC}")):
+        name, backend, rid = directory.relative_to(root).parts
+        writer.writerow(_csv_row(Run(name, backend, rid, directory, run_folder.finished_metrics(directory) or {}),
+                                 "; ".join(used_in.get((name, rid), [])), overrides.get((name, rid), "")))
+    write_bytes_atomic(path, text.getvalue().encode())
     return path
 
 
@@ -438,6 +444,8 @@ def build_report(root: Path, out: Path) -> Path:
 
     if not root.is_dir():
         raise SpecError(f"{root}: no such runs folder; train something first (netspec train specs/mlp.json)")
+    if out.is_dir():  # before anything is written: figures and runs.csv go beside report.md
+        raise SpecError(f"{out}: a folder; -o names the report's file, e.g. {out / 'report.md'}")
     done = collect_runs(root)
     runs = finished(done)
     manifests = read_manifests(root)
@@ -460,7 +468,7 @@ def build_report(root: Path, out: Path) -> Path:
         lines += _group_section(group, list(labels), out)
     lines += _appendix(groups, used_in)
     lines += _diverged_section(done)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    safe_output_dir(out.parent)
+    write_bytes_atomic(out, "\n".join(lines).encode())
     write_runs_csv(root, out.parent / RUNS_CSV, manifests)
     return out
