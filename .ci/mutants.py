@@ -97,12 +97,12 @@ MUTANTS: list[Mutant] = [
            "lr decays on an equal loss, not only a higher one", TRAINER),
     Mutant("netspec/trainer.py", "len(self.losses) >= 3 and", "len(self.losses) > 3 and",
            "lr schedule starts one epoch late", TRAINER),
-    Mutant("netspec/trainer.py", 'record.test_loss, record.test_acc = model.evaluate(splits["test"]',
-           'record.test_loss, record.test_acc = model.evaluate(splits["val"]', "test figures read from the validation split", TRAINER),
+    Mutant("netspec/trainer.py", 'record.test_loss, record.test_acc = _evaluate(model, splits["test"]',
+           'record.test_loss, record.test_acc = _evaluate(model, splits["val"]', "test figures read from the validation split", TRAINER),
     Mutant("netspec/trainer.py", "np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches)))",
            "np.array_split(batches, PROGRESS_UPDATES_PER_EPOCH)", "empty train_steps calls when an epoch has < 20 steps", TRAINER),
-    Mutant("netspec/trainer.py", "_train_epoch(model, splits, orders.next(), schedule.lr, epoch,",
-           "_train_epoch(model, splits, orders.next(), cfg.lr, epoch,", "steps ignore the lr schedule", TRAINER),
+    Mutant("netspec/trainer.py", "_Recipe(cfg, schedule.lr, epoch, shape)",
+           "_Recipe(cfg, cfg.lr, epoch, shape)", "steps ignore the lr schedule", TRAINER),
     # --- data: splits and normalization --------------------------------------------------------------
     Mutant("netspec/data/splits.py", "return np.arange(n - val_size), np.arange(n - val_size, n)",
            "return np.arange(val_size, n), np.arange(val_size)", "validation taken from the head, not the tail", DATA),
@@ -234,6 +234,39 @@ MUTANTS: list[Mutant] = [
            "a padded scan row runs as a real step", COMPILED),
     Mutant("backends/jax/model.py", "valid = np.arange(length) < len(part)", "valid = np.ones(length, bool)",
            "a scan's padding rows marked valid", COMPILED),
+]
+
+# --- the training recipe (issue 23): schedules, augmentation, parameter groups, early stopping ------------
+SCHEDULES = ("tests/test_schedules.py",)
+AUGMENT = ("tests/test_augment.py",)
+PARAM_GROUPS = ("tests/test_param_groups.py",)
+RECIPE_TRAINER = ("tests/test_trainer_rules.py", "-k", "step or augmentation or early or flip")
+MUTANTS += [
+    Mutant("netspec/schedules.py", "np.interp(s / steps_per_epoch,", "np.interp(s // steps_per_epoch,",
+           "piecewise linear schedule evaluated per epoch, not per step", SCHEDULES),
+    Mutant("netspec/schedules.py", "end_up = float(pct_start * total) - 1", "end_up = float(pct_start * total)",
+           "onecycle peaks one step late (torch's phase ends at pct_start * total - 1)", SCHEDULES),
+    Mutant("netspec/schedules.py", "np.floor_divide(np.floor_divide(s, steps_per_epoch)", "np.floor_divide(np.floor_divide(s + 1, steps_per_epoch)",
+           "step schedule decays one step early", SCHEDULES),
+    Mutant("netspec/schedules.py", "np.minimum((s + 1) / warmup, 1.0)", "np.minimum(s / warmup, 1.0)",
+           "cosine warm-up starts its first step at lr 0", SCHEDULES),
+    Mutant("netspec/augment.py", "np.where(flip[..., None], size - 1 - position, position)",
+           "np.where(flip[..., None], size - position, position)", "flip off by one column", AUGMENT),
+    Mutant("netspec/augment.py", "np.where(source > size - 1, 2 * (size - 1) - source, source)",
+           "np.where(source > size - 1, 2 * size - 1 - source, source)", "reflect padding repeats the edge (symmetric)", AUGMENT),
+    Mutant("netspec/augment.py", "(position < start[..., None] + cut)", "(position <= start[..., None] + cut)",
+           "cutout one pixel too large", AUGMENT),
+    Mutant("netspec/augment.py", "hash32(seed, STREAM_AUGMENT, epoch, images, slot)", "hash32(seed, STREAM_AUGMENT, 0, images, slot)",
+           "the same augmentation every epoch", AUGMENT),
+    Mutant("netspec/param_groups.py", "groups.norm_bias_lr_scale if norm and bias else 1.0", "groups.norm_bias_lr_scale if bias else 1.0",
+           "lr multiplier on every bias, not only normalization biases", PARAM_GROUPS),
+    Mutant("netspec/param_groups.py", "(groups.decay_bias or not bias)", "(groups.decay_bias or bias)",
+           "decay_bias off removes decay from the weights instead", PARAM_GROUPS),
+    Mutant("netspec/trainer.py", "if waited < patience:", "if waited <= patience:", "early stopping one epoch late", RECIPE_TRAINER),
+    Mutant("netspec/trainer.py", "lrs[done:done + len(chunk)]", "lrs[:len(chunk)]",
+           "every train_steps call of an epoch restarts its per-step lrs", RECIPE_TRAINER),
+    Mutant("netspec/trainer.py", "augment.batch_plan(aug, self.config.seed, self.epoch, chunk,",
+           "augment.batch_plan(aug, self.config.seed, 1, chunk,", "augmentation draws of epoch 1 in every epoch", RECIPE_TRAINER),
 ]
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 from .backend import Backend, backend_names, load_backend
-from .errors import NetspecError, SpecError
+from .errors import NetspecError, SpecError, did_you_mean
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -62,8 +63,9 @@ def _backends(text: str) -> list[Backend]:
     names = [b.strip() for b in text.split(",") if b.strip()]
     bad = [b for b in names if b not in known]
     if bad or not names:
-        raise SpecError(f"--backend {text!r}: unknown backend {bad[0] if bad else ''!r}; use one of {', '.join(known)} "
-                        f"or several, comma-separated")
+        first = bad[0] if bad else ""
+        raise SpecError(f"--backend {text!r}: unknown backend {first!r}{did_you_mean(first, known)}; use one of "
+                        f"{', '.join(known)} or several, comma-separated")
     return [load_backend(name) for name in names]
 
 
@@ -280,6 +282,12 @@ def usage(prog: str = PROG) -> str:
     return "\n".join(lines)
 
 
+def _looks_like_a_command(word: str) -> bool:
+    """A bare word that names no file (`trian`), as against a spec path (`specs/mlp.json`, `my_spec`
+    when that file exists): `netspec SPEC` is `netspec train SPEC`, so only such words are commands."""
+    return re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", word) is not None and not Path(word).exists()
+
+
 def main(argv: Optional[list[str]] = None, prog: str = PROG) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -289,6 +297,9 @@ def main(argv: Optional[list[str]] = None, prog: str = PROG) -> int:
     try:
         if name in COMMANDS:
             return COMMANDS[name][0](argv[1:])
+        if _looks_like_a_command(name):
+            raise SpecError(f"unknown command {name!r}{did_you_mean(name, COMMANDS)}; use one of "
+                            f"{', '.join(COMMANDS)}, or give a spec file ({prog} --help)")
         return cmd_train(argv, prog=prog)
     except NetspecError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,0 +1,77 @@
+"""What a new user meets in the first hour (issue 26), run as the user runs it: the `netspec`
+command in a subprocess, where what it prints is the point."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def netspec(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`python -m netspec ARGV` with this checkout's netspec, from any folder."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "netspec", *argv], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refusal prints, after checking it is one line, exit code 2, no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+# ---- errors that say what was meant (item 3) ----------------------------------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["trian", "specs/mlp.json"], "error: unknown command 'trian' (did you mean 'train'?); use one of train, summary, "),
+    (["summry", "specs/mlp.json"], "error: unknown command 'summry' (did you mean 'summary'?)"),
+    (["train", "specs/mlp.json", "--backend", "torhc"], "unknown backend 'torhc' (did you mean 'torch'?); use one of torch, jax"),
+    (["summary", "specs/mlp.json", "--set", "trian.lr=0.1"], "error: specs/mlp.json: unknown field 'trian' (did you mean 'train'?)"),
+    (["summary", "specs/mlp.json", "--set", "network.layers.0.out_featurs=3"],
+     "network: layer 0 (Linear): unknown field 'out_featurs' (did you mean 'out_features'?)"),
+    (["summary", "specs/mlp.json", "--set", "network.layers.1.type=Batchnorm"],
+     "network: layer 1: unknown layer type 'Batchnorm' (did you mean 'BatchNorm'?); use one of Linear, Conv2d, "),
+    (["summary", "specs/mlp.json", "--set", "train.optimizer.type=sgd"], "train: optimizer: unknown optimizer 'sgd'; netspec has 'adam'"),
+    (["summary", "specs/mlp.json", "--set", "train.precision=bf61"],
+     "train: precision: 'bf61' is not a choice (did you mean 'bf16'?); netspec has 'float32', 'tf32', 'bf16'"),
+    (["summary", "specs/mlp.json", "--set", "network.layers.0.zzz=1"],
+     "unknown field 'zzz'; remove it (allowed here: type, out_features, bias)"),
+])
+def test_a_mistake_is_answered_with_what_was_meant(argv: list[str], expected: str) -> None:
+    line = error_line(netspec(*argv))
+    assert expected in line, line
+    assert "runner.py" not in line and "more error" not in line
+
+
+def test_every_validation_error_is_shown_and_a_misspelling_is_not_also_missing(tmp_path: Path) -> None:
+    spec = tmp_path / "typos.json"
+    spec.write_text(json.dumps({"name": "t", "network": {"input_shape": [3072], "layers": [
+        {"type": "Linear", "out_featurs": 10}, {"type": "Linaer", "out_features": 3}]},
+        "train": {"bach_size": 4, "optimizer": {"type": "sgd"}}}))
+    line = error_line(netspec("summary", str(spec)))
+    assert line == (f"error: {spec}: 4 problems: "
+                    "[1] network: layer 0 (Linear): unknown field 'out_featurs' (did you mean 'out_features'?) "
+                    "[2] network: layer 1: unknown layer type 'Linaer' (did you mean 'Linear'?); use one of Linear, "
+                    "Conv2d, BatchNorm, ReLU, Dropout, Dropout2d, MaxPool2d, Flatten "
+                    "[3] train: unknown field 'bach_size' (did you mean 'batch_size'?) "
+                    "[4] train: optimizer: unknown optimizer 'sgd'; netspec has 'adam'")
+
+
+def test_the_checkout_runner_names_the_command_netspec() -> None:
+    done = subprocess.run([sys.executable, "runner.py", "train", "specs/mlp.json", "--bogus"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert error_line(done) == "error: netspec train: unrecognized arguments: --bogus; see netspec train --help"
+
+
+def test_a_spec_path_is_never_taken_for_a_command(tmp_path: Path) -> None:
+    """`netspec SPEC` trains: a bare word that names an existing file is a spec, and a missing path says so."""
+    (tmp_path / "trian").write_text("{")
+    line = error_line(netspec("trian", "--summary", cwd=tmp_path))
+    assert line.startswith("error: trian: malformed JSON"), line
+    assert "cannot read the file" in error_line(netspec("specs/nope.json"))
