@@ -190,7 +190,7 @@ MUTANTS: list[Mutant] = [
            "a resumed run's lr schedule restarts from the initial lr", RESUME_DECAY),
     Mutant("netspec/trainer.py", "schedule = LrSchedule(state.lr, cfg.lr_decay, [r.train_loss for r in state.history])",
            "schedule = LrSchedule(state.lr, cfg.lr_decay)", "a resumed run's lr schedule forgets the losses before it", RESUME_DECAY),
-    Mutant("netspec/run_folder.py", "fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=", "fd, tmp = tempfile.mkstemp(prefix=",
+    Mutant("netspec/io.py", "fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=", "fd, tmp = tempfile.mkstemp(prefix=",
            "temporary files in the system temp folder, not beside their target", TEMP_FILES),
     Mutant("netspec/stats.py", "        return float(d[0]), float(d[0])", "        return 0.0, 0.0",
            "bootstrap interval [0, 0] for a constant difference", BOOTSTRAP),

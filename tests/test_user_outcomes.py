@@ -32,6 +32,7 @@ from netspec.inference import evaluate_run, load_run, predict, softmax
 from netspec.params import load_weights
 from netspec.run_folder import HISTORY_JSON, METRICS, SPEC, WEIGHTS, RunFolder
 from netspec.stats import paired_difference
+from netspec.sweep import write_report
 from netspec.training_run import run_experiment
 from tests.helpers import TINY_DATA, write_json, write_spec
 from tests.scripted import Script, ScriptedBackend, scripted_data
@@ -258,7 +259,7 @@ def test_a_run_resumed_while_the_lr_decays_gets_the_lrs_of_the_rule(tmp_path: Pa
 
 # ---- temporary files beside their target ---------------------------------------------------------------
 
-def test_every_write_of_a_run_makes_its_temporary_file_beside_its_target(tmp_path: Path,
+def test_every_write_of_a_run_and_its_report_makes_its_temporary_file_beside_its_target(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`runs/` on another file system than the temp folder: a rename across file systems fails, so every
     temporary file must be made in its target's folder. Here the temp folder is an empty folder of its
@@ -283,8 +284,9 @@ def test_every_write_of_a_run_makes_its_temporary_file_beside_its_target(tmp_pat
     run_experiment(_decay_experiment(), ScriptedBackend(_decay_script(len(LOSSES))), out, dataset=scripted_data(4, 2, 2),
                    log=quiet, progress=False)
     folder = RunFolder.of(out, _decay_experiment(), "scripted").path
+    write_report(out)
     renamed_into = {dst.name for _, dst in renames}
-    assert {METRICS, HISTORY_JSON, WEIGHTS, SPEC, "checkpoint.npz", "env.json"} <= renamed_into
+    assert {METRICS, HISTORY_JSON, WEIGHTS, SPEC, "checkpoint.npz", "env.json", "acc.png", "report.md", "runs.csv"} <= renamed_into
     for src, dst in renames:
         assert src.parent == dst.parent, f"{dst.name}: its temporary file {src} is not beside it"
     assert list(elsewhere.iterdir()) == []
