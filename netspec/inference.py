@@ -25,6 +25,7 @@ from . import run_folder
 from .backend import Backend, Model, load_backend
 from .errors import DataError, SpecError
 from .experiment import DataConfig, Experiment
+from .io import safe_output_dir
 from .params import Weights, load_weights
 from .trainer import shape_inputs
 
@@ -194,7 +195,8 @@ def evaluate_run(run_dir: str | Path, backend: Backend | str, data_dir: Optional
     details = {"run": str(saved.directory), "backend": backend.name, "device": model.device,
                "data": data_words, "split": split}
     evaluation = evaluation_of(logits, labels, saved.preprocess.classes, details)
-    folder = Path(out_dir) if out_dir is not None else saved.directory / EVALUATION_DIR
+    # --out is the user's; the default is a name inside a run folder that may come from elsewhere: never a link.
+    folder = Path(out_dir) if out_dir is not None else safe_output_dir(saved.directory, EVALUATION_DIR)
     write_evaluation(evaluation, folder, f"{saved.experiment.name}: {data_words}, {split}")
     return evaluation, folder
 
@@ -227,7 +229,7 @@ def _relabel(labels: np.ndarray, data_classes: Sequence[str], run_classes: Seque
 
 def write_evaluation(evaluation: Evaluation, folder: Path, title: str) -> None:
     """evaluation.json and confusion.png in `folder` (created)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    safe_output_dir(folder)
     run_folder.write_json_atomic(folder / EVALUATION_JSON, evaluation.to_json())
     plot_confusion(evaluation.confusion, evaluation.classes, folder / CONFUSION_PNG,
                    f"{title}: accuracy {evaluation.accuracy:.4f}")
@@ -235,7 +237,7 @@ def write_evaluation(evaluation: Evaluation, folder: Path, title: str) -> None:
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
     """The confusion matrix as a PNG: counts in the cells, rows = true class, columns = predicted."""
-    from .plots import pyplot
+    from .plots import pyplot, save_figure
 
     plt = pyplot()
     k = len(classes)
@@ -252,8 +254,7 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, ti
         ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
                 color="white" if count > threshold else "black")  # readable on dark cells too
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --- predict ------------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import tempfile
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, Callable, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import SpecError, format_validation_error
+from .errors import SetupError, SpecError, format_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,8 +48,10 @@ def _read_text(path: Path) -> str:
     """The file as UTF-8 text, read only when it is at most MAX_JSON_BYTES (a spec is small; a huge
     file is a mistake, or an attempt to exhaust memory)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             raw = f.read(MAX_JSON_BYTES + 1)
+    except NotRegularFile as err:
+        raise SpecError(f"{path}: {err}; give a JSON file") from None
     except OSError as err:
         raise SpecError(f"{path}: cannot read the file ({err.strerror}); check the path") from None
     if len(raw) > MAX_JSON_BYTES:
@@ -81,4 +86,84 @@ def validate(model: type[M], data: Any, source: str | Path = "<spec>") -> M:
 
 def write_json(model: BaseModel, path: str | Path) -> None:
     """Write a spec as indented JSON. Defaults are kept: dropping them would drop the `type` tags."""
-    Path(path).write_text(model.model_dump_json(indent=2) + "\n")
+    write_bytes_atomic(Path(path), (model.model_dump_json(indent=2) + "\n").encode())
+
+
+# ---- reading files from elsewhere ---------------------------------------------------------------------
+
+class NotRegularFile(OSError):
+    """A path that is a FIFO, a device, a socket or a folder where a file is read: opening it could block
+    forever (a FIFO with no writer) or never end (/dev/zero)."""
+
+
+def open_regular(path: str | Path) -> IO[bytes]:
+    """`path` opened for reading in binary, only if it is a regular file (a link to one is followed: reading
+    through a link writes nothing). The open itself never blocks: O_NONBLOCK, then the type is checked on
+    the open descriptor, so a FIFO swapped in between is caught too. Raises NotRegularFile, or OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise NotRegularFile(f"{kind}, not a file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# ---- writing: one atomic writer, folders that are netspec's own -------------------------------------------
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through a unique temporary file in its own folder, then rename it into place. The
+    rename replaces whatever has the name, a symbolic link included, and never follows one: a link planted
+    at an output name (to a file elsewhere) is replaced, its target left alone. A kill leaves the old file
+    or the new one, never half of one. A full disk is one line (SetupError); the old file stays as it was."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise SetupError(f"cannot write {path}: {err.strerror or err}; choose another output folder") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a lab group
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise SetupError(f"cannot write {path}: {err.strerror or err}; free some space or choose another --out") from None
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    atomic_write(Path(path), lambda f: f.write(data))
+
+
+def safe_output_dir(parent: str | Path, *names: str) -> Path:
+    """parent/names[0]/names[1]/..., each folder made where missing. `parent` is the user's (a link they
+    chose is theirs to choose); every folder below it is a name netspec picks inside a tree that may come
+    from elsewhere, so one that is a symbolic link, or a name that leads out of `parent`, is refused in one
+    line: a write must never land outside the output folder through a planted link."""
+    path = Path(parent)
+    if path.exists() and not path.is_dir():
+        raise SetupError(f"{path}: a file where an output folder goes; choose another output folder")
+    path.mkdir(parents=True, exist_ok=True)
+    top = path.resolve()
+    for name in names:
+        if name in ("", ".", "..") or "/" in name or os.sep in name:
+            raise SetupError(f"{path}: {name!r} is not a folder name netspec writes; remove the file that named it")
+        path = path / name
+        if path.is_symlink():
+            raise SetupError(f"{path}: a symbolic link where netspec writes a folder (it would write wherever the "
+                             "link points); remove the link")
+        try:
+            path.mkdir(exist_ok=True)
+        except FileExistsError:
+            raise SetupError(f"{path}: a file where netspec writes a folder; move it away") from None
+        if not path.resolve().is_relative_to(top):
+            raise SetupError(f"{path}: resolves outside {parent}; remove what redirects it")
+    return path

@@ -112,8 +112,9 @@ def _check_values(value: np.ndarray, name: str, source: str) -> None:
 
 def save_weights(weights: Weights, path: str | Path) -> None:
     """Write weights as one .npz file (names are the archive's keys); backend-neutral."""
-    with open(path, "wb") as f:
-        np.savez(f, **weights)
+    from .io import atomic_write
+
+    atomic_write(Path(path), lambda f: np.savez(f, **weights))
 
 
 MAX_WEIGHTS_BYTES = 8 * 2**30

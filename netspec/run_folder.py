@@ -29,16 +29,15 @@ import secrets
 import shutil
 import socket
 import sys
-import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from .errors import SetupError
 from .experiment import Experiment
+from .io import atomic_write, open_regular, safe_output_dir, write_bytes_atomic  # noqa: F401 - the one writer, re-exported
 from .identity import run_identity
 from .params import Weights
 from .trainer import EpochRecord, TrainerState, summarize
@@ -99,28 +98,9 @@ def json_text(data: Any) -> str:
     return json.dumps(strict(data), indent=2, allow_nan=False) + "\n"
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `path` through a unique temporary file in its folder, then rename it into place. A full
-    disk is one line (SetupError), and the old file, if any, is left as it was."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a lab group
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise SetupError(f"cannot write {path}: {err.strerror or err}; free some space or choose another --out") from None
-        raise
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
     """Strict JSON (no NaN literals), written atomically."""
-    text = json_text(data).encode()
-    atomic_write(Path(path), lambda f: f.write(text))
+    write_bytes_atomic(Path(path), json_text(data).encode())
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -151,12 +131,21 @@ class Checkpoint:
 class RunFolder:
     """runs/<name>/<backend>/<run-id>/: its files, its lock, its checkpoint and its finished marker."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, root: Optional[str | Path] = None) -> None:
         self.path = Path(path)
+        self.root = Path(root) if root is not None else None
+        """The output root (--out) above it, when known: the folders between are netspec's, never links."""
 
     @classmethod
     def of(cls, root: str | Path, experiment: Experiment, backend: str) -> "RunFolder":
-        return cls(Path(root) / experiment.name / backend / run_id(experiment))
+        return cls(Path(root) / experiment.name / backend / run_id(experiment), root)
+
+    def _made(self, path: Path) -> Path:
+        """`path` (this folder or its parent) made, refusing a link on the way (netspec.io.safe_output_dir):
+        below the output root when it is known, else below the folder the user named."""
+        if self.root is not None and path.is_relative_to(self.root):
+            return safe_output_dir(self.root, *path.relative_to(self.root).parts)
+        return safe_output_dir(path.parent, path.name) if path == self.path else safe_output_dir(path)
 
     @property
     def name(self) -> str:
@@ -171,8 +160,8 @@ class RunFolder:
     # -- writing (always atomic) ------------------------------------------------------------------
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.file(name), lambda f: f.write(data))
+        self._made(self.path)
+        write_bytes_atomic(self.file(name), data)
 
     def write_json(self, name: str, data: Any) -> None:
         self.write_bytes(name, json_text(data).encode())
@@ -277,7 +266,9 @@ class RunFolder:
         """Hold the run's lock; if another process holds it, say once which one and wait for it."""
         from filelock import FileLock, Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made(self.path.parent)
+        if self.lock_path.is_symlink():  # filelock opens with O_TRUNC: it would empty the link's target
+            self.lock_path.unlink()
         lock = FileLock(str(self.lock_path))
         holder = self.lock_path.with_name(self.lock_path.name + ".holder")
         try:
@@ -296,8 +287,9 @@ class RunFolder:
 
     def new_attempt(self) -> "RunFolder":
         """An empty sibling folder to train a forced run in."""
-        attempt = RunFolder(self.path.with_name(f"{self.name}{_ATTEMPT}{secrets.token_hex(4)}"))
-        attempt.path.mkdir(parents=True)
+        attempt = RunFolder(self.path.with_name(f"{self.name}{_ATTEMPT}{secrets.token_hex(4)}"), self.root)
+        self._made(self.path.parent)
+        attempt.path.mkdir()
         return attempt
 
     def replace_with(self, attempt: "RunFolder") -> None:
@@ -313,8 +305,9 @@ class RunFolder:
         """Under the lock: finish or undo what a killed process left (a half-done swap, stale attempts,
         temporary files). Nobody else can be writing them: the lock says so."""
         siblings = sorted(self.path.parent.glob(f"{self.name}.*-*"))
-        attempts = [RunFolder(p) for p in siblings if _ATTEMPT in p.name and p.is_dir()]
-        olds = [p for p in siblings if _OLD in p.name and p.is_dir()]
+        real = [p for p in siblings if p.is_dir() and not p.is_symlink()]  # a planted link is never put in place
+        attempts = [RunFolder(p, self.root) for p in real if _ATTEMPT in p.name]
+        olds = [p for p in real if _OLD in p.name]
         if not self.path.exists():
             done = [a for a in attempts if a.read_metrics() is not None]
             if done:
@@ -331,8 +324,8 @@ class RunFolder:
 
     def siblings(self) -> list["RunFolder"]:
         """The other runs of the same spec name and backend (attempts and leftovers excluded)."""
-        return [RunFolder(p) for p in sorted(self.path.parent.iterdir())
-                if p.is_dir() and p != self.path and "." not in p.name]
+        return [RunFolder(p, self.root) for p in sorted(self.path.parent.iterdir())
+                if p.is_dir() and not p.is_symlink() and p != self.path and "." not in p.name]
 
 
 def _read_json(path: Path) -> Any:

@@ -34,7 +34,7 @@ from . import run_folder
 from .backend import Backend
 from .errors import SpecError
 from .experiment import Experiment, SafeName, apply_overrides
-from .io import read_json, validate
+from .io import read_json, safe_output_dir, validate
 
 if TYPE_CHECKING:
     from .launchers import Job, Launcher
@@ -240,7 +240,7 @@ def record_invocation(out_root: str | Path, spec: SweepSpec, points: list[SweepP
         "invocations": _merged(old.get("invocations", []), [invocation], key=json.dumps),
         "points": _merged(old.get("points", []), entries, key=lambda e: (e["name"], e["run_id"])),
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
+    safe_output_dir(out_root, SWEEPS_DIR)
     run_folder.write_json_atomic(target, manifest)
     return manifest
 

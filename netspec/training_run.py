@@ -15,11 +15,12 @@ from . import run_folder
 from .backend import Backend, Model
 from .errors import DivergedError
 from .experiment import Experiment
+from .lr_plot import LR_PLOT, lr_png
 from .plots import plot_run
 from .run_folder import RunFolder
 from .tables import metrics_table, plural
 from .tensorboard import TensorBoardLog
-from .trainer import TrainerState, check_classes, fit
+from .trainer import TrainerState, check_classes, early_stop, fit
 
 Log = Callable[[str], None]
 
@@ -137,6 +138,11 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
             events.close()
     extra.update(timings, **_compute(model))  # again after training: a failed compile falls back to eager
     plot_run(history, folder.path, f"{experiment.name} ({name})")
+    cfg = experiment.train
+    folder.write_bytes(LR_PLOT, lr_png(history, cfg, len(data.train_y) // cfg.batch_size, f"{experiment.name} ({name})"))
+    stopped = early_stop(history, cfg.early_stopping_patience) if len(history) < cfg.epochs else None
+    if stopped is not None:  # only then: a run of every epoch keeps today's metrics.json
+        extra["stopped_early"] = {"epoch": len(history), "reason": stopped}
     metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
     if options.table:
         log(metrics_table({f"{experiment.name} [{name}]": metrics}))

@@ -13,6 +13,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ..errors import SetupError
+from ..io import atomic_write
 from .types import RawImages
 
 
@@ -44,14 +46,12 @@ def cached(cache: Path, key: str, build: Callable[[], RawImages]) -> RawImages:
 
 
 def _store(path: Path, raw: RawImages) -> None:
+    # Through the one atomic writer: concurrent runs never read half a file, and a link at the name is replaced.
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **{name: getattr(raw, name) for name in _ARRAYS},
-                     classes=np.array(raw.classes), origin=np.array(raw.origin))
-        os.replace(tmp, path)
-    except OSError as err:  # a read-only home must not stop a run: it only costs the next start's decode
+        atomic_write(path, lambda f: np.savez(f, **{name: getattr(raw, name) for name in _ARRAYS},
+                                              classes=np.array(raw.classes), origin=np.array(raw.origin)))
+    except (OSError, SetupError) as err:  # a read-only home must not stop a run: it only costs the next start's decode
         print(f"netspec.data: cannot write the cache {path} ({err}); the next start decodes again", file=sys.stderr)
 
 
