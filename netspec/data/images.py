@@ -16,7 +16,7 @@ IMAGE_FORMATS = ("PNG", "JPEG")  # the readers PIL may use (JPEG's also opens MP
 def decode_image(data: bytes, name: str = "<image>") -> np.ndarray:
     """PNG/JPEG bytes -> (32, 32, 3) uint8 RGB. The size is checked from the header, before decoding:
     a small file can declare gigapixels."""
-    with _open_image(data, name) as image:
+    with open_image(data, name) as image:
         if image.size != (32, 32):
             raise DataError(f"data.dir: {name} is {image.width}x{image.height}; CIFAR-10 images are 32x32")
         try:
@@ -25,12 +25,13 @@ def decode_image(data: bytes, name: str = "<image>") -> np.ndarray:
             raise DataError(f"data.dir: cannot decode {name} ({err})") from None
 
 
-def _open_image(data: bytes, name: str) -> Image.Image:
+def open_image(data: bytes, name: str, where: str = "data.dir") -> Image.Image:
     """Image.open reads only the header. PNG and JPEG only: PIL's other readers (EPS runs Ghostscript)
-    are not needed for an image tree. PIL's decompression-bomb warning becomes an error."""
+    are not needed for an image tree. PIL's decompression-bomb warning becomes an error. `where` starts
+    the error line: the field or the command the file came from."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        raise DataError(f"data.dir: cannot decode {name} ({err})") from None
+        raise DataError(f"{where}: cannot decode {name} ({err})") from None
