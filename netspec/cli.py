@@ -218,10 +218,8 @@ def _run_backend(run_dir: str, name: Optional[str]) -> Backend:
     """The backend asked for, else the one the run was trained on (env.json), else the reference."""
     if name:
         return _backends(name)[0]
-    try:
-        trained_on = json.loads((Path(run_dir) / "env.json").read_text()).get("backend")
-    except (OSError, ValueError, AttributeError):
-        trained_on = None
+    from .inference import trained_backend
+    trained_on = trained_backend(Path(run_dir))
     return load_backend(trained_on if trained_on in backend_names() else backend_names()[0])
 
 

@@ -25,12 +25,15 @@ from . import run_folder
 from .backend import Backend, Model, load_backend
 from .errors import DataError, SpecError
 from .experiment import DataConfig, Experiment
-from .io import safe_output_dir
+from . import records
+from .io import open_regular, parse_json_file, safe_output_dir
 from .params import Weights, load_weights
 from .trainer import shape_inputs
 
 SPLITS = ("train", "val", "test")
 EVALUATION_JSON, CONFUSION_PNG = "evaluation.json", "confusion.png"
+MAX_IMAGE_BYTES = 4 * 2**20
+"""Largest image file predict reads (a 32x32 image is at most a few KB, even uncompressed)."""
 EVALUATION_DIR = "evaluation"
 """Default output folder of `evaluate_run`, inside the run folder."""
 
@@ -85,6 +88,14 @@ def load_run(run_dir: str | Path, log: Log = print) -> SavedRun:
     return SavedRun(directory, experiment, weights, read_preprocess(directory, experiment.data, log))
 
 
+def trained_backend(directory: Path) -> Optional[str]:
+    """The backend a run was trained on, from its env.json (validated), or None when it does not say."""
+    try:
+        return records.check(records.Env, parse_json_file(directory / run_folder.ENV), run_folder.ENV).backend
+    except ValueError:  # no env.json, or a damaged one: the caller picks the reference backend
+        return None
+
+
 def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Preprocess:
     """The run's preprocess.json, or (older runs) the same facts recomputed from its data config."""
     path = directory / run_folder.PREPROCESS
@@ -96,11 +107,11 @@ def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Prep
         dataset = load_dataset(data, progress=False)
         return Preprocess(list(dataset.classes), np.asarray(dataset.shift), np.asarray(dataset.scale))
     try:
-        content = json.loads(path.read_text())
-        return Preprocess([str(c) for c in content["classes"]], np.asarray(content["shift"], np.float64),
-                          np.asarray(content["scale"], np.float64))
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: unreadable ({type(err).__name__}: {err}); delete it to recompute it") from None
+        content = records.check(records.Preprocess, parse_json_file(path), run_folder.PREPROCESS)
+    except ValueError as err:  # UnreadableJSON too
+        raise DataError(f"{path}: unreadable ({str(err).removeprefix(run_folder.PREPROCESS + ': ')}); "
+                        "delete it to recompute it from the run's data") from None
+    return Preprocess(list(content.classes), np.asarray(content.shift, np.float64), np.asarray(content.scale, np.float64))
 
 
 def _backend(backend: Backend | str) -> Backend:
@@ -294,11 +305,20 @@ def read_image(path: str | Path) -> np.ndarray:
     from .data import decode_image
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such image file")
     try:
-        pixels = decode_image(path.read_bytes(), str(path))
-    except SpecError as err:
+        with open_regular(path) as f:  # a FIFO or a folder is refused without blocking
+            # A 32x32 PNG or JPEG is a few KB: a larger file is not read whole before its header says so.
+            content = f.read(MAX_IMAGE_BYTES + 1)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the image ({err.strerror or err})") from None
+    if len(content) > MAX_IMAGE_BYTES:
+        raise DataError(f"{path}: larger than {MAX_IMAGE_BYTES:,} bytes, not a 32x32 image; predict takes 32x32 PNG "
+                        "or JPEG files")
+    try:
+        pixels = decode_image(content, str(path))
+    except (SpecError, DataError) as err:
         # decode_image speaks of data.dir (its first use); here the file is the user's own image.
         reason = str(err).removeprefix("data.dir: ")
         raise DataError(f"{reason}; predict takes 32x32 PNG or JPEG files") from None
