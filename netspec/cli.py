@@ -118,6 +118,8 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     if args.seeds is not None and args.seeds < 1:
         raise SpecError(f"--seeds {args.seeds}: must be at least 1 (runs seeds 0..N-1)")
     from .launchers import make_launcher
+    from .run_folder import check_output_root
+    check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if _is_sweep(args.spec):
         from .sweep import run_sweep

@@ -89,8 +89,6 @@ def _read_text(path: Path, max_bytes: int = MAX_JSON_BYTES) -> str:
             raw = f.read(max_bytes + 1)
     except NotRegularFile as err:
         raise UnreadableJSON(str(err), "give a JSON file") from None
-    except FileNotFoundError:
-        raise UnreadableJSON("no such file", "check the path") from None
     except OSError as err:
         raise UnreadableJSON(f"cannot read the file ({err.strerror})", "check the path") from None
     if len(raw) > max_bytes:

@@ -38,6 +38,7 @@ import numpy as np
 
 from .experiment import Experiment
 from . import records
+from .errors import SetupError
 from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
     UnreadableJSON, atomic_write, load_npz, open_regular, parse_json_file, parse_json_text, safe_output_dir,
     write_bytes_atomic)
@@ -399,6 +400,37 @@ def write_history(directory: Path, history: list[EpochRecord]) -> None:
 
 def write_metrics(directory: Path, history: list[EpochRecord], extra: dict[str, Any]) -> dict[str, Any]:
     return RunFolder(directory).write_finished(history, extra)
+
+
+SOURCE_TREE = (".git", "pyproject.toml", "setup.py", "setup.cfg", "__init__.py")
+"""Files that make a folder a source tree: no output root."""
+
+
+def check_output_root(root: Path) -> None:
+    """--out must be a folder of runs (new, empty, or one netspec wrote), never one whose files a run would
+    overwrite that it did not write: a file, a source tree, or a specs folder (its sweeps/ holds sweep
+    files, where a sweep's manifest goes). One line (SetupError) naming what is there."""
+    from .sweep import SWEEPS_DIR, is_sweep_file
+
+    if root.exists() and not root.is_dir():
+        raise SetupError(f"{root}: a file where an output folder goes; choose another --out (default runs)")
+    if not root.is_dir():
+        return
+    source = next((name for name in SOURCE_TREE if (root / name).exists()), None)
+    if source:
+        raise SetupError(f"{root}: holds {source}, a source tree, not a folder of runs; choose another --out (default runs)")
+    for path in sorted((root / SWEEPS_DIR).glob("*.json")):
+        try:
+            data = parse_json_file(path)
+            records.check(records.Manifest, data, "")
+            continue  # a manifest: the folder's own
+        except UnreadableJSON:
+            continue  # a damaged file: the sweep it belongs to says so, the report leaves it out
+        except ValueError:
+            pass
+        if is_sweep_file(data):
+            raise SetupError(f"{root}: a folder of specs ({path} is a sweep file), not a folder of runs: a sweep's "
+                             "manifest would overwrite it; choose another --out (default runs)")
 
 
 def write_preprocess(directory: Path, data: Any) -> None:
