@@ -33,6 +33,10 @@ class UnreadableJSON(ValueError):
         self.advice = advice
 
 
+class MalformedJSON(UnreadableJSON):
+    """Not JSON at all (a syntax error), as opposed to JSON netspec refuses."""
+
+
 def read_json(path: str | Path) -> Any:
     """Parse a JSON spec file; a missing, oversized, non-UTF-8, malformed or too deeply nested file, a
     duplicate key or a lone surrogate becomes one SpecError line."""
@@ -56,7 +60,7 @@ def parse_json_text(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
-        raise UnreadableJSON(f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", "fix the syntax") from None
+        raise MalformedJSON(f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", "fix the syntax") from None
     except RecursionError:  # nested deeper than the parser goes
         raise _too_deep(max_depth) from None
     except UnreadableJSON:

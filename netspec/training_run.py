@@ -16,7 +16,7 @@ from .backend import Backend, Model
 from .errors import DivergedError
 from .experiment import Experiment
 from .lr_plot import LR_PLOT, lr_png
-from .params import check_memory
+from .params import check_memory, check_trainable
 from .plots import plot_run
 from .run_folder import RunFolder
 from .tables import metrics_table
@@ -50,6 +50,7 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
         done = None if force else folder.read_metrics(log)
         if done is not None:
             return _reused(experiment, backend.name, folder, done, log), folder.path
+        check_trainable(experiment.network)
         check_memory(experiment.network, experiment.train.batch_size)  # the real batch: activations scale with it
         data = dataset if dataset is not None else load_dataset(experiment.data)
         check_classes(experiment.network, data)  # before any folder or model is made
