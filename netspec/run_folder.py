@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from .experiment import Experiment
+from .schedules import schedule_spans_the_run
 from .io import atomic_write, open_regular, safe_output_dir, write_bytes_atomic  # noqa: F401 - the one writer, re-exported
 from .identity import run_identity
 from .params import Weights
@@ -70,7 +71,10 @@ def run_id(experiment: Experiment) -> str:
 
 def trajectory_id(experiment: Experiment) -> str:
     """The run id with the number of epochs left out: runs that differ only in their length follow one
-    trajectory, the shorter a prefix of the longer (the trainer never looks ahead at `epochs`)."""
+    trajectory, the shorter a prefix of the longer (the trainer never looks ahead at `epochs`), unless
+    its lr schedule spans the run (onecycle, cosine): then every length is its own trajectory."""
+    if schedule_spans_the_run(experiment.train):
+        return run_id(experiment)
     return run_id(experiment.model_copy(update={"train": experiment.train.model_copy(update={"epochs": 0})}))
 
 
