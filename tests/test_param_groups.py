@@ -37,11 +37,16 @@ def test_no_decay_on_norm_and_bias_and_a_norm_bias_lr_scale() -> None:
 
 def test_optimizer_state_round_trips_under_canonical_names() -> None:
     names = ["0.weight", "4.bias"]
-    state = OptimizerState("sgd", {"momentum_buffer": {n: np.full(2, i, np.float32) for i, n in enumerate(names)}}, 7)
+    state = OptimizerState("sgd", {"momentum_buffer": {n: np.full(2, i, np.float32) for i, n in enumerate(names)}}, 0)
     arrays = to_arrays(state)
-    assert sorted(arrays) == ["sgd.momentum_buffer.0.weight", "sgd.momentum_buffer.4.bias", "sgd.step"]
+    assert sorted(arrays) == ["sgd.momentum_buffer.0.weight", "sgd.momentum_buffer.4.bias"]  # SGD counts no steps
     back = from_arrays(arrays, names)
-    assert back.kind == "sgd" and back.step == 7 and np.array_equal(back.slots["momentum_buffer"]["4.bias"], [1, 1])
+    assert back.kind == "sgd" and np.array_equal(back.slots["momentum_buffer"]["4.bias"], [1, 1])
+    adamw = to_arrays(OptimizerState("adamw", {"exp_avg": {"0.weight": np.ones(1)}, "exp_avg_sq": {"0.weight": np.ones(1)}}, 3))
+    assert adamw["adamw.step"] == 3 and from_arrays(adamw, ["0.weight"]).step == 3
+    del adamw["adamw.step"]
+    with pytest.raises(SpecError, match="lacks 'adamw.step'"):
+        from_arrays(adamw, ["0.weight"])
     del arrays["sgd.momentum_buffer.4.bias"]
     with pytest.raises(SpecError, match="lacks 'sgd.momentum_buffer.4.bias'"):
         from_arrays(arrays, names)
