@@ -52,3 +52,16 @@ def test_optimizer_state_round_trips_under_canonical_names() -> None:
         from_arrays(arrays, names)
     assert from_arrays({"0.weight": np.zeros(2)}, names) is None
     assert slots_of(ns.experiment.SGDConfig()) == () and slots_of(ns.experiment.AdamWConfig()) == ("exp_avg", "exp_avg_sq")
+
+
+def test_recipe_text_names_what_differs_from_the_lab() -> None:
+    from netspec.experiment import recipe_text
+
+    assert recipe_text({}) == "adam, lab"  # a spec.json from before the recipe fields
+    page = ns.Experiment.load("specs/resnet9_recipe.json").model_dump(mode="json")["train"]
+    assert recipe_text(page) == "sgd m0.9 nesterov wd0.0005, piecewise_linear, crop4 reflect + flip + cutout8"
+    airbench = ns.TrainConfig.model_validate({
+        "optimizer": {"type": "adamw", "weight_decay": 0.05}, "label_smoothing": 0.2, "test_time_flip": True,
+        "param_groups": {"decay_norm": False, "norm_bias_lr_scale": 64}, "early_stopping_patience": 3})
+    assert recipe_text(airbench.model_dump(mode="json")) == (
+        "adamw wd0.05 no decay on norm norm-bias lr x64, lab, label smoothing 0.2, flip TTA, patience 3")
