@@ -23,7 +23,7 @@ from urllib.parse import quote
 from . import records, run_folder
 from .backend import backend_names
 from .errors import SpecError
-from .experiment import Experiment
+from .experiment import Experiment, recipe_text
 from .io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
 from .plots import plot_curves, plot_result_vs_setting
 from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
@@ -439,7 +439,7 @@ def _appendix(groups: list[Group], used_in: dict[tuple[str, str], list[str]]) ->
 # ---- runs.csv ----------------------------------------------------------------------------------
 
 CSV_FIELDS = ["spec", "backend", "run_id", "label", "overrides", "seed", *SUMMARY_FIELDS, "median_epoch_seconds",
-              "epochs", "status"]
+              "epochs", "status", "recipe"]
 
 
 def write_runs_csv(root: Path, path: Path, manifests: list[dict[str, Any]]) -> Path:
@@ -472,7 +472,8 @@ def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
         status = _unfinished(run) if history.is_file() else "started, no epoch finished"
     return {"spec": run.name, "backend": run.backend, "run_id": run.run_id, "label": label, "overrides": overrides,
             "seed": run.replicate[1], **{k: run.metrics.get(k) for k in (*SUMMARY_FIELDS, "median_epoch_seconds")},
-            "epochs": run.spec.get("train", {}).get("epochs"), "status": status}
+            "epochs": run.spec.get("train", {}).get("epochs"), "status": status,
+            "recipe": recipe_text(run.spec.get("train") or {})}
 
 
 # ---- the report ----------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
     UnreadableJSON, atomic_write, load_npz, open_regular, parse_json_file, parse_json_text, safe_output_dir,
     write_bytes_atomic)
 from .network import Network
+from .schedules import schedule_spans_the_run
 from .identity import run_identity
 from .params import Weights
 from .trainer import EpochRecord, TrainerState, summarize
@@ -78,7 +79,10 @@ def run_id(experiment: Experiment) -> str:
 
 def trajectory_id(experiment: Experiment) -> str:
     """The run id with the number of epochs left out: runs that differ only in their length follow one
-    trajectory, the shorter a prefix of the longer (the trainer never looks ahead at `epochs`)."""
+    trajectory, the shorter a prefix of the longer (the trainer never looks ahead at `epochs`), unless
+    its lr schedule spans the run (onecycle, cosine): then every length is its own trajectory."""
+    if schedule_spans_the_run(experiment.train):
+        return run_id(experiment)
     return run_id(experiment.model_copy(update={"train": experiment.train.model_copy(update={"epochs": 0})}))
 
 

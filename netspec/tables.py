@@ -41,6 +41,11 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '1,000 images'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]

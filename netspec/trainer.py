@@ -321,9 +321,10 @@ def early_stop(history: list[EpochRecord], patience: Optional[int]) -> Optional[
     validation split never stops early (every epoch is its best)."""
     if patience is None or not history:
         return None
-    best = max(range(len(history)), key=lambda i: (history[i].val_acc, i))  # the last of equal bests
-    if math.isnan(history[best].val_acc):
+    accs = [r.val_acc for r in history]
+    if any(math.isnan(a) for a in accs):
         return None
+    best = len(accs) - 1 - accs[::-1].index(max(accs))  # the last of equal bests
     waited = len(history) - 1 - best
     if waited < patience:
         return None

@@ -19,7 +19,7 @@ from .lr_plot import LR_PLOT, lr_png
 from .params import check_memory, check_trainable
 from .plots import plot_run
 from .run_folder import RunFolder
-from .tables import metrics_table
+from .tables import metrics_table, plural
 from .tensorboard import TensorBoardLog
 from .trainer import TrainerState, check_classes, early_stop, fit
 
@@ -112,8 +112,10 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
     model = backend.compile(experiment.network, seed=experiment.train.seed, device=device,
                             precision=experiment.train.precision, compiled=experiment.train.compile)
-    _write_setup(experiment, backend, model, folder, data)
-    log(f"{experiment.name} [{name} on {model.device}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
+    env = _write_setup(experiment, backend, model, folder, data)
+    threads = env.get("cpu_threads") if model.device == "cpu" else None
+    where = f"{model.device}, {plural(threads, 'thread')}" if isinstance(threads, int) else model.device
+    log(f"{experiment.name} [{name} on {where}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
         f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {folder.path}")
     if start is not None:  # the folder's views of the state it starts from (a copied one included)
         folder.write_checkpoint(start, trajectory, epochs)
@@ -151,11 +153,13 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     return metrics
 
 
-def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any) -> None:
+def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any) -> dict[str, Any]:
+    """spec.json, the preprocessing and env.json (versions, device, CPU threads); returns the latter."""
     folder.write_spec(experiment)
     run_folder.write_preprocess(folder.path, data)
-    folder.write_json(run_folder.ENV, run_folder.environment(backend.describe() | {"device": model.device} | _compute(model),
-                                                             data.source))
+    env = run_folder.environment(backend.describe() | {"device": model.device} | _compute(model), data.source)
+    folder.write_json(run_folder.ENV, env)
+    return env
 
 
 def _compute(model: Model) -> dict[str, Any]:

@@ -88,3 +88,19 @@ def test_augmentation_needs_images_and_fitting_sizes() -> None:
         ns.Experiment(network=cnn, train=ns.TrainConfig(augment={"cutout": 9}))
     with pytest.raises(ValueError, match="crop_padding 8 with pad_mode 'reflect'"):
         ns.Experiment(network=cnn, train=ns.TrainConfig(augment={"crop_padding": 8, "pad_mode": "reflect"}))
+
+
+@pytest.mark.parametrize("settings", CONFIGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_the_plain_torch_references_augmentation_is_the_plans(settings: dict) -> None:
+    import torch
+
+    from benchmarks.plain_torch import pad_split, plain_augment
+
+    config = ns.experiment.AugmentConfig(**settings)
+    x = np.random.default_rng(1).standard_normal((30, 3, 12, 10)).astype(np.float32)
+    index = np.arange(30)[::-1].copy()
+    draws = draw(config, 3, 2, index, 12, 10)
+    plain = plain_augment(pad_split(torch.from_numpy(x), config), torch.from_numpy(index), draws, config, 12, 10)
+    p = batch_plan(config, 3, 2, index[None], 12, 10)
+    want = apply_plan(x[index], type(p)(*(getattr(p, f)[0] for f in p.__dataclass_fields__)))
+    assert np.array_equal(plain.numpy(), want)

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+import netspec as ns
+from netspec.cli import main
+from tests.helpers import write_spec
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,3 +79,61 @@ def test_a_spec_path_is_never_taken_for_a_command(tmp_path: Path) -> None:
     line = error_line(netspec("trian", "--summary", cwd=tmp_path))
     assert line.startswith("error: trian: malformed JSON"), line
     assert "cannot read the file" in error_line(netspec("specs/nope.json"))
+
+
+# ---- CPU threads (item 1) ------------------------------------------------------------------------
+
+def small_mlp() -> ns.Experiment:
+    """The cheapest run that trains: one Linear layer, 300 synthetic images, one epoch."""
+    network = ns.Network(input_shape=(3, 32, 32), layers=[ns.Flatten(), ns.Linear(out_features=10)])
+    return ns.Experiment(name="tiny", network=network, train=ns.TrainConfig(batch_size=50, epochs=1),
+                         data=ns.DataConfig(source="synthetic", train_size=300, val_size=100, test_size=100))
+
+
+def test_threads_are_chosen_recorded_and_never_part_of_the_run_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    spec, out = write_spec(tmp_path, small_mlp()), tmp_path / "runs"
+    first = netspec("train", str(spec), "--threads", "1", "--device", "cpu", "--out", str(out))
+    assert first.returncode == 0 and "tiny [torch on cpu, 1 thread]:" in first.stdout, first.stdout + first.stderr
+    (env,) = out.glob("tiny/torch/*/env.json")
+    assert json.loads(env.read_text())["cpu_threads"] == 1
+    try:  # the same run with other threads, in this process: found, not trained again
+        assert main(["train", str(spec), "--threads", "2", "--device", "cpu", "--out", str(out)]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert f"finished run found in {env.parent}" in capsys.readouterr().out
+    assert "between 1 and 1024" in error_line(netspec("train", str(spec), "--threads", "0"))
+
+
+def test_jax_computes_on_one_thread_when_asked() -> None:
+    """XLA:CPU takes no count but 1 (its Eigen kernels single-threaded), set before its client starts."""
+    code = ("from backends.jax.backend import BACKEND\nimport jax.numpy as jnp, os\nBACKEND.set_threads(1)\n"
+            "jnp.ones(2).block_until_ready()\nprint(BACKEND.describe()['cpu_threads'], os.environ['XLA_FLAGS'])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    threads, *flags = done.stdout.split()
+    assert done.returncode == 0 and threads == "1" and "--xla_cpu_multi_thread_eigen=false" in flags, done.stderr
+
+
+@pytest.mark.parametrize("omp, cores, load, expected", [
+    ("", 2, 3.1, 1),   # a busy 2-core machine: one thread (1.6 s an epoch against 3-7 s with two)
+    ("", 2, 0.2, 2),   # an idle one: every core, as torch's own default
+    ("", 16, 4.4, 12),
+    ("", 4, 9.0, 1),
+    ("3", 2, 0.0, 3),  # the user's OMP_NUM_THREADS is kept
+])
+def test_the_default_threads_are_the_free_physical_cores(omp: str, cores: int, load: float, expected: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from netspec import threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert threads.default_threads() == expected
+
+
+def test_usable_cores_count_physical_cores_within_the_affinity() -> None:
+    from netspec.threads import usable_cores
+
+    assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))

@@ -258,6 +258,7 @@ def test_runs_csv_rows_equal_the_runs_metrics(seeded: SeededReport) -> None:
         label = row["label"].split("` ")[1]  # '`rates` lr=0.01'
         by_label[(row["backend"], label, int(row["seed"]))] = row
         assert row["status"] == "finished" and row["spec"] == "base" and row["epochs"] == "3"
+        assert row["recipe"] == "adam, lab"  # the lab's recipe: Adam and its lr rule
     for key, metrics in seeded.metrics.items():
         row = by_label[key]
         assert {k: float(row[k]) for k in [*FIGURES, "median_epoch_seconds"]} == \
