@@ -131,6 +131,8 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     if args.seeds is not None and args.seeds < 1:
         raise SpecError(f"--seeds {args.seeds}: must be at least 1 (runs seeds 0..N-1)")
     from .launchers import make_launcher
+    from .run_folder import check_output_root
+    check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if _is_sweep(args.spec):
         from .sweep import run_sweep
@@ -240,10 +242,8 @@ def cmd_export(argv: list[str]) -> int:
 def _run_backend(run_dir: str, name: Optional[str], threads: Optional[int]) -> Backend:
     """The backend asked for, else the one the run was trained on (env.json), else the reference."""
     if not name:
-        try:
-            trained_on = json.loads((Path(run_dir) / "env.json").read_text()).get("backend")
-        except (OSError, ValueError, AttributeError):
-            trained_on = None
+        from .inference import trained_backend
+        trained_on = trained_backend(Path(run_dir))
         name = trained_on if trained_on in backend_names() else backend_names()[0]
     return _backends(name, threads)[0]
 

@@ -26,12 +26,17 @@ from . import run_folder
 from .backend import Backend, Model, load_backend
 from .errors import DataError, SpecError
 from .experiment import DataConfig, Experiment
-from .io import safe_output_dir
+from . import records
+from .io import open_regular, parse_json_file, safe_output_dir
 from .params import Weights, load_weights
 from .trainer import shape_inputs
 
 SPLITS = ("train", "val", "test")
 EVALUATION_JSON, CONFUSION_PNG = "evaluation.json", "confusion.png"
+MAX_IMAGE_BYTES = 4 * 2**20
+"""Largest image file predict reads (a 32x32 image is at most a few KB, even uncompressed)."""
+MAX_RESIZED_BYTES = 64 * 2**20
+"""Largest image file predict --resize reads: a photo (its pixels are bounded too, by PIL's bomb check)."""
 EVALUATION_DIR = "evaluation"
 """Default output folder of `evaluate_run`, inside the run folder."""
 
@@ -86,6 +91,14 @@ def load_run(run_dir: str | Path, log: Log = print) -> SavedRun:
     return SavedRun(directory, experiment, weights, read_preprocess(directory, experiment.data, log))
 
 
+def trained_backend(directory: Path) -> Optional[str]:
+    """The backend a run was trained on, from its env.json (validated), or None when it does not say."""
+    try:
+        return records.check(records.Env, parse_json_file(directory / run_folder.ENV), run_folder.ENV).backend
+    except ValueError:  # no env.json, or a damaged one: the caller picks the reference backend
+        return None
+
+
 def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Preprocess:
     """The run's preprocess.json, or (older runs) the same facts recomputed from its data config."""
     path = directory / run_folder.PREPROCESS
@@ -97,11 +110,11 @@ def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Prep
         dataset = load_dataset(data, progress=False)
         return Preprocess(list(dataset.classes), np.asarray(dataset.shift), np.asarray(dataset.scale))
     try:
-        content = json.loads(path.read_text())
-        return Preprocess([str(c) for c in content["classes"]], np.asarray(content["shift"], np.float64),
-                          np.asarray(content["scale"], np.float64))
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: unreadable ({type(err).__name__}: {err}); delete it to recompute it") from None
+        content = records.check(records.Preprocess, parse_json_file(path), run_folder.PREPROCESS)
+    except ValueError as err:  # UnreadableJSON too
+        raise DataError(f"{path}: unreadable ({str(err).removeprefix(run_folder.PREPROCESS + ': ')}); "
+                        "delete it to recompute it from the run's data") from None
+    return Preprocess(list(content.classes), np.asarray(content.shift, np.float64), np.asarray(content.scale, np.float64))
 
 
 def _backend(backend: Backend | str) -> Backend:
@@ -313,7 +326,7 @@ class InputImage:
     """What was done to the file to make it that."""
 
 
-_MODE_WORDS = {"L": "grayscale (its gray in all three channels)", "I;16": "16-bit grayscale",
+_MODE_WORDS = {"L": "grayscale (its gray in all three channels)", "I;16": "16-bit grayscale", "I": "32-bit grayscale",
                "LA": "grayscale with alpha (alpha dropped)", "RGBA": "RGBA (alpha dropped)",
                "P": "a palette", "CMYK": "CMYK", "1": "black and white"}
 
@@ -323,20 +336,27 @@ def read_image(path: str | Path, resize: bool = False) -> InputImage:
     or (without `resize`) not 32x32."""
     from PIL import Image
 
-    from .data.images import open_image
+    from .data.images import open_image, to_rgb
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such image file")
+    limit = MAX_RESIZED_BYTES if resize else MAX_IMAGE_BYTES
+    try:
+        with open_regular(path) as f:  # a FIFO or a folder is refused without blocking
+            # A 32x32 PNG or JPEG is a few KB: a larger file is not read whole before its header says so.
+            content = f.read(limit + 1)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the image ({err.strerror or err})") from None
+    if len(content) > limit:
+        raise DataError(f"{path}: larger than {limit:,} bytes, " + ("too large to resize" if resize else
+                        "not a 32x32 image; predict takes 32x32 PNG or JPEG files (or add --resize)"))
     notes = []
-    with open_image(path.read_bytes(), str(path), "predict") as image:
+    with open_image(content, str(path), "predict") as image:
         if image.size != (32, 32) and not resize:
             raise DataError(f"{path}: the image is {image.width}x{image.height}; the network takes 32x32 images: "
                             "resize it, or add --resize (the whole image scaled to 32x32)")
-        try:
-            rgb = image.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise DataError(f"{path}: cannot decode the image ({err})") from None
+        rgb = to_rgb(image, str(path), "predict")
         if image.mode != "RGB":
             notes.append(f"converted from {_MODE_WORDS.get(image.mode, image.mode)} to RGB")
         if rgb.size != (32, 32):

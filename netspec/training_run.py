@@ -17,6 +17,7 @@ from .backend import Backend, Model
 from .errors import DivergedError
 from .experiment import Experiment
 from .lr_plot import LR_PLOT, lr_png
+from .params import check_memory, check_trainable
 from .plots import plot_run
 from .run_folder import RunFolder
 from .tables import metrics_table, plural
@@ -53,6 +54,8 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
             if tensorboard:
                 _events_from_history(folder, log)
             return metrics, folder.path
+        check_trainable(experiment.network)
+        check_memory(experiment.network, experiment.train.batch_size)  # the real batch: activations scale with it
         data = dataset if dataset is not None else load_dataset(experiment.data)
         check_classes(experiment.network, data)  # before any folder or model is made
         if not force:
@@ -79,7 +82,7 @@ def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optiona
     """Where an unforced run starts: its own checkpoint, else that of the longest shorter run of the same
     trajectory (a finished run being extended), else nothing (epoch 0)."""
     trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
-    own = folder.read_checkpoint(log)
+    own = folder.read_checkpoint(log, experiment.network)
     if own is not None and own.trajectory == trajectory and own.state.epoch <= epochs:
         log(f"{experiment.name}: resuming {folder.path} after epoch {own.state.epoch} of {epochs}")
         return own.state
@@ -89,7 +92,7 @@ def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optiona
                if (header := sibling.checkpoint_header()) is not None
                and header.get("trajectory") == trajectory and isinstance(header.get("epoch"), int) and header["epoch"] < epochs]
     for done, sibling in sorted(shorter, key=lambda pair: -pair[0]):
-        source = sibling.read_checkpoint(log)
+        source = sibling.read_checkpoint(log, experiment.network)
         if source is not None:
             log(f"{experiment.name}: extending {sibling.path} ({done} epochs) to {epochs} epochs in {folder.path}")
             return source.state

@@ -111,7 +111,7 @@ def _everything(tmp: Path) -> Outcome:
     refused(lambda: record_invocation(root, sweep, [], [torch], []), outcome, "sweeps")
     (root / "sweeps").unlink()
     planted.append(plant(root / "sweeps" / "linked_sweep.json", outside, json.dumps(  # a manifest: read, then replaced
-        {"name": "linked_sweep", "backends": [], "invocations": [], "points": []}).encode()))
+        {"name": "linked_sweep", "backends": ["torch"], "invocations": [], "points": []}).encode()))
     record_invocation(root, sweep, [], [torch], [])
     manifest = json.loads((root / "sweeps" / "linked_sweep.json").read_text())
     manifest["points"] = [{"label": "base", "name": "linked", "run_id": directory.name, "seed": 0, "settings": {},
