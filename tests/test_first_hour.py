@@ -236,3 +236,16 @@ def test_a_saved_experiment_starts_with_its_schema(tmp_path: Path) -> None:
     content = json.loads(path.read_text())
     assert next(iter(content)) == "$schema" and content["$schema"] == "schema/experiment.schema.json"
     assert ns.load(path) == small_mlp()
+
+
+# ---- the light path (item 2) ---------------------------------------------------------------------
+
+def test_without_the_dataset_the_message_names_every_form_of_data_dir(tmp_path: Path) -> None:
+    """As on a machine without tensorflow-datasets (the light install): one line with every way out."""
+    code = ("import sys\nsys.modules['tensorflow_datasets'] = None\nfrom netspec.cli import main\n"
+            f"sys.exit(main(['train', 'specs/mlp.json', '--epochs', '1', '--out', {str(tmp_path / 'runs')!r}]))")
+    env = {**os.environ, "NETSPEC_CACHE": str(tmp_path / "cache")}
+    line = error_line(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env))
+    for form in ("--data-dir PATH", "cifar-10-batches-py folder", "image-folder tree (train/<class>/*, test/<class>/*)",
+                 "a .tar.gz of either", "pip install 'netspec[tfds]'"):
+        assert form in line, line
