@@ -466,3 +466,42 @@ def test_layer_dropout(backend, kind: str, p: float = 0.3) -> None:
     np.testing.assert_array_equal(model.forward(x), x)  # evaluation: identity
     zero, _ = one_layer(backend, DROPOUT_SHAPE, getattr(ns, kind)(p=0.0))
     np.testing.assert_array_equal(zero.forward(x[:4], train=True), x[:4])
+
+
+# ---- the same error texts in every backend (they are written once, in netspec.model_base) --------------
+
+def protocol_errors(backend) -> dict[str, str]:
+    """Each protocol error a caller can provoke, as 'exception type: message', on one model (the calls
+    before setup_optimizer first)."""
+    x, y = data(10)
+    model = backend.compile(PLAIN, seed=0, device="cpu")
+    split = model.to_device(x, y)
+    adam_state = {**model.get_training_state(), "adam.step": np.array(0)}
+    calls = {
+        "input shape": lambda: model.forward(x[:, :1]),
+        "label shape": lambda: model.to_device(x, y[:5]),
+        "label range": lambda: model.loss_and_grads(x, np.full(10, CLASSES)),
+        "no optimizer": lambda: model.train_steps(split, np.zeros((1, 2), int), 1e-3),
+        "adam state without optimizer": lambda: model.set_training_state(adam_state),
+        "state of another network": lambda: model.set_training_state({"0.weight": np.zeros(1)}),
+        "weights of another network": lambda: model.set_weights({}),
+        "empty split": lambda: model.evaluate(model.to_device(x[:0], y[:0]), 4),
+        "batch matrix": lambda: (model.setup_optimizer(ns.TrainConfig()), model.train_steps(split, np.arange(4), 1e-3)),
+        "batch range": lambda: model.train_steps(split, np.array([[0, 10]]), 1e-3),
+        "lr per step": lambda: model.train_steps(split, np.zeros((2, 2), int), [1e-3]),
+    }
+    out = {}
+    for name, call in calls.items():
+        with pytest.raises(Exception) as err:
+            call()
+        out[name] = f"{type(err.value).__name__}: {err.value}"
+    return out
+
+
+def test_every_backend_gives_the_same_error_texts() -> None:
+    texts = {name: protocol_errors(load_backend(name)) for name in BACKENDS}
+    first, *others = texts.values()
+    assert all("\n" not in text for text in first.values()), first
+    assert "needs an optimizer" in first["no optimizer"] and "empty split" in first["empty split"]
+    for name, other in zip(list(texts)[1:], others):
+        assert other == first, name
