@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Literal, Optional, Protocol
+from typing import Any, Literal, Mapping, Optional, Protocol, TypeVar
 
 import numpy as np
 
 from .errors import SetupError, SpecError
 from .experiment import TrainConfig
+from .layers import LayerSpec, Shape
 from .network import Network
 from .params import Weights
 
@@ -156,6 +157,44 @@ class Backend(Protocol):
         """The device a model compiled with `device=name` would run on, in words ('cpu',
         'cuda:0 (NVIDIA H100 80GB HBM3)'), without compiling anything. Raises SetupError when it is
         unknown or absent (a run asks this before it reuses a finished run)."""
+
+
+# ---- building layers: one builder signature in every backend ------------------------------------
+
+@dataclass(frozen=True)
+class Site:
+    """Where a backend's builder puts a layer: `builder(layer, site) -> the framework's layer`, the one
+    builder signature of every backend (a backend may extend Site with its own settings, as jax's adds
+    how matmuls compute). Shapes are the spec's (C, H, W) or (F,), without the batch dimension."""
+
+    index: int
+    """The layer's position in the network."""
+    input_shapes: tuple[Shape, ...]
+    """The shape of each input (one for every layer that is not a merge)."""
+
+    @property
+    def name(self) -> str:
+        """The layer's name among the framework's modules: its index, so state_dict names are canonical."""
+        return str(self.index)
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.input_shapes[0]
+
+
+BuilderT = TypeVar("BuilderT")
+
+
+def builder_for(builders: Mapping[type, BuilderT], layer: LayerSpec, index: int, backend: str,
+                table: Optional[str] = None) -> BuilderT:
+    """The builder of `layer`'s type from a backend's table (or the exporter's: backend 'ONNX export',
+    table its file); a missing one is one SetupError line naming the layer, its type and the backend."""
+    builder = builders.get(type(layer))
+    if builder is None:
+        where = table or f"backends/{backend}/builders.py"
+        raise SetupError(f"layer {index} ({layer.type}): the {backend} backend has no builder for {layer.type}; "
+                         f"add one to {where} or use another backend")
+    return builder
 
 
 # ---- devices ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from netspec.network import Network
 from netspec.params import Weights
 
 from . import convert
-from .builders import SpecNet
+from .builders import SpecNet, check_builders
 
 _MATMUL_PRECISION: dict[str, Optional[jax.lax.Precision]] = {
     "default": None,                       # the platform's fast default (TF32 on recent GPUs)
@@ -89,6 +89,7 @@ class JaxModel(ModelBase):
         self._chunk_rows: Optional[int] = None
         """Steps per scan, fixed by warmup or the first train_steps call: one compiled program per run
         (a call's rows are cut into chunks of this length, the last padded with rows that are skipped)."""
+        check_builders(tuple(network.layers))
         self._module = self._build_module(_MATMUL_PRECISION[self.precision], jnp.bfloat16 if self.precision == "bf16" else None)
         self._state = TrainState({}, {}, None, jax.device_put(jax.random.key(seed), device))
         self.set_weights(weights)
