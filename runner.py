@@ -13,4 +13,4 @@ import sys
 from netspec.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="runner.py"))
+    sys.exit(main())  # messages name the command `netspec`, as the README does

@@ -54,6 +54,16 @@ TORCH_LAYERS = ("tests/test_backend_contract.py", "-k", "torch and layer_")
 JAX_LAYERS = ("tests/test_backend_contract.py", "-k", "jax and layer_")
 REPORT = ("tests/test_report_tables.py",)
 STEP_GRAPH = ("tests/test_torch_step_graph.py",)
+OUTCOMES = "tests/test_user_outcomes.py"
+BEST_WEIGHTS = ("tests/test_inference.py", "tests/test_export.py", OUTCOMES, "-k", "best")
+SEEDS = ("tests/test_sweep.py", OUTCOMES, "-k", "seeds")
+RESUME_DECAY = ("tests/test_run_folder.py", OUTCOMES, "-k", "resume or resumed or state")
+TEMP_FILES = ("tests/test_run_folder.py", OUTCOMES, "-k", "temporary or writer or atomic")
+BOOTSTRAP = ("tests/test_stats.py", OUTCOMES, "-k", "interval or difference or bootstrap")
+VAL_SIZE_SWEEP = ("tests/test_sweep.py", OUTCOMES, "-k", "sweep")
+EXPORT_POOL = ("tests/test_export.py", OUTCOMES, "-k", "export or layer")
+CROSSCHECK_CONTRACT = ("tests/test_crosscheck_contract.py",)
+COMPILED = ("tests/test_compiled_vs_eager.py",)
 
 MUTANTS: list[Mutant] = [
     # --- the trainer: the lab protocol and the seven figures ------------------------------------------
@@ -87,12 +97,12 @@ MUTANTS: list[Mutant] = [
            "lr decays on an equal loss, not only a higher one", TRAINER),
     Mutant("netspec/trainer.py", "len(self.losses) >= 3 and", "len(self.losses) > 3 and",
            "lr schedule starts one epoch late", TRAINER),
-    Mutant("netspec/trainer.py", 'record.test_loss, record.test_acc = model.evaluate(splits["test"]',
-           'record.test_loss, record.test_acc = model.evaluate(splits["val"]', "test figures read from the validation split", TRAINER),
+    Mutant("netspec/trainer.py", 'record.test_loss, record.test_acc = _evaluate(model, splits["test"]',
+           'record.test_loss, record.test_acc = _evaluate(model, splits["val"]', "test figures read from the validation split", TRAINER),
     Mutant("netspec/trainer.py", "np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches)))",
            "np.array_split(batches, PROGRESS_UPDATES_PER_EPOCH)", "empty train_steps calls when an epoch has < 20 steps", TRAINER),
-    Mutant("netspec/trainer.py", "_train_epoch(model, splits, orders.next(), schedule.lr, epoch,",
-           "_train_epoch(model, splits, orders.next(), cfg.lr, epoch,", "steps ignore the lr schedule", TRAINER),
+    Mutant("netspec/trainer.py", "_Recipe(cfg, schedule.lr, epoch, shape)",
+           "_Recipe(cfg, cfg.lr, epoch, shape)", "steps ignore the lr schedule", TRAINER),
     # --- data: splits and normalization --------------------------------------------------------------
     Mutant("netspec/data/splits.py", "return np.arange(n - val_size), np.arange(n - val_size, n)",
            "return np.arange(val_size, n), np.arange(val_size)", "validation taken from the head, not the tail", DATA),
@@ -168,6 +178,95 @@ MUTANTS: list[Mutant] = [
     Mutant("netspec/report.py", '*(fmt_values(values(s, "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
            '*(fmt_values(values(group.runs[reference], "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
            "run table's epoch-seconds row repeats the first backend", REPORT),
+    # --- what a user would lose (issue 25), each written from the bug's side -------------------------
+    Mutant("netspec/training_run.py", "    if is_best and state.best_weights is not None:\n        folder.write_weights(state.best_weights)",
+           "    if state.best_weights is not None:\n        folder.write_weights({k: state.model[k] for k in state.best_weights})",
+           "best_weights.npz written every epoch from the current model", BEST_WEIGHTS),
+    Mutant("netspec/sweep.py", "return [Job(with_seed(experiment, s), b,", "return [Job(with_seed(experiment, 0), b,",
+           "--seeds N trains seed 0 N times", SEEDS),
+    Mutant("netspec/sweep.py", '"seed": experiment.train.seed + seed,', '"seed": experiment.train.seed,',
+           "a seed moves the batch order but not the weights and dropout seed", SEEDS),
+    Mutant("netspec/trainer.py", "schedule = LrSchedule(state.lr, cfg.lr_decay,", "schedule = LrSchedule(cfg.lr, cfg.lr_decay,",
+           "a resumed run's lr schedule restarts from the initial lr", RESUME_DECAY),
+    Mutant("netspec/trainer.py", "schedule = LrSchedule(state.lr, cfg.lr_decay, [r.train_loss for r in state.history])",
+           "schedule = LrSchedule(state.lr, cfg.lr_decay)", "a resumed run's lr schedule forgets the losses before it", RESUME_DECAY),
+    Mutant("netspec/io.py", "fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=", "fd, tmp = tempfile.mkstemp(prefix=",
+           "temporary files in the system temp folder, not beside their target", TEMP_FILES),
+    Mutant("netspec/stats.py", "        return float(d[0]), float(d[0])", "        return 0.0, 0.0",
+           "bootstrap interval [0, 0] for a constant difference", BOOTSTRAP),
+    Mutant("netspec/stats.py", 'method="percentile"', 'method="basic"',
+           "bootstrap interval by the basic method, not the documented percentile one", BOOTSTRAP),
+    Mutant("netspec/launchers.py", "key = job.experiment.data.model_dump_json()", "key = job.experiment.data.source",
+           "a sweep's points share the first point's dataset whatever their data settings", VAL_SIZE_SWEEP),
+    Mutant("netspec/export.py", "strides=list(layer.effective_stride),\n          pads=[ph, pw, ph, pw]",
+           "strides=list(layer.effective_stride),\n          pads=[ph, ph, pw, pw]", "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
+    # --- the cross-check's contract ----------------------------------------------------------------------
+    Mutant("netspec/crosscheck.py", "F64_RTOL = 1e-9", "F64_RTOL = 1e-6", "cross-check float64 pass tolerance loosened 1000x",
+           CROSSCHECK_CONTRACT),
+    Mutant("netspec/crosscheck.py", "F64_STEPS_RTOL = 1e-6", "F64_STEPS_RTOL = 1e-3",
+           "cross-check float64 tolerance after the steps loosened 1000x", CROSSCHECK_CONTRACT),
+    Mutant("netspec/crosscheck.py", "F32_RTOL = 1e-4", "F32_RTOL = 1e-1", "cross-check float32 pass tolerance loosened 1000x",
+           CROSSCHECK_CONTRACT),
+    Mutant("netspec/crosscheck.py", "tier.weights(quantity, models[1].get_weights(), w_ref, _scales(w_ref, reach, trainable))",
+           "tier.weights(quantity, models[1].get_weights(), w_ref, _scales(w_ref, reach, trainable), sorted(trainable))",
+           "cross-check leaves the running statistics out after the steps", CROSSCHECK_CONTRACT),
+    Mutant("netspec/crosscheck.py",
+           '    tier.weights("running stat", other.get_weights(), w_ref, _scales(w_ref), [n for n in w_ref if n not in grads_ref])',
+           '    tier.weights("running stat", other.get_weights(), w_ref, _scales(w_ref), [n for n in w_ref if n.endswith("_var")])',
+           "cross-check compares only running variances after the first pass", CROSSCHECK_CONTRACT),
+    # --- compiled and graphed paths against eager references (the GPU default) ------------------------
+    Mutant("backends/torch/layers.py", "x * (1.0 / keep), 0.0)", "x, 0.0)", "hashed dropout mask not rescaled by 1/(1-p)",
+           COMPILED),
+    Mutant("backends/torch/layers.py", "return h < int(keep * 2.0**32)", "return h < int((1.0 - keep) * 2.0**32)",
+           "hashed dropout mask keeps with probability p", COMPILED),
+    Mutant("backends/torch/layers.py", "s = _mix32((seed + salt * 0x61C88647) & _M32)", "s = _mix32(seed & _M32)",
+           "hashed dropout mask ignores the layer's salt: layers of one shape share masks", COMPILED),
+    Mutant("backends/torch/model.py", "layer.generator, layer.salt = self.generator, index",
+           "layer.generator, layer.salt = self.generator, 0", "two dropout layers of one shape draw the same hashed mask",
+           COMPILED),
+    Mutant("backends/torch/model.py", "seed = seeds[step] if seeds is not None else None",
+           "seed = seeds[0] if seeds is not None else None", "every step of a compiled call reuses the first step's masks",
+           COMPILED),
+    Mutant("backends/torch/layers.py", "var = centred.square().mean(dims)",
+           "var = centred.square().sum(dims) / (x.numel() // x.shape[1] - 1)",
+           "compiled BatchNorm normalizes with the unbiased variance", COMPILED),
+    Mutant("backends/jax/model.py", "return jax.lax.cond(ok, step, lambda c: c, carry), None", "return step(carry), None",
+           "a padded scan row runs as a real step", COMPILED),
+    Mutant("backends/jax/model.py", "valid = np.arange(length) < len(part)", "valid = np.ones(length, bool)",
+           "a scan's padding rows marked valid", COMPILED),
+]
+
+# --- the training recipe (issue 23): schedules, augmentation, parameter groups, early stopping ------------
+SCHEDULES = ("tests/test_schedules.py",)
+AUGMENT = ("tests/test_augment.py",)
+PARAM_GROUPS = ("tests/test_param_groups.py",)
+RECIPE_TRAINER = ("tests/test_trainer_rules.py", "-k", "step or augmentation or early or flip")
+MUTANTS += [
+    Mutant("netspec/schedules.py", "np.interp(s / steps_per_epoch,", "np.interp(s // steps_per_epoch,",
+           "piecewise linear schedule evaluated per epoch, not per step", SCHEDULES),
+    Mutant("netspec/schedules.py", "end_up = float(pct_start * total) - 1", "end_up = float(pct_start * total)",
+           "onecycle peaks one step late (torch's phase ends at pct_start * total - 1)", SCHEDULES),
+    Mutant("netspec/schedules.py", "np.floor_divide(np.floor_divide(s, steps_per_epoch)", "np.floor_divide(np.floor_divide(s + 1, steps_per_epoch)",
+           "step schedule decays one step early", SCHEDULES),
+    Mutant("netspec/schedules.py", "np.minimum((s + 1) / warmup, 1.0)", "np.minimum(s / warmup, 1.0)",
+           "cosine warm-up starts its first step at lr 0", SCHEDULES),
+    Mutant("netspec/augment.py", "np.where(flip[..., None], size - 1 - position, position)",
+           "np.where(flip[..., None], size - position, position)", "flip off by one column", AUGMENT),
+    Mutant("netspec/augment.py", "np.where(source > size - 1, 2 * (size - 1) - source, source)",
+           "np.where(source > size - 1, 2 * size - 1 - source, source)", "reflect padding repeats the edge (symmetric)", AUGMENT),
+    Mutant("netspec/augment.py", "(position < start[..., None] + cut)", "(position <= start[..., None] + cut)",
+           "cutout one pixel too large", AUGMENT),
+    Mutant("netspec/augment.py", "hash32(seed, STREAM_AUGMENT, epoch, images, slot)", "hash32(seed, STREAM_AUGMENT, 0, images, slot)",
+           "the same augmentation every epoch", AUGMENT),
+    Mutant("netspec/param_groups.py", "groups.norm_bias_lr_scale if norm and bias else 1.0", "groups.norm_bias_lr_scale if bias else 1.0",
+           "lr multiplier on every bias, not only normalization biases", PARAM_GROUPS),
+    Mutant("netspec/param_groups.py", "(groups.decay_bias or not bias)", "(groups.decay_bias or bias)",
+           "decay_bias off removes decay from the weights instead", PARAM_GROUPS),
+    Mutant("netspec/trainer.py", "if waited < patience:", "if waited <= patience:", "early stopping one epoch late", RECIPE_TRAINER),
+    Mutant("netspec/trainer.py", "lrs[done:done + len(chunk)]", "lrs[:len(chunk)]",
+           "every train_steps call of an epoch restarts its per-step lrs", RECIPE_TRAINER),
+    Mutant("netspec/trainer.py", "augment.batch_plan(aug, self.config.seed, self.epoch, chunk,",
+           "augment.batch_plan(aug, self.config.seed, 1, chunk,", "augmentation draws of epoch 1 in every epoch", RECIPE_TRAINER),
 ]
 
 

@@ -158,6 +158,11 @@ class Backend(Protocol):
         'cuda:0 (NVIDIA H100 80GB HBM3)'), without compiling anything. Raises SetupError when it is
         unknown or absent (a run asks this before it reuses a finished run)."""
 
+    def set_threads(self, threads: Optional[int]) -> None:
+        """Compute on the CPU with `threads` threads from now on, process-wide, as far as the framework
+        allows; None: the backend's default for a possibly shared machine (netspec.threads). Never
+        part of a run id; describe()'s "cpu_threads" says what it uses."""
+
 
 # ---- building layers: one builder signature in every backend ------------------------------------
 

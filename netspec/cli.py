@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 from .backend import Backend, backend_names, load_backend
-from .errors import NetspecError, SpecError
+from .errors import NetspecError, SpecError, did_you_mean
+from .threads import check_threads
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -56,15 +58,27 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
-def _backends(text: str) -> list[Backend]:
-    """--backend torch,jax as backend objects, resolved through the registry."""
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="CPU threads to compute with (torch: any N; jax: 1, or every core "
+                   "for more); default: OMP_NUM_THREADS if set, else for torch the physical cores less the "
+                   "machine's load, for jax every core. Never part of the run id; recorded in env.json")
+
+
+def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
+    """--backend torch,jax as backend objects, resolved through the registry, computing with `threads`
+    CPU threads (None: each backend's default)."""
     known = backend_names()
     names = [b.strip() for b in text.split(",") if b.strip()]
     bad = [b for b in names if b not in known]
     if bad or not names:
-        raise SpecError(f"--backend {text!r}: unknown backend {bad[0] if bad else ''!r}; use one of {', '.join(known)} "
-                        f"or several, comma-separated")
-    return [load_backend(name) for name in names]
+        first = bad[0] if bad else ""
+        raise SpecError(f"--backend {text!r}: unknown backend {first!r}{did_you_mean(first, known)}; use one of "
+                        f"{', '.join(known)} or several, comma-separated")
+    threads = check_threads(threads)
+    backends = [load_backend(name) for name in names]
+    for backend in backends:
+        backend.set_threads(threads)
+    return backends
 
 
 def _is_sweep(path: str) -> bool:
@@ -90,6 +104,7 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
     p.add_argument("--force", action="store_true", help="train again even if an identical finished run exists")
+    _threads_option(p)
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
                    "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
     p.add_argument("--seeds", type=int, help="repeat every run with seeds 0..N-1 (seed s adds s to train.seed and "
@@ -112,10 +127,12 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     if args.summary or args.crosscheck:
         return (_summary if args.summary else _crosscheck)(args)
     overrides = _overrides(args)
-    backends = _backends(args.backend or backend_names()[0])
+    backends = _backends(args.backend or backend_names()[0], args.threads)
     if args.seeds is not None and args.seeds < 1:
         raise SpecError(f"--seeds {args.seeds}: must be at least 1 (runs seeds 0..N-1)")
     from .launchers import make_launcher
+    from .run_folder import check_output_root
+    check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if _is_sweep(args.spec):
         from .sweep import run_sweep
@@ -212,21 +229,20 @@ def cmd_export(argv: list[str]) -> int:
     return 0
 
 
-def _run_backend(run_dir: str, name: Optional[str]) -> Backend:
+def _run_backend(run_dir: str, name: Optional[str], threads: Optional[int]) -> Backend:
     """The backend asked for, else the one the run was trained on (env.json), else the reference."""
-    if name:
-        return _backends(name)[0]
-    try:
-        trained_on = json.loads((Path(run_dir) / "env.json").read_text()).get("backend")
-    except (OSError, ValueError, AttributeError):
-        trained_on = None
-    return load_backend(trained_on if trained_on in backend_names() else backend_names()[0])
+    if not name:
+        from .inference import trained_backend
+        trained_on = trained_backend(Path(run_dir))
+        name = trained_on if trained_on in backend_names() else backend_names()[0]
+    return _backends(name, threads)[0]
 
 
 def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run folder (OUT/<name>/<backend>/<run-id>) of either backend")
     p.add_argument("--backend", help="the backend that computes (default: the run's own)")
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
+    _threads_option(p)
 
 
 def cmd_evaluate(argv: list[str]) -> int:
@@ -239,7 +255,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
     args = p.parse_args(argv)
     from .inference import evaluate_run
-    evaluation, folder = evaluate_run(args.run_dir, _run_backend(args.run_dir, args.backend), data_dir=args.data_dir,
+    evaluation, folder = evaluate_run(args.run_dir, _run_backend(args.run_dir, args.backend, args.threads), data_dir=args.data_dir,
                                       split=args.split, out_dir=args.out, device=args.device)
     print(evaluation.summary())
     print(f"wrote {folder}")
@@ -253,7 +269,7 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
     args = p.parse_args(argv)
     from .inference import predict
-    for prediction in predict(args.run_dir, _run_backend(args.run_dir, args.backend), args.images, top=args.top,
+    for prediction in predict(args.run_dir, _run_backend(args.run_dir, args.backend, args.threads), args.images, top=args.top,
                               device=args.device):
         print(prediction.line())
     return 0
@@ -280,6 +296,12 @@ def usage(prog: str = PROG) -> str:
     return "\n".join(lines)
 
 
+def _looks_like_a_command(word: str) -> bool:
+    """A bare word that names no file (`trian`), as against a spec path (`specs/mlp.json`, `my_spec`
+    when that file exists): `netspec SPEC` is `netspec train SPEC`, so only such words are commands."""
+    return re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", word) is not None and not Path(word).exists()
+
+
 def main(argv: Optional[list[str]] = None, prog: str = PROG) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -289,6 +311,9 @@ def main(argv: Optional[list[str]] = None, prog: str = PROG) -> int:
     try:
         if name in COMMANDS:
             return COMMANDS[name][0](argv[1:])
+        if _looks_like_a_command(name):
+            raise SpecError(f"unknown command {name!r}{did_you_mean(name, COMMANDS)}; use one of "
+                            f"{', '.join(COMMANDS)}, or give a spec file ({prog} --help)")
         return cmd_train(argv, prog=prog)
     except NetspecError as err:
         print(f"error: {err}", file=sys.stderr)

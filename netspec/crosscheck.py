@@ -24,7 +24,7 @@ from .errors import SpecError
 from .experiment import TrainConfig
 from .layers import Dropout, Dropout2d
 from .network import Network
-from .params import Weights, init_weights
+from .params import check_trainable, Weights, init_weights
 
 F64_RTOL = 1e-9
 """float64, one pass. Rounding leaves ~1e-15; the smallest bug of the mutation tests ~1e-5."""
@@ -196,17 +196,37 @@ def _train(tier: _Tier, models: tuple[Any, Any], data: list[Any], batches: np.nd
     for m in models:
         m.setup_optimizer(config)
     sums = np.zeros((2, 2))
-    for factor, chunk in zip(LR_FACTORS, np.array_split(batches, len(LR_FACTORS))):
+    lrs = _recipe_lrs(config, len(batches))
+    for factor, rows, chunk_lrs in zip(LR_FACTORS, *(np.array_split(a, len(LR_FACTORS)) for a in (batches, lrs))):
+        lr = chunk_lrs * factor if config.schedule.type not in ("lab", "constant") else config.lr * factor
+        extra = _augmentation(config, rows, x.shape)
         for i, (m, d) in enumerate(zip(models, data)):
-            sums[i] += m.train_steps(d, chunk, config.lr * factor)
+            sums[i] += m.train_steps(d, rows, lr, **extra)
     quantity = f"after {len(batches)} steps"
     tier.rel(f"{quantity} loss sum", "", sums[1, 0], sums[0, 0])
     tier.exact(f"{quantity} acc sum", sums[1, 1], sums[0, 1])
     w_ref = models[0].get_weights()
-    reach = config.lr * sum(len(c) * f for f, c in zip(LR_FACTORS, np.array_split(batches, len(LR_FACTORS))))
+    scale = max(config.param_groups.norm_bias_lr_scale, 1.0)
+    reach = scale * sum(float(np.sum(c)) * f for f, c in zip(LR_FACTORS, np.array_split(lrs, len(LR_FACTORS))))
     tier.weights(quantity, models[1].get_weights(), w_ref, _scales(w_ref, reach, trainable))
     tier.rel(f"{quantity} eval logits", "", models[1].forward(x), models[0].forward(x))
     _evaluate(tier, f"{quantity} evaluate", models, data, len(x))
+
+
+def _recipe_lrs(config: TrainConfig, steps: int) -> np.ndarray:
+    """Each step's lr under config's schedule, its `steps` spread over config.epochs (issue 23)."""
+    from .schedules import learning_rates
+
+    return learning_rates(np.arange(steps), max(1, steps // config.epochs), config)
+
+
+def _augmentation(config: TrainConfig, rows: np.ndarray, shape: tuple[int, ...]) -> dict[str, Any]:
+    """train_steps' augment argument when config augments (epoch 1's draws), else nothing."""
+    from .augment import batch_plan
+
+    if not config.augment.active:
+        return {}
+    return {"augment": batch_plan(config.augment, config.seed, 1, rows, shape[-2], shape[-1])}
 
 
 TIERS = {"float64": ("float64", F64_RTOL, F64_STEPS_RTOL), "float32": ("highest", F32_RTOL, math.inf)}
@@ -223,6 +243,7 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
 
     if len(network.output_shape) != 1:
         raise SpecError(f"the cross-check needs flat logits (classes,), but the network outputs {network.output_shape}; end it with a Linear")
+    check_trainable(network)
     config = train_config or TrainConfig()
     net = without_dropout(network)
     weights = init_weights(net, seed)

@@ -6,11 +6,12 @@ or the machine's set-up, such as a missing package or GPU (`SetupError`).
 """
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from typing import Any
+from typing import Any, Iterable, Optional
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 
 class NetspecError(Exception):
@@ -90,37 +91,121 @@ def _as_json(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def did_you_mean(word: Any, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices` to a misspelled `word`, else ''."""
+    if not isinstance(word, str):
+        return ""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
+def _schema_node(schema: dict[str, Any], node: Any, key: Any) -> Any:
+    """One step down a JSON Schema along a pydantic error location: a property, an array item, or the
+    branch of a discriminated union named by its tag (None where the location leaves the schema)."""
+    defs = schema.get("$defs", {})
+    for branch in _branches(defs, node):
+        if isinstance(key, int):
+            items = branch.get("prefixItems")
+            found = items[key] if items and key < len(items) else branch.get("items")
+        elif key in branch.get("properties", {}):
+            found = branch["properties"][key]
+        else:
+            ref = branch.get("discriminator", {}).get("mapping", {}).get(key)
+            found = {"$ref": ref} if ref else None
+        if found is not None:
+            return found
+    return None
+
+
+def _branches(defs: dict[str, Any], node: Any) -> list[dict[str, Any]]:
+    """A schema node with its `$ref` followed and its anyOf/oneOf alternatives listed (the node first)."""
+    if not isinstance(node, dict):
+        return []
+    if "$ref" in node:
+        node = defs.get(node["$ref"].rsplit("/", 1)[-1], {})
+    return [node] + [b for alt in node.get("anyOf", []) + node.get("oneOf", []) for b in _branches(defs, alt)]
+
+
+def allowed_fields(model: Optional[type[BaseModel]], loc: tuple[Any, ...]) -> list[str]:
+    """The field names a spec may have at `loc` (a location inside `model`), [] when unknown."""
+    if model is None:
+        return []
+    try:
+        schema = model.model_json_schema()
+    except Exception:  # a model without a JSON Schema: no suggestions, the message stands without them
+        return []
+    node: Any = schema
+    for key in loc:
+        node = _schema_node(schema, node, key)
+    return [name for b in _branches(schema.get("$defs", {}), node) for name in b.get("properties", {})]
+
+
+def _quoted(text: str) -> list[str]:
+    return re.findall(r"'([^']*)'", text)
+
+
 def _priority(error: dict[str, Any]) -> int:
     # A misspelled field also shows up as a missing one; the misspelling is the cause, say it first.
     return 0 if error["type"] in ("extra_forbidden", "union_tag_invalid", "json_invalid") else 1
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """The first error of a pydantic ValidationError as one readable line (plus a count of the rest)."""
-    errors = sorted(err.errors(include_url=False), key=_priority)
-    distinct = {_clean_loc(e["loc"]) for e in errors}  # a union reports one error per branch
-    first = errors[0]
-    loc = _clean_loc(first["loc"])
-    kind, msg, ctx = first["type"], first["msg"], first.get("ctx", {})
+def _message(error: dict[str, Any], model: Optional[type[BaseModel]]) -> tuple[tuple[Any, ...], str]:
+    """One pydantic error as (location, message in the user's words)."""
+    loc = _clean_loc(error["loc"])
+    kind, msg, ctx = error["type"], error["msg"], error.get("ctx", {})
     if kind == "extra_forbidden":
-        msg = f"unknown field '{loc[-1]}' (misspelled?); remove it, or see `python runner.py schema` for the allowed fields"
+        allowed = allowed_fields(model, error["loc"][:-1])
+        msg = f"unknown field '{loc[-1]}'" + (did_you_mean(loc[-1], allowed) or "; remove it" + (
+            f" (allowed here: {', '.join(allowed)})" if allowed else ""))
         loc = loc[:-1]
     elif kind == "union_tag_invalid":
-        msg = f"unknown layer type {ctx.get('tag')!r}; use one of {ctx.get('expected_tags')}"
+        tags = _quoted(str(ctx.get("expected_tags", "")))
+        noun = "layer type" if "layers" in loc else f"{loc[-1] if loc else 'spec'} type"
+        msg = f"unknown {noun} {ctx.get('tag')!r}{did_you_mean(ctx.get('tag'), tags)}; use one of {', '.join(tags)}"
     elif kind == "union_tag_not_found":
         msg = "a layer without a 'type'; add one, e.g. \"type\": \"Linear\""
+    elif kind == "literal_error":
+        choices = _quoted(str(ctx.get("expected", "")))
+        given = error.get("input")
+        given = repr(given) if isinstance(given, str) else _as_json(given)
+        what = f"{given} is not a choice"
+        if len(loc) > 1 and loc[-1] == "type":  # optimizer: type: 'sgd' reads as an unknown optimizer
+            what, loc = f"unknown {loc[-2]} {given}", loc[:-1]
+        msg = f"{what}{did_you_mean(error.get('input'), choices)}; netspec has {', '.join(map(repr, choices))}"
     elif kind == "missing":
         msg = f"missing required field '{loc[-1]}'; add it"
         loc = loc[:-1]
     elif kind == "too_short" and loc and loc[-1] == "layers":
         msg = "the network has no layers; add at least one"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"):
-        msg = f"{msg.lower().replace('input should be', 'must be')}, got {_as_json(first.get('input'))}"
+        msg = f"{msg.lower().replace('input should be', 'must be')}, got {_as_json(error.get('input'))}"
     elif kind in _TYPE_WORDS:
-        msg = f"must be {_TYPE_WORDS[kind]}, got {_as_json(first.get('input'))}"
+        msg = f"must be {_TYPE_WORDS[kind]}, got {_as_json(error.get('input'))}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    more = len(distinct) - 1
-    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more > 0 else ""
-    where = _where(loc)
-    return f"{where}: {msg}{tail}" if where else f"{msg}{tail}"
+    return loc, msg
+
+
+def format_validation_error(err: ValidationError, model: Optional[type[BaseModel]] = None) -> str:
+    """Every error of a pydantic ValidationError on one line, each in the user's words; `model` (the
+    class validated) lets a misspelled field name the field that was meant."""
+    errors = sorted(err.errors(include_url=False), key=_priority)
+    seen: dict[tuple[Any, ...], str] = {}  # a union reports one error per branch: keep the first per place
+    for error in errors:
+        loc, msg = _message(error, model)
+        full = _clean_loc(error["loc"])
+        if full not in seen and not _explained(error, seen):
+            seen[full] = f"{_where(loc)}: {msg}" if _where(loc) else msg
+    lines = list(seen.values())
+    if len(lines) == 1:
+        return lines[0]
+    return f"{len(lines)} problems: " + " ".join(f"[{i}] {line}" for i, line in enumerate(lines, 1))
+
+
+def _explained(error: dict[str, Any], seen: dict[tuple[Any, ...], str]) -> bool:
+    """A missing field whose misspelling is already reported beside it ('out_featurs' for 'out_features')."""
+    if error["type"] != "missing":
+        return False
+    loc = _clean_loc(error["loc"])
+    return any(f"(did you mean '{loc[-1]}'?)" in line for other, line in seen.items() if other[:-1] == loc[:-1])

@@ -25,6 +25,7 @@ import numpy as np
 
 from .backend import builder_for
 from .errors import SetupError
+from .io import safe_output_dir, write_bytes_atomic
 from .layers import BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, LayerSpec, Linear, MaxPool2d, ReLU, pair
 from .network import Network
 from .params import Weights, check_weights
@@ -136,8 +137,9 @@ def export_onnx(network: Network, weights: Weights, path: str | Path, opset: int
     `metadata` (string key/values, e.g. Preprocess.metadata()) goes to the model's metadata_props."""
     model = onnx_model(network, weights, opset, metadata)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _onnx().save(model, str(path))
+    safe_output_dir(path.parent)
+    # Serialized in memory, then the one atomic writer: a link planted at model.onnx is replaced, never followed.
+    write_bytes_atomic(path, model.SerializeToString())
     return path
 
 

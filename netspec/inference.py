@@ -25,11 +25,15 @@ from . import run_folder
 from .backend import Backend, Model, load_backend
 from .errors import DataError, SpecError
 from .experiment import DataConfig, Experiment
+from . import records
+from .io import open_regular, parse_json_file, safe_output_dir
 from .params import Weights, load_weights
 from .trainer import shape_inputs
 
 SPLITS = ("train", "val", "test")
 EVALUATION_JSON, CONFUSION_PNG = "evaluation.json", "confusion.png"
+MAX_IMAGE_BYTES = 4 * 2**20
+"""Largest image file predict reads (a 32x32 image is at most a few KB, even uncompressed)."""
 EVALUATION_DIR = "evaluation"
 """Default output folder of `evaluate_run`, inside the run folder."""
 
@@ -84,6 +88,14 @@ def load_run(run_dir: str | Path, log: Log = print) -> SavedRun:
     return SavedRun(directory, experiment, weights, read_preprocess(directory, experiment.data, log))
 
 
+def trained_backend(directory: Path) -> Optional[str]:
+    """The backend a run was trained on, from its env.json (validated), or None when it does not say."""
+    try:
+        return records.check(records.Env, parse_json_file(directory / run_folder.ENV), run_folder.ENV).backend
+    except ValueError:  # no env.json, or a damaged one: the caller picks the reference backend
+        return None
+
+
 def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Preprocess:
     """The run's preprocess.json, or (older runs) the same facts recomputed from its data config."""
     path = directory / run_folder.PREPROCESS
@@ -95,11 +107,11 @@ def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Prep
         dataset = load_dataset(data, progress=False)
         return Preprocess(list(dataset.classes), np.asarray(dataset.shift), np.asarray(dataset.scale))
     try:
-        content = json.loads(path.read_text())
-        return Preprocess([str(c) for c in content["classes"]], np.asarray(content["shift"], np.float64),
-                          np.asarray(content["scale"], np.float64))
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: unreadable ({type(err).__name__}: {err}); delete it to recompute it") from None
+        content = records.check(records.Preprocess, parse_json_file(path), run_folder.PREPROCESS)
+    except ValueError as err:  # UnreadableJSON too
+        raise DataError(f"{path}: unreadable ({str(err).removeprefix(run_folder.PREPROCESS + ': ')}); "
+                        "delete it to recompute it from the run's data") from None
+    return Preprocess(list(content.classes), np.asarray(content.shift, np.float64), np.asarray(content.scale, np.float64))
 
 
 def _backend(backend: Backend | str) -> Backend:
@@ -194,7 +206,8 @@ def evaluate_run(run_dir: str | Path, backend: Backend | str, data_dir: Optional
     details = {"run": str(saved.directory), "backend": backend.name, "device": model.device,
                "data": data_words, "split": split}
     evaluation = evaluation_of(logits, labels, saved.preprocess.classes, details)
-    folder = Path(out_dir) if out_dir is not None else saved.directory / EVALUATION_DIR
+    # --out is the user's; the default is a name inside a run folder that may come from elsewhere: never a link.
+    folder = Path(out_dir) if out_dir is not None else safe_output_dir(saved.directory, EVALUATION_DIR)
     write_evaluation(evaluation, folder, f"{saved.experiment.name}: {data_words}, {split}")
     return evaluation, folder
 
@@ -227,7 +240,7 @@ def _relabel(labels: np.ndarray, data_classes: Sequence[str], run_classes: Seque
 
 def write_evaluation(evaluation: Evaluation, folder: Path, title: str) -> None:
     """evaluation.json and confusion.png in `folder` (created)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    safe_output_dir(folder)
     run_folder.write_json_atomic(folder / EVALUATION_JSON, evaluation.to_json())
     plot_confusion(evaluation.confusion, evaluation.classes, folder / CONFUSION_PNG,
                    f"{title}: accuracy {evaluation.accuracy:.4f}")
@@ -235,7 +248,7 @@ def write_evaluation(evaluation: Evaluation, folder: Path, title: str) -> None:
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
     """The confusion matrix as a PNG: counts in the cells, rows = true class, columns = predicted."""
-    from .plots import pyplot
+    from .plots import pyplot, save_figure
 
     plt = pyplot()
     k = len(classes)
@@ -252,8 +265,7 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, ti
         ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
                 color="white" if count > threshold else "black")  # readable on dark cells too
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --- predict ------------------------------------------------------------------------------------------
@@ -293,11 +305,20 @@ def read_image(path: str | Path) -> np.ndarray:
     from .data import decode_image
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such image file")
     try:
-        pixels = decode_image(path.read_bytes(), str(path))
-    except SpecError as err:
+        with open_regular(path) as f:  # a FIFO or a folder is refused without blocking
+            # A 32x32 PNG or JPEG is a few KB: a larger file is not read whole before its header says so.
+            content = f.read(MAX_IMAGE_BYTES + 1)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the image ({err.strerror or err})") from None
+    if len(content) > MAX_IMAGE_BYTES:
+        raise DataError(f"{path}: larger than {MAX_IMAGE_BYTES:,} bytes, not a 32x32 image; predict takes 32x32 PNG "
+                        "or JPEG files")
+    try:
+        pixels = decode_image(content, str(path))
+    except (SpecError, DataError) as err:
         # decode_image speaks of data.dir (its first use); here the file is the user's own image.
         reason = str(err).removeprefix("data.dir: ")
         raise DataError(f"{reason}; predict takes 32x32 PNG or JPEG files") from None

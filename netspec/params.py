@@ -59,6 +59,14 @@ def check_memory(network: Network, batch_size: int = 1, available: int | None = 
             f"{available / 2**30:,.1f} GiB; make layer {index} smaller")
 
 
+def check_trainable(network: Network) -> None:
+    """One SpecError line when `network` has nothing to train (only ReLU, Flatten, pooling and dropout):
+    an optimizer of no parameters fails deep in each framework."""
+    if not any(info.trainable for info in network.param_infos().values()):
+        raise SpecError("network: it has no trainable parameters (no Linear, Conv2d or BatchNorm), so nothing to "
+                        "train or cross-check; add a Linear layer")
+
+
 def init_weights(network: Network, seed: int = 0) -> Weights:
     """Fresh weights for `network`: Linear/Conv weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
     BatchNorm weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0.
@@ -112,8 +120,9 @@ def _check_values(value: np.ndarray, name: str, source: str) -> None:
 
 def save_weights(weights: Weights, path: str | Path) -> None:
     """Write weights as one .npz file (names are the archive's keys); backend-neutral."""
-    with open(path, "wb") as f:
-        np.savez(f, **weights)
+    from .io import atomic_write
+
+    atomic_write(Path(path), lambda f: np.savez(f, **weights))
 
 
 MAX_WEIGHTS_BYTES = 8 * 2**30

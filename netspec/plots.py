@@ -26,10 +26,22 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylab
     """One line per named (epochs, values) series, a marker on every point (a 1-epoch run is one
     visible point), integer epoch ticks, the best epoch marked when given; saved as PNG.
     Non-finite values (a diverged epoch) are left out rather than breaking the axis limits."""
-    plt = pyplot()
-    fig = curves_figure(series, ylabel, title, ylim=ylim, best_epoch=best_epoch)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(curves_figure(series, ylabel, title, ylim=ylim, best_epoch=best_epoch), path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A figure as PNG through the atomic writer (rendered into memory, then one rename): savefig in place
+    would write through a link planted at the name, and a kill would leave half an image."""
+    import io
+
+    from .io import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png")
+    finally:
+        pyplot().close(fig)
+    write_bytes_atomic(Path(path), buffer.getvalue())
 
 
 def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, title: str,
@@ -52,7 +64,8 @@ def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], yl
     if ylim and all(math.isfinite(v) for v in ylim):
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no validation split): no empty legend, no warning
+        ax.legend()
     fig.tight_layout()
     return fig
 
@@ -85,8 +98,7 @@ def plot_result_vs_setting(panels: dict[str, SettingSeries], xlabel: str, title:
         _setting_axis(ax, xlabel, ylabel, by_backend, categorical)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _setting_line(ax: Any, backend: str, points: list[tuple[Any, Sequence[float]]], categorical: bool,
@@ -117,4 +129,5 @@ def _setting_axis(ax: Any, xlabel: str, ylabel: str, by_backend: SettingSeries, 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no validation split): no empty legend, no warning
+        ax.legend()

@@ -10,6 +10,7 @@ backends by their train.seed.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -17,17 +18,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
+from urllib.parse import quote
 
-from pydantic import TypeAdapter, ValidationError
-
-from . import run_folder
+from . import records, run_folder
 from .backend import backend_names
-from .experiment import SafeName
+from .errors import SpecError
+from .experiment import Experiment, recipe_text
+from .io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
 from .plots import plot_curves, plot_result_vs_setting
 from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
 from .run_folder import RunFolder
 from .sweep import SWEEPS_DIR, replicate_key
-from .tables import fmt_values, markdown_table, summary_table
+from .tables import fmt_values, markdown_table, md_code, md_text, summary_table
 from .trainer import SUMMARY_FIELDS
 
 FIGURES = "figures"
@@ -45,21 +47,38 @@ class Run:
     metrics: dict[str, Any]
 
     def history(self) -> list[dict[str, Any]]:
-        return json.loads((self.directory / run_folder.HISTORY_JSON).read_text())
+        """history.json, validated (netspec.records); DamagedError when it is not one."""
+        path = self.directory / run_folder.HISTORY_JSON
+        try:
+            rows = parse_json_file(path)
+            records.check_history(rows, run_folder.HISTORY_JSON)
+        except ValueError as err:  # UnreadableJSON too
+            raise run_folder.DamagedError(f"{run_folder.HISTORY_JSON}: {err}") from None
+        return rows
 
     @cached_property
     def spec(self) -> dict[str, Any]:
+        """spec.json when it is a valid experiment, else {} (collect_runs leaves such a run out)."""
+        return {} if self.spec_problem else self._spec[0]
+
+    @cached_property
+    def spec_problem(self) -> Optional[str]:
+        return self._spec[1]
+
+    @cached_property
+    def _spec(self) -> tuple[dict[str, Any], Optional[str]]:
         path = self.directory / run_folder.SPEC
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            data = parse_json_file(path)
+            validate(Experiment, data, run_folder.SPEC)
+        except (ValueError, SpecError) as err:  # UnreadableJSON, or not an experiment
+            return {}, f"{run_folder.SPEC}: {err}"
+        return data, None
 
     @cached_property
     def replicate(self) -> tuple[str, int]:
         """(replicate key, seed): runs that are seeds of one experiment share the key."""
         return replicate_key(self.spec)
-
-
-_SAFE_NAME = TypeAdapter(SafeName)
-"""Figures are named after a sweep's name: a hand-edited manifest must not point them elsewhere."""
 
 
 def _warn(line: str) -> None:
@@ -82,7 +101,11 @@ def collect_runs(root: Path, log: Callable[[str], None] = _warn) -> dict[tuple[s
         metrics = RunFolder(directory).read_metrics(log)
         if metrics is not None:
             name, backend, rid = directory.relative_to(root).parts
-            runs[(name, backend, rid)] = Run(name, backend, rid, directory, metrics)
+            run = Run(name, backend, rid, directory, metrics)
+            if run.spec_problem:
+                log(f"{directory}: {run.spec_problem[:300]}; the run is left out")
+                continue
+            runs[(name, backend, rid)] = run
     return runs
 
 
@@ -97,13 +120,10 @@ def read_manifests(root: Path, log: Callable[[str], None] = _warn) -> list[dict[
     manifests = []
     for path in sorted((root / SWEEPS_DIR).glob("*.json")):
         try:
-            manifest = json.loads(path.read_text())
-            _SAFE_NAME.validate_python(manifest["name"])
-            if not isinstance(manifest.get("points"), list):
-                raise ValueError("no list of points")
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            why = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
-            log(f"{path}: not a readable sweep manifest ({why[:160]}); left out of the report")
+            manifest = parse_json_file(path)
+            records.check(records.Manifest, manifest, "")
+        except ValueError as err:  # UnreadableJSON too
+            log(f"{path}: not a readable sweep manifest ({str(err).removeprefix(': ')[:300]}); left out of the report")
             continue
         manifests.append(manifest)
     return manifests
@@ -114,12 +134,14 @@ def _diverged_section(runs: dict[tuple[str, str, str], Run]) -> list[str]:
             for (name, backend, rid), run in runs.items() if run.metrics.get("status") == run_folder.DIVERGED]
     if not rows:
         return []
+    rows = [[md_text(cell) if isinstance(cell, str) else cell for cell in row] for row in rows]
     return ["## Diverged runs", "", "Stopped on a non-finite training loss; not results, so in no table above.", "",
             markdown_table(["spec", "backend", "run id", "epoch", "message"], rows), ""]
 
 
 def _link(path: Path, base: Path) -> str:
-    return Path(os.path.relpath(path, base)).as_posix()
+    """A relative link target, percent-encoded: a folder name with ')' or a space cannot end the link."""
+    return quote(Path(os.path.relpath(path, base)).as_posix())
 
 
 def in_registry_order(names: Iterable[str]) -> list[str]:
@@ -211,9 +233,9 @@ def _settings_groups(manifest: dict[str, Any]) -> list[tuple[list[str], list[dic
 
 def _sweep_section(manifest: dict[str, Any], runs: dict[tuple[str, str, str], Run], out: Path) -> list[str]:
     name = manifest["name"]
-    lines = [f"### Sweep `{name}`", ""]
+    lines = [f"### Sweep {md_code(name)}", ""]
     if manifest.get("description"):
-        lines += [manifest["description"], ""]
+        lines += [md_text(manifest["description"], line_start=True), ""]
     backends = in_registry_order(manifest["backends"])
     for i, (overrides, points) in enumerate(_settings_groups(manifest)):
         arms = _arms(points, backends, runs)
@@ -233,9 +255,9 @@ def _group_intro(manifest: dict[str, Any], overrides: list[str], arms: list[Arm]
     rule = "the first variant" if manifest.get("variants") and not manifest.get("axes") else \
         "the point whose settings equal the base spec's, else the first"
     seeds = sorted({s for a in arms for s in a.seeds})
-    return [f"Settings: {overrides_text(overrides)}; {seeds_text(seeds)} per point.", "",
-            f"Runs: {settings_text(some_run.spec)}." if some_run else "Runs: none finished yet.", "",
-            f"Base: `{base}` ({rule}).", ""]
+    return [f"Settings: {md_text(overrides_text(overrides))}; {seeds_text(seeds)} per point.", "",
+            f"Runs: {md_text(settings_text(some_run.spec))}." if some_run else "Runs: none finished yet.", "",
+            f"Base: {md_code(base)} ({rule}).", ""]
 
 
 def _arm_tables(arms: list[Arm], backends: list[str]) -> list[str]:
@@ -243,8 +265,8 @@ def _arm_tables(arms: list[Arm], backends: list[str]) -> list[str]:
     for backend in backends:
         done = sum(len(a.runs.get(backend, {})) for a in arms)
         total = sum(len(a.seeds) for a in arms)
-        columns = {a.label: {k: values(a.runs.get(backend, {}), k) for k in SUMMARY_FIELDS} for a in arms}
-        lines += [f"**{backend}** ({done}/{total} points finished)", "", summary_table(columns), ""]
+        columns = {md_text(a.label): {k: values(a.runs.get(backend, {}), k) for k in SUMMARY_FIELDS} for a in arms}
+        lines += [f"**{md_text(backend)}** ({done}/{total} points finished)", "", summary_table(columns), ""]
     return lines
 
 
@@ -257,9 +279,9 @@ def _base_differences(arms: list[Arm], backends: list[str]) -> list[str]:
     lines = []
     for backend in backends:
         reference = base.runs.get(backend, {})
-        rows = [[a.label, len(set(a.runs.get(backend, {})) & set(reference)),
+        rows = [[md_text(a.label), len(set(a.runs.get(backend, {})) & set(reference)),
                  *(_diff_text(paired(a.runs.get(backend, {}), reference, k)) for k in COMPARED)] for a in others]
-        lines += [f"{backend}: difference from `{base.label}`, paired by seed (95% bootstrap CI; * = the interval "
+        lines += [f"{md_text(backend, line_start=True)}: difference from {md_code(base.label)}, paired by seed (95% bootstrap CI; * = the interval "
                   f"excludes zero, with {MIN_PAIRS_TO_MARK} pairs or more):", "", markdown_table(["point", "pairs", *COMPARED.values()], rows), ""]
     return lines
 
@@ -272,13 +294,14 @@ def _backend_comparison(arms: list[Arm], backends: list[str]) -> list[str]:
         rows = []
         for a in arms:
             r, o = a.runs.get(reference, {}), a.runs.get(other, {})
-            rows.append([a.label, fmt_values(values(r, "test_acc")), fmt_values(values(o, "test_acc")),
+            rows.append([md_text(a.label), fmt_values(values(r, "test_acc")), fmt_values(values(o, "test_acc")),
                          _diff_text(paired(o, r, "test_acc")), fmt_values(values(r, "best_val_acc")),
                          fmt_values(values(o, "best_val_acc")), fmt_values(values(r, "median_epoch_seconds")),
                          fmt_values(values(o, "median_epoch_seconds"))])
-        lines += [f"{reference} vs {other}:", "", markdown_table(
-            ["point", f"test acc {reference}", f"test acc {other}", f"{other} - {reference}", f"best val {reference}",
-             f"best val {other}", f"epoch s {reference}", f"epoch s {other}"], rows), ""]
+        ref, oth = md_text(reference), md_text(other)
+        lines += [f"{md_text(reference, line_start=True)} vs {oth}:", "", markdown_table(
+            ["point", f"test acc {ref}", f"test acc {oth}", f"{oth} - {ref}", f"best val {ref}",
+             f"best val {oth}", f"epoch s {ref}", f"epoch s {oth}"], rows), ""]
     return lines
 
 
@@ -292,31 +315,37 @@ def _setting_figure(stem: str, manifest: dict[str, Any], arms: list[Arm], backen
     xs = [a.settings[single] if numeric else a.label for a in arms]
     panels = {label: {b: [(x, values(a.runs.get(b, {}), key)) for x, a in zip(xs, arms)] for b in backends}
               for key, label in COMPARED.items()}
-    path = out.parent / FIGURES / f"{stem}_vs_setting.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _figure(out, f"{stem}_vs_setting.png")
     plot_result_vs_setting(panels, single if numeric else "point", f"{stem}: mean ± std over seeds, dots: seeds",
                            path, categorical=not numeric)
     return [f"![{stem} result vs setting]({_link(path, out.parent)})", ""]
+
+
+def _figure(out: Path, name: str) -> Path:
+    """A figure's path beside report.md: in the report's own figures folder, never through a link there."""
+    return safe_output_dir(out.parent, FIGURES) / name
 
 
 def _overlay_figures(stem: str, arms: list[Arm], backends: list[str], out: Path) -> list[str]:
     """Validation accuracy and loss of every arm (its lowest seed) on one plot per backend, same scale
     across the sweep."""
     histories = {b: {a.label: a.runs[b][min(a.runs[b])].history() for a in arms if a.runs.get(b)} for b in backends}
-    ranges = {key: [row[key] for h in histories.values() for rows in h.values() for row in rows] for key in ("val_acc", "val_loss")}
+    ranges = {key: [row[key] for h in histories.values() for rows in h.values() for row in rows if row.get(key) is not None]
+              for key in ("val_acc", "val_loss")}  # null: no validation split (data.val_size=0)
     lines = []
     for backend, by_label in histories.items():
         if not by_label:
             continue
         images = []
         for key, ylabel in (("val_acc", "validation accuracy"), ("val_loss", "validation loss")):
+            if not ranges[key]:
+                continue
             lo, hi = min(ranges[key]), max(ranges[key])
             pad = 0.05 * (hi - lo or 1.0)
             series = {label: ([r["epoch"] for r in rows], [r[key] for r in rows]) for label, rows in by_label.items()}
-            path = out.parent / FIGURES / f"{stem}_{backend}_{key}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = _figure(out, f"{stem}_{backend}_{key}.png")
             plot_curves(series, ylabel, f"{stem} ({backend}): {ylabel}", path, ylim=(lo - pad, hi + pad))
-            images.append(f"![{stem} {backend} {ylabel}]({_link(path, out.parent)})")
+            images.append(f"![{stem} {md_text(backend)} {ylabel}]({_link(path, out.parent)})")
         lines += [" ".join(images), ""]
     return lines
 
@@ -349,36 +378,43 @@ def group_runs(runs: dict[tuple[str, str, str], Run]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: (g.name, g.first().run_id))
 
 
-def _used_in(manifests: list[dict[str, Any]], with_overrides: bool = True) -> dict[tuple[str, str], list[str]]:
-    """(name, run id) -> '`sweep` label (overrides)' for every sweep point: what differs from its base."""
+def _used_in(manifests: list[dict[str, Any]], markdown: bool = True) -> dict[tuple[str, str], list[str]]:
+    """(name, run id) -> '`sweep` label (overrides)' for every sweep point: what differs from its base;
+    markdown=False: the same unescaped (runs.csv, whose overrides have their own column)."""
     used: dict[tuple[str, str], list[str]] = {}
     for manifest in manifests:
         for point in manifest["points"]:
-            extra = f" ({overrides_text(point['overrides'])})" if with_overrides and point.get("overrides") else ""
-            used.setdefault((point["name"], point["run_id"]), []).append(f"`{manifest['name']}` {point['label']}{extra}")
+            if markdown:
+                extra = f" ({md_text(overrides_text(point['overrides']))})" if point.get("overrides") else ""
+                words = f"{md_code(manifest['name'])} {md_text(point['label'])}{extra}"
+            else:
+                words = f"`{manifest['name']}` {point['label']}"
+            used.setdefault((point["name"], point["run_id"]), []).append(words)
     return used
 
 
 def _group_section(group: Group, used_in: list[str], out: Path) -> list[str]:
     first = group.first()
     seeds = sorted({s for by_seed in group.runs.values() for s in by_seed})
-    lines = [f"### `{group.name}` ({first.run_id})", ""]
+    lines = [f"### {md_code(group.name)} ({md_text(first.run_id)})", ""]
     if used_in:
         lines += ["In sweeps: " + "; ".join(used_in), ""]
-    lines += [f"{settings_text(first.spec)}; {seeds_text(seeds)}"
-              + (f" (run ids {', '.join(r.run_id for r in group.runs[first.backend].values())})" if len(seeds) > 1 else ""), ""]
+    lines += [f"{md_text(settings_text(first.spec), line_start=True)}; {seeds_text(seeds)}"
+              + (f" (run ids {', '.join(md_text(r.run_id) for r in group.runs[first.backend].values())})"
+                 if len(seeds) > 1 else ""), ""]
     lines += [_group_table(group), ""]
     for backend, by_seed in group.runs.items():
         run = by_seed[min(by_seed)]
-        images = [f"![{group.name} {backend} {k}]({_link(run.directory / f'{k}.png', out.parent)})" for k in ("acc", "loss")]
-        lines += [f"{backend}" + (f" (seed {run.replicate[1]})" if len(by_seed) > 1 else "") + ": " + " ".join(images), ""]
+        images = [f"![{md_text(group.name)} {md_text(backend)} {k}]({_link(run.directory / f'{k}.png', out.parent)})"
+                  for k in ("acc", "loss")]
+        lines += [md_text(backend, line_start=True) + (f" (seed {run.replicate[1]})" if len(by_seed) > 1 else "") + ": " + " ".join(images), ""]
     return lines
 
 
 def _group_table(group: Group) -> str:
     """The seven figures per backend over seeds, and each further backend minus the reference, paired by seed."""
     reference, *others = group.runs
-    header = ["result", *group.runs, *(f"{o} - {reference}" for o in others)]
+    header = ["result", *map(md_text, group.runs), *(f"{md_text(o)} - {md_text(reference)}" for o in others)]
     rows = [[label, *(fmt_values(values(s, key)) for s in group.runs.values()),
              *(_diff_text(paired(group.runs[o], group.runs[reference], key)) for o in others)]
             for key, label in SUMMARY_FIELDS.items()]
@@ -389,7 +425,8 @@ def _group_table(group: Group) -> str:
 
 def _appendix(groups: list[Group], used_in: dict[tuple[str, str], list[str]]) -> list[str]:
     """Every run's own figures, seed by seed, for the groups with more than one seed."""
-    rows = [[g.name, "; ".join(used_in.get((g.name, r.run_id), [])) or "-", r.backend, r.replicate[1], r.run_id,
+    rows = [[md_text(g.name), "; ".join(used_in.get((g.name, r.run_id), [])) or "-", md_text(r.backend), r.replicate[1],
+             md_text(r.run_id),
              r.metrics.get("test_acc"), r.metrics.get("best_val_acc"), r.metrics.get("val_acc")]
             for g in groups if any(len(s) > 1 for s in g.runs.values()) for r in g.all_runs()]
     if not rows:
@@ -402,21 +439,29 @@ def _appendix(groups: list[Group], used_in: dict[tuple[str, str], list[str]]) ->
 # ---- runs.csv ----------------------------------------------------------------------------------
 
 CSV_FIELDS = ["spec", "backend", "run_id", "label", "overrides", "seed", *SUMMARY_FIELDS, "median_epoch_seconds",
-              "epochs", "status"]
+              "epochs", "status", "recipe"]
 
 
 def write_runs_csv(root: Path, path: Path, manifests: list[dict[str, Any]]) -> Path:
     """One row per run folder under root (finished or not), for pandas or a spreadsheet."""
-    used_in = _used_in(manifests, with_overrides=False)  # the overrides have their own column
+    used_in = _used_in(manifests, markdown=False)  # the overrides have their own column
     overrides = {(p["name"], p["run_id"]): " ".join(p.get("overrides", [])) for m in manifests for p in m["points"]}
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for directory in sorted(p.parent for p in root.glob(f"*/*/*/{run_folder.SPEC}")):
-            name, backend, rid = directory.relative_to(root).parts
-            writer.writerow(_csv_row(Run(name, backend, rid, directory, run_folder.finished_metrics(directory) or {}),
-                                     "; ".join(used_in.get((name, rid), [])), overrides.get((name, rid), "")))
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for directory in sorted(p.parent for p in root.glob(f"*/*/*/{run_folder.SPEC}")):
+        name, backend, rid = directory.relative_to(root).parts
+        writer.writerow(_csv_row(Run(name, backend, rid, directory, run_folder.finished_metrics(directory) or {}),
+                                 "; ".join(used_in.get((name, rid), [])), overrides.get((name, rid), "")))
+    write_bytes_atomic(path, text.getvalue().encode())
     return path
+
+
+def _unfinished(run: Run) -> str:
+    try:
+        return f"unfinished ({len(run.history())} epochs)"
+    except run_folder.DamagedError:
+        return "unfinished (history.json damaged)"
 
 
 def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
@@ -424,20 +469,21 @@ def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
     if run.metrics:
         status = run.metrics.get("status", run_folder.FINISHED)
     else:
-        status = f"unfinished ({len(run.history())} epochs)" if history.is_file() else "started, no epoch finished"
+        status = _unfinished(run) if history.is_file() else "started, no epoch finished"
     return {"spec": run.name, "backend": run.backend, "run_id": run.run_id, "label": label, "overrides": overrides,
             "seed": run.replicate[1], **{k: run.metrics.get(k) for k in (*SUMMARY_FIELDS, "median_epoch_seconds")},
-            "epochs": run.spec.get("train", {}).get("epochs"), "status": status}
+            "epochs": run.spec.get("train", {}).get("epochs"), "status": status,
+            "recipe": recipe_text(run.spec.get("train") or {})}
 
 
 # ---- the report ----------------------------------------------------------------------------------
 
 def build_report(root: Path, out: Path) -> Path:
     """Write `out` (markdown), its figures and runs.csv next to it."""
-    from .errors import SpecError
-
     if not root.is_dir():
         raise SpecError(f"{root}: no such runs folder; train something first (netspec train specs/mlp.json)")
+    if out.is_dir():  # before anything is written: figures and runs.csv go beside report.md
+        raise SpecError(f"{out}: a folder; -o names the report's file, e.g. {out / 'report.md'}")
     done = collect_runs(root)
     runs = finished(done)
     manifests = read_manifests(root)
@@ -445,7 +491,7 @@ def build_report(root: Path, out: Path) -> Path:
         raise SpecError(f"{root}: no finished runs or sweeps to report; train something first (netspec train specs/mlp.json)")
     used_in = _used_in(manifests)
     groups = group_runs(runs)
-    lines = ["# netspec report", "", f"{len(runs)} finished runs under `{root}`, {len(manifests)} sweeps. Cells over "
+    lines = ["# netspec report", "", f"{len(runs)} finished runs under {md_code(root)}, {len(manifests)} sweeps. Cells over "
              "several seeds are `mean ± std (n)`; differences are paired by seed with a 95% bootstrap interval, "
              "marked * only when the interval excludes zero and rests on "
              f"{MIN_PAIRS_TO_MARK} or more seeds (fewer: all seeds sharing a sign is enough to exclude zero). "
@@ -460,7 +506,7 @@ def build_report(root: Path, out: Path) -> Path:
         lines += _group_section(group, list(labels), out)
     lines += _appendix(groups, used_in)
     lines += _diverged_section(done)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    safe_output_dir(out.parent)
+    write_bytes_atomic(out, "\n".join(lines).encode())
     write_runs_csv(root, out.parent / RUNS_CSV, manifests)
     return out

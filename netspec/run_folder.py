@@ -29,16 +29,21 @@ import secrets
 import shutil
 import socket
 import sys
-import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from .errors import SetupError
 from .experiment import Experiment
+from . import records
+from .errors import SetupError
+from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
+    UnreadableJSON, atomic_write, load_npz, open_regular, parse_json_file, parse_json_text, safe_output_dir,
+    write_bytes_atomic)
+from .network import Network
+from .schedules import schedule_spans_the_run
 from .identity import run_identity
 from .params import Weights
 from .trainer import EpochRecord, TrainerState, summarize
@@ -53,6 +58,9 @@ CHECKPOINT_FORMAT = 1
 _CHECKPOINT_META = "meta.json"
 """The checkpoint's JSON part, stored in the .npz as a uint8 array: one file, one atomic rename."""
 _ATTEMPT, _OLD = ".attempt-", ".old-"
+MAX_CHECKPOINT_BYTES = 16 * 2**30
+"""Largest total of a checkpoint's arrays read back (checked from their headers first): weights, Adam's
+two moments and the best weights of the largest network check_memory lets train, with room."""
 
 Log = Callable[[str], None]
 
@@ -71,7 +79,10 @@ def run_id(experiment: Experiment) -> str:
 
 def trajectory_id(experiment: Experiment) -> str:
     """The run id with the number of epochs left out: runs that differ only in their length follow one
-    trajectory, the shorter a prefix of the longer (the trainer never looks ahead at `epochs`)."""
+    trajectory, the shorter a prefix of the longer (the trainer never looks ahead at `epochs`), unless
+    its lr schedule spans the run (onecycle, cosine): then every length is its own trajectory."""
+    if schedule_spans_the_run(experiment.train):
+        return run_id(experiment)
     return run_id(experiment.model_copy(update={"train": experiment.train.model_copy(update={"epochs": 0})}))
 
 
@@ -99,28 +110,9 @@ def json_text(data: Any) -> str:
     return json.dumps(strict(data), indent=2, allow_nan=False) + "\n"
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `path` through a unique temporary file in its folder, then rename it into place. A full
-    disk is one line (SetupError), and the old file, if any, is left as it was."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a lab group
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise SetupError(f"cannot write {path}: {err.strerror or err}; free some space or choose another --out") from None
-        raise
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
     """Strict JSON (no NaN literals), written atomically."""
-    text = json_text(data).encode()
-    atomic_write(Path(path), lambda f: f.write(text))
+    write_bytes_atomic(Path(path), json_text(data).encode())
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -151,12 +143,21 @@ class Checkpoint:
 class RunFolder:
     """runs/<name>/<backend>/<run-id>/: its files, its lock, its checkpoint and its finished marker."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, root: Optional[str | Path] = None) -> None:
         self.path = Path(path)
+        self.root = Path(root) if root is not None else None
+        """The output root (--out) above it, when known: the folders between are netspec's, never links."""
 
     @classmethod
     def of(cls, root: str | Path, experiment: Experiment, backend: str) -> "RunFolder":
-        return cls(Path(root) / experiment.name / backend / run_id(experiment))
+        return cls(Path(root) / experiment.name / backend / run_id(experiment), root)
+
+    def _made(self, path: Path) -> Path:
+        """`path` (this folder or its parent) made, refusing a link on the way (netspec.io.safe_output_dir):
+        below the output root when it is known, else below the folder the user named."""
+        if self.root is not None and path.is_relative_to(self.root):
+            return safe_output_dir(self.root, *path.relative_to(self.root).parts)
+        return safe_output_dir(path.parent, path.name) if path == self.path else safe_output_dir(path)
 
     @property
     def name(self) -> str:
@@ -171,8 +172,8 @@ class RunFolder:
     # -- writing (always atomic) ------------------------------------------------------------------
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.file(name), lambda f: f.write(data))
+        self._made(self.path)
+        write_bytes_atomic(self.file(name), data)
 
     def write_json(self, name: str, data: Any) -> None:
         self.write_bytes(name, json_text(data).encode())
@@ -225,43 +226,40 @@ class RunFolder:
 
     def _checked_metrics(self) -> dict[str, Any]:
         metrics = _read_json(self.file(METRICS))
-        if not isinstance(metrics, dict):
-            raise DamagedError(f"{METRICS} is not a JSON object")
+        _checked(lambda: records.check(records.Metrics, metrics, METRICS))  # a wrong type or range: not trusted
         status = metrics.setdefault("status", FINISHED)  # runs from before the status field were finished
         if status == DIVERGED:
             return metrics
-        missing = [k for k in ("train_loss", "val_acc", "test_acc", "best_epoch", "epochs") if k not in metrics]
-        if status != FINISHED or missing:
-            raise DamagedError(f"{METRICS} has status {status!r}" if missing == [] else f"{METRICS} lacks {missing[0]!r}")
         history = _read_json(self.file(HISTORY_JSON))
-        if not isinstance(history, list) or len(history) != metrics["epochs"]:
-            raise DamagedError(f"{HISTORY_JSON} does not hold the {metrics['epochs']} epochs of {METRICS}")
+        _checked(lambda: records.check_history(history, HISTORY_JSON, metrics["epochs"]))
         return metrics
 
-    def read_checkpoint(self, log: Log = _silent) -> Optional[Checkpoint]:
-        """The checkpoint, or None when there is none or it is damaged (then one line to `log`)."""
+    def read_checkpoint(self, log: Log = _silent, network: Optional[Network] = None) -> Optional[Checkpoint]:
+        """The checkpoint, or None when there is none or it is damaged, or does not fit `network` (then one
+        line to `log`, naming the file and what happens next)."""
         path = self.file(CHECKPOINT)
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-            meta = json.loads(arrays.pop(_CHECKPOINT_META).tobytes().decode())
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"format {meta.get('format')!r}, this netspec reads {CHECKPOINT_FORMAT}")
+            arrays = load_npz(path, MAX_CHECKPOINT_BYTES)
+            meta = parse_json_text(arrays.pop(_CHECKPOINT_META).tobytes().decode())
+            checked = records.check(records.CheckpointMeta, meta, CHECKPOINT)
+            _check_state_arrays(arrays, network)
             state = TrainerState.decode(arrays, meta)
-            if state.epoch != meta["epoch"] or state.epoch < 1:
-                raise ValueError(f"its history has {state.epoch} epochs, its header says {meta['epoch']}")
-            return Checkpoint(state, str(meta["trajectory"]), int(meta["epochs"]))
+            return Checkpoint(state, checked.trajectory, checked.epochs)
+        except NotFit as err:
+            log(f"{path}: this checkpoint does not fit the network ({err}); it is not trusted: the run does not "
+                "resume from it")
+            return None
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-            log(f"{path}: damaged checkpoint ({_first_line(err)}); not used")
+            log(f"{path}: damaged checkpoint ({_first_line(err)}); it is not trusted: the run does not resume from it")
             return None
 
     def checkpoint_header(self) -> Optional[dict[str, Any]]:
         """The checkpoint's JSON part alone (cheap: one member of the zip), or None."""
         try:
-            with np.load(self.file(CHECKPOINT), allow_pickle=False) as archive:
-                return json.loads(archive[_CHECKPOINT_META].tobytes().decode())
+            meta = load_npz(self.file(CHECKPOINT), MAX_CHECKPOINT_BYTES, names=[_CHECKPOINT_META])[_CHECKPOINT_META]
+            return parse_json_text(meta.tobytes().decode())
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError):
             return None
 
@@ -277,7 +275,9 @@ class RunFolder:
         """Hold the run's lock; if another process holds it, say once which one and wait for it."""
         from filelock import FileLock, Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made(self.path.parent)
+        if self.lock_path.is_symlink():  # filelock opens with O_TRUNC: it would empty the link's target
+            self.lock_path.unlink()
         lock = FileLock(str(self.lock_path))
         holder = self.lock_path.with_name(self.lock_path.name + ".holder")
         try:
@@ -296,8 +296,9 @@ class RunFolder:
 
     def new_attempt(self) -> "RunFolder":
         """An empty sibling folder to train a forced run in."""
-        attempt = RunFolder(self.path.with_name(f"{self.name}{_ATTEMPT}{secrets.token_hex(4)}"))
-        attempt.path.mkdir(parents=True)
+        attempt = RunFolder(self.path.with_name(f"{self.name}{_ATTEMPT}{secrets.token_hex(4)}"), self.root)
+        self._made(self.path.parent)
+        attempt.path.mkdir()
         return attempt
 
     def replace_with(self, attempt: "RunFolder") -> None:
@@ -313,8 +314,9 @@ class RunFolder:
         """Under the lock: finish or undo what a killed process left (a half-done swap, stale attempts,
         temporary files). Nobody else can be writing them: the lock says so."""
         siblings = sorted(self.path.parent.glob(f"{self.name}.*-*"))
-        attempts = [RunFolder(p) for p in siblings if _ATTEMPT in p.name and p.is_dir()]
-        olds = [p for p in siblings if _OLD in p.name and p.is_dir()]
+        real = [p for p in siblings if p.is_dir() and not p.is_symlink()]  # a planted link is never put in place
+        attempts = [RunFolder(p, self.root) for p in real if _ATTEMPT in p.name]
+        olds = [p for p in real if _OLD in p.name]
         if not self.path.exists():
             done = [a for a in attempts if a.read_metrics() is not None]
             if done:
@@ -331,17 +333,49 @@ class RunFolder:
 
     def siblings(self) -> list["RunFolder"]:
         """The other runs of the same spec name and backend (attempts and leftovers excluded)."""
-        return [RunFolder(p) for p in sorted(self.path.parent.iterdir())
-                if p.is_dir() and p != self.path and "." not in p.name]
+        return [RunFolder(p, self.root) for p in sorted(self.path.parent.iterdir())
+                if p.is_dir() and not p.is_symlink() and p != self.path and "." not in p.name]
 
 
 def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise DamagedError(f"{path.name} is missing")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DamagedError(f"{path.name} is missing") from None
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise DamagedError(f"{path.name} is damaged ({_first_line(err)})") from None
+        return parse_json_file(path)
+    except UnreadableJSON as err:
+        raise DamagedError(f"{path.name} is damaged ({err})") from None
+
+
+def _checked(check: Callable[[], Any]) -> Any:
+    """check() (a netspec.records check of a file read back); its one-line ValueError as a DamagedError."""
+    try:
+        return check()
+    except ValueError as err:
+        raise DamagedError(str(err)) from None
+
+
+class NotFit(ValueError):
+    """A checkpoint whose arrays are not a training state of the network (a transposed moment, a weight of
+    another shape, a negative Adam step)."""
+
+
+def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network]) -> None:
+    """The model's training state in a checkpoint, before any backend sees it: every Adam moment has its
+    parameter's shape, the step is one count >= 0, and (given the network) every weight its shape."""
+    from .backend import ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP
+
+    for key, value in arrays.items():
+        for prefix in ("model." + ADAM_EXP_AVG, "model." + ADAM_EXP_AVG_SQ):
+            param = arrays.get("model." + key[len(prefix):]) if key.startswith(prefix) else None
+            if param is not None and value.shape != param.shape:
+                raise NotFit(f"{key} has shape {value.shape}, its parameter {param.shape}")
+    step = arrays.get("model." + ADAM_STEP)
+    if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
+        raise NotFit(f"model.{ADAM_STEP} is {step.tolist()!r}, not a count of steps")
+    for name, info in (network.param_infos() if network is not None else {}).items():
+        for key in (f"model.{name}", f"best.{name}"):
+            if key in arrays and arrays[key].shape != tuple(info.shape):
+                raise NotFit(f"{key} has shape {arrays[key].shape}, the network's is {tuple(info.shape)}")
 
 
 def _first_line(err: BaseException) -> str:
@@ -370,6 +404,37 @@ def write_history(directory: Path, history: list[EpochRecord]) -> None:
 
 def write_metrics(directory: Path, history: list[EpochRecord], extra: dict[str, Any]) -> dict[str, Any]:
     return RunFolder(directory).write_finished(history, extra)
+
+
+SOURCE_TREE = (".git", "pyproject.toml", "setup.py", "setup.cfg", "__init__.py")
+"""Files that make a folder a source tree: no output root."""
+
+
+def check_output_root(root: Path) -> None:
+    """--out must be a folder of runs (new, empty, or one netspec wrote), never one whose files a run would
+    overwrite that it did not write: a file, a source tree, or a specs folder (its sweeps/ holds sweep
+    files, where a sweep's manifest goes). One line (SetupError) naming what is there."""
+    from .sweep import SWEEPS_DIR, is_sweep_file
+
+    if root.exists() and not root.is_dir():
+        raise SetupError(f"{root}: a file where an output folder goes; choose another --out (default runs)")
+    if not root.is_dir():
+        return
+    source = next((name for name in SOURCE_TREE if (root / name).exists()), None)
+    if source:
+        raise SetupError(f"{root}: holds {source}, a source tree, not a folder of runs; choose another --out (default runs)")
+    for path in sorted((root / SWEEPS_DIR).glob("*.json")):
+        try:
+            data = parse_json_file(path)
+            records.check(records.Manifest, data, "")
+            continue  # a manifest: the folder's own
+        except UnreadableJSON:
+            continue  # a damaged file: the sweep it belongs to says so, the report leaves it out
+        except ValueError:
+            pass
+        if is_sweep_file(data):
+            raise SetupError(f"{root}: a folder of specs ({path} is a sweep file), not a folder of runs: a sweep's "
+                             "manifest would overwrite it; choose another --out (default runs)")
 
 
 def write_preprocess(directory: Path, data: Any) -> None:

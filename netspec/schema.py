@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
+from .io import write_bytes_atomic
+
 SCHEMA_KEY = "$schema"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -46,7 +48,7 @@ def write_schemas(folder: Path) -> list[Path]:
     paths = []
     for name, make in SCHEMAS.items():
         path = folder / f"{name}.schema.json"
-        path.write_text(json.dumps(make(), indent=2) + "\n")
+        write_bytes_atomic(path, (json.dumps(make(), indent=2) + "\n").encode())
         paths.append(path)
     return paths
 

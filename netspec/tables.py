@@ -1,9 +1,36 @@
 """Markdown tables of the seven figures, as the lab report's tables."""
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 from .trainer import SUMMARY_FIELDS
+
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+_INLINE = str.maketrans({"\\": "\\\\", "`": "\\`", "[": "\\[", "]": "\\]", "&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_BLOCK_START = re.compile(r"^(?:(?=[#>+\-*=~_])|(\d+)(?=[.)]))")
+"""What turns a line into a heading, quote, list, rule or fence when it starts it (a number: '1.', '2)')."""
+
+
+def md_text(value: Any, line_start: bool = False) -> str:
+    """A user's string (a sweep label, a description, a folder or backend name, an override) as literal
+    markdown text: on one line (a newline would start a heading or end a table row), HTML shown rather than
+    run (<img onerror=...>), no code span, link or image it did not mean; `line_start`: it begins a line,
+    where '#', '-', '>' or '1.' would make a heading, list or quote of it. Pipes are markdown_table's
+    (every cell escapes them), so a label 'a | b' keeps the table's columns."""
+    text = _LINE_BREAKS.sub(" ", str(value)).strip().translate(_INLINE)
+    return _BLOCK_START.sub(lambda m: (m.group(1) or "") + "\\", text, count=1) if line_start else text
+
+
+def md_code(value: Any) -> str:
+    """A user's name as inline code when code can hold it (no backtick, one line), else as md_text."""
+    text = str(value)
+    return f"`{text}`" if text and not set("`\\") & set(text) and not _LINE_BREAKS.search(text) else md_text(text)
+
+
+def _cell(value: Any) -> str:
+    """A cell of a markdown table: on one line, with its pipes escaped, so it stays one cell."""
+    return _LINE_BREAKS.sub(" ", fmt(value)).replace("|", "\\|")
 
 
 def fmt(value: Any) -> str:
@@ -14,9 +41,14 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '1,000 images'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

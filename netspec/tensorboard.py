@@ -8,10 +8,12 @@ package (numpy and protobuf) and needs neither torch nor TensorFlow.
 from __future__ import annotations
 
 import math
+import secrets
 from pathlib import Path
 from typing import Any
 
 from .errors import SetupError
+from .io import safe_output_dir
 from .trainer import EpochRecord
 
 EVENTS_DIR = "tensorboard"
@@ -30,7 +32,11 @@ class TensorBoardLog:
         except ImportError:
             raise SetupError("--tensorboard needs tensorboardX, which is not installed; run: "
                              "pip install 'netspec[tensorboard]'") from None
-        self.writer: Any = SummaryWriter(str(run_dir / EVENTS_DIR), purge_step=first_epoch)
+        # tensorboardX writes its event file in place: the folder must be the run's own, never a link, and
+        # the file's name ends in a random token, so no link planted in the folder can wait for it (its
+        # own name is only the time in seconds and the host).
+        folder = safe_output_dir(run_dir, EVENTS_DIR)
+        self.writer: Any = SummaryWriter(str(folder), purge_step=first_epoch, filename_suffix=f".{secrets.token_hex(8)}")
 
     def epoch(self, record: EpochRecord) -> None:
         for tag, field in SCALARS.items():

@@ -22,12 +22,14 @@ from typing import Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
+from . import augment
 from .backend import Model
 from .errors import DataError, DivergedError, SpecError
-from .experiment import Experiment
+from .experiment import Experiment, TrainConfig
 from .network import Network
 from .params import Weights
 from .progress import ProgressLine
+from .schedules import learning_rates
 
 # How often the progress bar reads metrics back during an epoch when it is shown: each read is one
 # host synchronisation, so it happens per chunk of steps, never per step.
@@ -281,23 +283,24 @@ def fit(model: Model, experiment: Experiment, data: Splits,
         timings["compile_seconds"] = seconds
     schedule = LrSchedule(state.lr, cfg.lr_decay, [r.train_loss for r in state.history])
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        if early_stop(state.history, cfg.early_stopping_patience) is not None:
+            break  # a resumed run that had already met its stopping rule
         # On a CPU only (a GPU's epoch is short and keeps its one host read), and only in epoch 1: the
         # extra train_steps calls change how the epoch's loss is summed in its last bits, so a resumed
         # run must split its epochs exactly as the run it continues did.
         first_on_cpu = epoch == 1 and model.device == "cpu"
         announce = _projection_announcer(log, model.device, epoch, cfg.epochs) if first_on_cpu else None
-        record = _train_epoch(model, splits, orders.next(), schedule.lr, epoch, cfg.epochs, cfg.batch_size, progress,
-                              announce)
+        record = _train_epoch(model, splits, orders.next(), _Recipe(cfg, schedule.lr, epoch, shape), progress, announce)
         if not math.isfinite(record.train_loss):
             raise DivergedError(f"{experiment.name}: training loss {record.train_loss} in epoch {epoch} of {cfg.epochs}: "
                                 f"the run diverged and stops here; lower train.lr (now {schedule.lr:g})", epoch)
         best_val, best_weights = state.best_val_acc, state.best_weights
-        val_loss, val_acc = model.evaluate(splits["val"], cfg.eval_batch_size) if splits["val"].num_examples else (math.nan, math.nan)
+        val_loss, val_acc = _evaluate(model, splits["val"], cfg) if splits["val"].num_examples else (math.nan, math.nan)
         record.val_loss, record.val_acc = val_loss, val_acc
         is_best = not val_acc < best_val  # >=, and a split without validation counts every epoch as best
         if is_best:
             best_val, best_weights = val_acc, model.get_weights()
-            record.test_loss, record.test_acc = model.evaluate(splits["test"], cfg.eval_batch_size)
+            record.test_loss, record.test_acc = _evaluate(model, splits["test"], cfg)
         log(record.line(cfg.epochs))
         schedule.after_epoch(record.train_loss)
         state = TrainerState([*state.history, record], best_val, schedule.lr, orders.order.copy(),
@@ -305,7 +308,63 @@ def fit(model: Model, experiment: Experiment, data: Splits,
         if on_epoch:
             state.model = model.get_training_state()  # a host copy, once per epoch, only for a checkpoint
             on_epoch(state, is_best)
+        reason = early_stop(state.history, cfg.early_stopping_patience)
+        if reason is not None and epoch < cfg.epochs:
+            log(f"stopping after epoch {epoch} of {cfg.epochs}: {reason}")
+            break
     return state.history
+
+
+def early_stop(history: list[EpochRecord], patience: Optional[int]) -> Optional[str]:
+    """Why training stops after `history` (None: it goes on): validation accuracy has not reached its
+    best so far (ties count, as for the final test) in the last `patience` epochs. A run without a
+    validation split never stops early (every epoch is its best)."""
+    if patience is None or not history:
+        return None
+    accs = [r.val_acc for r in history]
+    if any(math.isnan(a) for a in accs):
+        return None
+    best = len(accs) - 1 - accs[::-1].index(max(accs))  # the last of equal bests
+    waited = len(history) - 1 - best
+    if waited < patience:
+        return None
+    return (f"early stopping: validation accuracy {history[best].val_acc:.4f} at epoch {history[best].epoch} "
+            f"not reached again in {waited} epochs (patience {patience})")
+
+
+def _evaluate(model: Model, data: Any, cfg: TrainConfig) -> tuple[float, float]:
+    """Evaluation as the recipe asks: with the flip test-time augmentation only when it is on (so a
+    model without that option keeps working at the default)."""
+    if cfg.test_time_flip:
+        return model.evaluate(data, cfg.eval_batch_size, flip=True)
+    return model.evaluate(data, cfg.eval_batch_size)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What an epoch's train_steps calls are given besides the batches: the lr of every step
+    (netspec.schedules, from the lab schedule's lr) and the augmentation plan of every image."""
+
+    config: TrainConfig
+    lr: float
+    """The lab schedule's lr (train.lr for any other schedule)."""
+    epoch: int
+    input_shape: tuple[int, ...]
+
+    def step_lrs(self, steps_per_epoch: int) -> np.ndarray:
+        first = (self.epoch - 1) * steps_per_epoch
+        return learning_rates(np.arange(first, first + steps_per_epoch), steps_per_epoch, self.config, lr=self.lr)
+
+    def call(self, model: Model, data: Any, chunk: np.ndarray, lrs: np.ndarray) -> tuple[float, float]:
+        """One train_steps call. A call whose steps share one lr passes it as a float and the
+        augmentation only when it is on: exactly today's call at the defaults."""
+        lr: float | np.ndarray = float(lrs[0]) if len(lrs) and (lrs == lrs[0]).all() else lrs
+        aug = self.config.augment
+        if not aug.active:
+            return model.train_steps(data, chunk, lr)
+        height, width = self.input_shape[1:]
+        plan = augment.batch_plan(aug, self.config.seed, self.epoch, chunk, height, width)
+        return model.train_steps(data, chunk, lr, augment=plan)
 
 
 def _projection_announcer(log: Callable[[str], None], device: str, epoch: int,
@@ -345,11 +404,12 @@ def _warm_up(model: Model, data: Any, batch_size: int, steps: int, progress: boo
     return time.perf_counter() - start
 
 
-def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, lr: float, epoch: int, epochs: int,
-                 batch_size: int, progress: bool | None,
+def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, recipe: _Recipe, progress: bool | None,
                  announce: Optional[Callable[[float, int, int], None]] = None) -> EpochRecord:
     """One epoch's optimizer steps; the record's validation figures are filled in by the caller."""
+    epoch, epochs, batch_size = recipe.epoch, recipe.config.epochs, recipe.config.batch_size
     batches = batch_index_matrix(order, batch_size)
+    lrs = recipe.step_lrs(len(batches))
     bar = ProgressLine(len(batches), f"epoch {epoch}/{epochs}", enabled=progress)
     chunks = _chunks(batches, bar.enabled, announce is not None)
     loss_sum = acc_sum = 0.0
@@ -357,7 +417,7 @@ def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, lr: fl
     start = time.perf_counter()
     for index, chunk in enumerate(chunks):
         chunk_start = time.perf_counter()
-        chunk_loss, chunk_acc = model.train_steps(splits["train"], chunk, lr)
+        chunk_loss, chunk_acc = recipe.call(model, splits["train"], chunk, lrs[done:done + len(chunk)])
         if announce is not None and index == 1 and len(chunks) > 2:  # the measured chunk, after the warm-up one
             announce(time.perf_counter() - chunk_start, len(chunk), len(batches))
         loss_sum, acc_sum, done = loss_sum + chunk_loss, acc_sum + chunk_acc, done + len(chunk)
@@ -365,7 +425,9 @@ def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, lr: fl
         bar.update(done, f"loss {loss_sum / done:.4f} acc {acc_sum / done:.4f} {rate:,.0f} img/s")
     seconds = time.perf_counter() - start
     bar.close()
-    return EpochRecord(epoch, loss_sum / done, acc_sum / done, math.nan, math.nan, lr, seconds, done * batch_size / seconds)
+    # The record's lr: the epoch's last step's (the lab schedule's lr, constant over the epoch).
+    return EpochRecord(epoch, loss_sum / done, acc_sum / done, math.nan, math.nan, float(lrs[-1]), seconds,
+                       done * batch_size / seconds)
 
 
 _ALWAYS_FLOAT = {f.name for f in dataclasses.fields(EpochRecord)} - {"epoch", "test_loss", "test_acc"}

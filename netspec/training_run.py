@@ -15,11 +15,13 @@ from . import run_folder
 from .backend import Backend, Model
 from .errors import DivergedError
 from .experiment import Experiment
+from .lr_plot import LR_PLOT, lr_png
+from .params import check_memory, check_trainable
 from .plots import plot_run
 from .run_folder import RunFolder
-from .tables import metrics_table
+from .tables import metrics_table, plural
 from .tensorboard import TensorBoardLog
-from .trainer import TrainerState, check_classes, fit
+from .trainer import TrainerState, check_classes, early_stop, fit
 
 Log = Callable[[str], None]
 
@@ -48,6 +50,8 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
         done = None if force else folder.read_metrics(log)
         if done is not None:
             return _reused(experiment, backend.name, folder, done, log), folder.path
+        check_trainable(experiment.network)
+        check_memory(experiment.network, experiment.train.batch_size)  # the real batch: activations scale with it
         data = dataset if dataset is not None else load_dataset(experiment.data)
         check_classes(experiment.network, data)  # before any folder or model is made
         if not force:
@@ -74,7 +78,7 @@ def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optiona
     """Where an unforced run starts: its own checkpoint, else that of the longest shorter run of the same
     trajectory (a finished run being extended), else nothing (epoch 0)."""
     trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
-    own = folder.read_checkpoint(log)
+    own = folder.read_checkpoint(log, experiment.network)
     if own is not None and own.trajectory == trajectory and own.state.epoch <= epochs:
         log(f"{experiment.name}: resuming {folder.path} after epoch {own.state.epoch} of {epochs}")
         return own.state
@@ -84,7 +88,7 @@ def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optiona
                if (header := sibling.checkpoint_header()) is not None
                and header.get("trajectory") == trajectory and isinstance(header.get("epoch"), int) and header["epoch"] < epochs]
     for done, sibling in sorted(shorter, key=lambda pair: -pair[0]):
-        source = sibling.read_checkpoint(log)
+        source = sibling.read_checkpoint(log, experiment.network)
         if source is not None:
             log(f"{experiment.name}: extending {sibling.path} ({done} epochs) to {epochs} epochs in {folder.path}")
             return source.state
@@ -108,8 +112,10 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
     model = backend.compile(experiment.network, seed=experiment.train.seed, device=device,
                             precision=experiment.train.precision, compiled=experiment.train.compile)
-    _write_setup(experiment, backend, model, folder, data)
-    log(f"{experiment.name} [{name} on {model.device}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
+    env = _write_setup(experiment, backend, model, folder, data)
+    threads = env.get("cpu_threads") if model.device == "cpu" else None
+    where = f"{model.device}, {plural(threads, 'thread')}" if isinstance(threads, int) else model.device
+    log(f"{experiment.name} [{name} on {where}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
         f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {folder.path}")
     if start is not None:  # the folder's views of the state it starts from (a copied one included)
         folder.write_checkpoint(start, trajectory, epochs)
@@ -135,6 +141,11 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
             events.close()
     extra.update(timings, **_compute(model))  # again after training: a failed compile falls back to eager
     plot_run(history, folder.path, f"{experiment.name} ({name})")
+    cfg = experiment.train
+    folder.write_bytes(LR_PLOT, lr_png(history, cfg, len(data.train_y) // cfg.batch_size, f"{experiment.name} ({name})"))
+    stopped = early_stop(history, cfg.early_stopping_patience) if len(history) < cfg.epochs else None
+    if stopped is not None:  # only then: a run of every epoch keeps today's metrics.json
+        extra["stopped_early"] = {"epoch": len(history), "reason": stopped}
     metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
     if options.table:
         log(metrics_table({f"{experiment.name} [{name}]": metrics}))
@@ -142,11 +153,13 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     return metrics
 
 
-def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any) -> None:
+def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any) -> dict[str, Any]:
+    """spec.json, the preprocessing and env.json (versions, device, CPU threads); returns the latter."""
     folder.write_spec(experiment)
     run_folder.write_preprocess(folder.path, data)
-    folder.write_json(run_folder.ENV, run_folder.environment(backend.describe() | {"device": model.device} | _compute(model),
-                                                             data.source))
+    env = run_folder.environment(backend.describe() | {"device": model.device} | _compute(model), data.source)
+    folder.write_json(run_folder.ENV, env)
+    return env
 
 
 def _compute(model: Model) -> dict[str, Any]:

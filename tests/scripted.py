@@ -58,7 +58,10 @@ class TrainCall:
     epoch: int
     batches: np.ndarray
     """The (steps, batch_size) index matrix, copied."""
-    lr: float
+    lr: float | np.ndarray
+    """A float (every step's lr) or one lr per step."""
+    augment: Any = None
+    """The augmentation plan (netspec.augment.Plan) the call was given, if any."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Evaluation:
     split: str
     epoch: int
     batch_size: int
+    flip: bool = False
+    """Flip test-time augmentation asked for."""
 
 
 @dataclass(frozen=True)
@@ -159,20 +164,21 @@ class ScriptedModel:
     def warmup(self, data: ScriptedSplit, batch_size: int, rows: int = 1) -> None:
         """Nothing to compile."""
 
-    def train_steps(self, data: ScriptedSplit, batches: np.ndarray, lr: float) -> tuple[float, float]:
+    def train_steps(self, data: ScriptedSplit, batches: np.ndarray, lr: float | np.ndarray,
+                    augment: Any = None) -> tuple[float, float]:
         assert data.name == "train", f"train_steps on the {data.name} split"
         if self._evaluated_since_training:  # the first train_steps call after an evaluation opens an epoch
             self._epoch, self._evaluated_since_training = self._epoch + 1, False
-        self.train_calls.append(TrainCall(self._epoch, np.array(batches, copy=True), lr))
+        self.train_calls.append(TrainCall(self._epoch, np.array(batches, copy=True), lr, augment))
         start, stop = self._steps_done, self._steps_done + len(batches)
         assert stop <= len(self.script.step_losses), (
             f"step {stop} asked for, {len(self.script.step_losses)} scripted")
         self._steps_done = stop
         return float(sum(self.script.step_losses[start:stop])), float(sum(self.script.step_accs[start:stop]))
 
-    def evaluate(self, data: ScriptedSplit, batch_size: int) -> tuple[float, float]:
+    def evaluate(self, data: ScriptedSplit, batch_size: int, flip: bool = False) -> tuple[float, float]:
         epoch, self._evaluated_since_training = self._epoch, True
-        self.evaluations.append(Evaluation(data.name, epoch, batch_size))
+        self.evaluations.append(Evaluation(data.name, epoch, batch_size, flip))
         assert data.name in ("val", "test"), f"evaluate on the {data.name} split"
         values = self.script.val if data.name == "val" else self.script.test
         assert epoch <= len(values), f"epoch {epoch} evaluated on {data.name}, {len(values)} scripted"
@@ -187,6 +193,11 @@ class ScriptedModel:
     def batches_of(self, epoch: int) -> np.ndarray:
         """Every batch row trained in `epoch`, whatever the chunking into train_steps calls."""
         return np.concatenate([c.batches for c in self.train_calls if c.epoch == epoch])
+
+    def step_lrs(self, epoch: int) -> np.ndarray:
+        """The lr of every step of `epoch`, whatever the chunking and whether a call passed a float."""
+        return np.concatenate([np.broadcast_to(np.asarray(c.lr, np.float64), len(c.batches))
+                               for c in self.train_calls if c.epoch == epoch])
 
     def lrs(self) -> list[float]:
         """The learning rate of each epoch's train_steps calls (one value per epoch)."""

@@ -54,7 +54,7 @@ def test_an_output_path_the_system_refuses_is_one_line(tmp_path: Path, capsys: p
     a_file.write_text("")
     spec = write_spec(tmp_path, tiny_experiment(epochs=1))
     assert main([str(spec), "--out", str(a_file), "--device", "cpu"]) == 2
-    assert "Not a directory" in one_error_line(capsys)
+    assert "a file where an output folder goes" in one_error_line(capsys)
     assert main(["schema", "-o", str(a_file / "schemas")]) == 2
     assert "a_file" in one_error_line(capsys)
 

@@ -234,3 +234,81 @@ def test_an_epoch_line_says_which_figure_is_which() -> None:
     record = EpochRecord(3, 1.77489, 0.37371, 1.6, 0.42, 1e-3, 3.14, 12903.0, test_loss=1.5, test_acc=0.43)
     assert record.line(50) == ("epoch  3/50  train loss 1.7749 acc 0.3737  val loss 1.6000 acc 0.4200  "
                                "test loss 1.5000 acc 0.4300  3.1s 12,903 img/s")
+
+
+# --- the recipe (issue 23): per-step lrs, augmentation plans, early stopping, flip TTA ---------------
+
+def recipe_train(script: Script, train: dict[str, Any], progress: bool = False, n_train: int = 8,
+                 batch_size: int = 2) -> tuple[ScriptedModel, list[EpochRecord], ns.Experiment]:
+    """fit() on images of shape (1, 2, 2) (augmentation needs images) with recipe fields in `train`."""
+    network = ns.Network(input_shape=(1, 2, 2), layers=[ns.Flatten(), ns.Linear(out_features=2)])
+    config = ns.TrainConfig.model_validate({"batch_size": batch_size, "epochs": len(script.test),
+                                            "eval_batch_size": EVAL_BATCH, "lr": 1.0, **train})
+    experiment = ns.Experiment(name="recipe", network=network, train=config)
+    model = ScriptedModel(network, script)
+    return model, fit(model, experiment, scripted_data(n_train, 4, 4), log=lambda line: None, progress=progress), experiment
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_a_step_schedule_hands_every_step_its_own_lr(progress: bool) -> None:
+    # 4 steps per epoch, knots 0 -> 1 at epoch 1 -> 0 at epoch 2: step s of the run at s / 4 of an epoch.
+    script = epoch_script(losses=[[1.0] * 4, [1.0] * 4])
+    model, history, _ = recipe_train(script, {"schedule": {"type": "piecewise_linear", "knots": [[0, 0], [1, 1], [2, 0]]}},
+                                     progress=progress)
+    assert model.step_lrs(1).tolist() == [0.0, 0.25, 0.5, 0.75]
+    assert model.step_lrs(2).tolist() == [1.0, 0.75, 0.5, 0.25]
+    assert [r.lr for r in history] == [0.75, 0.25]  # the record: the epoch's last step's lr
+
+
+def test_a_constant_lr_is_handed_as_one_float_as_before() -> None:
+    model, _, _ = recipe_train(epoch_script(losses=[[1.0] * 4]), {})
+    assert all(type(call.lr) is float and call.augment is None for call in model.train_calls)
+
+
+def test_augmentation_plans_follow_seed_epoch_and_the_calls_rows() -> None:
+    from netspec.augment import batch_plan
+
+    train = {"augment": {"crop_padding": 1, "flip": True, "cutout": 1}, "seed": 5}
+    model, _, experiment = recipe_train(epoch_script(losses=[[1.0] * 4] * 2), train, progress=True)
+    assert len(model.train_calls) == 8  # one per step with a progress bar: each call its own rows
+    for call in model.train_calls:
+        want = batch_plan(experiment.train.augment, 5, call.epoch, call.batches, 2, 2)
+        for field in want.__dataclass_fields__:
+            assert np.array_equal(getattr(call.augment, field), getattr(want, field)), field
+    first, second = (np.concatenate([c.augment.cols for c in model.train_calls if c.epoch == e]) for e in (1, 2))
+    assert not np.array_equal(first, second)  # a new draw every epoch
+
+
+def test_early_stopping_after_patience_epochs_without_a_best(tmp_path: Path) -> None:
+    # val acc: best at epoch 2, not reached in epochs 3 and 4: patience 2 stops after epoch 4.
+    script = epoch_script(losses=[[1.0]] * 6, val_accs=[0.25, 0.5, 0.25, 0.375, 0.5, 0.125])
+    model, history, _ = recipe_train(script, {"early_stopping_patience": 2}, n_train=2)
+    assert [r.epoch for r in history] == [1, 2, 3, 4] and model.epochs_evaluated("test") == [1, 2]
+    model, history, _ = recipe_train(script, {"early_stopping_patience": 3}, n_train=2)
+    assert len(history) == 6  # epoch 5 ties the best: it counts, as for the final test
+    network = ns.Network(input_shape=(1, 2, 2), layers=[ns.Flatten(), ns.Linear(out_features=2)])
+    experiment = ns.Experiment(name="stops", network=network, train=ns.TrainConfig(
+        batch_size=2, epochs=6, eval_batch_size=EVAL_BATCH, early_stopping_patience=2))
+    _, folder = run_experiment(experiment, ScriptedBackend(script), tmp_path, dataset=scripted_data(2, 4, 4),
+                               log=lambda line: None, progress=False)
+    metrics = json.loads((folder / run_folder.METRICS).read_text())
+    assert metrics["epochs"] == 4 and metrics["stopped_early"]["epoch"] == 4
+    assert "patience 2" in metrics["stopped_early"]["reason"] and (folder / "lr.png").stat().st_size > 1000
+
+
+def test_a_run_of_every_epoch_records_no_early_stop(best_run: FinishedRun) -> None:
+    assert "stopped_early" not in best_run.metrics
+
+
+def test_flip_test_time_augmentation_is_asked_for_every_evaluation() -> None:
+    model, _, _ = recipe_train(epoch_script(losses=[[1.0]] * 2, val_accs=[0.5, 0.5]), {"test_time_flip": True}, n_train=2)
+    assert model.evaluations and all(e.flip for e in model.evaluations)
+
+
+def test_the_lr_plot_shows_the_lab_schedules_decayed_lr_per_step() -> None:
+    from netspec.lr_plot import run_lrs
+
+    config = ns.TrainConfig(lr=1.0, lr_decay=0.5, epochs=3)
+    history = [EpochRecord(e, 1.0, 0.5, 1.0, 0.5, lr, 1.0, 1.0) for e, lr in ((1, 1.0), (2, 1.0), (3, 0.5))]
+    x, lrs = run_lrs(history, config, 2)
+    assert x.tolist() == [0, 0.5, 1, 1.5, 2, 2.5] and lrs.tolist() == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5]

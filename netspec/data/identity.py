@@ -24,7 +24,9 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from ..errors import SetupError
 from ..experiment import DataConfig
+from ..io import write_bytes_atomic
 from .cache import cache_root, digest
 from .files import ArchiveFiles, Files, open_files
 from .sources.local import find_layout, local_files
@@ -88,10 +90,8 @@ def _remembered(cache: Path, key: str, compute) -> str:
 def _store(path: Path, identity: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(identity + "\n")
-        os.replace(tmp, path)
-    except OSError:
+        write_bytes_atomic(path, (identity + "\n").encode())
+    except (OSError, SetupError):
         pass
 
 

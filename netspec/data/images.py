@@ -20,9 +20,17 @@ def decode_image(data: bytes, name: str = "<image>") -> np.ndarray:
         if image.size != (32, 32):
             raise DataError(f"data.dir: {name} is {image.width}x{image.height}; CIFAR-10 images are 32x32")
         try:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: convert("RGB") would clip at 255
+                return np.repeat(_to_8_bit(np.asarray(image))[:, :, None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
         except (OSError, ValueError) as err:
             raise DataError(f"data.dir: cannot decode {name} ({err})") from None
+
+
+def _to_8_bit(values: np.ndarray) -> np.ndarray:
+    """16-bit samples (0..65535) scaled to 8 bits, rounded, as an 8-bit PNG of the same image holds them."""
+    wide = np.clip(values.astype(np.int64), 0, 65535)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def _open_image(data: bytes, name: str) -> Image.Image:

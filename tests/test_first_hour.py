@@ -1,0 +1,143 @@
+"""What a new user meets in the first hour (issue 26), run as the user runs it: the `netspec`
+command in a subprocess, where what it prints is the point."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import netspec as ns
+from netspec.cli import main
+from tests.helpers import write_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def netspec(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`python -m netspec ARGV` with this checkout's netspec, from any folder."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "netspec", *argv], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refusal prints, after checking it is one line, exit code 2, no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+# ---- errors that say what was meant (item 3) ----------------------------------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["trian", "specs/mlp.json"], "error: unknown command 'trian' (did you mean 'train'?); use one of train, summary, "),
+    (["summry", "specs/mlp.json"], "error: unknown command 'summry' (did you mean 'summary'?)"),
+    (["train", "specs/mlp.json", "--backend", "torhc"], "unknown backend 'torhc' (did you mean 'torch'?); use one of torch, jax"),
+    (["summary", "specs/mlp.json", "--set", "trian.lr=0.1"], "error: specs/mlp.json: unknown field 'trian' (did you mean 'train'?)"),
+    (["summary", "specs/mlp.json", "--set", "network.layers.0.out_featurs=3"],
+     "network: layer 0 (Linear): unknown field 'out_featurs' (did you mean 'out_features'?)"),
+    (["summary", "specs/mlp.json", "--set", "network.layers.1.type=Batchnorm"],
+     "network: layer 1: unknown layer type 'Batchnorm' (did you mean 'BatchNorm'?); use one of Linear, Conv2d, "),
+    (["summary", "specs/mlp.json", "--set", "train.optimizer.type=adamm"],
+     "train: optimizer: unknown optimizer type 'adamm' (did you mean 'adam'?); use one of adam, "),
+    (["summary", "specs/mlp.json", "--set", "train.precision=bf61"],
+     "train: precision: 'bf61' is not a choice (did you mean 'bf16'?); netspec has 'float32', 'tf32', 'bf16'"),
+    (["summary", "specs/mlp.json", "--set", "network.layers.0.zzz=1"],
+     "unknown field 'zzz'; remove it (allowed here: type, out_features, bias)"),
+])
+def test_a_mistake_is_answered_with_what_was_meant(argv: list[str], expected: str) -> None:
+    line = error_line(netspec(*argv))
+    assert expected in line, line
+    assert "runner.py" not in line and "more error" not in line
+
+
+def test_every_validation_error_is_shown_and_a_misspelling_is_not_also_missing(tmp_path: Path) -> None:
+    spec = tmp_path / "typos.json"
+    spec.write_text(json.dumps({"name": "t", "network": {"input_shape": [3072], "layers": [
+        {"type": "Linear", "out_featurs": 10}, {"type": "Linaer", "out_features": 3}]},
+        "train": {"bach_size": 4, "optimizer": {"type": "rmsprop"}}}))
+    line = error_line(netspec("summary", str(spec)))
+    # The lists of choices grow with the framework: the test pins the problems and their order, and
+    # that each list of choices names what exists.
+    problems = line.split(" [")
+    assert problems[0] == f"error: {spec}: 4 problems:"
+    assert problems[1] == "1] network: layer 0 (Linear): unknown field 'out_featurs' (did you mean 'out_features'?)"
+    assert problems[2].startswith("2] network: layer 1: unknown layer type 'Linaer' (did you mean 'Linear'?); use one of Linear, Conv2d, ")
+    train = sorted(p[3:] for p in problems[3:])  # pydantic's order within `train` is its own
+    assert train[0].startswith("train: optimizer: unknown optimizer type 'rmsprop'; use one of adam, ")
+    assert train[1] == "train: unknown field 'bach_size' (did you mean 'batch_size'?)"
+
+
+def test_the_checkout_runner_names_the_command_netspec() -> None:
+    done = subprocess.run([sys.executable, "runner.py", "train", "specs/mlp.json", "--bogus"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert error_line(done) == "error: netspec train: unrecognized arguments: --bogus; see netspec train --help"
+
+
+def test_a_spec_path_is_never_taken_for_a_command(tmp_path: Path) -> None:
+    """`netspec SPEC` trains: a bare word that names an existing file is a spec, and a missing path says so."""
+    (tmp_path / "trian").write_text("{")
+    line = error_line(netspec("trian", "--summary", cwd=tmp_path))
+    assert line.startswith("error: trian: malformed JSON"), line
+    assert "cannot read the file" in error_line(netspec("specs/nope.json"))
+
+
+# ---- CPU threads (item 1) ------------------------------------------------------------------------
+
+def small_mlp() -> ns.Experiment:
+    """The cheapest run that trains: one Linear layer, 300 synthetic images, one epoch."""
+    network = ns.Network(input_shape=(3, 32, 32), layers=[ns.Flatten(), ns.Linear(out_features=10)])
+    return ns.Experiment(name="tiny", network=network, train=ns.TrainConfig(batch_size=50, epochs=1),
+                         data=ns.DataConfig(source="synthetic", train_size=300, val_size=100, test_size=100))
+
+
+def test_threads_are_chosen_recorded_and_never_part_of_the_run_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    spec, out = write_spec(tmp_path, small_mlp()), tmp_path / "runs"
+    first = netspec("train", str(spec), "--threads", "1", "--device", "cpu", "--out", str(out))
+    assert first.returncode == 0 and "tiny [torch on cpu, 1 thread]:" in first.stdout, first.stdout + first.stderr
+    (env,) = out.glob("tiny/torch/*/env.json")
+    assert json.loads(env.read_text())["cpu_threads"] == 1
+    try:  # the same run with other threads, in this process: found, not trained again
+        assert main(["train", str(spec), "--threads", "2", "--device", "cpu", "--out", str(out)]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert f"finished run found in {env.parent}" in capsys.readouterr().out
+    assert "between 1 and 1024" in error_line(netspec("train", str(spec), "--threads", "0"))
+
+
+def test_jax_computes_on_one_thread_when_asked() -> None:
+    """XLA:CPU takes no count but 1 (its Eigen kernels single-threaded), set before its client starts."""
+    code = ("from backends.jax.backend import BACKEND\nimport jax.numpy as jnp, os\nBACKEND.set_threads(1)\n"
+            "jnp.ones(2).block_until_ready()\nprint(BACKEND.describe()['cpu_threads'], os.environ['XLA_FLAGS'])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    threads, *flags = done.stdout.split()
+    assert done.returncode == 0 and threads == "1" and "--xla_cpu_multi_thread_eigen=false" in flags, done.stderr
+
+
+@pytest.mark.parametrize("omp, cores, load, expected", [
+    ("", 2, 3.1, 1),   # a busy 2-core machine: one thread (1.6 s an epoch against 3-7 s with two)
+    ("", 2, 0.2, 2),   # an idle one: every core, as torch's own default
+    ("", 16, 4.4, 12),
+    ("", 4, 9.0, 1),
+    ("3", 2, 0.0, 3),  # the user's OMP_NUM_THREADS is kept
+])
+def test_the_default_threads_are_the_free_physical_cores(omp: str, cores: int, load: float, expected: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from netspec import threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert threads.default_threads() == expected
+
+
+def test_usable_cores_count_physical_cores_within_the_affinity() -> None:
+    from netspec.threads import usable_cores
+
+    assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
