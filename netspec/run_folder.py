@@ -10,8 +10,8 @@ Everything that writes into a run folder goes through RunFolder, which keeps its
   whose metrics.json, history.json or best weights do not read back is not done, whatever it holds;
 - `checkpoint.npz` holds the trainer's whole state after the last epoch (plain arrays, no pickles),
   so an unfinished run goes on from it, and a longer run of the same trajectory starts from it;
-- one process at a time trains a run: a lock beside the folder (`<run-id>.lock`, its holder's pid and
-  host in `<run-id>.lock.holder`); another process waits, saying once who holds it;
+- one process at a time trains a run: a lock out of the runs tree (`OUT/.locks/<name>/<backend>/<run-id>.lock`,
+  its holder's pid and host in `<run-id>.lock.holder` beside it); another process waits, saying once who holds it;
 - `--force` trains in a sibling attempt folder (`<run-id>.attempt-<hex>`) that replaces the run only
   once it is finished, so a killed forced run never touches the finished one.
 """
@@ -58,6 +58,8 @@ CHECKPOINT_FORMAT = 1
 _CHECKPOINT_META = "meta.json"
 """The checkpoint's JSON part, stored in the .npz as a uint8 array: one file, one atomic rename."""
 _ATTEMPT, _OLD = ".attempt-", ".old-"
+LOCKS = ".locks"
+"""The folder of the output root that holds the runs' lock files."""
 MAX_CHECKPOINT_BYTES = 16 * 2**30
 """Largest total of a checkpoint's arrays read back (checked from their headers first): weights, Adam's
 two moments and the best weights of the largest network check_memory lets train, with room."""
@@ -267,8 +269,12 @@ class RunFolder:
 
     @property
     def lock_path(self) -> Path:
-        # Beside the folder, not in it: a --force swap renames the folder, and a lock must outlive that.
-        return self.path.with_name(self.name + ".lock")
+        # Outside the folder, since a --force swap renames it and the lock must outlive that; and out of
+        # the runs tree, in OUT/.locks/<name>/<backend>/, since filelock leaves its (empty) file behind
+        # (unlinking it on release would let two processes hold two files of the same name).
+        if self.root is None or not self.path.is_relative_to(self.root):
+            return self.path.with_name(self.name + ".lock")
+        return self.root / LOCKS / self.path.parent.relative_to(self.root) / f"{self.name}.lock"
 
     @contextmanager
     def lock(self, log: Log = print) -> Iterator[None]:
@@ -276,6 +282,7 @@ class RunFolder:
         from filelock import FileLock, Timeout
 
         self._made(self.path.parent)
+        self._made(self.lock_path.parent)
         if self.lock_path.is_symlink():  # filelock opens with O_TRUNC: it would empty the link's target
             self.lock_path.unlink()
         lock = FileLock(str(self.lock_path))
