@@ -369,7 +369,7 @@ class NotFit(ValueError):
 def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network]) -> None:
     """The model's training state in a checkpoint, before any backend sees it: every Adam moment has its
     parameter's shape, the step is one count >= 0, and (given the network) every weight its shape."""
-    from .backend import ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP
+    from .model_base import ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP
 
     for key, value in arrays.items():
         for prefix in ("model." + ADAM_EXP_AVG, "model." + ADAM_EXP_AVG_SQ):
