@@ -105,3 +105,10 @@ def apply_plan(x: np.ndarray, p: Plan) -> np.ndarray:
     gathered = x[n, :, p.rows[:, :, None], p.cols[:, None, :]]  # (N, H, W, C): advanced indices first
     keep = p.keep_rows[:, :, None] & p.keep_cols[:, None, :] & ~(p.cut_rows[:, :, None] & p.cut_cols[:, None, :])
     return np.where(keep[..., None], gathered, np.zeros((), x.dtype)).transpose(0, 3, 1, 2)
+
+
+def packed(p: Plan) -> np.ndarray:
+    """The plan as one int32 array (..., 3 * H + 3 * W), what a backend puts on its device once per
+    train_steps call: [rows | keep_rows | cut_rows | cols | keep_cols | cut_cols] along the last axis
+    (masks as 0/1). A backend cuts it apart at H, 2H, 3H, 3H + W, 3H + 2W."""
+    return np.concatenate([p.rows, p.keep_rows, p.cut_rows, p.cols, p.keep_cols, p.cut_cols], axis=-1).astype(np.int32)

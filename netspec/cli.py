@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 from .backend import Backend, backend_names, load_backend
 from .errors import NetspecError, SpecError, did_you_mean
+from .threads import check_threads
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -57,8 +58,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
-def _backends(text: str) -> list[Backend]:
-    """--backend torch,jax as backend objects, resolved through the registry."""
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="CPU threads to compute with (torch: any N; jax: 1, or every core "
+                   "for more); default: OMP_NUM_THREADS if set, else for torch the physical cores less the "
+                   "machine's load, for jax every core. Never part of the run id; recorded in env.json")
+
+
+def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
+    """--backend torch,jax as backend objects, resolved through the registry, computing with `threads`
+    CPU threads (None: each backend's default)."""
     known = backend_names()
     names = [b.strip() for b in text.split(",") if b.strip()]
     bad = [b for b in names if b not in known]
@@ -66,12 +74,16 @@ def _backends(text: str) -> list[Backend]:
         first = bad[0] if bad else ""
         raise SpecError(f"--backend {text!r}: unknown backend {first!r}{did_you_mean(first, known)}; use one of "
                         f"{', '.join(known)} or several, comma-separated")
-    return [load_backend(name) for name in names]
+    threads = check_threads(threads)
+    backends = [load_backend(name) for name in names]
+    for backend in backends:
+        backend.set_threads(threads)
+    return backends
 
 
 def _is_sweep(path: str) -> bool:
     from .io import read_json
-    from .sweep import is_sweep_file
+    from .sweep_spec import is_sweep_file
     return is_sweep_file(read_json(path))
 
 
@@ -92,6 +104,7 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
     p.add_argument("--force", action="store_true", help="train again even if an identical finished run exists")
+    _threads_option(p)
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
                    "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
     p.add_argument("--seeds", type=int, help="repeat every run with seeds 0..N-1 (seed s adds s to train.seed and "
@@ -114,10 +127,12 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     if args.summary or args.crosscheck:
         return (_summary if args.summary else _crosscheck)(args)
     overrides = _overrides(args)
-    backends = _backends(args.backend or backend_names()[0])
+    backends = _backends(args.backend or backend_names()[0], args.threads)
     if args.seeds is not None and args.seeds < 1:
         raise SpecError(f"--seeds {args.seeds}: must be at least 1 (runs seeds 0..N-1)")
     from .launchers import make_launcher
+    from .run_folder import check_output_root
+    check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if _is_sweep(args.spec):
         from .sweep import run_sweep
@@ -208,27 +223,36 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("run_dir", help="a run folder (OUT/<name>/<backend>/<run-id>)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the model format (default: onnx)")
     p.add_argument("-o", "--out", help="the file to write (default: RUN_DIR/model.onnx)")
+    p.add_argument("--backend", help="the backend whose logits the file is checked against (default: the run's own)")
     args = p.parse_args(argv)
-    from .export import export_run
-    print(f"wrote {export_run(args.run_dir, args.out)}")
-    return 0
+    from .export import check_export, export_run
+    from .inference import load_run
+
+    path = export_run(args.run_dir, args.out)
+    print(f"wrote {path}")
+    saved = load_run(args.run_dir, log=lambda line: None)
+    check = check_export(path, saved.experiment.network, saved.weights, _run_backend(args.run_dir, args.backend, None))
+    if check is None:
+        print("not checked against the backend: onnxruntime is not installed (pip install 'netspec[export]')")
+        return 0
+    print(check.line())
+    return 0 if check.ok else 1
 
 
-def _run_backend(run_dir: str, name: Optional[str]) -> Backend:
+def _run_backend(run_dir: str, name: Optional[str], threads: Optional[int]) -> Backend:
     """The backend asked for, else the one the run was trained on (env.json), else the reference."""
-    if name:
-        return _backends(name)[0]
-    try:
-        trained_on = json.loads((Path(run_dir) / "env.json").read_text()).get("backend")
-    except (OSError, ValueError, AttributeError):
-        trained_on = None
-    return load_backend(trained_on if trained_on in backend_names() else backend_names()[0])
+    if not name:
+        from .inference import trained_backend
+        trained_on = trained_backend(Path(run_dir))
+        name = trained_on if trained_on in backend_names() else backend_names()[0]
+    return _backends(name, threads)[0]
 
 
 def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run folder (OUT/<name>/<backend>/<run-id>) of either backend")
     p.add_argument("--backend", help="the backend that computes (default: the run's own)")
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
+    _threads_option(p)
 
 
 def cmd_evaluate(argv: list[str]) -> int:
@@ -241,7 +265,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
     args = p.parse_args(argv)
     from .inference import evaluate_run
-    evaluation, folder = evaluate_run(args.run_dir, _run_backend(args.run_dir, args.backend), data_dir=args.data_dir,
+    evaluation, folder = evaluate_run(args.run_dir, _run_backend(args.run_dir, args.backend, args.threads), data_dir=args.data_dir,
                                       split=args.split, out_dir=args.out, device=args.device)
     print(evaluation.summary())
     print(f"wrote {folder}")
@@ -249,14 +273,17 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 
 def cmd_predict(argv: list[str]) -> int:
-    p = _Parser(prog=f"{PROG} predict", description="The top classes of image files (32x32 PNG or JPEG).")
+    p = _Parser(prog=f"{PROG} predict", description="The top classes of image files (32x32 PNG or JPEG; "
+                "grayscale and RGBA are converted to RGB, and each line says so).")
     _inference_options(p)
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
+    p.add_argument("--resize", action="store_true", help="scale images of another size to 32x32 (the whole image, "
+                   "bilinear; the aspect ratio is not kept); without it they are refused")
     args = p.parse_args(argv)
     from .inference import predict
-    for prediction in predict(args.run_dir, _run_backend(args.run_dir, args.backend), args.images, top=args.top,
-                              device=args.device):
+    for prediction in predict(args.run_dir, _run_backend(args.run_dir, args.backend, args.threads), args.images, top=args.top,
+                              device=args.device, resize=args.resize):
         print(prediction.line())
     return 0
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 from .errors import SpecError
-from .io import read_json, validate, write_json
+from .io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
 from .layers import Real
 from .network import Network
 
@@ -312,8 +312,10 @@ class Experiment(_Strict):
                              f"lower it (Page's recipe: 8 on 32x32)")
         return self
 
-    def save(self, path: str | Path) -> None:
-        write_json(self, path)
+    def save(self, path: str | Path, schema: Optional[str] = "schema/experiment.schema.json") -> None:
+        """Write the experiment as a spec file that starts with `"$schema": schema` (the repository's
+        convention: specs/schema/ beside the specs, written by `netspec schema -o`); None leaves it out."""
+        write_json(self, path, schema)
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Experiment":
@@ -332,9 +334,11 @@ class Experiment(_Strict):
 def parse_value(text: str) -> Any:
     """A value from the command line: JSON when it parses (numbers, true, null, lists), else a string."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return parse_json_text(text)  # bounded: a 10,000-deep value is one line, not a RecursionError
+    except MalformedJSON:
         return text
+    except UnreadableJSON as err:
+        raise SpecError(f"--set value {text[:40]!r}: {err}; {err.advice}") from None
 
 
 def set_path(data: Any, dotted: str, value: Any, source: str = "<spec>") -> Any:
@@ -377,3 +381,34 @@ def load(path: str | Path) -> Network | Experiment:
     if isinstance(data, dict) and "network" in data:
         return validate(Experiment, data, path)
     return validate(Network, data, path)
+
+
+def recipe_text(train: dict[str, Any]) -> str:
+    """A short line naming a run's training recipe from its `train` section as JSON (a spec.json of any
+    age: missing fields are their defaults), e.g. 'sgd m0.9 nesterov wd0.0005, piecewise_linear,
+    crop4 reflect + flip + cutout8'. For runs.csv and the report."""
+    opt = train.get("optimizer") or {}
+    parts = [opt.get("type", "adam")]
+    if opt.get("momentum"):
+        parts.append(f"m{opt['momentum']:g}" + (" nesterov" if opt.get("nesterov") else ""))
+    if opt.get("weight_decay"):
+        parts.append(f"wd{opt['weight_decay']:g}")
+    groups = train.get("param_groups") or {}
+    if groups.get("decay_norm") is False or groups.get("decay_bias") is False:
+        parts.append("no decay on " + " and ".join(w for w, k in (("norm", "decay_norm"), ("bias", "decay_bias"))
+                                                   if groups.get(k) is False))
+    if groups.get("norm_bias_lr_scale", 1.0) != 1.0:
+        parts.append(f"norm-bias lr x{groups['norm_bias_lr_scale']:g}")
+    words = [" ".join(parts), (train.get("schedule") or {}).get("type", "lab")]
+    if train.get("label_smoothing"):
+        words.append(f"label smoothing {train['label_smoothing']:g}")
+    aug = train.get("augment") or {}
+    pieces = ([f"crop{aug['crop_padding']} {aug.get('pad_mode', 'zeros')}"] if aug.get("crop_padding") else []) + \
+        (["flip"] if aug.get("flip") else []) + ([f"cutout{aug['cutout']}"] if aug.get("cutout") else [])
+    if pieces:
+        words.append(" + ".join(pieces))
+    if train.get("test_time_flip"):
+        words.append("flip TTA")
+    if train.get("early_stopping_patience"):
+        words.append(f"patience {train['early_stopping_patience']}")
+    return ", ".join(words)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecError
+from .io import atomic_write
 from .network import Network
 
 Weights = dict[str, np.ndarray]
@@ -57,6 +58,14 @@ def check_memory(network: Network, batch_size: int = 1, available: int | None = 
             f"network: layer {index} ({layer.type}) is too big: training the network needs about {need / 2**30:,.1f} GiB "
             f"(weights, gradients, Adam's moments, activations of a batch of {batch_size}) but this machine has "
             f"{available / 2**30:,.1f} GiB; make layer {index} smaller")
+
+
+def check_trainable(network: Network) -> None:
+    """One SpecError line when `network` has nothing to train (only ReLU, Flatten, pooling and dropout):
+    an optimizer of no parameters fails deep in each framework."""
+    if not any(info.trainable for info in network.param_infos().values()):
+        raise SpecError("network: it has no trainable parameters (no Linear, Conv2d or BatchNorm), so nothing to "
+                        "train or cross-check; add a Linear layer")
 
 
 def init_weights(network: Network, seed: int = 0) -> Weights:
@@ -112,8 +121,6 @@ def _check_values(value: np.ndarray, name: str, source: str) -> None:
 
 def save_weights(weights: Weights, path: str | Path) -> None:
     """Write weights as one .npz file (names are the archive's keys); backend-neutral."""
-    from .io import atomic_write
-
     atomic_write(Path(path), lambda f: np.savez(f, **weights))
 
 

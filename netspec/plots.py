@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from .io import write_bytes_atomic
 from .trainer import EpochRecord
 
 
@@ -34,8 +35,6 @@ def save_figure(fig: Any, path: Path) -> None:
     would write through a link planted at the name, and a kill would leave half an image."""
     import io
 
-    from .io import write_bytes_atomic
-
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png")
@@ -64,7 +63,8 @@ def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], yl
     if ylim and all(math.isfinite(v) for v in ylim):
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no validation split): no empty legend, no warning
+        ax.legend()
     fig.tight_layout()
     return fig
 
@@ -128,4 +128,5 @@ def _setting_axis(ax: Any, xlabel: str, ylabel: str, by_backend: SettingSeries, 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no validation split): no empty legend, no warning
+        ax.legend()

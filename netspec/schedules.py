@@ -25,6 +25,12 @@ def learning_rates(steps: np.ndarray, steps_per_epoch: int, config: TrainConfig,
     return base * lr_factors(np.asarray(steps, np.int64), steps_per_epoch, config)
 
 
+def schedule_spans_the_run(config: TrainConfig) -> bool:
+    """Whether the lr of a step depends on the run's length (train.epochs): then a shorter run is not
+    a prefix of a longer one."""
+    return config.schedule.type in ("onecycle", "cosine")
+
+
 def lr_factors(steps: np.ndarray, steps_per_epoch: int, config: TrainConfig) -> np.ndarray:
     """The schedule's factor of the lr at each global step (float64)."""
     schedule = config.schedule

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+from .stats import summarize
 from .trainer import SUMMARY_FIELDS
 
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
@@ -41,6 +42,11 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '1,000 images'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
@@ -60,7 +66,6 @@ def fmt_values(values: Sequence[float]) -> str:
         return "-"
     if len(values) == 1:
         return fmt(values[0])
-    from .stats import summarize
     return summarize(values).text()
 
 

@@ -1,9 +1,14 @@
 """Shared test settings: slow tests are opt-in (`pytest --runslow`)."""
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
+
+# The `netspec` command's default CPU threads (netspec.threads) follow OMP_NUM_THREADS: one, as below,
+# for commands run in this process and in the subprocesses tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

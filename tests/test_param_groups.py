@@ -37,13 +37,31 @@ def test_no_decay_on_norm_and_bias_and_a_norm_bias_lr_scale() -> None:
 
 def test_optimizer_state_round_trips_under_canonical_names() -> None:
     names = ["0.weight", "4.bias"]
-    state = OptimizerState("sgd", {"momentum_buffer": {n: np.full(2, i, np.float32) for i, n in enumerate(names)}}, 7)
+    state = OptimizerState("sgd", {"momentum_buffer": {n: np.full(2, i, np.float32) for i, n in enumerate(names)}}, 0)
     arrays = to_arrays(state)
-    assert sorted(arrays) == ["sgd.momentum_buffer.0.weight", "sgd.momentum_buffer.4.bias", "sgd.step"]
+    assert sorted(arrays) == ["sgd.momentum_buffer.0.weight", "sgd.momentum_buffer.4.bias"]  # SGD counts no steps
     back = from_arrays(arrays, names)
-    assert back.kind == "sgd" and back.step == 7 and np.array_equal(back.slots["momentum_buffer"]["4.bias"], [1, 1])
+    assert back.kind == "sgd" and np.array_equal(back.slots["momentum_buffer"]["4.bias"], [1, 1])
+    adamw = to_arrays(OptimizerState("adamw", {"exp_avg": {"0.weight": np.ones(1)}, "exp_avg_sq": {"0.weight": np.ones(1)}}, 3))
+    assert adamw["adamw.step"] == 3 and from_arrays(adamw, ["0.weight"]).step == 3
+    del adamw["adamw.step"]
+    with pytest.raises(SpecError, match="lacks 'adamw.step'"):
+        from_arrays(adamw, ["0.weight"])
     del arrays["sgd.momentum_buffer.4.bias"]
     with pytest.raises(SpecError, match="lacks 'sgd.momentum_buffer.4.bias'"):
         from_arrays(arrays, names)
     assert from_arrays({"0.weight": np.zeros(2)}, names) is None
     assert slots_of(ns.experiment.SGDConfig()) == () and slots_of(ns.experiment.AdamWConfig()) == ("exp_avg", "exp_avg_sq")
+
+
+def test_recipe_text_names_what_differs_from_the_lab() -> None:
+    from netspec.experiment import recipe_text
+
+    assert recipe_text({}) == "adam, lab"  # a spec.json from before the recipe fields
+    page = ns.Experiment.load("specs/resnet9_recipe.json").model_dump(mode="json")["train"]
+    assert recipe_text(page) == "sgd m0.9 nesterov wd0.0005, piecewise_linear, crop4 reflect + flip + cutout8"
+    airbench = ns.TrainConfig.model_validate({
+        "optimizer": {"type": "adamw", "weight_decay": 0.05}, "label_smoothing": 0.2, "test_time_flip": True,
+        "param_groups": {"decay_norm": False, "norm_bias_lr_scale": 64}, "early_stopping_patience": 3})
+    assert recipe_text(airbench.model_dump(mode="json")) == (
+        "adamw wd0.05 no decay on norm norm-bias lr x64, lab, label smoothing 0.2, flip TTA, patience 3")

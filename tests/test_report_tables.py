@@ -19,7 +19,8 @@ import pytest
 import netspec as ns
 from netspec import run_folder
 from netspec.stats import paired_difference
-from netspec.sweep import load_sweep, run_sweep, write_report
+from netspec.sweep import run_sweep, write_report
+from netspec.sweep_spec import load_sweep
 from netspec.trainer import EpochRecord
 from tests.helpers import tiny_experiment, write_json, write_spec
 from tests.scripted import Script, ScriptedBackend
@@ -44,9 +45,9 @@ def history(seed: int, epochs: int = 3) -> list[EpochRecord]:
     and "validation accuracy" and "best validation accuracy" differ."""
     rng = np.random.default_rng(seed)
     draw = lambda lo=0.05, hi=2.5: float(rng.uniform(lo, hi))
-    return [EpochRecord(epoch=e, train_loss=draw(), train_acc=draw(), val_loss=draw(),
+    return [EpochRecord(epoch=e, train_loss=draw(), train_acc=draw(0.05, 1.0), val_loss=draw(),  # accuracies in [0, 1]: read back validated
                         val_acc=draw(0.05, 0.45) if e == epochs else draw(0.5, 1.0), lr=1e-3,
-                        seconds=draw(), images_per_s=1.0, test_loss=draw(), test_acc=draw()) for e in range(1, epochs + 1)]
+                        seconds=draw(), images_per_s=1.0, test_loss=draw(), test_acc=draw(0.05, 1.0)) for e in range(1, epochs + 1)]
 
 
 def finish_run(root: Path, experiment: ns.Experiment, backend: str, seed: int) -> dict[str, Any]:
@@ -258,6 +259,7 @@ def test_runs_csv_rows_equal_the_runs_metrics(seeded: SeededReport) -> None:
         label = row["label"].split("` ")[1]  # '`rates` lr=0.01'
         by_label[(row["backend"], label, int(row["seed"]))] = row
         assert row["status"] == "finished" and row["spec"] == "base" and row["epochs"] == "3"
+        assert row["recipe"] == "adam, lab"  # the lab's recipe: Adam and its lr rule
     for key, metrics in seeded.metrics.items():
         row = by_label[key]
         assert {k: float(row[k]) for k in [*FIGURES, "median_epoch_seconds"]} == \

@@ -77,3 +77,18 @@ def test_lab_and_constant_are_the_lr_itself(schedule: dict) -> None:
     lrs = learning_rates(np.arange(50), STEPS_PER_EPOCH, cfg)
     assert lrs.dtype == np.float64 and (lrs == 0.003).all()
     assert (learning_rates(np.arange(5), STEPS_PER_EPOCH, cfg, lr=0.001) == 0.001).all()  # the lab's decayed lr
+
+
+def test_a_schedule_spanning_the_run_makes_each_length_its_own_trajectory() -> None:
+    from netspec.run_folder import trajectory_id
+
+    network = ns.Network(input_shape=(4,), layers=[ns.Linear(out_features=2)])
+
+    def trajectory(schedule: dict, epochs: int) -> str:
+        train = ns.TrainConfig.model_validate({"epochs": epochs, "schedule": schedule})
+        return trajectory_id(ns.Experiment(network=network, data=ns.DataConfig(source="synthetic"), train=train))
+
+    piecewise = {"type": "piecewise_linear", "knots": [[0, 0], [2, 1]]}
+    assert trajectory(piecewise, 3) == trajectory(piecewise, 5)  # knots in epochs: a prefix
+    for spanning in ({"type": "onecycle"}, {"type": "cosine"}):
+        assert trajectory(spanning, 3) != trajectory(spanning, 5)

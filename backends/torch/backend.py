@@ -9,6 +9,7 @@ import torch
 from netspec.backend import Compile, Precision, request_device
 from netspec.network import Network
 from netspec.params import Weights, init_weights
+from netspec.threads import default_threads
 
 from .model import TorchModel
 
@@ -41,6 +42,16 @@ class TorchBackend:
 
     def device(self, name: Optional[str] = None) -> str:
         return device_words(resolve_device(name))
+
+    def set_threads(self, threads: Optional[int]) -> None:
+        """None: the usable cores less the machine's load (netspec.threads.default_threads), since
+        OpenMP's spinning threads slow each other down on a busy CPU."""
+        threads = default_threads() if threads is None else threads
+        torch.set_num_threads(threads)
+        try:  # settable once per process, before any inter-op work; the intra-op threads are what matter
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:
+            pass
 
     def describe(self) -> dict[str, Any]:
         cuda = torch.cuda.is_available()

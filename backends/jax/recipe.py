@@ -1,0 +1,104 @@
+"""The training recipe in jax (issue 23), with PyTorch's semantics: Adam (L2 weight decay), AdamW
+(decoupled) and SGD (momentum, Nesterov, dampening 0, L2) as small pure functions over the params
+tree, per-tensor weight decay and lr multipliers by the spec's rules, label smoothing as
+F.cross_entropy's, and the augmentation gather of netspec.augment's plans.
+
+Adam's direction is optax.scale_by_adam (torch's: eps outside the square root, eps_root 0), so
+today's Adam step is unchanged. SGD is written out rather than taken from optax.sgd so that each
+operation is torch.optim.SGD's, in its order: g += wd * p; buf = momentum * buf + g (buf = g at the
+first step, the same as from zeros); d = g + momentum * buf (Nesterov) or buf; p -= lr * d. (optax's
+trace forms the same two expressions; tests/test_recipe_parity.py checks the result against
+torch.optim in float64.) The augmentation is an exact gather and select, bit-identical to the numpy
+reference and to the torch backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from netspec.augment import Plan, packed
+from netspec.experiment import TrainConfig
+
+
+class SgdState(NamedTuple):
+    momentum_buffer: Any
+    """A tree like the params (None without momentum)."""
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """train.optimizer as pure functions; `rules` is a tree like the params whose leaves are
+    netspec.param_groups.TensorRule (weight decay, lr multiplier). Hashable by identity (a jit static)."""
+
+    config: TrainConfig
+    rules: Any
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def _adam(self) -> optax.GradientTransformation:
+        b1, b2 = self.config.optimizer.betas
+        return optax.scale_by_adam(b1=b1, b2=b2, eps=self.config.optimizer.eps, eps_root=0.0)
+
+    def init(self, params: Any) -> Any:
+        opt = self.config.optimizer
+        if opt.type == "sgd":
+            return SgdState(jax.tree.map(jnp.zeros_like, params) if opt.momentum else None)
+        return self._adam().init(params)
+
+    def step(self, params: Any, grads: Any, state: Any, lr: jax.Array) -> tuple[Any, Any]:
+        """The parameters after one step at learning rate `lr` (traced: a new lr never recompiles)."""
+        opt = self.config.optimizer
+        if opt.type != "adamw":  # L2: the decay joins the gradient (torch's Adam and SGD)
+            grads = jax.tree.map(lambda g, p, r: g + r.weight_decay * p if r.weight_decay else g, grads, params, self.rules)
+        if opt.type == "sgd":
+            direction = grads
+            if opt.momentum:
+                buf = jax.tree.map(lambda b, g: opt.momentum * b + g, state.momentum_buffer, grads)
+                direction = jax.tree.map(lambda g, b: g + opt.momentum * b, grads, buf) if opt.nesterov else buf
+                state = SgdState(buf)
+        else:
+            direction, state = self._adam().update(grads, state)
+        decoupled = opt.type == "adamw"
+
+        def apply(p: jax.Array, d: jax.Array, rule: Any) -> jax.Array:
+            rate = lr if rule.lr_scale == 1.0 else lr * rule.lr_scale
+            if decoupled and rule.weight_decay:
+                p = p * (1 - rate * rule.weight_decay)  # torch.optim.AdamW: decay first, then the step
+            return p - rate * d
+
+        return jax.tree.map(apply, params, direction, self.rules), state
+
+
+def cross_entropy(logits: jax.Array, y: jax.Array, smoothing: float) -> jax.Array:
+    """Mean cross entropy; with label smoothing as PyTorch defines it (the target (1 - s) one-hot + s / K)."""
+    if not smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    target = optax.smooth_labels(jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype), smoothing)
+    return optax.softmax_cross_entropy(logits, target).mean()
+
+
+def augment(x_all: jax.Array, idx: jax.Array, plan: jax.Array) -> jax.Array:
+    """The augmented batch x_all[idx] (NHWC) from its packed plan (netspec.augment.packed, one row per
+    image): one gather of source rows and columns, one select of zeros."""
+    height, width = x_all.shape[1:3]
+    cuts = [0, height, 2 * height, 3 * height, 3 * height + width, 3 * height + 2 * width, 3 * height + 3 * width]
+    rows, keep_rows, cut_rows, cols, keep_cols, cut_cols = (plan[:, a:b] for a, b in zip(cuts, cuts[1:]))
+    gathered = x_all[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    keep = ((keep_rows[:, :, None] != 0) & (keep_cols[:, None, :] != 0)
+            & ~((cut_rows[:, :, None] != 0) & (cut_cols[:, None, :] != 0)))
+    return jnp.where(keep[..., None], gathered, jnp.zeros((), x_all.dtype))
+
+
+def augmented_batches(x: np.ndarray, rows: np.ndarray, plan: Plan) -> np.ndarray:
+    """(steps, batch, C, H, W): what the training steps of `rows` see (for tests)."""
+    x_all = jnp.asarray(np.transpose(x, (0, 2, 3, 1)))
+    plans = packed(plan)
+    out = [np.transpose(np.asarray(augment(x_all, jnp.asarray(row), jnp.asarray(plans[i]))), (0, 3, 1, 2))
+           for i, row in enumerate(rows)]
+    return np.stack(out)
