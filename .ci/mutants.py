@@ -186,7 +186,7 @@ MUTANTS: list[Mutant] = [
            "--seeds N trains seed 0 N times", SEEDS),
     Mutant("netspec/sweep_spec.py", '"seed": experiment.train.seed + seed,', '"seed": experiment.train.seed,',
            "a seed moves the batch order but not the weights and dropout seed", SEEDS),
-    Mutant("netspec/sweep.py", '"shuffle_seed": experiment.train.shuffle_seed + seed}', '"shuffle_seed": experiment.train.shuffle_seed}',
+    Mutant("netspec/sweep_spec.py", '"shuffle_seed": experiment.train.shuffle_seed + seed}', '"shuffle_seed": experiment.train.shuffle_seed}',
            "a seed moves the weights but not the batch order", SEEDS),
     Mutant("netspec/trainer.py", "schedule = LrSchedule(state.lr, cfg.lr_decay,", "schedule = LrSchedule(cfg.lr, cfg.lr_decay,",
            "a resumed run's lr schedule restarts from the initial lr", RESUME_DECAY),
