@@ -131,6 +131,8 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     if args.seeds is not None and args.seeds < 1:
         raise SpecError(f"--seeds {args.seeds}: must be at least 1 (runs seeds 0..N-1)")
     from .launchers import make_launcher
+    from .run_folder import check_output_root
+    check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if _is_sweep(args.spec):
         from .sweep import run_sweep
@@ -221,19 +223,27 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("run_dir", help="a run folder (OUT/<name>/<backend>/<run-id>)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the model format (default: onnx)")
     p.add_argument("-o", "--out", help="the file to write (default: RUN_DIR/model.onnx)")
+    p.add_argument("--backend", help="the backend whose logits the file is checked against (default: the run's own)")
     args = p.parse_args(argv)
-    from .export import export_run
-    print(f"wrote {export_run(args.run_dir, args.out)}")
-    return 0
+    from .export import check_export, export_run
+    from .inference import load_run
+
+    path = export_run(args.run_dir, args.out)
+    print(f"wrote {path}")
+    saved = load_run(args.run_dir, log=lambda line: None)
+    check = check_export(path, saved.experiment.network, saved.weights, _run_backend(args.run_dir, args.backend, None))
+    if check is None:
+        print("not checked against the backend: onnxruntime is not installed (pip install 'netspec[export]')")
+        return 0
+    print(check.line())
+    return 0 if check.ok else 1
 
 
 def _run_backend(run_dir: str, name: Optional[str], threads: Optional[int]) -> Backend:
     """The backend asked for, else the one the run was trained on (env.json), else the reference."""
     if not name:
-        try:
-            trained_on = json.loads((Path(run_dir) / "env.json").read_text()).get("backend")
-        except (OSError, ValueError, AttributeError):
-            trained_on = None
+        from .inference import trained_backend
+        trained_on = trained_backend(Path(run_dir))
         name = trained_on if trained_on in backend_names() else backend_names()[0]
     return _backends(name, threads)[0]
 
@@ -263,14 +273,17 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 
 def cmd_predict(argv: list[str]) -> int:
-    p = _Parser(prog=f"{PROG} predict", description="The top classes of image files (32x32 PNG or JPEG).")
+    p = _Parser(prog=f"{PROG} predict", description="The top classes of image files (32x32 PNG or JPEG; "
+                "grayscale and RGBA are converted to RGB, and each line says so).")
     _inference_options(p)
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
+    p.add_argument("--resize", action="store_true", help="scale images of another size to 32x32 (the whole image, "
+                   "bilinear; the aspect ratio is not kept); without it they are refused")
     args = p.parse_args(argv)
     from .inference import predict
     for prediction in predict(args.run_dir, _run_backend(args.run_dir, args.backend, args.threads), args.images, top=args.top,
-                              device=args.device):
+                              device=args.device, resize=args.resize):
         print(prediction.line())
     return 0
 

@@ -24,7 +24,7 @@ from .errors import SpecError
 from .experiment import TrainConfig
 from .layers import Dropout, Dropout2d
 from .network import Network
-from .params import Weights, init_weights
+from .params import check_trainable, Weights, init_weights
 
 F64_RTOL = 1e-9
 """float64, one pass. Rounding leaves ~1e-15; the smallest bug of the mutation tests ~1e-5."""
@@ -243,6 +243,7 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
 
     if len(network.output_shape) != 1:
         raise SpecError(f"the cross-check needs flat logits (classes,), but the network outputs {network.output_shape}; end it with a Linear")
+    check_trainable(network)
     config = train_config or TrainConfig()
     net = without_dropout(network)
     weights = init_weights(net, seed)

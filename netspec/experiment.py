@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 from .errors import SpecError
-from .io import read_json, validate, write_json
+from .io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
 from .layers import Real
 from .network import Network
 
@@ -312,8 +312,10 @@ class Experiment(_Strict):
                              f"lower it (Page's recipe: 8 on 32x32)")
         return self
 
-    def save(self, path: str | Path) -> None:
-        write_json(self, path)
+    def save(self, path: str | Path, schema: Optional[str] = "schema/experiment.schema.json") -> None:
+        """Write the experiment as a spec file that starts with `"$schema": schema` (the repository's
+        convention: specs/schema/ beside the specs, written by `netspec schema -o`); None leaves it out."""
+        write_json(self, path, schema)
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Experiment":
@@ -332,9 +334,11 @@ class Experiment(_Strict):
 def parse_value(text: str) -> Any:
     """A value from the command line: JSON when it parses (numbers, true, null, lists), else a string."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return parse_json_text(text)  # bounded: a 10,000-deep value is one line, not a RecursionError
+    except MalformedJSON:
         return text
+    except UnreadableJSON as err:
+        raise SpecError(f"--set value {text[:40]!r}: {err}; {err.advice}") from None
 
 
 def set_path(data: Any, dotted: str, value: Any, source: str = "<spec>") -> Any:

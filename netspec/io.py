@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import IO, Any, Callable, TypeVar
+from typing import IO, Any, Callable, Iterable, Optional, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from .errors import SetupError, SpecError, format_validation_error
@@ -22,71 +25,133 @@ MAX_JSON_DEPTH = 64
 reach Python's recursion limit in the parser or the validation, a traceback instead of a line."""
 
 
+class UnreadableJSON(ValueError):
+    """A JSON file that does not parse as data netspec can use; str() is the reason, `advice` what to do."""
+
+    def __init__(self, reason: str, advice: str) -> None:
+        super().__init__(reason)
+        self.advice = advice
+
+
+class MalformedJSON(UnreadableJSON):
+    """Not JSON at all (a syntax error), as opposed to JSON netspec refuses."""
+
+
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing, oversized, non-UTF-8, malformed or too deeply nested file becomes
-    one SpecError line."""
+    """Parse a JSON spec file; a missing, oversized, non-UTF-8, malformed or too deeply nested file, a
+    duplicate key or a lone surrogate becomes one SpecError line."""
     path = Path(path)
-    text = _read_text(path)
     try:
-        data = json.loads(text)
+        return parse_json_file(path)
+    except UnreadableJSON as err:
+        raise SpecError(f"{path}: {err}; {err.advice}") from None
+
+
+def parse_json_file(path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A JSON file's data, read only when it is a regular file (a FIFO would block) of at most `max_bytes`;
+    UnreadableJSON otherwise, or when it is malformed, nested deeper than `max_depth`, has a key twice in one
+    object (which of the two would count is a guess: refused) or a string no UTF-8 can hold (a lone
+    surrogate such as "\\ud800", which every later write of the string would fail on)."""
+    return parse_json_text(_read_text(path, max_bytes), max_depth)
+
+
+def parse_json_text(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """parse_json_file's checks on JSON already read (the JSON part inside a checkpoint)."""
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
-        raise SpecError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}; fix the syntax") from None
+        raise MalformedJSON(f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", "fix the syntax") from None
     except RecursionError:  # nested deeper than the parser goes
-        raise _too_deep(path) from None
+        raise _too_deep(max_depth) from None
+    except UnreadableJSON:
+        raise
     except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise SpecError(f"{path}: unreadable JSON value ({err}); fix the value") from None
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise _too_deep(path)
+        raise UnreadableJSON(f"unreadable JSON value ({err})", "fix the value") from None
+    _check_tree(data, max_depth)
     return data
 
 
-def _too_deep(path: Path) -> SpecError:
-    return SpecError(f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep; a spec needs about 5: fix the file")
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise UnreadableJSON(f"the key {key!r} appears twice in one object (which one counts is a guess)",
+                                 "keep one of them")
+        out[key] = value
+    return out
 
 
-def _read_text(path: Path) -> str:
-    """The file as UTF-8 text, read only when it is at most MAX_JSON_BYTES (a spec is small; a huge
-    file is a mistake, or an attempt to exhaust memory)."""
+def _too_deep(max_depth: int) -> UnreadableJSON:
+    return UnreadableJSON(f"JSON nested more than {max_depth} levels deep", "a spec needs about 5: fix the file")
+
+
+def _read_text(path: Path, max_bytes: int = MAX_JSON_BYTES) -> str:
+    """The file as UTF-8 text, read only when it is at most `max_bytes` (a spec is small; a huge file is a
+    mistake, or an attempt to exhaust memory)."""
     try:
         with open_regular(path) as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
+            raw = f.read(max_bytes + 1)
     except NotRegularFile as err:
-        raise SpecError(f"{path}: {err}; give a JSON file") from None
+        raise UnreadableJSON(str(err), "give a JSON file") from None
     except OSError as err:
-        raise SpecError(f"{path}: cannot read the file ({err.strerror}); check the path") from None
-    if len(raw) > MAX_JSON_BYTES:
-        raise SpecError(f"{path}: larger than {MAX_JSON_BYTES:,} bytes, far more than a spec; check the path")
+        raise UnreadableJSON(f"cannot read the file ({err.strerror})", "check the path") from None
+    if len(raw) > max_bytes:
+        raise UnreadableJSON(f"larger than {max_bytes:,} bytes, far more than a spec", "check the path")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+        raise UnreadableJSON(f"not UTF-8 text (byte {err.start})", "save the file as UTF-8") from None
 
 
-def _depth(data: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion (a scalar is 0, [] is 1)."""
-    deepest, stack = 0, [(data, 0)]
+def _check_tree(data: Any, max_depth: int) -> None:
+    """Depth and strings of parsed JSON, without recursion (a scalar is depth 0, [] is 1)."""
+    stack = [(data, 0)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            deepest = max(deepest, depth + 1)
+        if isinstance(value, str):
+            _check_string(value)
+        elif isinstance(value, (dict, list)):
+            if depth + 1 > max_depth:
+                raise _too_deep(max_depth)
+            if isinstance(value, dict):
+                for key in value:
+                    _check_string(key)
             stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
-    return deepest
+
+
+def _check_string(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UnreadableJSON(f"a string holds {text[err.start]!r}, a lone surrogate, which is no character",
+                             "remove it") from None
 
 
 def validate(model: type[M], data: Any, source: str | Path = "<spec>") -> M:
     """Validate `data` as `model` (an editor's `$schema` key dropped); errors become one SpecError line
     naming `source`."""
-    from .schema import without_schema_key
-
     try:
         return model.model_validate(without_schema_key(data))
     except ValidationError as err:
         raise SpecError(f"{source}: {format_validation_error(err, model)}") from None
 
 
-def write_json(model: BaseModel, path: str | Path) -> None:
-    """Write a spec as indented JSON. Defaults are kept: dropping them would drop the `type` tags."""
-    write_bytes_atomic(Path(path), (model.model_dump_json(indent=2) + "\n").encode())
+SCHEMA_KEY = "$schema"
+"""A spec file's pointer to its JSON Schema, for editors (netspec.schema); never part of a spec."""
+
+
+def without_schema_key(data: Any) -> Any:
+    """A spec file's content without the editor's `$schema` key."""
+    return {k: v for k, v in data.items() if k != SCHEMA_KEY} if isinstance(data, dict) else data
+
+
+def write_json(model: BaseModel, path: str | Path, schema: Optional[str] = None) -> None:
+    """Write a spec as indented JSON, starting with `"$schema": schema` when given. Defaults are kept:
+    dropping them would drop the `type` tags."""
+    text = model.model_dump_json(indent=2)
+    if schema is not None:
+        text = "{\n  " + json.dumps(SCHEMA_KEY) + ": " + json.dumps(schema) + "," + text[1:]
+    write_bytes_atomic(Path(path), (text + "\n").encode())
 
 
 # ---- reading files from elsewhere ---------------------------------------------------------------------
@@ -167,3 +232,43 @@ def safe_output_dir(parent: str | Path, *names: str) -> Path:
         if not path.resolve().is_relative_to(top):
             raise SetupError(f"{path}: resolves outside {parent}; remove what redirects it")
     return path
+
+
+# ---- arrays from elsewhere ------------------------------------------------------------------------------
+
+def check_npz(archive: zipfile.ZipFile, max_bytes: int) -> None:
+    """Every member of an .npz is a plain array whose header declares no more bytes than the member holds,
+    and all of them together at most `max_bytes`: checked from the headers before any array is read, as
+    numpy allocates what a header declares first (an 80-byte member declaring 2^40 floats would ask for
+    8 TiB). ValueError with one line otherwise."""
+    total = 0
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            raise ValueError(f"member {info.filename!r} is not an array")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+        if dtype.hasobject:
+            raise ValueError("it holds pickled Python objects, refused because loading them could run code")
+        declared = math.prod(shape) * dtype.itemsize
+        if declared > info.file_size:
+            raise ValueError(f"array {info.filename[:-4]!r} declares shape {shape} ({declared:,} bytes) but its member "
+                             f"holds {info.file_size:,}")
+        total += declared
+        if total > max_bytes:
+            raise ValueError(f"its arrays add up to more than the {max_bytes:,} bytes netspec reads")
+
+
+def load_npz(path: str | Path, max_bytes: int, names: Optional[Iterable[str]] = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (only `names`, when given), no pickles, after `check_npz`; a FIFO or a
+    folder is refused without blocking. Raises OSError, ValueError, EOFError or zipfile.BadZipFile."""
+    with open_regular(path) as f, zipfile.ZipFile(f) as archive:
+        check_npz(archive, max_bytes)
+        wanted = None if names is None else {f"{n}.npy" for n in names}
+        out = {}
+        for info in archive.infolist():
+            if wanted is None or info.filename in wanted:
+                with archive.open(info) as member:
+                    out[info.filename[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
+        return out

@@ -14,14 +14,16 @@ CPU reductions are summed in a thread-count dependent order).
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from . import run_folder
 from .backend import Backend
-from .errors import NetspecError
+from .errors import NetspecError, SetupError
 from .experiment import Experiment
 
 Log = Callable[[str], None]
@@ -146,7 +148,12 @@ class RayLauncher:
         if ray.is_initialized():
             return False
         if self.address:
-            ray.init(address=self.address)
+            reachable(self.address)
+            try:
+                ray.init(address=self.address)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
+                raise SetupError(f"--address {self.address}: cannot join the Ray cluster ({_first_line(err)}); start it "
+                                 "with `ray start --head`, or check the address") from None
         else:
             ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False)
         return True
@@ -154,6 +161,7 @@ class RayLauncher:
     def _remote(self, ray: Any) -> Any:
         # Default: one GPU per run on a cluster that has GPUs, none on a CPU-only one.
         gpus = self.gpus_per_run if self.gpus_per_run is not None else float(ray.cluster_resources().get("GPU", 0) > 0)
+        check_fits(gpus, self.cpus_per_run, [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")])
         return ray.remote(num_gpus=gpus, num_cpus=self.cpus_per_run, max_retries=self.max_retries,
                           retry_exceptions=[OSError], runtime_env={"env_vars": dict(WORKER_ENV)})(self.task)
 
@@ -188,6 +196,39 @@ class RayLauncher:
         return []
 
 
+CONNECT_TIMEOUT_S = 10.0
+"""How long `--address HOST:PORT` may take to accept a connection before the launch gives up in one line
+(ray.init itself retries an unreachable address for minutes)."""
+
+
+def reachable(address: str) -> None:
+    """A HOST:PORT address accepts a TCP connection within CONNECT_TIMEOUT_S, else one line (SetupError).
+    'auto' and ray:// addresses are Ray's to resolve."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError, OverflowError) as err:
+        raise SetupError(f"--address {address}: no Ray cluster answers there ({_first_line(err)}); start one with "
+                         "`ray start --head`, or check the address") from None
+
+
+def check_fits(gpus: float, cpus: float, nodes: list[dict[str, float]]) -> None:
+    """Some node of the cluster has the GPUs and CPUs one run asks for, else one line before anything is
+    submitted: Ray would wait forever for a node that cannot exist."""
+    if any(node.get("GPU", 0) >= gpus and node.get("CPU", 0) >= cpus for node in nodes):
+        return
+    most = max((node.get("GPU", 0) for node in nodes), default=0)
+    raise SetupError(f"--gpus-per-run {gpus:g}: no node of the Ray cluster has {gpus:g} GPU(s) and {cpus:g} CPU(s) "
+                     f"for one run (the most GPUs on a node: {most:g}); lower --gpus-per-run")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def make_launcher(name: Optional[str], address: Optional[str] = None, gpus_per_run: Optional[float] = None) -> Launcher:
     """--launcher/--address/--gpus-per-run as a launcher; 'local' (or none) never imports Ray."""
     if name in (None, "local"):
@@ -195,7 +236,8 @@ def make_launcher(name: Optional[str], address: Optional[str] = None, gpus_per_r
             raise NetspecError("--address and --gpus-per-run need --launcher ray")
         return LocalLauncher()
     if name == "ray":
-        if gpus_per_run is not None and gpus_per_run < 0:
-            raise NetspecError(f"--gpus-per-run {gpus_per_run}: must be 0 or more (e.g. 1, or 0.5 to pack two runs per GPU)")
+        if gpus_per_run is not None and not (math.isfinite(gpus_per_run) and gpus_per_run >= 0):
+            raise NetspecError(f"--gpus-per-run {gpus_per_run}: must be a number, 0 or more (e.g. 1, or 0.5 to pack two "
+                               "runs per GPU)")
         return RayLauncher(address=address, gpus_per_run=gpus_per_run)
     raise NetspecError(f"--launcher {name!r}: use local or ray")

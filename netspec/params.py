@@ -59,6 +59,14 @@ def check_memory(network: Network, batch_size: int = 1, available: int | None = 
             f"{available / 2**30:,.1f} GiB; make layer {index} smaller")
 
 
+def check_trainable(network: Network) -> None:
+    """One SpecError line when `network` has nothing to train (only ReLU, Flatten, pooling and dropout):
+    an optimizer of no parameters fails deep in each framework."""
+    if not any(info.trainable for info in network.param_infos().values()):
+        raise SpecError("network: it has no trainable parameters (no Linear, Conv2d or BatchNorm), so nothing to "
+                        "train or cross-check; add a Linear layer")
+
+
 def init_weights(network: Network, seed: int = 0) -> Weights:
     """Fresh weights for `network`: Linear/Conv weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
     BatchNorm weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0.

@@ -64,7 +64,8 @@ def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], yl
     if ylim and all(math.isfinite(v) for v in ylim):
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no validation split): no empty legend, no warning
+        ax.legend()
     fig.tight_layout()
     return fig
 
@@ -128,4 +129,5 @@ def _setting_axis(ax: Any, xlabel: str, ylabel: str, by_backend: SettingSeries, 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no validation split): no empty legend, no warning
+        ax.legend()

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 from urllib.parse import quote
 
-from pydantic import TypeAdapter, ValidationError
-
-from . import run_folder
+from . import records, run_folder
 from .backend import backend_names
-from .experiment import SafeName, recipe_text
-from .io import safe_output_dir, write_bytes_atomic
+from .errors import SpecError
+from .experiment import Experiment, recipe_text
+from .io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
 from .plots import plot_curves, plot_result_vs_setting
 from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
 from .run_folder import RunFolder
@@ -48,21 +47,38 @@ class Run:
     metrics: dict[str, Any]
 
     def history(self) -> list[dict[str, Any]]:
-        return json.loads((self.directory / run_folder.HISTORY_JSON).read_text())
+        """history.json, validated (netspec.records); DamagedError when it is not one."""
+        path = self.directory / run_folder.HISTORY_JSON
+        try:
+            rows = parse_json_file(path)
+            records.check_history(rows, run_folder.HISTORY_JSON)
+        except ValueError as err:  # UnreadableJSON too
+            raise run_folder.DamagedError(f"{run_folder.HISTORY_JSON}: {err}") from None
+        return rows
 
     @cached_property
     def spec(self) -> dict[str, Any]:
+        """spec.json when it is a valid experiment, else {} (collect_runs leaves such a run out)."""
+        return {} if self.spec_problem else self._spec[0]
+
+    @cached_property
+    def spec_problem(self) -> Optional[str]:
+        return self._spec[1]
+
+    @cached_property
+    def _spec(self) -> tuple[dict[str, Any], Optional[str]]:
         path = self.directory / run_folder.SPEC
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            data = parse_json_file(path)
+            validate(Experiment, data, run_folder.SPEC)
+        except (ValueError, SpecError) as err:  # UnreadableJSON, or not an experiment
+            return {}, f"{run_folder.SPEC}: {err}"
+        return data, None
 
     @cached_property
     def replicate(self) -> tuple[str, int]:
         """(replicate key, seed): runs that are seeds of one experiment share the key."""
         return replicate_key(self.spec)
-
-
-_SAFE_NAME = TypeAdapter(SafeName)
-"""Figures are named after a sweep's name: a hand-edited manifest must not point them elsewhere."""
 
 
 def _warn(line: str) -> None:
@@ -85,7 +101,11 @@ def collect_runs(root: Path, log: Callable[[str], None] = _warn) -> dict[tuple[s
         metrics = RunFolder(directory).read_metrics(log)
         if metrics is not None:
             name, backend, rid = directory.relative_to(root).parts
-            runs[(name, backend, rid)] = Run(name, backend, rid, directory, metrics)
+            run = Run(name, backend, rid, directory, metrics)
+            if run.spec_problem:
+                log(f"{directory}: {run.spec_problem[:300]}; the run is left out")
+                continue
+            runs[(name, backend, rid)] = run
     return runs
 
 
@@ -100,13 +120,10 @@ def read_manifests(root: Path, log: Callable[[str], None] = _warn) -> list[dict[
     manifests = []
     for path in sorted((root / SWEEPS_DIR).glob("*.json")):
         try:
-            manifest = json.loads(path.read_text())
-            _SAFE_NAME.validate_python(manifest["name"])
-            if not isinstance(manifest.get("points"), list):
-                raise ValueError("no list of points")
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            why = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
-            log(f"{path}: not a readable sweep manifest ({why[:160]}); left out of the report")
+            manifest = parse_json_file(path)
+            records.check(records.Manifest, manifest, "")
+        except ValueError as err:  # UnreadableJSON too
+            log(f"{path}: not a readable sweep manifest ({str(err).removeprefix(': ')[:300]}); left out of the report")
             continue
         manifests.append(manifest)
     return manifests
@@ -313,13 +330,16 @@ def _overlay_figures(stem: str, arms: list[Arm], backends: list[str], out: Path)
     """Validation accuracy and loss of every arm (its lowest seed) on one plot per backend, same scale
     across the sweep."""
     histories = {b: {a.label: a.runs[b][min(a.runs[b])].history() for a in arms if a.runs.get(b)} for b in backends}
-    ranges = {key: [row[key] for h in histories.values() for rows in h.values() for row in rows] for key in ("val_acc", "val_loss")}
+    ranges = {key: [row[key] for h in histories.values() for rows in h.values() for row in rows if row.get(key) is not None]
+              for key in ("val_acc", "val_loss")}  # null: no validation split (data.val_size=0)
     lines = []
     for backend, by_label in histories.items():
         if not by_label:
             continue
         images = []
         for key, ylabel in (("val_acc", "validation accuracy"), ("val_loss", "validation loss")):
+            if not ranges[key]:
+                continue
             lo, hi = min(ranges[key]), max(ranges[key])
             pad = 0.05 * (hi - lo or 1.0)
             series = {label: ([r["epoch"] for r in rows], [r[key] for r in rows]) for label, rows in by_label.items()}
@@ -437,12 +457,19 @@ def write_runs_csv(root: Path, path: Path, manifests: list[dict[str, Any]]) -> P
     return path
 
 
+def _unfinished(run: Run) -> str:
+    try:
+        return f"unfinished ({len(run.history())} epochs)"
+    except run_folder.DamagedError:
+        return "unfinished (history.json damaged)"
+
+
 def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
     history = run.directory / run_folder.HISTORY_JSON
     if run.metrics:
         status = run.metrics.get("status", run_folder.FINISHED)
     else:
-        status = f"unfinished ({len(run.history())} epochs)" if history.is_file() else "started, no epoch finished"
+        status = _unfinished(run) if history.is_file() else "started, no epoch finished"
     return {"spec": run.name, "backend": run.backend, "run_id": run.run_id, "label": label, "overrides": overrides,
             "seed": run.replicate[1], **{k: run.metrics.get(k) for k in (*SUMMARY_FIELDS, "median_epoch_seconds")},
             "epochs": run.spec.get("train", {}).get("epochs"), "status": status,
@@ -453,8 +480,6 @@ def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
 
 def build_report(root: Path, out: Path) -> Path:
     """Write `out` (markdown), its figures and runs.csv next to it."""
-    from .errors import SpecError
-
     if not root.is_dir():
         raise SpecError(f"{root}: no such runs folder; train something first (netspec train specs/mlp.json)")
     if out.is_dir():  # before anything is written: figures and runs.csv go beside report.md

@@ -10,8 +10,8 @@ Everything that writes into a run folder goes through RunFolder, which keeps its
   whose metrics.json, history.json or best weights do not read back is not done, whatever it holds;
 - `checkpoint.npz` holds the trainer's whole state after the last epoch (plain arrays, no pickles),
   so an unfinished run goes on from it, and a longer run of the same trajectory starts from it;
-- one process at a time trains a run: a lock beside the folder (`<run-id>.lock`, its holder's pid and
-  host in `<run-id>.lock.holder`); another process waits, saying once who holds it;
+- one process at a time trains a run: a lock out of the runs tree (`OUT/.locks/<name>/<backend>/<run-id>.lock`,
+  its holder's pid and host in `<run-id>.lock.holder` beside it); another process waits, saying once who holds it;
 - `--force` trains in a sibling attempt folder (`<run-id>.attempt-<hex>`) that replaces the run only
   once it is finished, so a killed forced run never touches the finished one.
 """
@@ -37,8 +37,13 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from .experiment import Experiment
+from . import records
+from .errors import SetupError
+from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
+    UnreadableJSON, atomic_write, load_npz, open_regular, parse_json_file, parse_json_text, safe_output_dir,
+    write_bytes_atomic)
+from .network import Network
 from .schedules import schedule_spans_the_run
-from .io import atomic_write, open_regular, safe_output_dir, write_bytes_atomic  # noqa: F401 - the one writer, re-exported
 from .identity import run_identity
 from .params import Weights
 from .trainer import EpochRecord, TrainerState, summarize
@@ -53,6 +58,11 @@ CHECKPOINT_FORMAT = 1
 _CHECKPOINT_META = "meta.json"
 """The checkpoint's JSON part, stored in the .npz as a uint8 array: one file, one atomic rename."""
 _ATTEMPT, _OLD = ".attempt-", ".old-"
+LOCKS = ".locks"
+"""The folder of the output root that holds the runs' lock files."""
+MAX_CHECKPOINT_BYTES = 16 * 2**30
+"""Largest total of a checkpoint's arrays read back (checked from their headers first): weights, Adam's
+two moments and the best weights of the largest network check_memory lets train, with room."""
 
 Log = Callable[[str], None]
 
@@ -218,43 +228,40 @@ class RunFolder:
 
     def _checked_metrics(self) -> dict[str, Any]:
         metrics = _read_json(self.file(METRICS))
-        if not isinstance(metrics, dict):
-            raise DamagedError(f"{METRICS} is not a JSON object")
+        _checked(lambda: records.check(records.Metrics, metrics, METRICS))  # a wrong type or range: not trusted
         status = metrics.setdefault("status", FINISHED)  # runs from before the status field were finished
         if status == DIVERGED:
             return metrics
-        missing = [k for k in ("train_loss", "val_acc", "test_acc", "best_epoch", "epochs") if k not in metrics]
-        if status != FINISHED or missing:
-            raise DamagedError(f"{METRICS} has status {status!r}" if missing == [] else f"{METRICS} lacks {missing[0]!r}")
         history = _read_json(self.file(HISTORY_JSON))
-        if not isinstance(history, list) or len(history) != metrics["epochs"]:
-            raise DamagedError(f"{HISTORY_JSON} does not hold the {metrics['epochs']} epochs of {METRICS}")
+        _checked(lambda: records.check_history(history, HISTORY_JSON, metrics["epochs"]))
         return metrics
 
-    def read_checkpoint(self, log: Log = _silent) -> Optional[Checkpoint]:
-        """The checkpoint, or None when there is none or it is damaged (then one line to `log`)."""
+    def read_checkpoint(self, log: Log = _silent, network: Optional[Network] = None) -> Optional[Checkpoint]:
+        """The checkpoint, or None when there is none or it is damaged, or does not fit `network` (then one
+        line to `log`, naming the file and what happens next)."""
         path = self.file(CHECKPOINT)
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-            meta = json.loads(arrays.pop(_CHECKPOINT_META).tobytes().decode())
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"format {meta.get('format')!r}, this netspec reads {CHECKPOINT_FORMAT}")
+            arrays = load_npz(path, MAX_CHECKPOINT_BYTES)
+            meta = parse_json_text(arrays.pop(_CHECKPOINT_META).tobytes().decode())
+            checked = records.check(records.CheckpointMeta, meta, CHECKPOINT)
+            _check_state_arrays(arrays, network)
             state = TrainerState.decode(arrays, meta)
-            if state.epoch != meta["epoch"] or state.epoch < 1:
-                raise ValueError(f"its history has {state.epoch} epochs, its header says {meta['epoch']}")
-            return Checkpoint(state, str(meta["trajectory"]), int(meta["epochs"]))
+            return Checkpoint(state, checked.trajectory, checked.epochs)
+        except NotFit as err:
+            log(f"{path}: this checkpoint does not fit the network ({err}); it is not trusted: the run does not "
+                "resume from it")
+            return None
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-            log(f"{path}: damaged checkpoint ({_first_line(err)}); not used")
+            log(f"{path}: damaged checkpoint ({_first_line(err)}); it is not trusted: the run does not resume from it")
             return None
 
     def checkpoint_header(self) -> Optional[dict[str, Any]]:
         """The checkpoint's JSON part alone (cheap: one member of the zip), or None."""
         try:
-            with np.load(self.file(CHECKPOINT), allow_pickle=False) as archive:
-                return json.loads(archive[_CHECKPOINT_META].tobytes().decode())
+            meta = load_npz(self.file(CHECKPOINT), MAX_CHECKPOINT_BYTES, names=[_CHECKPOINT_META])[_CHECKPOINT_META]
+            return parse_json_text(meta.tobytes().decode())
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError):
             return None
 
@@ -262,8 +269,12 @@ class RunFolder:
 
     @property
     def lock_path(self) -> Path:
-        # Beside the folder, not in it: a --force swap renames the folder, and a lock must outlive that.
-        return self.path.with_name(self.name + ".lock")
+        # Outside the folder, since a --force swap renames it and the lock must outlive that; and out of
+        # the runs tree, in OUT/.locks/<name>/<backend>/, since filelock leaves its (empty) file behind
+        # (unlinking it on release would let two processes hold two files of the same name).
+        if self.root is None or not self.path.is_relative_to(self.root):
+            return self.path.with_name(self.name + ".lock")
+        return self.root / LOCKS / self.path.parent.relative_to(self.root) / f"{self.name}.lock"
 
     @contextmanager
     def lock(self, log: Log = print) -> Iterator[None]:
@@ -271,6 +282,7 @@ class RunFolder:
         from filelock import FileLock, Timeout
 
         self._made(self.path.parent)
+        self._made(self.lock_path.parent)
         if self.lock_path.is_symlink():  # filelock opens with O_TRUNC: it would empty the link's target
             self.lock_path.unlink()
         lock = FileLock(str(self.lock_path))
@@ -333,12 +345,44 @@ class RunFolder:
 
 
 def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise DamagedError(f"{path.name} is missing")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DamagedError(f"{path.name} is missing") from None
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise DamagedError(f"{path.name} is damaged ({_first_line(err)})") from None
+        return parse_json_file(path)
+    except UnreadableJSON as err:
+        raise DamagedError(f"{path.name} is damaged ({err})") from None
+
+
+def _checked(check: Callable[[], Any]) -> Any:
+    """check() (a netspec.records check of a file read back); its one-line ValueError as a DamagedError."""
+    try:
+        return check()
+    except ValueError as err:
+        raise DamagedError(str(err)) from None
+
+
+class NotFit(ValueError):
+    """A checkpoint whose arrays are not a training state of the network (a transposed moment, a weight of
+    another shape, a negative Adam step)."""
+
+
+def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network]) -> None:
+    """The model's training state in a checkpoint, before any backend sees it: every Adam moment has its
+    parameter's shape, the step is one count >= 0, and (given the network) every weight its shape."""
+    from .model_base import ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP
+
+    for key, value in arrays.items():
+        for prefix in ("model." + ADAM_EXP_AVG, "model." + ADAM_EXP_AVG_SQ):
+            param = arrays.get("model." + key[len(prefix):]) if key.startswith(prefix) else None
+            if param is not None and value.shape != param.shape:
+                raise NotFit(f"{key} has shape {value.shape}, its parameter {param.shape}")
+    step = arrays.get("model." + ADAM_STEP)
+    if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
+        raise NotFit(f"model.{ADAM_STEP} is {step.tolist()!r}, not a count of steps")
+    for name, info in (network.param_infos() if network is not None else {}).items():
+        for key in (f"model.{name}", f"best.{name}"):
+            if key in arrays and arrays[key].shape != tuple(info.shape):
+                raise NotFit(f"{key} has shape {arrays[key].shape}, the network's is {tuple(info.shape)}")
 
 
 def _first_line(err: BaseException) -> str:
@@ -367,6 +411,37 @@ def write_history(directory: Path, history: list[EpochRecord]) -> None:
 
 def write_metrics(directory: Path, history: list[EpochRecord], extra: dict[str, Any]) -> dict[str, Any]:
     return RunFolder(directory).write_finished(history, extra)
+
+
+SOURCE_TREE = (".git", "pyproject.toml", "setup.py", "setup.cfg", "__init__.py")
+"""Files that make a folder a source tree: no output root."""
+
+
+def check_output_root(root: Path) -> None:
+    """--out must be a folder of runs (new, empty, or one netspec wrote), never one whose files a run would
+    overwrite that it did not write: a file, a source tree, or a specs folder (its sweeps/ holds sweep
+    files, where a sweep's manifest goes). One line (SetupError) naming what is there."""
+    from .sweep import SWEEPS_DIR, is_sweep_file
+
+    if root.exists() and not root.is_dir():
+        raise SetupError(f"{root}: a file where an output folder goes; choose another --out (default runs)")
+    if not root.is_dir():
+        return
+    source = next((name for name in SOURCE_TREE if (root / name).exists()), None)
+    if source:
+        raise SetupError(f"{root}: holds {source}, a source tree, not a folder of runs; choose another --out (default runs)")
+    for path in sorted((root / SWEEPS_DIR).glob("*.json")):
+        try:
+            data = parse_json_file(path)
+            records.check(records.Manifest, data, "")
+            continue  # a manifest: the folder's own
+        except UnreadableJSON:
+            continue  # a damaged file: the sweep it belongs to says so, the report leaves it out
+        except ValueError:
+            pass
+        if is_sweep_file(data):
+            raise SetupError(f"{root}: a folder of specs ({path} is a sweep file), not a folder of runs: a sweep's "
+                             "manifest would overwrite it; choose another --out (default runs)")
 
 
 def write_preprocess(directory: Path, data: Any) -> None:

@@ -26,15 +26,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from . import run_folder
 from .backend import Backend
 from .errors import SpecError
-from .experiment import Experiment, SafeName, apply_overrides
-from .io import read_json, safe_output_dir, validate
+from .experiment import MAX_SEED, Experiment, SafeName, apply_overrides
+from .io import parse_json_file, read_json, safe_output_dir, validate
 
 if TYPE_CHECKING:
     from .launchers import Job, Launcher
@@ -68,9 +68,21 @@ class SweepSpec(BaseModel):
     """Fields to vary."""
     mode: Literal["grid", "one_at_a_time"] = "grid"
     """'grid': every combination; 'one_at_a_time': each axis alone around the base values."""
-    seeds: Union[PositiveInt, list[NonNegativeInt], None] = None
-    """Repeat every point with these seeds: N means seeds 0..N-1, or an explicit list; default [0].
-    Seed s adds s to train.seed (weights, dropout masks) and train.shuffle_seed (batch order)."""
+    seeds: Union[PositiveInt, Annotated[list[NonNegativeInt], Field(min_length=1)], None] = None
+    """Repeat every point with these seeds: N means seeds 0..N-1, or an explicit list (not empty: a sweep
+    of no runs is a mistake); default [0]. Seed s adds s to train.seed (weights, dropout masks) and
+    train.shuffle_seed (batch order)."""
+
+    @model_validator(mode="after")
+    def _distinct_axes(self) -> "SweepSpec":
+        # An axis name is a column of the report and a key of each point's settings: two axes of one name
+        # would give different runs one label, and the report would merge them.
+        names = [axis.name for axis in self.axes] + (["variant"] if self.variants else [])
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"axis name {twice[0]!r} is used twice" + (" ('variant' names the variants)" if
+                             twice[0] == "variant" and self.variants else "") + "; give every axis its own name")
+        return self
 
 
 @dataclass(frozen=True)
@@ -107,11 +119,12 @@ def seed_list(seeds: Union[int, Sequence[int], None]) -> list[int]:
     """--seeds 3 / "seeds": 3 -> [0, 1, 2]; an explicit list as given; None -> [0] (one run, as before seeds)."""
     if seeds is None:
         return [0]
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise SpecError(f"seeds: {seeds} must be at least 1 (the number of seeds, 0..N-1)")
-        return list(range(seeds))
-    return list(dict.fromkeys(seeds))
+    count = seeds if isinstance(seeds, int) else len(seeds)
+    if count < 1:
+        raise SpecError(f"seeds: {seeds} must be at least 1 (the number of seeds, 0..N-1) or a list of seeds")
+    if count > MAX_SWEEP_POINTS:  # the sweeps' limit: one run per seed is a point too
+        raise SpecError(f"seeds: {count:,} seeds, more than the {MAX_SWEEP_POINTS:,} runs one launch may have; use fewer")
+    return list(range(seeds)) if isinstance(seeds, int) else list(dict.fromkeys(seeds))
 
 
 def with_seed(experiment: Experiment, seed: int) -> Experiment:
@@ -119,9 +132,12 @@ def with_seed(experiment: Experiment, seed: int) -> Experiment:
     train.shuffle_seed (batch order). Seed 0 is the experiment itself: same run id, same folder."""
     if seed == 0:
         return experiment
-    train = experiment.train.model_copy(update={"seed": experiment.train.seed + seed,
-                                                "shuffle_seed": experiment.train.shuffle_seed + seed})
-    return experiment.model_copy(update={"train": train})
+    seeds = {"seed": experiment.train.seed + seed, "shuffle_seed": experiment.train.shuffle_seed + seed}
+    past = [f"train.{k} {v:,}" for k, v in seeds.items() if v > MAX_SEED]
+    if past:  # model_copy does not validate: numpy would refuse the seed with a traceback
+        raise SpecError(f"seed {seed} makes {past[0]}, past the largest seed {MAX_SEED:,}; lower train.seed and "
+                        "train.shuffle_seed, or use fewer seeds")
+    return experiment.model_copy(update={"train": experiment.train.model_copy(update=seeds)})
 
 
 def replicate_key(spec: dict[str, Any]) -> tuple[str, int]:
@@ -229,7 +245,7 @@ def record_invocation(out_root: str | Path, spec: SweepSpec, points: list[SweepP
     """Add this invocation and its points to the sweep's manifest (written before training, so a report
     can show a sweep still running). Points already recorded (same run id) are kept as they were."""
     target = manifest_path(out_root, spec.name)
-    old = read_json(target) if target.is_file() else {}
+    old = _old_manifest(target)
     invocation = {"overrides": overrides, "seeds": sorted({p.seed for p in points}), "backends": [b.name for b in backends]}
     entries = [{"label": p.label, "name": p.experiment.name, "run_id": run_folder.run_id(p.experiment), "seed": p.seed,
                 "settings": p.settings, "base": p.is_base, "overrides": overrides} for p in points]
@@ -243,6 +259,22 @@ def record_invocation(out_root: str | Path, spec: SweepSpec, points: list[SweepP
     safe_output_dir(out_root, SWEEPS_DIR)
     run_folder.write_json_atomic(target, manifest)
     return manifest
+
+
+def _old_manifest(target: Path) -> dict[str, Any]:
+    """The manifest a sweep adds to: {} when there is none; a file there that is not a manifest netspec wrote
+    (a sweep spec, when --out is a specs folder) is refused, never overwritten."""
+    from .records import Manifest, check
+
+    if not target.exists() and not target.is_symlink():
+        return {}
+    try:
+        old = parse_json_file(target)
+        check(Manifest, old, "")
+    except ValueError as err:  # UnreadableJSON too
+        raise SpecError(f"{target}: not a sweep manifest netspec wrote ({str(err).removeprefix(': ')[:200]}); the sweep "
+                        "would overwrite it: choose another --out, or move the file away") from None
+    return old
 
 
 def _merged(old: list[Any], new: list[Any], key: Callable[[Any], Any]) -> list[Any]:

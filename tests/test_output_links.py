@@ -88,7 +88,7 @@ def _everything(tmp: Path) -> Outcome:
         update={"data": ns.DataConfig(source="synthetic", train_size=200, val_size=100, test_size=100)})
     directory = run_folder.run_dir(root, experiment, "torch")
     planted = [plant(directory / name, outside) for name in RUN_FILES]
-    planted.append(plant(directory.with_name(directory.name + ".lock"), outside))
+    planted.append(plant(run_folder.RunFolder.of(root, experiment, "torch").lock_path, outside))
     outcome = Outcome(outside, EXPECTED, planted=planted)
 
     # a run: every file through a link, then the run folder's tensorboard folder as a link
@@ -111,7 +111,7 @@ def _everything(tmp: Path) -> Outcome:
     refused(lambda: record_invocation(root, sweep, [], [torch], []), outcome, "sweeps")
     (root / "sweeps").unlink()
     planted.append(plant(root / "sweeps" / "linked_sweep.json", outside, json.dumps(  # a manifest: read, then replaced
-        {"name": "linked_sweep", "backends": [], "invocations": [], "points": []}).encode()))
+        {"name": "linked_sweep", "backends": ["torch"], "invocations": [], "points": []}).encode()))
     record_invocation(root, sweep, [], [torch], [])
     manifest = json.loads((root / "sweeps" / "linked_sweep.json").read_text())
     manifest["points"] = [{"label": "base", "name": "linked", "run_id": directory.name, "seed": 0, "settings": {},

@@ -44,9 +44,9 @@ def history(seed: int, epochs: int = 3) -> list[EpochRecord]:
     and "validation accuracy" and "best validation accuracy" differ."""
     rng = np.random.default_rng(seed)
     draw = lambda lo=0.05, hi=2.5: float(rng.uniform(lo, hi))
-    return [EpochRecord(epoch=e, train_loss=draw(), train_acc=draw(), val_loss=draw(),
+    return [EpochRecord(epoch=e, train_loss=draw(), train_acc=draw(0.05, 1.0), val_loss=draw(),  # accuracies in [0, 1]: read back validated
                         val_acc=draw(0.05, 0.45) if e == epochs else draw(0.5, 1.0), lr=1e-3,
-                        seconds=draw(), images_per_s=1.0, test_loss=draw(), test_acc=draw()) for e in range(1, epochs + 1)]
+                        seconds=draw(), images_per_s=1.0, test_loss=draw(), test_acc=draw(0.05, 1.0)) for e in range(1, epochs + 1)]
 
 
 def finish_run(root: Path, experiment: ns.Experiment, backend: str, seed: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import optax
 from jax._src import xla_bridge
 
 from netspec.backend import Compile, Precision, request_device
+from netspec.errors import SetupError
 from netspec.network import Network
 from netspec.params import Weights, init_weights
 
@@ -39,11 +40,13 @@ def _gpus() -> list[jax.Device]:
 def resolve_device(name: Optional[str] = None) -> jax.Device:
     """A device name (netspec.backend.parse_device's) as a jax.Device; None: the first GPU when jax
     has one, else the CPU. SetupError when unknown or absent."""
-    gpus = _gpus()
-    request = request_device(name, len(gpus), f"jax {jax.__version__}")
-    if request.kind == "cpu":
-        return jax.devices("cpu")[0]
-    return gpus[request.index or 0]
+    try:
+        gpus = _gpus()
+        request = request_device(name, len(gpus), f"jax {jax.__version__}")
+        return jax.devices("cpu")[0] if request.kind == "cpu" else gpus[request.index or 0]
+    except RuntimeError as err:  # e.g. JAX_PLATFORMS names a platform jax does not have
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SetupError(f"jax cannot start ({first[:200]}); check JAX_PLATFORMS (unset it, or set cpu or cuda)") from None
 
 
 def device_words(device: jax.Device) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 from ..errors import SetupError
-from ..io import atomic_write
+from ..io import atomic_write, load_npz
 from .types import RawImages
 
 
@@ -26,6 +27,8 @@ def cache_root(cache_dir: Path | None = None) -> Path:
 
 
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+MAX_CACHE_BYTES = 8 * 2**30
+"""Largest cache file read back (its arrays' declared sizes, checked first): a million 32x32 images are 3 GB."""
 
 
 def cached(cache: Path, key: str, build: Callable[[], RawImages]) -> RawImages:
@@ -33,13 +36,14 @@ def cached(cache: Path, key: str, build: Callable[[], RawImages]) -> RawImages:
     well under a second; written to a temporary name then renamed, so concurrent runs never read half a file)."""
     path = cache / f"{key}.npz"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return RawImages(*(npz[name] for name in _ARRAYS), classes=[str(c) for c in npz["classes"]],
-                             origin=str(npz["origin"]))
+        npz = load_npz(path, MAX_CACHE_BYTES)
+        return RawImages(*(npz[name] for name in _ARRAYS), classes=[str(c) for c in npz["classes"]],
+                         origin=str(npz["origin"]))
     except FileNotFoundError:
         pass
-    except (OSError, ValueError, KeyError) as err:  # a damaged or old cache file: build it again
-        print(f"netspec.data: ignoring unreadable cache {path} ({err})", file=sys.stderr)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        # a damaged (truncated, empty) or old cache file: built again, and replaced
+        print(f"netspec.data: damaged cache {path} ({str(err)[:200]}); rebuilt", file=sys.stderr)
     raw = build()
     _store(path, raw)
     return raw
