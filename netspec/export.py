@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from .backend import builder_for
 from .errors import SetupError
 from .io import safe_output_dir, write_bytes_atomic
 from .layers import BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, LayerSpec, Linear, MaxPool2d, ReLU, pair
@@ -107,7 +108,7 @@ def onnx_model(network: Network, weights: Weights, opset: int = DEFAULT_OPSET,
     helper = onnx.helper
     g = _GraphBuilder(onnx, check_weights(network, weights, "weights"))
     for index, layer in enumerate(network.layers):
-        _BUILDERS[type(layer)](g, index, layer)
+        builder_for(_BUILDERS, layer, index, "ONNX", "netspec/export.py")(g, index, layer)
     if g.nodes:  # the last node writes the graph's output directly
         g.nodes[-1].output[0] = OUTPUT
     else:  # a network of dropouts only
