@@ -36,17 +36,27 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from .experiment import Experiment
 from . import records
 from .errors import SetupError
-from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
-    UnreadableJSON, atomic_write, load_npz, open_regular, parse_json_file, parse_json_text, safe_output_dir,
-    write_bytes_atomic)
-from .network import Network
-from .schedules import schedule_spans_the_run
+from .experiment import Experiment
 from .identity import run_identity
+from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
+    UnreadableJSON,
+    atomic_write,
+    load_npz,
+    open_regular,
+    parse_json_file,
+    parse_json_text,
+    safe_output_dir,
+    write_bytes_atomic,
+)
+from .optimizer_state import SLOTS
+from .network import Network
 from .params import Weights
+from .schedules import schedule_spans_the_run
+from .sweep_spec import SWEEPS_DIR, is_sweep_file
 from .trainer import EpochRecord, TrainerState, summarize
+from .version import __version__
 
 METRICS, HISTORY_JSON, HISTORY_CSV = "metrics.json", "history.json", "history.csv"
 SPEC, ENV, WEIGHTS = "spec.json", "env.json", "best_weights.npz"
@@ -370,8 +380,6 @@ def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network
     """The model's training state in a checkpoint, before any backend sees it: every optimizer slot (an
     Adam moment, a momentum buffer) has its parameter's shape, a step is one count >= 0, and (given the
     network) every weight its shape."""
-    from .optimizer_state import SLOTS
-
     prefixes = [f"model.{kind}.{slot}." for kind, slots in SLOTS.items() for slot in slots]
     for key, value in arrays.items():
         for prefix in prefixes:
@@ -424,8 +432,6 @@ def check_output_root(root: Path) -> None:
     """--out must be a folder of runs (new, empty, or one netspec wrote), never one whose files a run would
     overwrite that it did not write: a file, a source tree, or a specs folder (its sweeps/ holds sweep
     files, where a sweep's manifest goes). One line (SetupError) naming what is there."""
-    from .sweep import SWEEPS_DIR, is_sweep_file
-
     if root.exists() and not root.is_dir():
         raise SetupError(f"{root}: a file where an output folder goes; choose another --out (default runs)")
     if not root.is_dir():
@@ -462,7 +468,6 @@ def write_preprocess(directory: Path, data: Any) -> None:
 def environment(backend_info: dict[str, Any], data_source: str) -> dict[str, Any]:
     import pydantic
 
-    from . import __version__
     return {
         "netspec": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "numpy": np.__version__, "pydantic": pydantic.__version__,
