@@ -692,7 +692,9 @@ def report_check(*bad: str, need: str = "") -> Callable[[Path], Optional[str]]:
         report = _read(work / "out" / "report.md")
         if not report:
             return "no report"
-        found = next((b for b in bad if b in report or any(line.startswith(b) for line in report.splitlines())), None)
+        # a heading counts at a line's start only; anything else anywhere
+        found = next((b for b in bad if (any(line.startswith(b) for line in report.splitlines()) if b.startswith("#")
+                                         else b in report)), None)
         if found:
             return f"report.md holds {found!r}"
         return None if need in report else f"report.md lacks {need!r}"

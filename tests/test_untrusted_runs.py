@@ -132,7 +132,7 @@ def adam_state(moment: np.ndarray, step: Any = 3) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("state, lr, says", [
     (adam_state(np.zeros((3, 2), np.float32)), 1e-3, "does not fit the network (model.adam.exp_avg.0.weight has shape (3, 2)"),
     (adam_state(np.zeros((2, 3), np.float32), step=-5), 1e-3, "does not fit the network (model.adam.step is -5"),
-    (adam_state(np.zeros((2, 3), np.float32)), -0.01, "lr: must be greater than 0"),
+    (adam_state(np.zeros((2, 3), np.float32)), -0.01, "lr: must be greater than or equal to 0"),
 ], ids=["transposed-moment", "negative-step", "negative-lr"])
 def test_a_checkpoint_that_does_not_fit_is_not_trusted(tmp_path: Path, state: dict, lr: float, says: str) -> None:
     assert checkpoint(tmp_path / "good", adam_state(np.zeros((2, 3), np.float32))).read_checkpoint() is not None
