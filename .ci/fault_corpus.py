@@ -776,6 +776,9 @@ def untrusted_cases() -> list[Case]:
     evaluate = Step(["evaluate", "RUN", "--device", "cpu"])
     report = Step(["report", "out"])
     resumed = train("tiny.json")
+    tree_run = chain(lambda w: write(w / "tiny.json", {**TINY, "data": {"val_size": 2, "split": "stratified"},
+                                                       "train": {**TINY["train"], "batch_size": 10}}),
+                     tree_setup(classes=tuple(f"c{i}" for i in range(10))))
     cases = [
         # 1. writes that would follow a planted link out of the folder
         Case("export: model.onnx is a link", "links", [Step(["export", "RUN"])], expect=0, finished=True,
@@ -843,6 +846,8 @@ def untrusted_cases() -> list[Case]:
              setup=chain(fifo(lambda w: run(w) / "checkpoint.npz"), lambda w: (run(w) / "metrics.json").unlink())),
         Case("--launcher ray --address 127.0.0.1:1", "hangs", [train("tiny.json", "--launcher", "ray", "--address", "127.0.0.1:1")],
              setup=tiny_, says=("--address 127.0.0.1:1",)),
+        Case("--gpus-per-run 1000000 on a local Ray", "hangs", [train("tiny.json", "--launcher", "ray", "--gpus-per-run", "1000000")],
+             setup=tiny_, says=("no node of the Ray cluster",)),
         Case("--seeds 100000", "hangs", [train("tiny.json", "--seeds", "100000")], setup=tiny_),
         Case("sweep file with seeds 100000", "hangs", [train("sw.json")], setup=chain(tiny_, sweep("sw", seeds=100000))),
         # 5. values read back are validated, never coerced
@@ -911,15 +916,11 @@ def untrusted_cases() -> list[Case]:
         Case("a truncated .npz in the data cache is rebuilt", "leftovers",
              [train("tiny.json", "--data-dir", "tree", "--epochs", "1"),
               Step(train("tiny.json", "--data-dir", "tree", "--epochs", "1", "--force").argv, prepare=damage_cache(b"\x40"))],
-             expect=0, setup=chain(lambda w: write(w / "tiny.json", {**TINY, "data": {"val_size": 2, "split": "stratified"},
-                                                                    "train": {**TINY["train"], "batch_size": 2}}),
-                                   tree_setup()), says=("damaged cache",)),
+             expect=0, setup=tree_run, says=("damaged cache",)),
         Case("an empty .npz in the data cache is rebuilt", "leftovers",
              [train("tiny.json", "--data-dir", "tree", "--epochs", "1"),
               Step(train("tiny.json", "--data-dir", "tree", "--epochs", "1", "--force").argv, prepare=damage_cache(None))],
-             expect=0, setup=chain(lambda w: write(w / "tiny.json", {**TINY, "data": {"val_size": 2, "split": "stratified"},
-                                                                    "train": {**TINY["train"], "batch_size": 2}}),
-                                   tree_setup()), says=("damaged cache",)),
+             expect=0, setup=tree_run, says=("damaged cache",)),
         Case("report -o an existing folder writes nothing", "leftovers", [Step(["report", "out", "-o", "out/adir"])], finished=True,
              setup=chain(manifest(), lambda w: (w / "out" / "adir").mkdir()),
              check=lambda w: "wrote beside it" if (w / "out" / "figures").exists() or (w / "out" / "runs.csv").exists() else None),
