@@ -184,7 +184,7 @@ MUTANTS: list[Mutant] = [
            "best_weights.npz written every epoch from the current model", BEST_WEIGHTS),
     Mutant("netspec/sweep.py", "return [Job(with_seed(experiment, s), b,", "return [Job(with_seed(experiment, 0), b,",
            "--seeds N trains seed 0 N times", SEEDS),
-    Mutant("netspec/sweep.py", '"seed": experiment.train.seed + seed,', '"seed": experiment.train.seed,',
+    Mutant("netspec/sweep_spec.py", '"seed": experiment.train.seed + seed,', '"seed": experiment.train.seed,',
            "a seed moves the batch order but not the weights and dropout seed", SEEDS),
     Mutant("netspec/trainer.py", "schedule = LrSchedule(state.lr, cfg.lr_decay,", "schedule = LrSchedule(cfg.lr, cfg.lr_decay,",
            "a resumed run's lr schedule restarts from the initial lr", RESUME_DECAY),

@@ -199,9 +199,7 @@ def prepare(config: Config, network: Network, batch_size: int, x: np.ndarray, y:
     data = model.to_device(x, y)
     model.setup_optimizer(train)
     start = time.perf_counter()
-    warmup = getattr(model, "warmup", None)
-    if warmup is not None:
-        warmup(data, batch_size, len(first_epoch))
+    model.warmup(data, batch_size, len(first_epoch))
     runner = _timed(model, data, train.lr)
     runner(first_epoch)  # also compiles what warmup does not (jax 'eager': the per-step jit)
     row.compile_s = time.perf_counter() - start

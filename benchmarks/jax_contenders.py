@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from backends.jax import BACKEND
-from backends.jax.builders import LayerFn, SpecNet
+from backends.jax.builders import JaxSite, LayerFn, SpecNet
 from backends.jax.backend import device_words, resolve_device
 from backends.jax.model import JaxModel
 from netspec import layers as spec
@@ -24,16 +24,16 @@ from netspec.params import Weights
 Epoch = Callable[[np.ndarray], object]
 
 
-def _flax_batch_norm(layer: spec.BatchNorm, name: str, compute: Any) -> LayerFn:
+def _flax_batch_norm(layer: spec.BatchNorm, site: JaxSite) -> LayerFn:
     # Flax's momentum weighs the old value: 1 - PyTorch's. dtype: bf16 out for bf16 compute (its
     # statistics are reduced in float32).
-    norm = nn.BatchNorm(momentum=1.0 - layer.momentum, epsilon=layer.eps, dtype=compute.dtype, name=name)
+    norm = nn.BatchNorm(momentum=1.0 - layer.momentum, epsilon=layer.eps, dtype=site.compute.dtype, name=site.name)
     return lambda x, train: norm(x, use_running_average=not train)
 
 
-def _flax_dropout(layer: spec.Dropout | spec.Dropout2d, name: str, compute: Any) -> LayerFn:
+def _flax_dropout(layer: spec.Dropout | spec.Dropout2d, site: JaxSite) -> LayerFn:
     # Dropout2d: one draw per sample and channel of NHWC, broadcast over H and W.
-    drop = nn.Dropout(layer.p, broadcast_dims=(1, 2) if isinstance(layer, spec.Dropout2d) else (), name=name)
+    drop = nn.Dropout(layer.p, broadcast_dims=(1, 2) if isinstance(layer, spec.Dropout2d) else (), name=site.name)
     return lambda x, train: drop(x, deterministic=not train)
 
 
@@ -48,7 +48,7 @@ class FlaxBuiltinModel(JaxModel):
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
         return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS)
 
-    def set_weights(self, weights: Weights) -> None:
+    def _set_weights(self, weights: Weights) -> None:
         shape = tuple(self.network.input_shape)
         x = jnp.zeros((2, *shape[1:], shape[0]) if len(shape) == 3 else (2, *shape))  # NHWC
         variables = jax.device_put(self._module.init(jax.random.key(0), x, False), self._device)

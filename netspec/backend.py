@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Literal, Optional, Protocol
+from typing import Any, Literal, Mapping, Optional, Protocol, TypeVar
 
 import numpy as np
 
 from .errors import SetupError, SpecError
 from .experiment import TrainConfig
+from .layers import LayerSpec, Shape
 from .network import Network
 from .params import Weights
 
@@ -88,9 +89,8 @@ class Model(Protocol):
     """Why its steps fell back to a less compiled form (a compiler's or a CUDA graph capture's failure,
     in one line), or None: a run records it beside `compiled`, as the run still trains."""
 
-    # Optional: `warmup(data, batch_size, rows) -> None` compiles the training step for calls of
-    # train_steps with `rows` rows of `batch_size` (the trainer's), leaving the model's state as it was;
-    # the trainer times it as the run's compile_seconds, so epoch times never include compilation.
+    # Every backend's model subclasses netspec.model_base.ModelBase, which implements the checks, the
+    # errors and the read-back rule below once; a backend fills in only its tensors and steps.
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits for a numpy batch (N, *input_shape). train=True: batch statistics, dropout active,
@@ -123,10 +123,17 @@ class Model(Protocol):
         """Restore what get_training_state returned (call setup_optimizer first when it holds Adam
         state): training on from here is bit-identical to training on without the round trip."""
 
-    def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float) -> tuple[float, float]:
-        """One optimizer step per row of `batches` (int indices into `data`, shape (steps, batch_size)).
-        Returns the sums over those steps of the batch mean loss and of the batch accuracy, read back
-        once at the end (no host synchronisation per step). Changing `lr` must not recompile."""
+    def warmup(self, data: DeviceData, batch_size: int, rows: int = 1) -> None:
+        """Compile the training step for calls of train_steps with `rows` rows of `batch_size` (the
+        trainer's), leaving the model's state as it was; the trainer times it as the run's
+        compile_seconds, so epoch times never include compilation. Nothing for an eager model, or
+        before setup_optimizer."""
+
+    def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | np.ndarray) -> tuple[float, float]:
+        """One optimizer step per row of `batches` (int indices into `data`, shape (steps, batch_size)),
+        at learning rate `lr` (a number, or one per step). Returns the sums over those steps of the
+        batch mean loss and of the batch accuracy, read back once at the end (no host synchronisation
+        per step). Changing `lr` must not recompile."""
 
     def evaluate(self, data: DeviceData, batch_size: int) -> tuple[float, float]:
         """Eval-mode mean loss and accuracy over the whole split, in batches of `batch_size`
@@ -157,50 +164,42 @@ class Backend(Protocol):
         part of a run id; describe()'s "cpu_threads" says what it uses."""
 
 
-# ---- a model's training state as plain arrays ------------------------------------------------------
-
-ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP = "adam.exp_avg.", "adam.exp_avg_sq.", "adam.step"
-DROPOUT_RNG = "rng.dropout"
-"""Names in a training state besides the canonical weights (see Model.get_training_state)."""
-
+# ---- building layers: one builder signature in every backend ------------------------------------
 
 @dataclass(frozen=True)
-class AdamMoments:
-    """Adam's state in canonical names and layouts: one moment pair per trainable tensor, one step count."""
+class Site:
+    """Where a backend's builder puts a layer: `builder(layer, site) -> the framework's layer`, the one
+    builder signature of every backend (a backend may extend Site with its own settings, as jax's adds
+    how matmuls compute). Shapes are the spec's (C, H, W) or (F,), without the batch dimension."""
 
-    exp_avg: Weights
-    exp_avg_sq: Weights
-    step: int
+    index: int
+    """The layer's position in the network."""
+    input_shapes: tuple[Shape, ...]
+    """The shape of each input (one for every layer that is not a merge)."""
+
+    @property
+    def name(self) -> str:
+        """The layer's name among the framework's modules: its index, so state_dict names are canonical."""
+        return str(self.index)
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.input_shapes[0]
 
 
-def pack_training_state(weights: Weights, adam: Optional[AdamMoments], rng: np.ndarray) -> dict[str, np.ndarray]:
-    """The flat dict a backend's get_training_state returns (its pieces already canonical)."""
-    state = {name: np.array(value) for name, value in weights.items()}
-    if adam is not None:
-        state.update({ADAM_EXP_AVG + n: np.array(v) for n, v in adam.exp_avg.items()})
-        state.update({ADAM_EXP_AVG_SQ + n: np.array(v) for n, v in adam.exp_avg_sq.items()})
-        state[ADAM_STEP] = np.array(adam.step, np.int64)
-    state[DROPOUT_RNG] = np.array(rng)
-    return state
+BuilderT = TypeVar("BuilderT")
 
 
-def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[AdamMoments], np.ndarray]:
-    """Split a training state into weights, Adam moments (None when it has none) and the RNG state;
-    a missing tensor is a SpecError naming it (a checkpoint of another network, or a damaged one)."""
-    infos = network.param_infos()
-    missing = [n for n in [*infos, DROPOUT_RNG] if n not in state]
-    if missing:
-        raise SpecError(f"training state lacks {missing[0]!r} ({len(missing)} missing); it is not a state of this network")
-    weights = {name: state[name] for name in infos}
-    adam = None
-    if ADAM_STEP in state:
-        trainable = [n for n, info in infos.items() if info.trainable]
-        absent = [p + n for n in trainable for p in (ADAM_EXP_AVG, ADAM_EXP_AVG_SQ) if p + n not in state]
-        if absent:
-            raise SpecError(f"training state lacks {absent[0]!r}; it is not a state of this network")
-        adam = AdamMoments({n: state[ADAM_EXP_AVG + n] for n in trainable},
-                           {n: state[ADAM_EXP_AVG_SQ + n] for n in trainable}, int(state[ADAM_STEP]))
-    return weights, adam, np.asarray(state[DROPOUT_RNG])
+def builder_for(builders: Mapping[type, BuilderT], layer: LayerSpec, index: int, backend: str,
+                table: Optional[str] = None) -> BuilderT:
+    """The builder of `layer`'s type from a backend's table (or the exporter's: backend 'ONNX export',
+    table its file); a missing one is one SetupError line naming the layer, its type and the backend."""
+    builder = builders.get(type(layer))
+    if builder is None:
+        where = table or f"backends/{backend}/builders.py"
+        raise SetupError(f"layer {index} ({layer.type}): the {backend} backend has no builder for {layer.type}; "
+                         f"add one to {where} or use another backend")
+    return builder
 
 
 # ---- devices ----------------------------------------------------------------------------------
@@ -238,40 +237,6 @@ def request_device(name: Optional[str], gpu_count: int, framework: str) -> Devic
     if request.kind == "gpu" and request.index is not None and request.index >= gpu_count:
         raise SetupError(f"device {name!r} asked for, but {framework} sees {gpu_count} GPU(s); use an index below {gpu_count}")
     return request
-
-
-# ---- what a model accepts (the same checks and messages in every backend) ------------------------
-
-def check_inputs(network: Network, x: Any, dtype: str = "float32") -> np.ndarray:
-    """x as an array of `dtype` shaped (N, *network.input_shape); ValueError otherwise."""
-    x = np.asarray(x, dtype=dtype)
-    expected = tuple(network.input_shape)
-    if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
-        raise ValueError(f"input of shape {x.shape} does not fit the network: it takes (N, {', '.join(map(str, expected))})")
-    return x
-
-
-def check_labels(network: Network, y: Any, count: int) -> np.ndarray:
-    """y as `count` integer class indices in [0, classes), classes = network.output_shape[0]."""
-    y = np.asarray(y)
-    if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be {count} integers (one per input), got an array of shape {y.shape} and dtype {y.dtype}")
-    classes = network.output_shape[0]
-    if count and (y.min() < 0 or y.max() >= classes):
-        bad = y[(y < 0) | (y >= classes)][0]
-        raise ValueError(f"label {bad} is outside [0, {classes}): the network has {classes} outputs")
-    return y
-
-
-def check_batches(batches: Any, num_examples: int) -> np.ndarray:
-    """A (steps, batch_size) integer matrix of indices into a split of `num_examples`."""
-    batches = np.asarray(batches)
-    if batches.ndim != 2 or not np.issubdtype(batches.dtype, np.integer):
-        raise ValueError(f"batches must be a (steps, batch_size) integer matrix, got shape {batches.shape} and dtype {batches.dtype}")
-    if batches.size and (batches.min() < 0 or batches.max() >= num_examples):
-        raise ValueError(f"batch indices must be in [0, {num_examples}) (the split's size), "
-                         f"got {batches.min()}..{batches.max()}")
-    return batches
 
 
 # ---- the registry -----------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
 
 def _is_sweep(path: str) -> bool:
     from .io import read_json
-    from .sweep import is_sweep_file
+    from .sweep_spec import is_sweep_file
     return is_sweep_file(read_json(path))
 
 
@@ -223,10 +223,20 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("run_dir", help="a run folder (OUT/<name>/<backend>/<run-id>)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the model format (default: onnx)")
     p.add_argument("-o", "--out", help="the file to write (default: RUN_DIR/model.onnx)")
+    p.add_argument("--backend", help="the backend whose logits the file is checked against (default: the run's own)")
     args = p.parse_args(argv)
-    from .export import export_run
-    print(f"wrote {export_run(args.run_dir, args.out)}")
-    return 0
+    from .export import check_export, export_run
+    from .inference import load_run
+
+    path = export_run(args.run_dir, args.out)
+    print(f"wrote {path}")
+    saved = load_run(args.run_dir, log=lambda line: None)
+    check = check_export(path, saved.experiment.network, saved.weights, _run_backend(args.run_dir, args.backend, None))
+    if check is None:
+        print("not checked against the backend: onnxruntime is not installed (pip install 'netspec[export]')")
+        return 0
+    print(check.line())
+    return 0 if check.ok else 1
 
 
 def _run_backend(run_dir: str, name: Optional[str], threads: Optional[int]) -> Backend:
@@ -263,14 +273,17 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 
 def cmd_predict(argv: list[str]) -> int:
-    p = _Parser(prog=f"{PROG} predict", description="The top classes of image files (32x32 PNG or JPEG).")
+    p = _Parser(prog=f"{PROG} predict", description="The top classes of image files (32x32 PNG or JPEG; "
+                "grayscale and RGBA are converted to RGB, and each line says so).")
     _inference_options(p)
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
+    p.add_argument("--resize", action="store_true", help="scale images of another size to 32x32 (the whole image, "
+                   "bilinear; the aspect ratio is not kept); without it they are refused")
     args = p.parse_args(argv)
     from .inference import predict
     for prediction in predict(args.run_dir, _run_backend(args.run_dir, args.backend, args.threads), args.images, top=args.top,
-                              device=args.device):
+                              device=args.device, resize=args.resize):
         print(prediction.line())
     return 0
 

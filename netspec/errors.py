@@ -53,23 +53,26 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(p for p in loc if not (isinstance(p, str) and _UNION_BRANCH.match(p)))
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    """A location in the user's words: 'network: layer 3 (Conv2d): kernel_size'.
+def _where(loc: tuple[Any, ...], tags: frozenset[int] = frozenset()) -> str:
+    """A location in the user's words: 'network: layer 3 (Conv2d): kernel_size', 'train: optimizer (sgd)'.
 
-    The discriminated union puts the `type` tag into the location (`layers.3.Conv2d.kernel_size`);
-    it is folded into the layer's name so the message reads like the spec file.
+    A discriminated union puts the `type` tag into the location (`layers.3.Conv2d.kernel_size`); the
+    tag (at the positions `tags`; without them, a capitalized layer type) is folded into the name before
+    it so the message reads like the spec file.
     """
     parts: list[str] = []
     i = 0
     while i < len(loc):
-        key = loc[i]
+        key, step = loc[i], 1
         if key == "layers" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
-            tag = loc[i + 2] if i + 2 < len(loc) and isinstance(loc[i + 2], str) and loc[i + 2][:1].isupper() else None
-            parts.append(f"layer {loc[i + 1]}" + (f" ({tag})" if tag else ""))
-            i += 3 if tag else 2
+            key, step = f"layer {loc[i + 1]}", 2
+        tag_at = i + step
+        if tag_at < len(loc) and (tag_at in tags or (not tags and step == 2 and str(loc[tag_at])[:1].isupper())):
+            parts.append(f"{key} ({loc[tag_at]})")
+            step += 1
         else:
             parts.append(str(key))
-            i += 1
+        i += step
     return ": ".join(parts)
 
 
@@ -127,18 +130,23 @@ def _branches(defs: dict[str, Any], node: Any) -> list[dict[str, Any]]:
     return [node] + [b for alt in node.get("anyOf", []) + node.get("oneOf", []) for b in _branches(defs, alt)]
 
 
-def allowed_fields(model: Optional[type[BaseModel]], loc: tuple[Any, ...]) -> list[str]:
-    """The field names a spec may have at `loc` (a location inside `model`), [] when unknown."""
+def _walk(model: Optional[type[BaseModel]], loc: tuple[Any, ...]) -> tuple[list[str], frozenset[int]]:
+    """Along `loc` in `model`'s JSON Schema: the fields allowed at its end, and the positions in it that
+    are discriminated-union tags. ([], {}) when unknown."""
     if model is None:
-        return []
+        return [], frozenset()
     try:
         schema = model.model_json_schema()
     except Exception:  # a model without a JSON Schema: no suggestions, the message stands without them
-        return []
+        return [], frozenset()
+    defs = schema.get("$defs", {})
     node: Any = schema
-    for key in loc:
+    tags = set()
+    for i, key in enumerate(loc):
+        if isinstance(key, str) and any(key in b.get("discriminator", {}).get("mapping", {}) for b in _branches(defs, node)):
+            tags.add(i)
         node = _schema_node(schema, node, key)
-    return [name for b in _branches(schema.get("$defs", {}), node) for name in b.get("properties", {})]
+    return [name for b in _branches(defs, node) for name in b.get("properties", {})], frozenset(tags)
 
 
 def _quoted(text: str) -> list[str]:
@@ -155,7 +163,7 @@ def _message(error: dict[str, Any], model: Optional[type[BaseModel]]) -> tuple[t
     loc = _clean_loc(error["loc"])
     kind, msg, ctx = error["type"], error["msg"], error.get("ctx", {})
     if kind == "extra_forbidden":
-        allowed = allowed_fields(model, error["loc"][:-1])
+        allowed, _ = _walk(model, loc[:-1])
         msg = f"unknown field '{loc[-1]}'" + (did_you_mean(loc[-1], allowed) or "; remove it" + (
             f" (allowed here: {', '.join(allowed)})" if allowed else ""))
         loc = loc[:-1]
@@ -195,8 +203,9 @@ def format_validation_error(err: ValidationError, model: Optional[type[BaseModel
     for error in errors:
         loc, msg = _message(error, model)
         full = _clean_loc(error["loc"])
+        where = _where(loc, _walk(model, full)[1])
         if full not in seen and not _explained(error, seen):
-            seen[full] = f"{_where(loc)}: {msg}" if _where(loc) else msg
+            seen[full] = f"{where}: {msg}" if where else msg
     lines = list(seen.values())
     if len(lines) == 1:
         return lines[0]

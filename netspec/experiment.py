@@ -312,8 +312,10 @@ class Experiment(_Strict):
                              f"lower it (Page's recipe: 8 on 32x32)")
         return self
 
-    def save(self, path: str | Path) -> None:
-        write_json(self, path)
+    def save(self, path: str | Path, schema: Optional[str] = "schema/experiment.schema.json") -> None:
+        """Write the experiment as a spec file that starts with `"$schema": schema` (the repository's
+        convention: specs/schema/ beside the specs, written by `netspec schema -o`); None leaves it out."""
+        write_json(self, path, schema)
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Experiment":

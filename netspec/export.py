@@ -18,16 +18,20 @@ Flatten -> Flatten(axis=1) (row-major over C, H, W: PyTorch's order).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from .backend import builder_for
 from .errors import SetupError
+from .inference import load_run
 from .io import safe_output_dir, write_bytes_atomic
 from .layers import BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, LayerSpec, Linear, MaxPool2d, ReLU, pair
 from .network import Network
 from .params import Weights, check_weights
+from .version import __version__
 
 DEFAULT_OPSET = 17
 """ONNX opset of exported models: supported by onnxruntime >= 1.14 and every current converter."""
@@ -107,7 +111,7 @@ def onnx_model(network: Network, weights: Weights, opset: int = DEFAULT_OPSET,
     helper = onnx.helper
     g = _GraphBuilder(onnx, check_weights(network, weights, "weights"))
     for index, layer in enumerate(network.layers):
-        _BUILDERS[type(layer)](g, index, layer)
+        builder_for(_BUILDERS, layer, index, "ONNX", "netspec/export.py")(g, index, layer)
     if g.nodes:  # the last node writes the graph's output directly
         g.nodes[-1].output[0] = OUTPUT
     else:  # a network of dropouts only
@@ -116,8 +120,6 @@ def onnx_model(network: Network, weights: Weights, opset: int = DEFAULT_OPSET,
         g.nodes, "netspec", [_value_info(onnx, INPUT, network.input_shape)],
         [_value_info(onnx, OUTPUT, network.output_shape)], initializer=g.initializers)
     opsets = [helper.make_opsetid("", opset)]
-    from . import __version__
-
     # The lowest IR version the opset allows, so older runtimes load the file too.
     model = helper.make_model(graph, opset_imports=opsets, producer_name="netspec", producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
@@ -142,15 +144,60 @@ def export_onnx(network: Network, weights: Weights, path: str | Path, opset: int
     return path
 
 
+def input_layout(shape: tuple[int, ...]) -> str:
+    """What the model's input is, for its metadata: '[batch, 3, 32, 32] float32 (NCHW)', or for a flat
+    input '[batch, 3072] float32, the NCHW pixels flattened in C, H, W order'."""
+    dims = f"[batch, {', '.join(map(str, shape))}] float32"
+    layout = ", the NCHW pixels flattened in C, H, W order" if len(shape) == 1 else " (NCHW)" if len(shape) == 3 else ""
+    return f"{dims}{layout}: (pixels - shift) / scale per channel"
+
+
+CHECK_BATCH = 8
+CHECK_RTOL = 1e-4
+"""The exported model against the backend's eval logits: float32 sums in another order differ by ~1e-6
+of the logits' size; a wrong operator or layout differs by their whole size."""
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """The exported model's logits against the backend's, on CHECK_BATCH random inputs."""
+
+    backend: str
+    largest_difference: float
+    largest_logit: float
+
+    @property
+    def ok(self) -> bool:
+        return self.largest_difference <= CHECK_RTOL * max(1.0, self.largest_logit)
+
+    def line(self) -> str:
+        verdict = "agrees" if self.ok else "DISAGREES"
+        return (f"checked against {self.backend}'s logits on {CHECK_BATCH} random inputs: largest difference "
+                f"{self.largest_difference:.1e} (largest logit {self.largest_logit:.2f}): {verdict}")
+
+
+def check_export(path: Path, network: Network, weights: Weights, backend: Any, seed: int = 0) -> Optional[ExportCheck]:
+    """Run the exported file in onnxruntime and `backend` (a netspec.backend.Backend) on the same random
+    inputs; None when onnxruntime is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    x = np.random.default_rng(seed).normal(size=(CHECK_BATCH, *network.input_shape)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run([OUTPUT], {INPUT: x})
+    expected = backend.compile(network, weights).forward(x, train=False)
+    return ExportCheck(backend.name, float(np.abs(got - expected).max()), float(np.abs(expected).max()))
+
+
 def export_run(run_dir: str | Path, out_path: Optional[str | Path] = None, opset: int = DEFAULT_OPSET,
                log: Callable[[str], None] = print) -> Path:
     """Export a run's best weights (a run of either backend) to `out_path`, default <run_dir>/model.onnx.
-    The class names, the input scaling and the run's name go to the model's metadata_props."""
-    from .inference import load_run
-
+    The class names, the input's layout and scaling and the run's name go to the model's metadata_props."""
     _onnx()  # the missing-package line before any reading
     saved = load_run(run_dir, log)
-    metadata = {**saved.preprocess.metadata(), "run": saved.directory.name,
+    metadata = {**saved.preprocess.metadata(), "input": input_layout(saved.experiment.network.input_shape),
+                "run": saved.directory.name,
                 "experiment": json.dumps({"name": saved.experiment.name, "description": saved.experiment.description})}
     return export_onnx(saved.experiment.network, saved.weights,
                        saved.directory / ONNX_FILE if out_path is None else out_path, opset, metadata)

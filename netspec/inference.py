@@ -15,25 +15,30 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from . import run_folder
+from . import records, run_folder
 from .backend import Backend, Model, load_backend
+from .data import load_dataset, load_raw, scaled
+from .data.images import open_image, to_rgb
 from .errors import DataError, SpecError
 from .experiment import DataConfig, Experiment
-from . import records
 from .io import open_regular, parse_json_file, safe_output_dir
 from .params import Weights, load_weights
+from .plots import pyplot, save_figure
 from .trainer import shape_inputs
 
 SPLITS = ("train", "val", "test")
 EVALUATION_JSON, CONFUSION_PNG = "evaluation.json", "confusion.png"
 MAX_IMAGE_BYTES = 4 * 2**20
 """Largest image file predict reads (a 32x32 image is at most a few KB, even uncompressed)."""
+MAX_RESIZED_BYTES = 64 * 2**20
+"""Largest image file predict --resize reads: a photo (its pixels are bounded too, by PIL's bomb check)."""
 EVALUATION_DIR = "evaluation"
 """Default output folder of `evaluate_run`, inside the run folder."""
 
@@ -55,8 +60,6 @@ class Preprocess:
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NCHW pixels -> float32 network input, with the very arithmetic of training (data.scaled)."""
-        from .data import scaled
-
         return scaled(pixels, self.shift, self.scale)
 
     def metadata(self) -> dict[str, str]:
@@ -100,8 +103,6 @@ def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Prep
     """The run's preprocess.json, or (older runs) the same facts recomputed from its data config."""
     path = directory / run_folder.PREPROCESS
     if not path.exists() and not path.is_symlink():  # absent; anything else there is read (and refused if not JSON)
-        from .data import load_dataset
-
         log(f"{directory}: no {run_folder.PREPROCESS} (a run from an older netspec): "
             "recomputing the input scaling from its data config")
         dataset = load_dataset(data, progress=False)
@@ -214,8 +215,6 @@ def evaluate_run(run_dir: str | Path, backend: Backend | str, data_dir: Optional
 
 def _labelled_images(saved: SavedRun, data_dir: Optional[str | Path], split: str) -> tuple[np.ndarray, np.ndarray, str]:
     """Normalized images, labels in the run's class order, and the data in words."""
-    from .data import load_dataset, load_raw
-
     if data_dir is None:
         # The training loader itself: the same split and the same scaling as the run's metrics.
         data = load_dataset(saved.experiment.data, progress=False)
@@ -248,8 +247,11 @@ def write_evaluation(evaluation: Evaluation, folder: Path, title: str) -> None:
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
     """The confusion matrix as a PNG: counts in the cells, rows = true class, columns = predicted."""
-    from .plots import pyplot, save_figure
+    save_figure(confusion_figure(confusion, classes, title), path)
 
+
+def confusion_figure(confusion: np.ndarray, classes: Sequence[str], title: str) -> Any:
+    """The matplotlib figure of plot_confusion."""
     plt = pyplot()
     k = len(classes)
     size = max(4.8, 0.55 * k + 2.2)
@@ -259,13 +261,15 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, ti
     ax.set_yticks(range(k), classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=9)
+    # Centred on the figure (not the axes, which the labels push aside) and wrapped to its width: a
+    # longer title would be cut at both edges.
+    fig.suptitle(textwrap.fill(title, width=int(0.9 * size * 72 / (9 * 0.6))), fontsize=9)
     threshold = confusion.max() / 2 if confusion.size else 0
     for (row, col), count in np.ndenumerate(confusion):
         ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
                 color="white" if count > threshold else "black")  # readable on dark cells too
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 # --- predict ------------------------------------------------------------------------------------------
@@ -281,45 +285,71 @@ class Prediction:
     probabilities: np.ndarray
     """Softmax probability of every class, in the run's class order."""
 
+    notes: tuple[str, ...] = ()
+    """What was done to the file to make it a 32x32 RGB input ('converted from grayscale to RGB')."""
+
     def line(self) -> str:
-        return f"{self.path}: " + ", ".join(f"{name} {p:.3f}" for name, p in self.top)
+        notes = f" ({'; '.join(self.notes)})" if self.notes else ""
+        return f"{self.path}: " + ", ".join(f"{name} {p:.3f}" for name, p in self.top) + notes
 
 
 def predict(run_dir: str | Path, backend: Backend | str, image_paths: Sequence[str | Path], top: int = 3,
-            device: Optional[str] = None, log: Log = print) -> list[Prediction]:
-    """The `top` classes of each image file (PNG or JPEG, 32x32: the size the networks take; other
-    sizes are refused rather than resized, so no resampling choice changes what the model sees)."""
+            device: Optional[str] = None, log: Log = print, resize: bool = False) -> list[Prediction]:
+    """The `top` classes of each image file (PNG or JPEG, 32x32: the size the networks take). Other
+    sizes are refused unless `resize` (the whole image scaled to 32x32, bilinear, aspect not kept);
+    grayscale, palette and RGBA images are converted to RGB, and each prediction says so."""
     if top < 1:
         raise SpecError(f"top={top}: ask for at least 1 class")
     saved = load_run(run_dir, log)
-    pixels = np.stack([read_image(p) for p in image_paths]) if image_paths else np.zeros((0, 3, 32, 32), np.uint8)
+    images = [read_image(p, resize) for p in image_paths]
+    pixels = np.stack([i.pixels for i in images]) if images else np.zeros((0, 3, 32, 32), np.uint8)
     model = compile_run(saved, backend, device)
     probabilities = softmax(logits_of(model, saved.preprocess.apply(pixels), saved.experiment.train.eval_batch_size))
     classes = saved.preprocess.classes
-    return [Prediction(str(path), [(classes[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:top]], row)
-            for path, row in zip(image_paths, probabilities)]
+    return [Prediction(str(path), [(classes[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:top]], row,
+                       image.notes) for path, row, image in zip(image_paths, probabilities, images)]
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """One image file as uint8 (3, 32, 32) RGB; one-line DataError if missing, unreadable or not 32x32."""
-    from .data import decode_image
+@dataclass(frozen=True)
+class InputImage:
+    pixels: np.ndarray
+    """uint8 (3, 32, 32) RGB."""
+    notes: tuple[str, ...]
+    """What was done to the file to make it that."""
+
+
+_MODE_WORDS = {"L": "grayscale (its gray in all three channels)", "I;16": "16-bit grayscale", "I": "32-bit grayscale",
+               "LA": "grayscale with alpha (alpha dropped)", "RGBA": "RGBA (alpha dropped)",
+               "P": "a palette", "CMYK": "CMYK", "1": "black and white"}
+
+
+def read_image(path: str | Path, resize: bool = False) -> InputImage:
+    """One image file as a 32x32 RGB input; a one-line DataError naming the file if missing, unreadable
+    or (without `resize`) not 32x32."""
+    from PIL import Image
 
     path = Path(path)
+    limit = MAX_RESIZED_BYTES if resize else MAX_IMAGE_BYTES
     try:
         with open_regular(path) as f:  # a FIFO or a folder is refused without blocking
             # A 32x32 PNG or JPEG is a few KB: a larger file is not read whole before its header says so.
-            content = f.read(MAX_IMAGE_BYTES + 1)
+            content = f.read(limit + 1)
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read the image ({err.strerror or err})") from None
-    if len(content) > MAX_IMAGE_BYTES:
-        raise DataError(f"{path}: larger than {MAX_IMAGE_BYTES:,} bytes, not a 32x32 image; predict takes 32x32 PNG "
-                        "or JPEG files")
-    try:
-        pixels = decode_image(content, str(path))
-    except (SpecError, DataError) as err:
-        # decode_image speaks of data.dir (its first use); here the file is the user's own image.
-        reason = str(err).removeprefix("data.dir: ")
-        raise DataError(f"{reason}; predict takes 32x32 PNG or JPEG files") from None
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    if len(content) > limit:
+        raise DataError(f"{path}: larger than {limit:,} bytes, " + ("too large to resize" if resize else
+                        "not a 32x32 image; predict takes 32x32 PNG or JPEG files (or add --resize)"))
+    notes = []
+    with open_image(content, str(path), "predict") as image:
+        if image.size != (32, 32) and not resize:
+            raise DataError(f"{path}: the image is {image.width}x{image.height}; the network takes 32x32 images: "
+                            "resize it, or add --resize (the whole image scaled to 32x32)")
+        rgb = to_rgb(image, str(path), "predict")
+        if image.mode != "RGB":
+            notes.append(f"converted from {_MODE_WORDS.get(image.mode, image.mode)} to RGB")
+        if rgb.size != (32, 32):
+            notes.append(f"resized from {rgb.width}x{rgb.height} to 32x32")
+            rgb = rgb.resize((32, 32), Image.Resampling.BILINEAR)
+    return InputImage(np.ascontiguousarray(np.asarray(rgb).transpose(2, 0, 1)), tuple(notes))

@@ -130,17 +130,28 @@ def _check_string(text: str) -> None:
 def validate(model: type[M], data: Any, source: str | Path = "<spec>") -> M:
     """Validate `data` as `model` (an editor's `$schema` key dropped); errors become one SpecError line
     naming `source`."""
-    from .schema import without_schema_key
-
     try:
         return model.model_validate(without_schema_key(data))
     except ValidationError as err:
         raise SpecError(f"{source}: {format_validation_error(err, model)}") from None
 
 
-def write_json(model: BaseModel, path: str | Path) -> None:
-    """Write a spec as indented JSON. Defaults are kept: dropping them would drop the `type` tags."""
-    write_bytes_atomic(Path(path), (model.model_dump_json(indent=2) + "\n").encode())
+SCHEMA_KEY = "$schema"
+"""A spec file's pointer to its JSON Schema, for editors (netspec.schema); never part of a spec."""
+
+
+def without_schema_key(data: Any) -> Any:
+    """A spec file's content without the editor's `$schema` key."""
+    return {k: v for k, v in data.items() if k != SCHEMA_KEY} if isinstance(data, dict) else data
+
+
+def write_json(model: BaseModel, path: str | Path, schema: Optional[str] = None) -> None:
+    """Write a spec as indented JSON, starting with `"$schema": schema` when given. Defaults are kept:
+    dropping them would drop the `type` tags."""
+    text = model.model_dump_json(indent=2)
+    if schema is not None:
+        text = "{\n  " + json.dumps(SCHEMA_KEY) + ": " + json.dumps(schema) + "," + text[1:]
+    write_bytes_atomic(Path(path), (text + "\n").encode())
 
 
 # ---- reading files from elsewhere ---------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Layer specs: one pydantic model per layer type, and the `Layer` tagged union.
 
-Each spec states its configuration, the output shape it gives for an input shape, and the
-parameters it owns (names, shapes, initializer, trainable or buffer). Input sizes are never written:
-the network infers them. Shapes exclude the batch dimension: (F,) or (C, H, W). Semantics follow
+A layer type is defined here once: its configuration, the output shape it gives for an input shape,
+the tensors it owns (names, shapes, initializer, trainable or buffer) and its meaning, as a small
+float64 numpy forward pass (`reference`, built on netspec.reference) that the contract suite, the
+random-network tests and the exporter's checks compare every backend with. Besides this class, a new
+layer type needs one builder per backend and one ONNX rule (docs/design.md, "Adding a layer type"); a
+test fails while any of those tables misses it. Input sizes are never written: the network infers them. Shapes exclude the batch dimension: (F,) or (C, H, W). Semantics follow
 PyTorch's conventions (docs/design.md, "Semantics live once"); every backend implements these and
 redefines nothing.
 """
@@ -10,10 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union, get_args
+
+import numpy as np
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool
 
+from . import reference as ref
 from .errors import ShapeError
 
 MAX_SIZE = 2**24
@@ -54,6 +60,10 @@ class ParamInfo:
     dtype: str = "float32"
 
 
+Tensors = dict[str, np.ndarray]
+"""A layer's own tensors by state_dict suffix ('weight', 'running_mean')."""
+
+
 class LayerSpec(BaseModel):
     """Base of every layer spec: strict (unknown fields are errors) and immutable."""
 
@@ -66,6 +76,14 @@ class LayerSpec(BaseModel):
     def params(self, shape: Shape) -> dict[str, ParamInfo]:
         """The tensors this layer owns for an input `shape`, by state_dict suffix ('weight', ...)."""
         return {}
+
+    def reference(self, x: np.ndarray, tensors: Tensors, train: bool = False,
+                  mask: Optional[np.ndarray] = None) -> tuple[np.ndarray, Tensors]:
+        """The layer's meaning: its forward pass in float64 numpy on a batch x (N, *shape), with its
+        `tensors` (what params() names), in evaluation or training mode. Returns the output and the
+        tensors after the pass (a training pass of BatchNorm moves its running statistics). `mask`: a
+        dropout layer's boolean keep-mask for a training pass (masks are each backend's own draw)."""
+        raise NotImplementedError(f"{type(self).__name__} states no reference")
 
 
 def _spatial(name: str, shape: Shape) -> tuple[int, int, int]:
@@ -107,6 +125,9 @@ class Linear(LayerSpec):
             out["bias"] = ParamInfo((self.out_features,), "fan_in_uniform", fan_in)
         return out
 
+    def reference(self, x, tensors, train=False, mask=None):
+        return ref.linear(x, tensors["weight"], tensors.get("bias")), tensors
+
 
 class Conv2d(LayerSpec):
     """2-d convolution on (C, H, W), kernel in OIHW layout; padding is explicit zeros (no 'same')."""
@@ -134,6 +155,9 @@ class Conv2d(LayerSpec):
         if self.bias:
             out["bias"] = ParamInfo((self.out_channels,), "fan_in_uniform", fan_in)
         return out
+
+    def reference(self, x, tensors, train=False, mask=None):
+        return ref.conv2d(x, tensors["weight"], tensors.get("bias"), pair(self.stride), pair(self.padding)), tensors
 
 
 class BatchNorm(LayerSpec):
@@ -164,11 +188,22 @@ class BatchNorm(LayerSpec):
             "num_batches_tracked": ParamInfo((), "zeros", trainable=False, dtype="int64"),
         }
 
+    def reference(self, x, tensors, train=False, mask=None):
+        affine = tensors["weight"], tensors["bias"], tensors["running_mean"], tensors["running_var"]
+        if not train:
+            return ref.batch_norm_eval(x, *affine, eps=self.eps), tensors
+        out, mean, var = ref.batch_norm_train(x, *affine, momentum=self.momentum, eps=self.eps)
+        return out, {**tensors, "running_mean": mean, "running_var": var,
+                     "num_batches_tracked": np.asarray(tensors["num_batches_tracked"]) + 1}
+
 
 class ReLU(LayerSpec):
     """max(x, 0), element-wise."""
 
     type: Literal["ReLU"] = "ReLU"
+
+    def reference(self, x, tensors, train=False, mask=None):
+        return np.maximum(x, 0.0), tensors
 
 
 def _check_rate(p: float) -> float:
@@ -180,7 +215,20 @@ def _check_rate(p: float) -> float:
 Rate = Annotated[Real, AfterValidator(_check_rate)]
 
 
-class Dropout(LayerSpec):
+class _DropoutBase(LayerSpec):
+    """What both dropouts mean: inverted dropout with a mask of the layer's kind. (No fields here: `p`
+    is each subclass's own, so the JSON keeps its key order.)"""
+
+    def reference(self, x, tensors, train=False, mask=None):
+        p = self.p  # type: ignore[attr-defined]
+        if not train or p == 0.0:
+            return x, tensors
+        if mask is None:
+            raise ValueError(f"a training pass of {self.type} needs its keep-mask (each backend draws its own)")
+        return ref.dropout(x, p, mask), tensors
+
+
+class Dropout(_DropoutBase):
     """Element-wise dropout: each value zeroed with probability p, kept ones scaled by 1/(1-p)."""
 
     type: Literal["Dropout"] = "Dropout"
@@ -188,7 +236,7 @@ class Dropout(LayerSpec):
     """Probability of dropping a value, in [0, 1)."""
 
 
-class Dropout2d(LayerSpec):
+class Dropout2d(_DropoutBase):
     """Channel dropout on (C, H, W): whole channels zeroed with probability p (mask per sample and
     channel, constant over H and W), kept ones scaled by 1/(1-p)."""
 
@@ -224,6 +272,9 @@ class MaxPool2d(LayerSpec):
             raise ShapeError(f"MaxPool2d padding {ph}x{pw} is more than half its kernel {kh}x{kw}; lower the padding")
         return (shape[0], *_window_output("MaxPool2d", "pool", shape, self.kernel_size, self.effective_stride, self.padding))
 
+    def reference(self, x, tensors, train=False, mask=None):
+        return ref.max_pool2d(x, pair(self.kernel_size), self.effective_stride, pair(self.padding)), tensors
+
 
 class Flatten(LayerSpec):
     """Flattens (C, H, W) to (C*H*W,) in C, H, W order (PyTorch's), whatever layout a backend uses."""
@@ -233,6 +284,9 @@ class Flatten(LayerSpec):
     def output_shape(self, shape: Shape) -> Shape:
         return (math.prod(shape),)
 
+    def reference(self, x, tensors, train=False, mask=None):
+        return x.reshape(len(x), -1), tensors  # NCHW, row-major: C, H, W order
+
 
 Layer = Annotated[
     Union[Linear, Conv2d, BatchNorm, ReLU, Dropout, Dropout2d, MaxPool2d, Flatten],
@@ -240,4 +294,5 @@ Layer = Annotated[
 ]
 """Any layer spec; the `type` field says which."""
 
-LAYER_TYPES: tuple[type[LayerSpec], ...] = (Linear, Conv2d, BatchNorm, ReLU, Dropout, Dropout2d, MaxPool2d, Flatten)
+LAYER_TYPES: tuple[type[LayerSpec], ...] = get_args(get_args(Layer)[0])
+"""Every layer type, in the union's order: the one list that each per-type table is checked against."""

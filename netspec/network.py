@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import ShapeError
@@ -58,6 +59,21 @@ class Network(BaseModel):
             for index, layer in enumerate(self.layers)
             for name, info in layer.params(shapes[index]).items()
         }
+
+    def reference_forward(self, weights: dict[str, np.ndarray], x: np.ndarray, train: bool = False,
+                          masks: Optional[dict[int, np.ndarray]] = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The network's meaning in float64 numpy, layer by layer (LayerSpec.reference) on canonical
+        weights: the output for x (N, *input_shape) and the weights after the pass (a training pass moves
+        BatchNorm's running statistics). masks: layer index -> keep-mask of a dropout layer (train)."""
+        after = dict(weights)
+        x = np.asarray(x, np.float64)
+        for index, layer in enumerate(self.layers):
+            prefix = f"{index}."
+            tensors = {n[len(prefix):]: np.asarray(v, np.float64 if np.asarray(v).dtype.kind == "f" else None)
+                       for n, v in weights.items() if n.startswith(prefix)}
+            x, tensors = layer.reference(x, tensors, train, (masks or {}).get(index))
+            after.update({prefix + n: v for n, v in tensors.items()})
+        return x, after
 
     def num_params(self) -> int:
         """Number of trainable parameters."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecError
-from .io import check_npz
+from .io import atomic_write, check_npz
 from .network import Network
 
 Weights = dict[str, np.ndarray]
@@ -121,8 +121,6 @@ def _check_values(value: np.ndarray, name: str, source: str) -> None:
 
 def save_weights(weights: Weights, path: str | Path) -> None:
     """Write weights as one .npz file (names are the archive's keys); backend-neutral."""
-    from .io import atomic_write
-
     atomic_write(Path(path), lambda f: np.savez(f, **weights))
 
 

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from .io import write_bytes_atomic
 from .trainer import EpochRecord
 
 
@@ -33,8 +34,6 @@ def save_figure(fig: Any, path: Path) -> None:
     """A figure as PNG through the atomic writer (rendered into memory, then one rename): savefig in place
     would write through a link planted at the name, and a kill would leave half an image."""
     import io
-
-    from .io import write_bytes_atomic
 
     buffer = io.BytesIO()
     try:

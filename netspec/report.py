@@ -3,7 +3,7 @@ differences from the base arm and between backends (95% bootstrap intervals, net
 result-vs-setting and overlay figures, per-experiment tables of the seven figures with their curves,
 a per-seed appendix, and runs.csv (one row per run folder) next to report.md.
 
-Runs are grouped by experiment: the seeds of one experiment (netspec.sweep.with_seed) share a
+Runs are grouped by experiment: the seeds of one experiment (netspec.sweep_spec.with_seed) share a
 replicate key and make one column of `mean ± std (n)` cells; seeds are paired across arms and
 backends by their train.seed.
 """
@@ -26,9 +26,9 @@ from .errors import SpecError
 from .experiment import Experiment, recipe_text
 from .io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
 from .plots import plot_curves, plot_result_vs_setting
-from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
 from .run_folder import RunFolder
-from .sweep import SWEEPS_DIR, replicate_key
+from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
+from .sweep_spec import SWEEPS_DIR, replicate_key
 from .tables import fmt_values, markdown_table, md_code, md_text, summary_table
 from .trainer import SUMMARY_FIELDS
 

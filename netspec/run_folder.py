@@ -10,8 +10,8 @@ Everything that writes into a run folder goes through RunFolder, which keeps its
   whose metrics.json, history.json or best weights do not read back is not done, whatever it holds;
 - `checkpoint.npz` holds the trainer's whole state after the last epoch (plain arrays, no pickles),
   so an unfinished run goes on from it, and a longer run of the same trajectory starts from it;
-- one process at a time trains a run: a lock beside the folder (`<run-id>.lock`, its holder's pid and
-  host in `<run-id>.lock.holder`); another process waits, saying once who holds it;
+- one process at a time trains a run: a lock out of the runs tree (`OUT/.locks/<name>/<backend>/<run-id>.lock`,
+  its holder's pid and host in `<run-id>.lock.holder` beside it); another process waits, saying once who holds it;
 - `--force` trains in a sibling attempt folder (`<run-id>.attempt-<hex>`) that replaces the run only
   once it is finished, so a killed forced run never touches the finished one.
 """
@@ -36,17 +36,27 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from .experiment import Experiment
 from . import records
 from .errors import SetupError
-from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
-    UnreadableJSON, atomic_write, load_npz, open_regular, parse_json_file, parse_json_text, safe_output_dir,
-    write_bytes_atomic)
-from .network import Network
-from .schedules import schedule_spans_the_run
+from .experiment import Experiment
 from .identity import run_identity
+from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
+    UnreadableJSON,
+    atomic_write,
+    load_npz,
+    open_regular,
+    parse_json_file,
+    parse_json_text,
+    safe_output_dir,
+    write_bytes_atomic,
+)
+from .model_base import ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP
+from .network import Network
 from .params import Weights
+from .schedules import schedule_spans_the_run
+from .sweep_spec import SWEEPS_DIR, is_sweep_file
 from .trainer import EpochRecord, TrainerState, summarize
+from .version import __version__
 
 METRICS, HISTORY_JSON, HISTORY_CSV = "metrics.json", "history.json", "history.csv"
 SPEC, ENV, WEIGHTS = "spec.json", "env.json", "best_weights.npz"
@@ -58,6 +68,8 @@ CHECKPOINT_FORMAT = 1
 _CHECKPOINT_META = "meta.json"
 """The checkpoint's JSON part, stored in the .npz as a uint8 array: one file, one atomic rename."""
 _ATTEMPT, _OLD = ".attempt-", ".old-"
+LOCKS = ".locks"
+"""The folder of the output root that holds the runs' lock files."""
 MAX_CHECKPOINT_BYTES = 16 * 2**30
 """Largest total of a checkpoint's arrays read back (checked from their headers first): weights, Adam's
 two moments and the best weights of the largest network check_memory lets train, with room."""
@@ -267,8 +279,12 @@ class RunFolder:
 
     @property
     def lock_path(self) -> Path:
-        # Beside the folder, not in it: a --force swap renames the folder, and a lock must outlive that.
-        return self.path.with_name(self.name + ".lock")
+        # Outside the folder, since a --force swap renames it and the lock must outlive that; and out of
+        # the runs tree, in OUT/.locks/<name>/<backend>/, since filelock leaves its (empty) file behind
+        # (unlinking it on release would let two processes hold two files of the same name).
+        if self.root is None or not self.path.is_relative_to(self.root):
+            return self.path.with_name(self.name + ".lock")
+        return self.root / LOCKS / self.path.parent.relative_to(self.root) / f"{self.name}.lock"
 
     @contextmanager
     def lock(self, log: Log = print) -> Iterator[None]:
@@ -276,6 +292,7 @@ class RunFolder:
         from filelock import FileLock, Timeout
 
         self._made(self.path.parent)
+        self._made(self.lock_path.parent)
         if self.lock_path.is_symlink():  # filelock opens with O_TRUNC: it would empty the link's target
             self.lock_path.unlink()
         lock = FileLock(str(self.lock_path))
@@ -362,8 +379,6 @@ class NotFit(ValueError):
 def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network]) -> None:
     """The model's training state in a checkpoint, before any backend sees it: every Adam moment has its
     parameter's shape, the step is one count >= 0, and (given the network) every weight its shape."""
-    from .backend import ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP
-
     for key, value in arrays.items():
         for prefix in ("model." + ADAM_EXP_AVG, "model." + ADAM_EXP_AVG_SQ):
             param = arrays.get("model." + key[len(prefix):]) if key.startswith(prefix) else None
@@ -414,8 +429,6 @@ def check_output_root(root: Path) -> None:
     """--out must be a folder of runs (new, empty, or one netspec wrote), never one whose files a run would
     overwrite that it did not write: a file, a source tree, or a specs folder (its sweeps/ holds sweep
     files, where a sweep's manifest goes). One line (SetupError) naming what is there."""
-    from .sweep import SWEEPS_DIR, is_sweep_file
-
     if root.exists() and not root.is_dir():
         raise SetupError(f"{root}: a file where an output folder goes; choose another --out (default runs)")
     if not root.is_dir():
@@ -452,7 +465,6 @@ def write_preprocess(directory: Path, data: Any) -> None:
 def environment(backend_info: dict[str, Any], data_source: str) -> dict[str, Any]:
     import pydantic
 
-    from . import __version__
     return {
         "netspec": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "numpy": np.__version__, "pydantic": pydantic.__version__,

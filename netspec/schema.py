@@ -2,7 +2,7 @@
 
 A spec file may carry `"$schema": "<path or URL of the schema>"` as its first key: VS Code and
 PyCharm then validate it as it is typed. The key is the editor's, not the experiment's: loading drops
-it (`without_schema_key`), so it never changes a run's id. The repository keeps the schemas in
+it (`netspec.io.without_schema_key`), so it never changes a run's id. The repository keeps the schemas in
 specs/schema/ (a test checks they equal what this module writes, so they cannot go stale).
 """
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from .io import write_bytes_atomic
+from .experiment import Experiment
+from .io import SCHEMA_KEY, write_bytes_atomic
+from .sweep_spec import SweepSpec
 
-SCHEMA_KEY = "$schema"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -30,12 +31,10 @@ def _schema(model: type[BaseModel], title: str) -> dict[str, Any]:
 
 
 def experiment_schema() -> dict[str, Any]:
-    from .experiment import Experiment
     return _schema(Experiment, "netspec experiment")
 
 
 def sweep_schema() -> dict[str, Any]:
-    from .sweep import SweepSpec
     return _schema(SweepSpec, "netspec sweep")
 
 
@@ -51,8 +50,3 @@ def write_schemas(folder: Path) -> list[Path]:
         write_bytes_atomic(path, (json.dumps(make(), indent=2) + "\n").encode())
         paths.append(path)
     return paths
-
-
-def without_schema_key(data: Any) -> Any:
-    """A spec file's content without the editor's `$schema` key."""
-    return {k: v for k, v in data.items() if k != SCHEMA_KEY} if isinstance(data, dict) else data

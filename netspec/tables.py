@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+from .stats import summarize
 from .trainer import SUMMARY_FIELDS
 
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
@@ -67,7 +68,6 @@ def fmt_values(values: Sequence[float]) -> str:
         return "-"
     if len(values) == 1:
         return fmt(values[0])
-    from .stats import summarize
     return summarize(values).text()
 
 

@@ -396,14 +396,11 @@ def _chunks(batches: np.ndarray, progress: bool, project: bool) -> list[np.ndarr
 
 
 def _warm_up(model: Model, data: Any, batch_size: int, steps: int, progress: bool | None) -> float:
-    """Seconds of the model's optional warmup (compiling its training step for the calls an epoch makes:
-    the whole epoch, or the largest of the progress bar's chunks), so that epoch times exclude it."""
-    warmup = getattr(model, "warmup", None)
-    if warmup is None:
-        return 0.0
+    """Seconds of the model's warmup (compiling its training step for the calls an epoch makes: the whole
+    epoch, or the largest of the progress bar's chunks), so that epoch times exclude it."""
     start = time.perf_counter()
     chunks = min(PROGRESS_UPDATES_PER_EPOCH, steps) if ProgressLine(steps, "", enabled=progress).enabled else 1
-    warmup(data, batch_size, -(-steps // max(chunks, 1)))
+    model.warmup(data, batch_size, -(-steps // max(chunks, 1)))
     return time.perf_counter() - start
 
 

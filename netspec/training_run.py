@@ -7,12 +7,14 @@ the longest shorter one, copied into its own folder, so finished folders are nev
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import run_folder
 from .backend import Backend, Model
+from .data import load_dataset
 from .errors import DivergedError
 from .experiment import Experiment
 from .lr_plot import LR_PLOT, lr_png
@@ -20,8 +22,8 @@ from .params import check_memory, check_trainable
 from .plots import plot_run
 from .run_folder import RunFolder
 from .tables import metrics_table, plural
-from .tensorboard import TensorBoardLog
-from .trainer import TrainerState, check_classes, early_stop, fit
+from .tensorboard import EVENTS_DIR, SCALARS, TensorBoardLog
+from .trainer import TrainerState, check_classes, early_stop, fit, record_from_dict
 
 Log = Callable[[str], None]
 
@@ -40,8 +42,6 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
     TensorBoard event files; `table` logs the seven figures at the end (a sweep prints one table of all
     its runs instead).
     """
-    from .data import load_dataset
-
     options = _Options(log, progress, tensorboard, table)
     backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
     folder = RunFolder.of(out_root, experiment, backend.name)
@@ -49,7 +49,10 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
         folder.recover(log)
         done = None if force else folder.read_metrics(log)
         if done is not None:
-            return _reused(experiment, backend.name, folder, done, log), folder.path
+            metrics = _reused(experiment, backend.name, folder, done, log)
+            if tensorboard:
+                _events_from_history(folder, log)
+            return metrics, folder.path
         check_trainable(experiment.network)
         check_memory(experiment.network, experiment.train.batch_size)  # the real batch: activations scale with it
         data = dataset if dataset is not None else load_dataset(experiment.data)
@@ -57,8 +60,8 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
         if not force:
             return _train(experiment, backend, folder, data, _start_state(experiment, folder, log), device, options), folder.path
         attempt = folder.new_attempt()
-        try:
-            metrics = _train(experiment, backend, attempt, data, None, device, options)
+        try:  # the attempt takes the run's place when it is done: the user is told the run's folder
+            metrics = _train(experiment, backend, attempt, data, None, device, options, shown_as=folder.path)
         except DivergedError:
             folder.replace_with(attempt)  # a diverged forced run is a result too
             raise
@@ -95,6 +98,30 @@ def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optiona
     return None
 
 
+def _events_from_history(folder: RunFolder, log: Log) -> None:
+    """--tensorboard on a finished run found again: its event files, written now from history.json
+    unless it has them already (the events are a view of the history, as the figures are)."""
+    events = folder.file(EVENTS_DIR)
+    if any(events.glob("events.out.tfevents.*")):
+        log(f"its TensorBoard events are in {events}")
+        return
+    try:
+        records = [record_from_dict(row) for row in json.loads(folder.file(run_folder.HISTORY_JSON).read_text())]
+        if not all(isinstance(getattr(r, field), (int, float)) for r in records for field in SCALARS.values()
+                   if getattr(r, field) is not None):
+            raise ValueError("a figure that is not a number")
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        log(f"no TensorBoard events written: {folder.file(run_folder.HISTORY_JSON)} does not read back ({err})")
+        return
+    writer = TensorBoardLog(folder.path, 1)
+    try:
+        for record in records:
+            writer.epoch(record)
+    finally:
+        writer.close()
+    log(f"wrote the TensorBoard events of its {plural(len(records), 'epoch')} (from its history.json) to {events}")
+
+
 @dataclass(frozen=True)
 class _Options:
     """How a run reports itself; none of it changes the run's numbers or id."""
@@ -106,8 +133,10 @@ class _Options:
 
 
 def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: Any, start: Optional[TrainerState],
-           device: Optional[str], options: _Options) -> dict[str, Any]:
-    """Train into `folder` from `start` (None: from scratch); write every file, metrics.json last."""
+           device: Optional[str], options: _Options, shown_as: Optional[Path] = None) -> dict[str, Any]:
+    """Train into `folder` from `start` (None: from scratch); write every file, metrics.json last.
+    `shown_as`: the folder named to the user, when `folder` is an attempt that will take its place."""
+    shown = shown_as or folder.path
     log, progress = options.log, options.progress
     name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
     model = backend.compile(experiment.network, seed=experiment.train.seed, device=device,
@@ -116,7 +145,7 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     threads = env.get("cpu_threads") if model.device == "cpu" else None
     where = f"{model.device}, {plural(threads, 'thread')}" if isinstance(threads, int) else model.device
     log(f"{experiment.name} [{name} on {where}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
-        f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {folder.path}")
+        f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {shown}")
     if start is not None:  # the folder's views of the state it starts from (a copied one included)
         folder.write_checkpoint(start, trajectory, epochs)
         _write_views(folder, start, True)
@@ -149,7 +178,7 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
     if options.table:
         log(metrics_table({f"{experiment.name} [{name}]": metrics}))
-    log(f"median epoch {metrics['median_epoch_seconds']:.2f}s; files in {folder.path}")
+    log(f"median epoch {metrics['median_epoch_seconds']:.2f}s; files in {shown}")
     return metrics
 
 

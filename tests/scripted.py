@@ -161,6 +161,9 @@ class ScriptedModel:
     def setup_optimizer(self, config: TrainConfig) -> None:
         self.optimizer_configs.append(config)
 
+    def warmup(self, data: ScriptedSplit, batch_size: int, rows: int = 1) -> None:
+        """Nothing to compile."""
+
     def train_steps(self, data: ScriptedSplit, batches: np.ndarray, lr: float | np.ndarray,
                     augment: Any = None) -> tuple[float, float]:
         assert data.name == "train", f"train_steps on the {data.name} split"

@@ -29,7 +29,8 @@ from netspec.backend import installed_backends, load_backend
 from netspec.errors import SetupError, SpecError
 from netspec.layers import LAYER_TYPES
 from netspec.trainer import batch_index_matrix
-from tests import references as ref
+from netspec import reference as ref
+from netspec.testing import random_layer
 
 BACKENDS = installed_backends()
 CLASSES = 3
@@ -279,11 +280,6 @@ def _package(backend) -> Path:
     return Path(importlib.import_module(type(backend).__module__).__file__).parent
 
 
-def test_builder_registry_covers_every_layer_type(backend) -> None:
-    builders = importlib.import_module(f"{type(backend).__module__.rsplit('.', 1)[0]}.builders")
-    assert set(builders.BUILDERS) == set(LAYER_TYPES)
-
-
 def borrowed_layers(source: str) -> list[str]:
     """Uses of a framework's own BatchNorm / Dropout: an attribute of a name imported from an outside
     package (torch, flax, jax, ...), or imported from one by name."""
@@ -379,11 +375,52 @@ def inputs(shape: tuple[int, ...], count: int = 5, seed: int = 4) -> np.ndarray:
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
+def tensors(weights: ns.Weights, index: int = 0) -> dict[str, np.ndarray]:
+    """Layer `index`'s tensors by suffix, as LayerSpec.reference takes them (floats in float64)."""
+    prefix = f"{index}."
+    return {n[len(prefix):]: v.astype(np.float64) if v.dtype.kind == "f" else v
+            for n, v in weights.items() if n.startswith(prefix)}
+
+
+HARNESS_SHAPES = [(3, 7, 6), (6,)]
+"""Input shapes the harness tries each layer type on (a type takes one or both)."""
+
+
+@pytest.mark.parametrize("kind", LAYER_TYPES, ids=lambda kind: kind.__name__)
+def test_layer_harness(backend, kind: type) -> None:
+    """Every layer type, in random configurations (netspec.testing.RANDOM_LAYERS), as a one-layer network
+    through the protocol, against its own numpy meaning (LayerSpec.reference): output in evaluation and
+    training mode, and the tensors after a training pass. A dropout's mask is the backend's draw, read
+    from the output (inputs are never zero), so the reference checks what the kept values become."""
+    rng = np.random.default_rng(0)
+    tried = 0
+    for _ in range(3):
+        for shape in HARNESS_SHAPES:
+            layer = random_layer(rng, shape, kind)
+            try:
+                layer.output_shape(shape)
+            except ValueError:
+                continue
+            tried += 1
+            model, w = one_layer(backend, shape, layer, seed=tried)
+            x = inputs(shape, count=6, seed=tried)
+            x[x == 0] = 1.0
+            for train in (False, True):
+                before = tensors(model.get_weights())
+                out = model.forward(x, train)
+                expected, after = layer.reference(x.astype(np.float64), before, train, mask=out != 0)
+                np.testing.assert_allclose(out, expected, **TOL, err_msg=f"{layer!r} train={train}")
+                got = tensors(model.get_weights())
+                for name, value in after.items():
+                    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=f"{layer!r} {name}")
+    assert tried >= 3, f"no configuration of {kind.__name__} fits the harness's shapes {HARNESS_SHAPES}"
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_layer_linear(backend, bias: bool) -> None:
     model, w = one_layer(backend, (6,), ns.Linear(out_features=4, bias=bias))
     x = inputs((6,))
-    expected = ref.linear(x.astype(np.float64), w["0.weight"], w.get("0.bias"))
+    expected = model.network.layers[0].reference(x.astype(np.float64), tensors(w))[0]
     for train in (False, True):
         np.testing.assert_allclose(model.forward(x, train), expected, **TOL)
 
@@ -395,7 +432,7 @@ def test_layer_linear(backend, bias: bool) -> None:
 def test_layer_conv2d(backend, layer: ns.Conv2d) -> None:
     model, w = one_layer(backend, (3, 7, 6), layer)
     x = inputs((3, 7, 6))
-    expected = ref.conv2d(x.astype(np.float64), w["0.weight"], w.get("0.bias"), layer.stride, layer.padding)
+    expected = layer.reference(x.astype(np.float64), tensors(w))[0]
     np.testing.assert_allclose(model.forward(x), expected, **TOL)
 
 
@@ -406,7 +443,7 @@ def test_layer_conv2d(backend, layer: ns.Conv2d) -> None:
 def test_layer_max_pool2d(backend, layer: ns.MaxPool2d) -> None:
     model, _ = one_layer(backend, (2, 8, 7), layer)
     x = inputs((2, 8, 7)) - 5.0  # all negative: a zero-padded pool would show
-    expected = ref.max_pool2d(x, layer.kernel_size, layer.effective_stride, layer.padding)
+    expected = layer.reference(x.astype(np.float64), {})[0]
     np.testing.assert_array_equal(model.forward(x), expected.astype(np.float32))
 
 
@@ -416,7 +453,7 @@ def test_layer_flatten_and_relu(backend) -> None:
     x = inputs((3, 4, 5))
     np.testing.assert_array_equal(model.forward(x), x.reshape(5, -1))
     model, w = one_layer(backend, (3, 4, 5), ns.ReLU(), ns.Flatten(), ns.Linear(out_features=2))
-    expected = ref.linear(np.maximum(x, 0).reshape(5, -1).astype(np.float64), w["2.weight"], w["2.bias"])
+    expected = model.network.reference_forward(w, x)[0]
     np.testing.assert_allclose(model.forward(x), expected, **TOL)
 
 
@@ -426,18 +463,17 @@ def test_layer_batch_norm(backend, shape: tuple[int, ...]) -> None:
     num_batches_tracked counted; eval: the running statistics."""
     layer = ns.BatchNorm(momentum=0.3, eps=1e-3)
     model, w = one_layer(backend, shape, layer)
-    stats = {k: w[f"0.{k}"].astype(np.float64) for k in ("weight", "bias", "running_mean", "running_var")}
+    stats = tensors(w)
     for step in range(2):
         x = (inputs(shape, count=6, seed=step) * 2 + 3).astype(np.float32)
-        out, stats["running_mean"], stats["running_var"] = ref.batch_norm_train(
-            x.astype(np.float64), *stats.values(), momentum=0.3, eps=1e-3)
+        out, stats = layer.reference(x.astype(np.float64), stats, train=True)
         np.testing.assert_allclose(model.forward(x, train=True), out, **TOL)
         got = model.get_weights()
         np.testing.assert_allclose(got["0.running_mean"], stats["running_mean"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got["0.running_var"], stats["running_var"], rtol=1e-5, atol=1e-6)
-        assert int(got["0.num_batches_tracked"]) == 7 + step + 1
+        assert int(got["0.num_batches_tracked"]) == 7 + step + 1 == int(stats["num_batches_tracked"])
     x = inputs(shape, seed=9)
-    np.testing.assert_allclose(model.forward(x), ref.batch_norm_eval(x.astype(np.float64), *stats.values(), eps=1e-3), **TOL)
+    np.testing.assert_allclose(model.forward(x), layer.reference(x.astype(np.float64), stats)[0], **TOL)
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         one_layer(backend, (5,), ns.BatchNorm())[0].forward(inputs((5,), count=1), train=True)
 
@@ -466,3 +502,42 @@ def test_layer_dropout(backend, kind: str, p: float = 0.3) -> None:
     np.testing.assert_array_equal(model.forward(x), x)  # evaluation: identity
     zero, _ = one_layer(backend, DROPOUT_SHAPE, getattr(ns, kind)(p=0.0))
     np.testing.assert_array_equal(zero.forward(x[:4], train=True), x[:4])
+
+
+# ---- the same error texts in every backend (they are written once, in netspec.model_base) --------------
+
+def protocol_errors(backend) -> dict[str, str]:
+    """Each protocol error a caller can provoke, as 'exception type: message', on one model (the calls
+    before setup_optimizer first)."""
+    x, y = data(10)
+    model = backend.compile(PLAIN, seed=0, device="cpu")
+    split = model.to_device(x, y)
+    adam_state = {**model.get_training_state(), "adam.step": np.array(0)}
+    calls = {
+        "input shape": lambda: model.forward(x[:, :1]),
+        "label shape": lambda: model.to_device(x, y[:5]),
+        "label range": lambda: model.loss_and_grads(x, np.full(10, CLASSES)),
+        "no optimizer": lambda: model.train_steps(split, np.zeros((1, 2), int), 1e-3),
+        "adam state without optimizer": lambda: model.set_training_state(adam_state),
+        "state of another network": lambda: model.set_training_state({"0.weight": np.zeros(1)}),
+        "weights of another network": lambda: model.set_weights({}),
+        "empty split": lambda: model.evaluate(model.to_device(x[:0], y[:0]), 4),
+        "batch matrix": lambda: (model.setup_optimizer(ns.TrainConfig()), model.train_steps(split, np.arange(4), 1e-3)),
+        "batch range": lambda: model.train_steps(split, np.array([[0, 10]]), 1e-3),
+        "lr per step": lambda: model.train_steps(split, np.zeros((2, 2), int), [1e-3]),
+    }
+    out = {}
+    for name, call in calls.items():
+        with pytest.raises(Exception) as err:
+            call()
+        out[name] = f"{type(err.value).__name__}: {err.value}"
+    return out
+
+
+def test_every_backend_gives_the_same_error_texts() -> None:
+    texts = {name: protocol_errors(load_backend(name)) for name in BACKENDS}
+    first, *others = texts.values()
+    assert all("\n" not in text for text in first.values()), first
+    assert "needs an optimizer" in first["no optimizer"] and "empty split" in first["empty split"]
+    for name, other in zip(list(texts)[1:], others):
+        assert other == first, name

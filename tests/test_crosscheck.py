@@ -123,7 +123,7 @@ def test_runner_crosscheck_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert runner.main([str(spec), "--crosscheck"]) == 0
     out = capsys.readouterr().out
     assert "eval logits" in out and "after 10 steps" in out and "9.bias" in out
-    monkeypatch.setitem(BUILDERS, ns.BatchNorm, lambda s, name, precision: jax_layers.BatchNorm(0.9, s.eps, name=name))
+    monkeypatch.setitem(BUILDERS, ns.BatchNorm, lambda s, site: jax_layers.BatchNorm(0.9, s.eps, name=site.name))
     assert runner.main([str(spec), "--crosscheck"]) == 1
     assert "worst tensor float64 " in capsys.readouterr().err  # names the worst tensor
 

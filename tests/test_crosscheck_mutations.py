@@ -53,7 +53,7 @@ def _lr_times(factor: float) -> Mutation:
 def _flax_momentum(monkeypatch: pytest.MonkeyPatch) -> None:
     """Flax's convention: momentum is the weight of the old value (0.9 where PyTorch's 0.1 is meant)."""
     monkeypatch.setitem(JAX_BUILDERS, ns.BatchNorm,
-                        lambda s, name, precision: jax_layers.BatchNorm(1.0 - s.momentum, s.eps, name=name))
+                        lambda s, site: jax_layers.BatchNorm(1.0 - s.momentum, s.eps, name=site.name))
 
 
 def _biased_running_var(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +74,7 @@ def _biased_running_var(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _flatten_hwc(monkeypatch: pytest.MonkeyPatch) -> None:
     """JAX flattening NHWC directly: the canonical Linear weights then see H, W, C order."""
-    monkeypatch.setitem(JAX_BUILDERS, ns.Flatten, lambda s, name, precision: lambda x, train: x.reshape(x.shape[0], -1))
+    monkeypatch.setitem(JAX_BUILDERS, ns.Flatten, lambda s, site: lambda x, train: x.reshape(x.shape[0], -1))
 
 
 class _Untransposed(nn.Linear):
@@ -85,7 +85,7 @@ class _Untransposed(nn.Linear):
 def _linear_untransposed(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch using a Linear's [out, in] weight as [in, out] (only a square layer runs at all)."""
     monkeypatch.setitem(torch_build.BUILDERS, ns.Linear,
-                        lambda s, shape: _Untransposed(shape[0], s.out_features, bias=s.bias))
+                        lambda s, site: _Untransposed(site.input_shape[0], s.out_features, bias=s.bias))
 
 
 def _eval_logits_scaled(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,6 +78,23 @@ def test_every_layer_type_matches_the_backend(backend: str) -> None:
     assert difference < TOLERANCE
 
 
+def test_random_networks_match_the_numpy_reference() -> None:
+    """Every layer type's ONNX rule against the layer's own meaning (LayerSpec.reference, float64), on
+    random networks (netspec.testing) whose layers cover every type between them."""
+    from netspec.testing import random_network
+
+    rng = np.random.default_rng(7)
+    seen: set[type] = set()
+    for _ in range(12):
+        network = random_network(rng)
+        seen |= {type(layer) for layer in network.layers}
+        weights = random_weights(network, int(rng.integers(1000)))
+        (got,) = session_of(export.onnx_model(network, weights).SerializeToString()).run(
+            None, {export.INPUT: (x := rng.normal(size=(3, *network.input_shape)).astype(np.float32))})
+        np.testing.assert_allclose(got, network.reference_forward(weights, x)[0], rtol=1e-4, atol=TOLERANCE)
+    assert seen == set(ns.LAYER_TYPES)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_exported_run_matches_its_backend(backend: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     run = trained_run(tmp_path_factory, backend)

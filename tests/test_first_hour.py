@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import netspec as ns
@@ -43,6 +46,8 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
      "network: layer 1: unknown layer type 'Batchnorm' (did you mean 'BatchNorm'?); use one of Linear, Conv2d, "),
     (["summary", "specs/mlp.json", "--set", "train.optimizer.type=adamm"],
      "train: optimizer: unknown optimizer type 'adamm' (did you mean 'adam'?); use one of adam, "),
+    (["summary", "specs/mlp.json", "--set", "train.optimizer.type=sgd"],
+     "train: optimizer (sgd): unknown field 'betas'; remove it (allowed here: type, momentum, "),
     (["summary", "specs/mlp.json", "--set", "train.precision=bf61"],
      "train: precision: 'bf61' is not a choice (did you mean 'bf16'?); netspec has 'float32', 'tf32', 'bf16'"),
     (["summary", "specs/mlp.json", "--set", "network.layers.0.zzz=1"],
@@ -88,27 +93,44 @@ def test_a_spec_path_is_never_taken_for_a_command(tmp_path: Path) -> None:
 # ---- CPU threads (item 1) ------------------------------------------------------------------------
 
 def small_mlp() -> ns.Experiment:
-    """The cheapest run that trains: one Linear layer, 300 synthetic images, one epoch."""
-    network = ns.Network(input_shape=(3, 32, 32), layers=[ns.Flatten(), ns.Linear(out_features=10)])
+    """The cheapest run that trains: the report's MLP input (3072,), one Linear layer, 300 synthetic
+    images, one epoch."""
+    network = ns.Network(input_shape=(3072,), layers=[ns.Linear(out_features=10)])
     return ns.Experiment(name="tiny", network=network, train=ns.TrainConfig(batch_size=50, epochs=1),
                          data=ns.DataConfig(source="synthetic", train_size=300, val_size=100, test_size=100))
 
 
-def test_threads_are_chosen_recorded_and_never_part_of_the_run_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@dataclass(frozen=True)
+class Trained:
+    spec: Path
+    out: Path
+    folder: Path
+    stdout: str
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """`netspec train` of small_mlp on one torch thread, once for the tests below."""
+    tmp = tmp_path_factory.mktemp("first_hour")
+    spec, out = write_spec(tmp, small_mlp()), tmp / "runs"
+    done = netspec("train", str(spec), "--threads", "1", "--device", "cpu", "--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (folder,) = (out / "tiny" / "torch").iterdir()
+    return Trained(spec, out, folder, done.stdout)
+
+
+def test_threads_are_chosen_recorded_and_never_part_of_the_run_id(trained: Trained, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    spec, out = write_spec(tmp_path, small_mlp()), tmp_path / "runs"
-    first = netspec("train", str(spec), "--threads", "1", "--device", "cpu", "--out", str(out))
-    assert first.returncode == 0 and "tiny [torch on cpu, 1 thread]:" in first.stdout, first.stdout + first.stderr
-    (env,) = out.glob("tiny/torch/*/env.json")
-    assert json.loads(env.read_text())["cpu_threads"] == 1
+    assert "tiny [torch on cpu, 1 thread]:" in trained.stdout
+    assert json.loads((trained.folder / "env.json").read_text())["cpu_threads"] == 1
     try:  # the same run with other threads, in this process: found, not trained again
-        assert main(["train", str(spec), "--threads", "2", "--device", "cpu", "--out", str(out)]) == 0
+        assert main(["train", str(trained.spec), "--threads", "2", "--device", "cpu", "--out", str(trained.out)]) == 0
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
-    assert f"finished run found in {env.parent}" in capsys.readouterr().out
-    assert "between 1 and 1024" in error_line(netspec("train", str(spec), "--threads", "0"))
+    assert f"finished run found in {trained.folder}" in capsys.readouterr().out
+    assert "between 1 and 1024" in error_line(netspec("train", str(trained.spec), "--threads", "0"))
 
 
 def test_jax_computes_on_one_thread_when_asked() -> None:
@@ -141,3 +163,89 @@ def test_usable_cores_count_physical_cores_within_the_affinity() -> None:
     from netspec.threads import usable_cores
 
     assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
+
+
+# ---- outputs that match what was said (item 4) ----------------------------------------------------
+
+def test_force_names_the_final_folder_and_no_lock_file_is_left_beside_runs(trained: Trained) -> None:
+    done = netspec("train", str(trained.spec), "--force", "--device", "cpu", "--out", str(trained.out))
+    assert done.returncode == 0, done.stderr
+    assert f"-> {trained.folder}\n" in done.stdout and f"files in {trained.folder}\n" in done.stdout
+    assert "attempt" not in done.stdout and sorted(trained.folder.parent.iterdir()) == [trained.folder]
+    assert (trained.out / ".locks" / "tiny" / "torch" / f"{trained.folder.name}.lock").is_file()
+
+
+def test_tensorboard_on_a_finished_run_writes_its_events_from_its_history(trained: Trained) -> None:
+    pytest.importorskip("tensorboardX")
+    events = trained.folder / "tensorboard"
+    argv = ["train", str(trained.spec), "--tensorboard", "--device", "cpu", "--out", str(trained.out)]
+    done = netspec(*argv)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote the TensorBoard events of its 1 epoch (from its history.json) to {events}" in done.stdout
+    assert len(list(events.glob("events.out.tfevents.*"))) == 1
+    again = netspec(*argv)
+    assert f"its TensorBoard events are in {events}" in again.stdout and len(list(events.iterdir())) == 1
+
+
+def test_export_prints_its_check_against_the_backend_and_the_real_input_layout(trained: Trained) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    done = netspec("export", str(trained.folder))
+    assert done.returncode == 0, done.stderr
+    wrote, check = done.stdout.strip().splitlines()
+    assert wrote == f"wrote {trained.folder / 'model.onnx'}"
+    match = re.fullmatch(r"checked against torch's logits on 8 random inputs: largest difference (\S+) "
+                         r"\(largest logit (\S+)\): agrees", check)
+    assert match and 0 <= float(match[1]) < 1e-5 < float(match[2]), check
+    props = {p.key: p.value for p in onnx.load(str(trained.folder / "model.onnx")).metadata_props}
+    assert props["input"] == "[batch, 3072] float32, the NCHW pixels flattened in C, H, W order: " \
+                             "(pixels - shift) / scale per channel"
+
+
+def test_predict_names_a_wrong_sized_file_offers_resize_and_says_what_it_converted(trained: Trained, tmp_path: Path) -> None:
+    from PIL import Image
+
+    big, gray, rgba = tmp_path / "big.png", tmp_path / "gray.png", tmp_path / "rgba.png"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(big)
+    Image.new("L", (32, 32), 128).save(gray)
+    Image.new("RGBA", (32, 32), (10, 200, 10, 100)).save(rgba)
+    line = error_line(netspec("predict", str(trained.folder), str(big)))
+    assert line == (f"error: {big}: the image is 64x48; the network takes 32x32 images: resize it, or add --resize "
+                    "(the whole image scaled to 32x32)")
+    done = netspec("predict", str(trained.folder), str(big), str(gray), str(rgba), "--resize", "--top", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line.split(" (", 1)[1] for line in lines] == [
+        "resized from 64x48 to 32x32)", "converted from grayscale (its gray in all three channels) to RGB)",
+        "converted from RGBA (alpha dropped) to RGB)"]
+
+
+def test_the_confusion_title_fits_its_figure() -> None:
+    from netspec.inference import confusion_figure
+
+    title = "mlp: the CIFAR-10 copy in /work/shared/data/cifar10-jpeg-q75.tar.gz (10,000 images), test: accuracy 0.5610"
+    fig = confusion_figure(np.eye(10, dtype=int), [f"class_{i}" for i in range(10)], title)
+    fig.canvas.draw()
+    box, width = fig.texts[0].get_window_extent(), fig.bbox.width
+    assert 0 <= box.x0 and box.x1 <= width and "accuracy 0.5610" in fig.texts[0].get_text()
+
+
+def test_a_saved_experiment_starts_with_its_schema(tmp_path: Path) -> None:
+    path = tmp_path / "e.json"
+    small_mlp().save(path)
+    content = json.loads(path.read_text())
+    assert next(iter(content)) == "$schema" and content["$schema"] == "schema/experiment.schema.json"
+    assert ns.load(path) == small_mlp()
+
+
+# ---- the light path (item 2) ---------------------------------------------------------------------
+
+def test_without_the_dataset_the_message_names_every_form_of_data_dir(tmp_path: Path) -> None:
+    """As on a machine without tensorflow-datasets (the light install): one line with every way out."""
+    code = ("import sys\nsys.modules['tensorflow_datasets'] = None\nfrom netspec.cli import main\n"
+            f"sys.exit(main(['train', 'specs/mlp.json', '--epochs', '1', '--out', {str(tmp_path / 'runs')!r}]))")
+    env = {**os.environ, "NETSPEC_CACHE": str(tmp_path / "cache")}
+    line = error_line(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env))
+    for form in ("--data-dir PATH", "cifar-10-batches-py folder", "image-folder tree (train/<class>/*, test/<class>/*)",
+                 "a .tar.gz of either", "pip install 'netspec[tfds]'"):
+        assert form in line, line

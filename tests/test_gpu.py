@@ -133,5 +133,5 @@ def test_a_jax_epoch_makes_no_implicit_transfer() -> None:
     model.setup_optimizer(ns.TrainConfig())
     model.warmup(d, BATCH, 8)
     with jax.transfer_guard("disallow"):
-        sums = model._steps(d, rows(256, 8, 1).astype(np.int32), 1e-3)
+        sums = model._run_steps(d, rows(256, 8, 1).astype(np.int32), 1e-3)
     assert np.isfinite(np.asarray(sums)).all()

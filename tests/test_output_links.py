@@ -73,7 +73,8 @@ def refused(call, outcome: Outcome, what: str) -> None:
 def _everything(tmp: Path) -> Outcome:
     from netspec.export import export_run
     from netspec.inference import evaluate_run
-    from netspec.sweep import SweepSpec, record_invocation, write_report
+    from netspec.sweep import record_invocation, write_report
+    from netspec.sweep_spec import SweepSpec
     from netspec.tensorboard import TensorBoardLog
 
     outside = tmp / "outside"
@@ -88,7 +89,7 @@ def _everything(tmp: Path) -> Outcome:
         update={"data": ns.DataConfig(source="synthetic", train_size=200, val_size=100, test_size=100)})
     directory = run_folder.run_dir(root, experiment, "torch")
     planted = [plant(directory / name, outside) for name in RUN_FILES]
-    planted.append(plant(directory.with_name(directory.name + ".lock"), outside))
+    planted.append(plant(run_folder.RunFolder.of(root, experiment, "torch").lock_path, outside))
     outcome = Outcome(outside, EXPECTED, planted=planted)
 
     # a run: every file through a link, then the run folder's tensorboard folder as a link

@@ -66,15 +66,37 @@ def test_defaults_and_the_run_id() -> None:
 
 
 @needs_torch
-def test_torch_tf32_switches() -> None:
+def test_torch_tf32_switches_are_set_per_model_and_call() -> None:
+    """Each model computes in its own precision whatever other models exist in the process: its TF32
+    switches are set on entry to each of its calls (seen from inside a layer, by a forward hook) and
+    the process's own settings are back after the call, even when the call fails."""
     import torch
 
     backend = load_backend("torch")
-    for precision, tf32 in [("tf32", True), ("float32", False), ("bf16", True), ("highest", False)]:
-        model = backend.compile(PLAIN, device="cpu", precision=precision)
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32), precision
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    process = flags()
+    models = {p: backend.compile(PLAIN, device="cpu", precision=p) for p in ("tf32", "float32", "bf16", "highest", "default")}
+    assert flags() == process  # compiling changes nothing outside the model
+    seen: dict[str, tuple[bool, bool]] = {}
+    for precision, model in models.items():
+        model.module[0].register_forward_hook(lambda module, args, out, p=precision: seen.__setitem__(p, flags()))
         assert model.precision == ("float32" if precision == "highest" else precision)
         assert not model.compiled  # auto: eager on a CPU
+    x, y = data()
+    for process in [(False, False), (True, True), (True, False)]:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = process
+        for precision, model in models.items():  # interleaved: the last one compiled decides nothing
+            for call in (lambda: model.forward(x[:4]), lambda: model.loss_and_grads(x[:4], y[:4]),
+                         lambda: model.evaluate(model.to_device(x[:8], y[:8]), 4)):
+                seen.clear()
+                call()
+                fast = precision in ("tf32", "bf16")
+                assert seen[precision] == ((fast, fast) if precision != "default" else process), (precision, process)
+                assert flags() == process, precision
+        with pytest.raises(ValueError):
+            models["tf32"].forward(x[:, :1])
+        assert flags() == process
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, False
     assert backend.compile(PLAIN, device="cpu", compiled="on").compiled
 
 
@@ -246,13 +268,13 @@ def test_jax_epoch_makes_no_transfer_but_at_chunk_boundaries(compiled: str) -> N
     experiment = _progress_experiment(epochs=1)
     dataset = load_dataset(experiment.data, progress=False)
     model = load_backend("jax").compile(experiment.network, seed=0, device="cpu", compiled=compiled)
-    steps, calls = model._steps, []
+    steps, calls = model._run_steps, []
 
     def guarded(*args, **kwargs):
         with jax.transfer_guard("disallow"):
             calls.append(1)
             return steps(*args, **kwargs)
-    model._steps = guarded
+    model._run_steps = guarded
     fit(model, experiment, dataset, log=lambda line: None, progress=True)
     assert len(calls) >= 20
 

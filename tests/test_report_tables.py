@@ -19,7 +19,8 @@ import pytest
 import netspec as ns
 from netspec import run_folder
 from netspec.stats import paired_difference
-from netspec.sweep import load_sweep, run_sweep, write_report
+from netspec.sweep import run_sweep, write_report
+from netspec.sweep_spec import load_sweep
 from netspec.trainer import EpochRecord
 from tests.helpers import tiny_experiment, write_json, write_spec
 from tests.scripted import Script, ScriptedBackend

@@ -155,7 +155,7 @@ run_experiment(experiment(), ScriptedBackend(SCRIPT), sys.argv[1], dataset=scrip
 
 def test_a_second_process_waits_for_the_holder_and_reuses_its_run(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=REPO)
-    info = tmp_path / "scripted" / "scripted" / f"{folder(tmp_path).name}.lock.holder"
+    info = tmp_path / ".locks" / "scripted" / "scripted" / f"{folder(tmp_path).name}.lock.holder"
     deadline = time.monotonic() + 60
     while not info.exists():
         assert holder.poll() is None and time.monotonic() < deadline

@@ -180,12 +180,17 @@ def test_adam_is_fused_with_the_configs_settings() -> None:
     assert defaults["fused"] and defaults["betas"] == (0.8, 0.9) and defaults["eps"] == 1e-6
 
 
-def test_highest_precision_turns_tf32_off() -> None:
+def test_highest_precision_turns_tf32_off_during_its_calls() -> None:
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        BACKEND.compile(NETWORK, device="cpu", precision="highest")
-        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        model = BACKEND.compile(NETWORK, device="cpu", precision="highest")
+        seen = []
+        model.module[0].register_forward_hook(
+            lambda *_: seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)))
+        model.forward(np.zeros((2, *NETWORK.input_shape), np.float32))
+        assert seen == [(False, False)]
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # restored after
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 

@@ -75,7 +75,7 @@ def test_a_capture_leaves_the_state_and_its_tensors_in_place(captures: list[Repl
     held = [t.data_ptr() for state in model.optimizer.state.values() for t in state.values()]
     held += [p.data_ptr() for p in model.module.parameters()] + [b.data_ptr() for b in model.module.buffers()]
     model._graph = None
-    model._graph_for(d, model._batches(epochs()[0], d))  # three warm-up steps, then the restore
+    model._graph_for(d, model._rows(epochs()[0]))  # three warm-up steps, then the restore
     after = model.get_training_state()
     assert before.keys() == after.keys()
     for name, value in before.items():

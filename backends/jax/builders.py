@@ -7,6 +7,7 @@ backends/jax/convert.py maps to the canonical names ('0.weight', '1.running_mean
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
@@ -14,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from netspec import layers as spec
-from netspec.layers import LayerSpec, pair
+from netspec.backend import Site, builder_for
+from netspec.layers import LayerSpec, Shape, pair
 
 from .layers import BatchNorm, Dropout
 
@@ -30,8 +32,15 @@ class Compute(NamedTuple):
     dtype: Optional[Any] = None
 
 
-Builder = Callable[[Any, str, Compute], LayerFn]
-"""(spec, name, compute) -> layer. The name is the layer's index in the network."""
+@dataclass(frozen=True)
+class JaxSite(Site):
+    """netspec.backend.Site with how this network's matmuls and convolutions compute."""
+
+    compute: Compute = Compute()
+
+
+Builder = Callable[[Any, JaxSite], LayerFn]
+"""(spec, site) -> layer, the builder signature of every backend; site.name is the layer's index."""
 
 
 def _stateless(fn: Callable[[jax.Array], jax.Array]) -> LayerFn:
@@ -53,21 +62,21 @@ def flatten_chw(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
-def _linear(s: spec.Linear, name: str, compute: Compute) -> LayerFn:
-    return _stateless(nn.Dense(s.out_features, use_bias=s.bias, precision=compute.precision, dtype=compute.dtype, name=name))
+def _linear(s: spec.Linear, site: JaxSite) -> LayerFn:
+    return _stateless(nn.Dense(s.out_features, use_bias=s.bias, precision=site.compute.precision, dtype=site.compute.dtype, name=site.name))
 
 
-def _conv(s: spec.Conv2d, name: str, compute: Compute) -> LayerFn:
+def _conv(s: spec.Conv2d, site: JaxSite) -> LayerFn:
     # Zeros padded by jnp.pad, then a VALID conv: the same numbers as padding inside the conv, but
     # XLA (jaxlib 0.10) aborts the process compiling the gradient of some strided convs with inner
     # padding (algebraic_simplifier "Window dimensions do not match RHS shape"), never of these.
     (ph, pw) = pair(s.padding)
     conv = nn.Conv(s.out_channels, pair(s.kernel_size), strides=pair(s.stride), padding="VALID", use_bias=s.bias,
-                   precision=compute.precision, dtype=compute.dtype, name=name)
+                   precision=site.compute.precision, dtype=site.compute.dtype, name=site.name)
     return _stateless(lambda x: conv(jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))))
 
 
-def _max_pool(s: spec.MaxPool2d, name: str, compute: Compute) -> LayerFn:
+def _max_pool(s: spec.MaxPool2d, site: JaxSite) -> LayerFn:
     # Stride written out (Flax's max_pool defaults to 1, the spec to the kernel); nn.max_pool pads
     # with -inf (reduce_window's init value), as PyTorch does.
     window, stride, padding = pair(s.kernel_size), s.effective_stride, _explicit_padding(s.padding)
@@ -77,14 +86,14 @@ def _max_pool(s: spec.MaxPool2d, name: str, compute: Compute) -> LayerFn:
 BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Linear: _linear,
     spec.Conv2d: _conv,
-    spec.BatchNorm: lambda s, name, compute: BatchNorm(s.momentum, s.eps, name=name),
-    spec.ReLU: lambda s, name, compute: _stateless(nn.relu),
-    spec.Dropout: lambda s, name, compute: Dropout(s.p, name=name),
-    spec.Dropout2d: lambda s, name, compute: Dropout(s.p, broadcast_dims=(1, 2), name=name),  # NHWC: per channel
+    spec.BatchNorm: lambda s, site: BatchNorm(s.momentum, s.eps, name=site.name),
+    spec.ReLU: lambda s, site: _stateless(nn.relu),
+    spec.Dropout: lambda s, site: Dropout(s.p, name=site.name),
+    spec.Dropout2d: lambda s, site: Dropout(s.p, broadcast_dims=(1, 2), name=site.name),  # NHWC: per channel
     spec.MaxPool2d: _max_pool,
-    spec.Flatten: lambda s, name, compute: _stateless(flatten_chw),
+    spec.Flatten: lambda s, site: _stateless(flatten_chw),
 }
-"""Spec class -> builder; a test checks it covers netspec.layers.LAYER_TYPES."""
+"""Spec class -> builder; tests/test_layer_tables.py checks it covers netspec.layers.LAYER_TYPES."""
 
 
 class SpecNet(nn.Module):
@@ -101,6 +110,19 @@ class SpecNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         builders = {**BUILDERS, **dict(self.overrides)}
+        compute = Compute(self.precision, self.dtype)
         for index, layer in enumerate(self.layers):
-            x = builders[type(layer)](layer, str(index), Compute(self.precision, self.dtype))(x, train)
+            site = JaxSite(index, (_spec_shape(x),), compute)
+            x = builder_for(builders, layer, index, "jax")(layer, site)(x, train)
         return x
+
+
+def check_builders(layers: tuple[LayerSpec, ...]) -> None:
+    """A layer type without a builder is the one SetupError line at compile time, not at the first trace."""
+    for index, layer in enumerate(layers):
+        builder_for(BUILDERS, layer, index, "jax")
+
+
+def _spec_shape(x: jax.Array) -> Shape:
+    """The spec's shape of an NHWC (or (N, F)) batch: (C, H, W) or (F,)."""
+    return (x.shape[-1], *x.shape[1:-1]) if x.ndim == 4 else tuple(x.shape[1:])

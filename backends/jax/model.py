@@ -10,8 +10,8 @@ from __future__ import annotations
 import collections
 import contextlib
 from dataclasses import dataclass
-from functools import partial, wraps
-from typing import Any, Callable, NamedTuple, Optional, TypeVar
+from functools import partial
+from typing import Any, ContextManager, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -19,14 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netspec.backend import (AdamMoments, Compile, Precision, canonical_precision, check_batches, check_inputs,
-                             check_labels, compiles, pack_training_state, unpack_training_state)
+from netspec.backend import Compile, Precision, compiles
 from netspec.experiment import TrainConfig
+from netspec.model_base import AdamMoments, ModelBase
 from netspec.network import Network
-from netspec.params import Weights, check_weights
+from netspec.params import Weights
 
 from . import convert
-from .builders import SpecNet
+from .builders import SpecNet, check_builders
 
 _MATMUL_PRECISION: dict[str, Optional[jax.lax.Precision]] = {
     "default": None,                       # the platform's fast default (TF32 on recent GPUs)
@@ -60,20 +60,6 @@ class TrainState(NamedTuple):
     """The dropout RNG; split once per training forward pass."""
 
 
-Method = TypeVar("Method", bound=Callable[..., Any])
-
-
-def _scoped_x64(method: Method) -> Method:
-    """Runs a JaxModel method with jax's 64-bit mode on if the model is float64. x64 is process-wide
-    configuration in jax, so a float64 model turns it on for its own calls only (jit caches per
-    setting) and every other model in the process stays float32."""
-    @wraps(method)
-    def wrapper(self: "JaxModel", *args: Any, **kwargs: Any) -> Any:
-        with jax.enable_x64(True) if self.float_dtype == "float64" else contextlib.nullcontext():
-            return method(self, *args, **kwargs)
-    return wrapper  # type: ignore[return-value]
-
-
 def _nhwc(x: jax.Array) -> jax.Array:
     """NCHW images -> NHWC (the layout XLA's convs prefer); flat (N, F) input unchanged."""
     return jnp.transpose(x, (0, 2, 3, 1)) if x.ndim == 4 else x
@@ -84,33 +70,32 @@ def _nchw(y: jax.Array) -> jax.Array:
     return jnp.transpose(y, (0, 3, 1, 2)) if y.ndim == 4 else y
 
 
-class JaxModel:
+class JaxModel(ModelBase):
     """A network compiled to Flax (netspec.backend.Model). Built by JaxBackend.compile, which resolves
-    the device."""
+    the device. The protocol's checks, errors and read-back rule are ModelBase's; this class holds the
+    state and the steps.
+
+    compiled ('on', or 'auto' on a GPU): the steps of a train_steps call run as jitted scans of
+    `_chunk_rows` steps (one dispatch per chunk); otherwise one jitted step per row (one dispatch per
+    step), which on a CPU is as fast for the MLP and ~7x faster for the CNN (netspec.backend.compiles).
+    compile_error is never set: a jitted scan has no fallback (a failure to compile it is an error)."""
+
+    backend_name = "jax"
 
     def __init__(self, network: Network, weights: Weights, seed: int, device: jax.Device, device_name: str,
                  precision: Precision, compiled: Compile = "auto") -> None:
-        self.precision = canonical_precision(precision)
-        self.network = network
-        self.device = device_name
+        super().__init__(network, precision, device_name, compiles(compiled, device.platform != "cpu"))
         self._device = device
-        self.float_dtype = "float64" if self.precision == "float64" else "float32"
-        """numpy name of the dtype of parameters, statistics, Adam state and inputs."""
-        self.compiled = compiles(compiled, device.platform != "cpu")
-        """Compiled ('on', or 'auto' on a GPU): the steps of a train_steps call run as jitted scans of
-        `_chunk_rows` steps (one dispatch per chunk); otherwise one jitted step per row (one dispatch per
-        step), which on a CPU is as fast for the MLP and ~7x faster for the CNN (netspec.backend.compiles)."""
-        self.compile_error: Optional[str] = None
-        """Never set: a jitted scan has no fallback (a failure to compile it is an error)."""
         self._chunk_rows: Optional[int] = None
         """Steps per scan, fixed by warmup or the first train_steps call: one compiled program per run
         (a call's rows are cut into chunks of this length, the last padded with rows that are skipped)."""
+        check_builders(tuple(network.layers))
         self._module = self._build_module(_MATMUL_PRECISION[self.precision], jnp.bfloat16 if self.precision == "bf16" else None)
         self._state = TrainState({}, {}, None, jax.device_put(jax.random.key(seed), device))
         self.set_weights(weights)
         self._forward_eval = jax.jit(self._forward_eval_fn)
         self._forward_train = jax.jit(self._forward_train_fn)
-        self._loss_and_grads = jax.jit(self._loss_and_grads_fn)
+        self._loss_and_grads_jit = jax.jit(self._loss_and_grads_fn)
         self._eval_step = jax.jit(self._eval_step_fn, static_argnames="batch_size", donate_argnums=0)
         self._train_step = None  # built by setup_optimizer: it closes over the Adam settings
         self._train_chunk = None
@@ -170,17 +155,18 @@ class JaxModel:
 
     def _train_chunk_fn(self, adam: optax.GradientTransformation, state: TrainState, sums: jax.Array,
                         x_all: jax.Array, y_all: jax.Array, rows: jax.Array, valid: jax.Array,
-                        lr: jax.Array) -> tuple[TrainState, jax.Array]:
-        """The steps of `rows` (chunk_rows, batch) as one scan; a row whose `valid` is False (padding of
-        a short call) is skipped (a cond: no step, no RNG draw), so one program serves every call."""
+                        lrs: jax.Array) -> tuple[TrainState, jax.Array]:
+        """The steps of `rows` (chunk_rows, batch) as one scan, step i at learning rate lrs[i]; a row whose
+        `valid` is False (padding of a short call) is skipped (a cond: no step, no RNG draw), so one
+        program serves every call."""
         TRACES["train_chunk"] += 1
 
-        def body(carry: tuple[TrainState, jax.Array], row: tuple[jax.Array, jax.Array]) -> tuple[tuple[TrainState, jax.Array], None]:
-            idx, ok = row
+        def body(carry: tuple[TrainState, jax.Array], row: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[tuple[TrainState, jax.Array], None]:
+            idx, ok, lr = row
             step = lambda c: self._train_step_fn(adam, c[0], c[1], x_all, y_all, idx, lr)
             return jax.lax.cond(ok, step, lambda c: c, carry), None
 
-        (state, sums), _ = jax.lax.scan(body, (state, sums), (rows, valid))
+        (state, sums), _ = jax.lax.scan(body, (state, sums), (rows, valid, lrs))
         return state, sums
 
     def _eval_step_fn(self, sums: jax.Array, params: Any, stats: Any, x_all: jax.Array, y_all: jax.Array,
@@ -198,66 +184,51 @@ class JaxModel:
         correct = (jnp.argmax(logits, axis=-1) == y).astype(x_all.dtype)
         return sums + jnp.stack([jnp.sum(losses * valid), jnp.sum(correct * valid)])
 
-    # ---- the protocol ----
+    # ---- the hooks of ModelBase: numpy in (already checked), numpy or device sums out ----
 
-    # Input validation, in one place: the checks and messages of netspec.backend, as in every backend.
+    def _scope(self) -> ContextManager[Any]:
+        """x64 is process-wide configuration in jax, so a float64 model turns it on for its own calls only
+        (jit caches per setting) and every other model in the process stays float32."""
+        return jax.enable_x64(True) if self.float_dtype == "float64" else contextlib.nullcontext()
 
-    def _batch(self, x: np.ndarray) -> np.ndarray:
-        return check_inputs(self.network, x, self.float_dtype)
-
-    def _labels(self, y: np.ndarray, count: int) -> np.ndarray:
-        return check_labels(self.network, y, count).astype(np.int32)  # labels < classes: int32 is exact
-
-    @_scoped_x64
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         s = self._state
         if not train:
-            return np.asarray(self._forward_eval(s.params, s.batch_stats, self._batch(x)))
+            return np.asarray(self._forward_eval(s.params, s.batch_stats, x))
         key, sub = jax.random.split(s.key)
-        logits, stats = self._forward_train(s.params, s.batch_stats, self._batch(x), sub)
+        logits, stats = self._forward_train(s.params, s.batch_stats, x, sub)
         self._state = s._replace(batch_stats=stats, key=key)
         return np.asarray(logits)
 
-    @_scoped_x64
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+    def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         s = self._state
-        x = self._batch(x)
-        loss, grads = self._loss_and_grads(s.params, s.batch_stats, x, self._labels(y, len(x)),
-                                           jax.random.split(s.key)[1])  # the state's key is not advanced
+        loss, grads = self._loss_and_grads_jit(s.params, s.batch_stats, x, y.astype(np.int32),  # labels < classes: int32 is exact
+                                               jax.random.split(s.key)[1])  # the state's key is not advanced
         return float(loss), convert.to_canonical(self.network, {"params": grads}, trainable_only=True)
 
-    @_scoped_x64
-    def get_weights(self) -> Weights:
+    def _get_weights(self) -> Weights:
         s = self._state
         return convert.to_canonical(self.network, {"params": s.params, "batch_stats": s.batch_stats})
 
-    @_scoped_x64
-    def set_weights(self, weights: Weights) -> None:
-        variables = jax.device_put(convert.to_flax(self.network, check_weights(self.network, weights, float_dtype=self.float_dtype),
-                                                   np.dtype(self.float_dtype).type), self._device)
+    def _set_weights(self, weights: Weights) -> None:
+        variables = jax.device_put(convert.to_flax(self.network, weights, np.dtype(self.float_dtype).type), self._device)
         self._state = self._state._replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
-    # ---- training state: weights, optax's ScaleByAdamState and the dropout key, as plain arrays ----
+    # ---- training state: optax's ScaleByAdamState and the dropout key, as plain arrays ----
 
-    @_scoped_x64
-    def get_training_state(self) -> dict[str, np.ndarray]:
-        s = self._state
-        adam = None
-        if s.opt_state is not None:
-            moments = [convert.to_canonical(self.network, {"params": tree}, trainable_only=True) for tree in (s.opt_state.mu, s.opt_state.nu)]
-            adam = AdamMoments(moments[0], moments[1], int(s.opt_state.count))
-        return pack_training_state(self.get_weights(), adam, np.asarray(jax.random.key_data(s.key)))
+    def _rng_state(self) -> np.ndarray:
+        return np.asarray(jax.random.key_data(self._state.key))
 
-    @_scoped_x64
-    def set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        weights, adam, rng = unpack_training_state(self.network, state)
-        self.set_weights(weights)
+    def _set_rng_state(self, rng: np.ndarray) -> None:
         key = jax.device_put(jax.random.wrap_key_data(np.asarray(rng, np.uint32)), self._device)
         self._state = self._state._replace(key=key)
-        if adam is None:
-            return
-        if self._state.opt_state is None:
-            raise RuntimeError("set_training_state with Adam state needs setup_optimizer(config) first")
+
+    def _adam_moments(self) -> AdamMoments:
+        opt = self._state.opt_state
+        moments = [convert.to_canonical(self.network, {"params": tree}, trainable_only=True) for tree in (opt.mu, opt.nu)]
+        return AdamMoments(moments[0], moments[1], int(opt.count))
+
+    def _set_adam_moments(self, adam: AdamMoments) -> None:
         opt_state = optax.ScaleByAdamState(count=np.asarray(adam.step, np.int32), mu=self._params_tree(adam.exp_avg),
                                            nu=self._params_tree(adam.exp_avg_sq))
         self._state = self._state._replace(opt_state=jax.device_put(opt_state, self._device))
@@ -270,14 +241,10 @@ class JaxModel:
                 tree.setdefault(slot.layer, {})[slot.leaf] = slot.to_flax(canonical[name], np.dtype(self.float_dtype).type)
         return tree
 
-    @_scoped_x64
-    def to_device(self, x: np.ndarray, y: np.ndarray) -> JaxData:
-        x = self._batch(x)
-        y = self._labels(y, len(x))
-        return JaxData(_nhwc(jax.device_put(x, self._device)), jax.device_put(y, self._device), len(y))
+    def _to_device(self, x: np.ndarray, y: np.ndarray) -> JaxData:
+        return JaxData(_nhwc(jax.device_put(x, self._device)), jax.device_put(y.astype(np.int32), self._device), len(y))
 
-    @_scoped_x64
-    def setup_optimizer(self, config: TrainConfig) -> None:
+    def _setup_optimizer(self, config: TrainConfig) -> None:
         b1, b2 = config.optimizer.betas
         adam = optax.scale_by_adam(b1=b1, b2=b2, eps=config.optimizer.eps, eps_root=0.0)
         self._state = self._state._replace(opt_state=jax.device_put(adam.init(self._state.params), self._device))
@@ -285,70 +252,65 @@ class JaxModel:
         self._train_chunk = jax.jit(partial(self._train_chunk_fn, adam), donate_argnums=(0, 1))
         self._program = None
 
-    def _chunk_args(self, data: JaxData, rows: np.ndarray, lr: float) -> list[tuple[Any, ...]]:
-        """(rows, valid) device arrays for each scan of a call: chunks of _chunk_rows, the last padded."""
+    def _chunk_args(self, rows: np.ndarray, lrs: np.ndarray) -> list[tuple[Any, ...]]:
+        """(rows, valid, lrs) device arrays for each scan of a call: chunks of _chunk_rows, the last padded."""
         length = self._chunk_rows
         out = []
         for start in range(0, len(rows), length):
-            part = rows[start:start + length]
+            part, part_lrs = rows[start:start + length], lrs[start:start + length]
             valid = np.arange(length) < len(part)
             if len(part) < length:
                 part = np.concatenate([part, np.zeros((length - len(part), rows.shape[1]), part.dtype)])
-            out.append((jax.device_put(part, self._device), jax.device_put(valid, self._device)))
+                part_lrs = np.concatenate([part_lrs, np.zeros(length - len(part_lrs), part_lrs.dtype)])
+            out.append(tuple(jax.device_put(a, self._device) for a in (part, valid, part_lrs)))
         return out
 
-    @_scoped_x64
-    def warmup(self, data: JaxData, batch_size: int, rows: int = 1) -> None:
+    def _warmup(self, data: JaxData, batch_size: int, rows: int = 1) -> None:
         """Compile the training program ahead of time (jit's lower and compile: nothing runs, the state
         is untouched), so that no epoch pays for it: the scan for calls of `rows` rows of `batch_size`
         when compiled, else the one-batch step."""
-        if self._train_step is None:
-            return
         shape, dtype = jax.ShapeDtypeStruct, np.dtype(self.float_dtype)
         head = (self._state, shape((2,), dtype), data.x, data.y)
         if self.compiled:
             self._chunk_rows = self._chunk_rows or max(1, int(rows))
-            args = head + (shape((self._chunk_rows, batch_size), np.int32), shape((self._chunk_rows,), np.bool_), shape((), dtype))
+            args = head + (shape((self._chunk_rows, batch_size), np.int32), shape((self._chunk_rows,), np.bool_),
+                           shape((self._chunk_rows,), dtype))
             self._program = (batch_size, self._train_chunk.lower(*args).compile())
         else:
             self._program = (batch_size, self._train_step.lower(*head, shape((batch_size,), np.int32), shape((), dtype)).compile())
 
-    @_scoped_x64
-    def train_steps(self, data: JaxData, batches: np.ndarray, lr: float) -> tuple[float, float]:
-        if self._train_step is None:
-            raise RuntimeError("call setup_optimizer(config) before train_steps")
-        rows = check_batches(batches, data.num_examples).astype(np.int32)
-        sums = self._steps(data, rows, lr)
-        loss_sum, correct = np.asarray(sums)  # the one host read of the call
-        return float(loss_sum), float(correct) / max(rows.shape[1], 1)
-
-    def _steps(self, data: JaxData, rows: np.ndarray, lr: float) -> jax.Array:
-        """The optimizer steps of train_steps, with the sums left on the device: only explicit
-        transfers to the device here (tests run it under jax.transfer_guard('disallow'))."""
-        lr_device = jax.device_put(np.asarray(lr, self.float_dtype), self._device)
+    def _run_steps(self, data: JaxData, rows: np.ndarray, lr: float | np.ndarray) -> jax.Array:
+        """The optimizer steps of train_steps (step i at learning rate lr[i], or lr for all), with the
+        sums left on the device: only explicit transfers to the device here (tests run it under
+        jax.transfer_guard('disallow'))."""
+        rows = np.asarray(rows, np.int32)
+        lrs = np.broadcast_to(np.asarray(lr, self.float_dtype), (len(rows),))
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         warm = self._program is not None and self._program[0] == rows.shape[1]
         if self.compiled:
             self._chunk_rows = self._chunk_rows or max(1, len(rows))
             program = self._program[1] if warm else self._train_chunk
-            for part, valid in self._chunk_args(data, rows, lr):
+            for part, valid, part_lrs in self._chunk_args(rows, lrs):
                 # The old state's buffers are donated: keep self._state pointing at live ones.
-                self._state, sums = program(self._state, sums, data.x, data.y, part, valid, lr_device)
+                self._state, sums = program(self._state, sums, data.x, data.y, part, valid, part_lrs)
         else:
             program = self._program[1] if warm else self._train_step
-            for row in jax.device_put(rows, self._device):
+            # One lr on the device per distinct value in a row of equal ones: a constant lr is one transfer.
+            changes = np.flatnonzero(np.r_[True, lrs[1:] != lrs[:-1]]) if len(lrs) else []
+            lr_at = {int(i): jax.device_put(np.asarray(lrs[i]), self._device) for i in changes}
+            lr_device = None
+            for step, row in enumerate(jax.device_put(rows, self._device)):
+                lr_device = lr_at.get(step, lr_device)
                 self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device)
         return sums
 
-    @_scoped_x64
-    def evaluate(self, data: JaxData, batch_size: int) -> tuple[float, float]:
-        n = data.num_examples
-        if n == 0:
-            raise ValueError("evaluate got an empty split")
-        batch_size = min(batch_size, n)
+    def _read_back(self, sums: jax.Array) -> tuple[float, float]:
+        loss_sum, correct = np.asarray(sums)
+        return float(loss_sum), float(correct)
+
+    def _evaluate(self, data: JaxData, batch_size: int) -> jax.Array:
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         s = self._state
-        for start in range(0, n, batch_size):
+        for start in range(0, data.num_examples, batch_size):
             sums = self._eval_step(sums, s.params, s.batch_stats, data.x, data.y, np.int32(start), batch_size=batch_size)
-        loss_sum, correct = np.asarray(sums)
-        return float(loss_sum) / n, float(correct) / n
+        return sums

@@ -12,46 +12,47 @@ from typing import Callable
 from torch import nn
 
 from netspec import layers as spec
-from netspec.layers import LayerSpec, Shape, pair
+from netspec.backend import Site, builder_for
+from netspec.layers import LayerSpec, pair
 from netspec.network import Network
 
 from .layers import BatchNorm, Dropout
 
-Builder = Callable[[LayerSpec, Shape], nn.Module]
-"""builder(layer spec, input shape without the batch dimension) -> module."""
+Builder = Callable[[LayerSpec, Site], nn.Module]
+"""builder(layer spec, site) -> module; the site has the input shape without the batch dimension."""
 
 
-def _linear(layer: spec.Linear, shape: Shape) -> nn.Module:
-    return nn.Linear(shape[0], layer.out_features, bias=layer.bias)
+def _linear(layer: spec.Linear, site: Site) -> nn.Module:
+    return nn.Linear(site.input_shape[0], layer.out_features, bias=layer.bias)
 
 
-def _conv2d(layer: spec.Conv2d, shape: Shape) -> nn.Module:
-    return nn.Conv2d(shape[0], layer.out_channels, pair(layer.kernel_size), stride=pair(layer.stride),
+def _conv2d(layer: spec.Conv2d, site: Site) -> nn.Module:
+    return nn.Conv2d(site.input_shape[0], layer.out_channels, pair(layer.kernel_size), stride=pair(layer.stride),
                      padding=pair(layer.padding), bias=layer.bias)
 
 
-def _batch_norm(layer: spec.BatchNorm, shape: Shape) -> nn.Module:
-    return BatchNorm(shape[0], momentum=layer.momentum, eps=layer.eps)
+def _batch_norm(layer: spec.BatchNorm, site: Site) -> nn.Module:
+    return BatchNorm(site.input_shape[0], momentum=layer.momentum, eps=layer.eps)
 
 
-def _relu(layer: spec.ReLU, shape: Shape) -> nn.Module:
+def _relu(layer: spec.ReLU, site: Site) -> nn.Module:
     # Not in place: the first layer's input may be the caller's own array (forward shares memory).
     return nn.ReLU()
 
 
-def _dropout(layer: spec.Dropout, shape: Shape) -> nn.Module:
+def _dropout(layer: spec.Dropout, site: Site) -> nn.Module:
     return Dropout(layer.p)  # one draw per value
 
 
-def _dropout2d(layer: spec.Dropout2d, shape: Shape) -> nn.Module:
+def _dropout2d(layer: spec.Dropout2d, site: Site) -> nn.Module:
     return Dropout(layer.p, broadcast_dims=(2, 3))  # NCHW: one draw per sample and channel
 
 
-def _max_pool2d(layer: spec.MaxPool2d, shape: Shape) -> nn.Module:
+def _max_pool2d(layer: spec.MaxPool2d, site: Site) -> nn.Module:
     return nn.MaxPool2d(pair(layer.kernel_size), stride=layer.effective_stride, padding=pair(layer.padding))
 
 
-def _flatten(layer: spec.Flatten, shape: Shape) -> nn.Module:
+def _flatten(layer: spec.Flatten, site: Site) -> nn.Module:
     return nn.Flatten()  # (N, C, H, W) -> (N, C*H*W) in C, H, W order: the spec's order
 
 
@@ -65,7 +66,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.MaxPool2d: _max_pool2d,
     spec.Flatten: _flatten,
 }
-"""Every layer type of the spec union (a test checks it against netspec.layers.LAYER_TYPES)."""
+"""Every layer type of the spec union (tests/test_layer_tables.py checks it against netspec.layers.LAYER_TYPES)."""
 
 
 def build_module(network: Network) -> nn.Sequential:
@@ -74,8 +75,5 @@ def build_module(network: Network) -> nn.Sequential:
     shapes = network.shapes()
     modules = []
     for index, layer in enumerate(network.layers):
-        builder = BUILDERS.get(type(layer))
-        if builder is None:
-            raise NotImplementedError(f"layer {index} ({layer.type}): the torch backend has no builder for it")
-        modules.append(builder(layer, shapes[index]))
+        modules.append(builder_for(BUILDERS, layer, index, "torch")(layer, Site(index, (shapes[index],))))
     return nn.Sequential(*modules)

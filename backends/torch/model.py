@@ -5,18 +5,18 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netspec.backend import (AdamMoments, Compile, Precision, canonical_precision, check_batches, check_inputs,
-                             check_labels, compiles, pack_training_state, unpack_training_state)
+from netspec.backend import Compile, Precision, canonical_precision, compiles
 from netspec.experiment import TrainConfig
+from netspec.model_base import AdamMoments, ModelBase
 from netspec.network import Network
-from netspec.params import Weights, check_weights
+from netspec.params import Weights
 
 from . import step_graph
 from .builders import build_module
@@ -29,17 +29,30 @@ no code generation: inductor costs 30-60 s per graph on 2 cores)."""
 
 
 def set_precision(precision: Precision) -> str:
-    """Set torch's process-wide TF32 switches for `precision` (torch has no per-model switch) and return
-    its canonical name: 'float32' and 'float64' turn TF32 off for matmuls and cuDNN convs, 'tf32' and
-    'bf16' on (bf16 runs matmuls and convs in bf16 under autocast; TF32 serves what is left in float32).
-    'default' leaves torch's settings as they are. Only the legacy switches (allow_tf32) are used: torch
-    refuses a mix of them and the newer fp32_precision ones."""
+    """Set torch's process-wide TF32 switches for `precision` and return its canonical name: 'float32'
+    and 'float64' turn TF32 off for matmuls and cuDNN convs, 'tf32' and 'bf16' on (bf16 runs matmuls and
+    convs in bf16 under autocast; TF32 serves what is left in float32). 'default' leaves torch's
+    settings as they are. Only the legacy switches (allow_tf32) are used: torch refuses a mix of them
+    and the newer fp32_precision ones. A model never calls this directly: see precision_scope."""
     canonical = canonical_precision(precision)
     if canonical != "default":
         fast = canonical in ("tf32", "bf16")
         torch.backends.cuda.matmul.allow_tf32 = fast
         torch.backends.cudnn.allow_tf32 = fast
     return canonical
+
+
+@contextlib.contextmanager
+def precision_scope(precision: Precision) -> Iterator[None]:
+    """torch's TF32 switches set for `precision` inside, restored on exit: torch has no per-model switch,
+    so each model sets its own around every call and models of different precisions share a process
+    (as jax's x64 is scoped per model)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    set_precision(precision)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @dataclass(frozen=True)
@@ -54,19 +67,17 @@ class TorchData:
         return int(self.y.shape[0])
 
 
-class TorchModel:
+class TorchModel(ModelBase):
     """A network compiled to an nn.Sequential, with its optimizer and dropout RNG. Built by
-    TorchBackend.compile, which resolves the device."""
+    TorchBackend.compile, which resolves the device. The protocol's checks, errors and read-back rule
+    are ModelBase's; this class holds the tensors and the steps."""
+
+    backend_name = "torch"
 
     def __init__(self, network: Network, weights: Weights, seed: int, device: torch.device, device_name: str,
                  precision: Precision, compiled: Compile = "auto", module: Optional[torch.nn.Module] = None) -> None:
-        self.precision = set_precision(precision)
-        self.network = network
+        super().__init__(network, precision, device_name, compiles(compiled, device.type == "cuda"))
         self.torch_device = device
-        self.device = device_name
-        self.float_dtype = "float64" if self.precision == "float64" else "float32"
-        """numpy name of the dtype of parameters, statistics and inputs."""
-        self.compiled = compiles(compiled, device.type == "cuda")
         self.graphed = self.compiled and device.type == "cuda"
         """Steps replayed from one CUDA graph each (step_graph), with or without torch.compile: a step
         then costs one launch. Set before setup_optimizer, which makes Adam capturable for it."""
@@ -76,6 +87,7 @@ class TorchModel:
         self.module = (module if module is not None else build_module(network)).to(self.torch_device, getattr(torch, self.float_dtype))
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
+        self.optimizer: Optional[torch.optim.Optimizer] = None
         self.set_weights(weights)
         # One generator for every dropout layer, on the model's device: the same seed gives the same
         # masks, and torch's global RNG (which user code may also draw from) is left alone.
@@ -86,14 +98,13 @@ class TorchModel:
                 layer.generator, layer.salt = self.generator, index
         self._hashed_dropout = any(isinstance(m, Dropout) and m.p > 0 for m in self.module.modules())
         """Compiled and graphed steps draw one seed per step from the generator for the hashed masks."""
-        self.optimizer: Optional[torch.optim.Optimizer] = None
         self._step: Optional[Callable[..., tuple[Tensor, Tensor]]] = None
         """The compiled loss function (built by warmup or the first train_steps when compiled)."""
         self._graph: Optional[step_graph.StepGraph] = None
         """The captured step of a graphed model (built by warmup or the first train_steps)."""
-        self.compile_error: Optional[str] = None
-        """Why a compiled or graphed step fell back (to fullgraph=False, uncompiled, or ungraphed), if it did:
-        one line. compile_error_detail keeps the whole text (a compiler's subprocess puts the cause last)."""
+        # compile_error (ModelBase): why a compiled or graphed step fell back (to fullgraph=False,
+        # uncompiled, or ungraphed), in one line; compile_error_detail keeps the whole text (a compiler's
+        # subprocess puts the cause last).
         self.compile_error_detail: Optional[str] = None
         # The step's running sums, in place: a graph adds to the same tensors at every replay.
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -126,30 +137,25 @@ class TorchModel:
         loss = F.cross_entropy(logits, y)
         return loss, (logits.detach().argmax(1) == y).sum()
 
-    # -- numpy in, numpy out -------------------------------------------------------------------------
+    # -- the hooks of ModelBase: numpy in (already checked), numpy or device sums out ----------------
 
-    # Input validation, in one place: the checks and messages of netspec.backend, as in every backend.
+    def _scope(self) -> ContextManager[Any]:
+        return precision_scope(self.precision)
 
     def _tensor(self, x: np.ndarray) -> Tensor:
-        return torch.as_tensor(check_inputs(self.network, x, self.float_dtype), device=self.torch_device)
+        return torch.as_tensor(x, device=self.torch_device)
 
-    def _labels(self, y: np.ndarray, count: int) -> Tensor:
-        y = check_labels(self.network, y, count)
+    def _label_tensor(self, y: np.ndarray) -> Tensor:
         return torch.as_tensor(y.astype(np.int64, copy=False), device=self.torch_device)
 
-    def _batches(self, batches: np.ndarray, data: TorchData) -> Tensor:
-        batches = check_batches(batches, data.num_examples)
-        return torch.as_tensor(batches.astype(np.int64, copy=False), device=self.torch_device)
-
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         inputs = self._tensor(x)
         self.module.train(train)
         with torch.no_grad(), self._autocast():
             return self.module(inputs).to(inputs.dtype).cpu().numpy()
 
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
-        inputs = self._tensor(x)
-        labels = self._labels(y, len(inputs))
+    def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        inputs, labels = self._tensor(x), self._label_tensor(y)
         buffers = {name: b.clone() for name, b in self.module.named_buffers()}
         rng = self.generator.get_state()
         params = dict(self.module.named_parameters())
@@ -167,27 +173,24 @@ class TorchModel:
             self.generator.set_state(rng)
         return float(loss.detach()), {name: g.contiguous().cpu().numpy() for name, g in zip(params, grads)}
 
-    # -- weights -------------------------------------------------------------------------------------
+    def _get_weights(self) -> Weights:
+        return {name: t.contiguous().cpu().numpy() for name, t in self.module.state_dict().items()}
 
-    def get_weights(self) -> Weights:
-        state = {name: t.contiguous().cpu().numpy() for name, t in self.module.state_dict().items()}
-        return check_weights(self.network, state, "torch model", self.float_dtype)  # copies, in canonical order
-
-    def set_weights(self, weights: Weights) -> None:
-        checked = check_weights(self.network, weights, float_dtype=self.float_dtype)
+    def _set_weights(self, weights: Weights) -> None:
         # load_state_dict copies into the existing tensors, so an optimizer keeps its references.
-        self.module.load_state_dict({name: torch.from_numpy(v) for name, v in checked.items()}, strict=True)
+        self.module.load_state_dict({name: torch.from_numpy(v) for name, v in weights.items()}, strict=True)
 
-    # -- training state: weights, fused Adam's state and the dropout generator, as plain arrays ------
+    # -- training state: fused Adam's state and the dropout generator, as plain arrays ---------------
 
-    def get_training_state(self) -> dict[str, np.ndarray]:
-        return pack_training_state(self.get_weights(), self._adam_moments(), self.generator.get_state().numpy())
+    def _rng_state(self) -> np.ndarray:
+        return self.generator.get_state().numpy()
 
-    def _adam_moments(self) -> Optional[AdamMoments]:
+    def _set_rng_state(self, rng: np.ndarray) -> None:
+        self.generator.set_state(torch.from_numpy(np.array(rng, np.uint8)))
+
+    def _adam_moments(self) -> AdamMoments:
         """Adam's state by canonical name; zeros and step 0 before the first step (torch creates its
         state lazily, at the first step)."""
-        if self.optimizer is None:
-            return None
         avg, avg_sq, step = {}, {}, 0
         for name, p in self.module.named_parameters():
             state = self.optimizer.state.get(p) or {}
@@ -197,14 +200,7 @@ class TorchModel:
             step = int(state["step"]) if state else 0
         return AdamMoments(avg, avg_sq, step)
 
-    def set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        weights, adam, rng = unpack_training_state(self.network, state)
-        self.set_weights(weights)
-        self.generator.set_state(torch.from_numpy(np.array(rng, np.uint8)))
-        if adam is None:
-            return
-        if self.optimizer is None:
-            raise RuntimeError("set_training_state with Adam state needs setup_optimizer(config) first")
+    def _set_adam_moments(self, adam: AdamMoments) -> None:
         for name, p in self.module.named_parameters():
             values = {"step": np.asarray(float(adam.step)), "exp_avg": adam.exp_avg[name], "exp_avg_sq": adam.exp_avg_sq[name]}
             state = self.optimizer.state.get(p)
@@ -219,15 +215,14 @@ class TorchModel:
 
     # -- training ------------------------------------------------------------------------------------
 
-    def to_device(self, x: np.ndarray, y: np.ndarray) -> TorchData:
+    def _to_device(self, x: np.ndarray, y: np.ndarray) -> TorchData:
         # On the CPU a float32 array is shared, not copied: the model only ever reads it.
         inputs = self._tensor(x)
-        labels = self._labels(y, len(inputs))
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return TorchData(inputs, labels)
+        return TorchData(inputs, self._label_tensor(y))
 
-    def setup_optimizer(self, config: TrainConfig) -> None:
+    def _setup_optimizer(self, config: TrainConfig) -> None:
         beta1, beta2 = config.optimizer.betas
         # fused: one kernel per step for all tensors; on a CPU it is about 10x the default loop. A graphed
         # step reads lr from a device tensor (a float would be baked into the graph) and needs capturable.
@@ -240,12 +235,12 @@ class TorchModel:
         # No 'reduce-overhead' mode: on a GPU the whole step, Adam included, is captured (step_graph).
         return torch.compile(self._loss, backend=COMPILE_BACKEND, fullgraph=fullgraph, dynamic=False)
 
-    def warmup(self, data: TorchData, batch_size: int, rows: int = 1) -> None:
+    def _warmup(self, data: TorchData, batch_size: int, rows: int = 1) -> None:
         """Compile the training step, then on a GPU capture it as a CUDA graph, and put the model's state
         back as it was. Falls back rather than failing a run, with the reason in compile_error: to a
         compiled graph with breaks, then to an uncompiled step; a failed capture leaves steps ungraphed.
         No-op when eager."""
-        if not (self.compiled or self.graphed) or self.optimizer is None:
+        if not (self.compiled or self.graphed):
             return
         saved = self.get_training_state()
         batches = torch.as_tensor(np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples, device=self.torch_device)
@@ -276,24 +271,15 @@ class TorchModel:
             self._step = None
             torch._dynamo.reset()
 
-    def train_steps(self, data: TorchData, batches: np.ndarray, lr: float) -> tuple[float, float]:
-        if self.optimizer is None:
-            raise RuntimeError("train_steps needs an optimizer: call setup_optimizer(config) first")
-        rows = self._batches(batches, data)
+    def _run_steps(self, data: TorchData, batches: np.ndarray | Tensor, lr: float | np.ndarray,
+                   capture: bool = True) -> Tensor:
+        """The optimizer steps of train_steps (step i at learning rate lr[i], or lr for all), with the
+        sums (loss, number correct) left on the device; a graphed model replays its captured step
+        (capturing it first if need be) unless `capture` is False."""
+        rows = self._rows(batches) if isinstance(batches, np.ndarray) else batches
+        lrs = np.broadcast_to(np.asarray(lr, np.float64), (len(rows),))
         if self.compiled and self._step is None:
             self._step = self._compiled_step()
-        loss_sum, correct = self._run_steps(data, rows, lr)
-        totals = torch.stack([loss_sum, correct.double()]).tolist()  # the one host read
-        return totals[0], totals[1] / max(rows.shape[1], 1)
-
-    def _run_steps(self, data: TorchData, rows: Tensor, lr: float, capture: bool = True) -> tuple[Tensor, Tensor]:
-        """The optimizer steps of train_steps, with the sums left on the device; a graphed model replays
-        its captured step (capturing it first if need be) unless `capture` is False."""
-        for group in self.optimizer.param_groups:
-            if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(lr)  # on the device: no host sync, and a graph sees it
-            else:
-                group["lr"] = lr
         self.module.train()
         self._loss_sum.zero_()
         self._correct.zero_()
@@ -304,13 +290,32 @@ class TorchModel:
             seeds = (torch.randint(0, 2**31 - 1, (len(rows),), generator=self.generator, device=self.torch_device)
                      if self._hashed_dropout else torch.zeros(len(rows), dtype=torch.int64, device=self.torch_device))
         graph = self._graph_for(data, rows) if self.graphed and capture and len(rows) else None
+        current_lr = None
         for step, index in enumerate(rows):  # rows of a device tensor: no host round trip per step
+            if lrs[step] != current_lr:
+                current_lr = lrs[step]
+                self._set_lr(float(current_lr))
             seed = seeds[step] if seeds is not None else None
             if graph is not None:
                 graph.run(index, seed)
             else:
                 self._one_step(data, index, seed)
-        return self._loss_sum.clone(), self._correct.clone()
+        return torch.stack([self._loss_sum, self._correct.double()])
+
+    def _rows(self, batches: np.ndarray) -> Tensor:
+        """A (steps, batch_size) index matrix on the device, as index_select takes it."""
+        return torch.as_tensor(batches.astype(np.int64, copy=False), device=self.torch_device)
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lr)  # on the device: no host sync, and a graph sees it
+            else:
+                group["lr"] = lr
+
+    def _read_back(self, sums: Tensor) -> tuple[float, float]:
+        loss_sum, correct = sums.tolist()
+        return loss_sum, correct
 
     def _one_step(self, data: TorchData, index: Tensor, seed: Optional[Tensor]) -> None:
         """One optimizer step on data.x[index], its loss and hits added to the sums: what a graph captures."""
@@ -338,21 +343,17 @@ class TorchModel:
             self._correct.zero_()
         return self._graph
 
-    def evaluate(self, data: TorchData, batch_size: int) -> tuple[float, float]:
-        count = data.num_examples
-        if count == 0:
-            raise ValueError("evaluate got an empty split")
+    def _evaluate(self, data: TorchData, batch_size: int) -> Tensor:
         self.module.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
         with torch.inference_mode(), self._autocast():
-            for start in range(0, count, batch_size):
+            for start in range(0, data.num_examples, batch_size):
                 x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
                 logits = self.module(x).to(data.x.dtype)
                 loss_sum += F.cross_entropy(logits, y, reduction="sum")
                 correct += (logits.argmax(1) == y).sum()
-        totals = torch.stack([loss_sum, correct.double()]).tolist()
-        return totals[0] / count, totals[1] / count
+        return torch.stack([loss_sum, correct.double()])
 
 
 @contextlib.contextmanager

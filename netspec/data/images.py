@@ -16,15 +16,20 @@ IMAGE_FORMATS = ("PNG", "JPEG")  # the readers PIL may use (JPEG's also opens MP
 def decode_image(data: bytes, name: str = "<image>") -> np.ndarray:
     """PNG/JPEG bytes -> (32, 32, 3) uint8 RGB. The size is checked from the header, before decoding:
     a small file can declare gigapixels."""
-    with _open_image(data, name) as image:
+    with open_image(data, name) as image:
         if image.size != (32, 32):
             raise DataError(f"data.dir: {name} is {image.width}x{image.height}; CIFAR-10 images are 32x32")
-        try:
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: convert("RGB") would clip at 255
-                return np.repeat(_to_8_bit(np.asarray(image))[:, :, None], 3, axis=2)
-            return np.asarray(image.convert("RGB"))
-        except (OSError, ValueError) as err:
-            raise DataError(f"data.dir: cannot decode {name} ({err})") from None
+        return np.asarray(to_rgb(image, name))
+
+
+def to_rgb(image: Image.Image, name: str, where: str = "data.dir") -> Image.Image:
+    """The decoded image in RGB: grey in all three channels, alpha dropped, 16-bit grey scaled to 8 bits."""
+    try:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: convert("RGB") would clip at 255
+            return Image.fromarray(np.repeat(_to_8_bit(np.asarray(image))[:, :, None], 3, axis=2))
+        return image.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise DataError(f"{where}: cannot decode {name} ({err})") from None
 
 
 def _to_8_bit(values: np.ndarray) -> np.ndarray:
@@ -33,12 +38,13 @@ def _to_8_bit(values: np.ndarray) -> np.ndarray:
     return ((wide * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def _open_image(data: bytes, name: str) -> Image.Image:
+def open_image(data: bytes, name: str, where: str = "data.dir") -> Image.Image:
     """Image.open reads only the header. PNG and JPEG only: PIL's other readers (EPS runs Ghostscript)
-    are not needed for an image tree. PIL's decompression-bomb warning becomes an error."""
+    are not needed for an image tree. PIL's decompression-bomb warning becomes an error. `where` starts
+    the error line: the field or the command the file came from."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        raise DataError(f"data.dir: cannot decode {name} ({err})") from None
+        raise DataError(f"{where}: cannot decode {name} ({err})") from None

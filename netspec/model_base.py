@@ -1,0 +1,260 @@
+"""The one implementation of what the Model protocol promises that is not framework code.
+
+Both backends' models subclass `ModelBase`: the checks of inputs, labels and batch matrices, every error
+a caller can get (the same text in every backend, because it is written once, here), the
+no-optimizer rule, the empty-split rule, the one read-back of `train_steps` and `evaluate`, the
+training state as plain arrays, the per-model precision scope and a default `warmup`. A backend's
+model keeps only its tensors and its steps: the `_`-prefixed hooks below, which receive checked numpy
+and return device values that this class reads back once.
+
+    public method (here)          hook (the backend)
+    forward(x, train)             _forward(x, train) -> numpy
+    loss_and_grads(x, y)          _loss_and_grads(x, y) -> (float, canonical grads)
+    get_weights / set_weights     _get_weights() / _set_weights(checked)
+    to_device(x, y)               _to_device(x, y) -> DeviceData
+    setup_optimizer(config)       _setup_optimizer(config)
+    training state                _adam_moments() / _set_adam_moments(adam), _rng_state() / _set_rng_state(rng)
+    train_steps(data, rows, lr)   _run_steps(data, rows, lrs) -> device sums (loss, number correct)
+    evaluate(data, batch_size)    _evaluate(data, batch_size) -> device sums (loss, number correct)
+    warmup(data, batch_size, n)   _warmup(data, batch_size, n) (default: nothing to compile)
+    every call                    _scope(): the model's precision set on entry, restored after
+
+numpy only: the core never imports a framework (docs/design.md).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Callable, ContextManager, Optional, Sequence, TypeVar
+
+import numpy as np
+
+from .backend import DeviceData, canonical_precision
+from .errors import SpecError
+from .experiment import TrainConfig
+from .network import Network
+from .params import Weights, check_weights
+
+# ---- a model's training state as plain arrays ------------------------------------------------------
+
+ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP = "adam.exp_avg.", "adam.exp_avg_sq.", "adam.step"
+DROPOUT_RNG = "rng.dropout"
+"""Names in a training state besides the canonical weights (see Model.get_training_state)."""
+
+
+@dataclass(frozen=True)
+class AdamMoments:
+    """Adam's state in canonical names and layouts: one moment pair per trainable tensor, one step count."""
+
+    exp_avg: Weights
+    exp_avg_sq: Weights
+    step: int
+
+
+def pack_training_state(weights: Weights, adam: Optional[AdamMoments], rng: np.ndarray) -> dict[str, np.ndarray]:
+    """The flat dict get_training_state returns (its pieces already canonical)."""
+    state = {name: np.array(value) for name, value in weights.items()}
+    if adam is not None:
+        state.update({ADAM_EXP_AVG + n: np.array(v) for n, v in adam.exp_avg.items()})
+        state.update({ADAM_EXP_AVG_SQ + n: np.array(v) for n, v in adam.exp_avg_sq.items()})
+        state[ADAM_STEP] = np.array(adam.step, np.int64)
+    state[DROPOUT_RNG] = np.array(rng)
+    return state
+
+
+def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[AdamMoments], np.ndarray]:
+    """Split a training state into weights, Adam moments (None when it has none) and the RNG state;
+    a missing tensor is a SpecError naming it (a checkpoint of another network, or a damaged one)."""
+    infos = network.param_infos()
+    missing = [n for n in [*infos, DROPOUT_RNG] if n not in state]
+    if missing:
+        raise SpecError(f"training state lacks {missing[0]!r} ({len(missing)} missing); it is not a state of this network")
+    weights = {name: state[name] for name in infos}
+    adam = None
+    if ADAM_STEP in state:
+        trainable = [n for n, info in infos.items() if info.trainable]
+        absent = [p + n for n in trainable for p in (ADAM_EXP_AVG, ADAM_EXP_AVG_SQ) if p + n not in state]
+        if absent:
+            raise SpecError(f"training state lacks {absent[0]!r}; it is not a state of this network")
+        adam = AdamMoments({n: state[ADAM_EXP_AVG + n] for n in trainable},
+                           {n: state[ADAM_EXP_AVG_SQ + n] for n in trainable}, int(state[ADAM_STEP]))
+    return weights, adam, np.asarray(state[DROPOUT_RNG])
+
+
+# ---- what a model accepts ------------------------------------------------------------------------------
+
+def check_inputs(network: Network, x: Any, dtype: str = "float32") -> np.ndarray:
+    """x as an array of `dtype` shaped (N, *network.input_shape); ValueError otherwise."""
+    x = np.asarray(x, dtype=dtype)
+    expected = tuple(network.input_shape)
+    if x.ndim != len(expected) + 1 or x.shape[1:] != expected:
+        raise ValueError(f"input of shape {x.shape} does not fit the network: it takes (N, {', '.join(map(str, expected))})")
+    return x
+
+
+def check_labels(network: Network, y: Any, count: int) -> np.ndarray:
+    """y as `count` integer class indices in [0, classes), classes = network.output_shape[0]."""
+    y = np.asarray(y)
+    if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be {count} integers (one per input), got an array of shape {y.shape} and dtype {y.dtype}")
+    classes = network.output_shape[0]
+    if count and (y.min() < 0 or y.max() >= classes):
+        bad = y[(y < 0) | (y >= classes)][0]
+        raise ValueError(f"label {bad} is outside [0, {classes}): the network has {classes} outputs")
+    return y
+
+
+def check_batches(batches: Any, num_examples: int) -> np.ndarray:
+    """A (steps, batch_size) integer matrix of indices into a split of `num_examples`."""
+    batches = np.asarray(batches)
+    if batches.ndim != 2 or not np.issubdtype(batches.dtype, np.integer):
+        raise ValueError(f"batches must be a (steps, batch_size) integer matrix, got shape {batches.shape} and dtype {batches.dtype}")
+    if batches.size and (batches.min() < 0 or batches.max() >= num_examples):
+        raise ValueError(f"batch indices must be in [0, {num_examples}) (the split's size), "
+                         f"got {batches.min()}..{batches.max()}")
+    return batches
+
+
+def step_lrs(lr: Any, steps: int) -> np.ndarray:
+    """The learning rate of each of `steps` steps as a float64 array: a number is every step's, an array
+    gives one per step (a per-step schedule). ValueError for any other shape or a non-finite value."""
+    lrs = np.asarray(lr, dtype=np.float64)
+    if lrs.ndim == 0:
+        lrs = np.full(steps, float(lrs))
+    if lrs.shape != (steps,):
+        raise ValueError(f"lr must be a number or one per step ({steps}), got an array of shape {lrs.shape}")
+    if not np.isfinite(lrs).all():
+        raise ValueError("lr must be finite")
+    return lrs
+
+
+NO_OPTIMIZER = "{what} needs an optimizer: call setup_optimizer(config) first"
+EMPTY_SPLIT = "evaluate got an empty split"
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def scoped(method: Method) -> Method:
+    """Runs a public method inside the model's precision scope (ModelBase._scope)."""
+    @wraps(method)
+    def wrapper(self: "ModelBase", *args: Any, **kwargs: Any) -> Any:
+        with self._scope():
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+class ModelBase:
+    """netspec.backend.Model, less the framework: see the module docstring for the hooks a backend fills.
+
+    Every public method runs inside `_scope()`, where a backend sets its process-wide precision
+    switches for this model and restores them after (torch's TF32 flags, jax's x64 mode), so several
+    models of different precisions live in one process."""
+
+    backend_name = "?"
+    """The backend's registry name, for messages."""
+
+    def __init__(self, network: Network, precision: str, device: str, compiled: bool) -> None:
+        self.network = network
+        self.precision = canonical_precision(precision)
+        self.device = device
+        self.compiled = compiled
+        self.float_dtype = "float64" if self.precision == "float64" else "float32"
+        """numpy name of the dtype of parameters, statistics, optimizer state and inputs."""
+        self.compile_error: Optional[str] = None
+        """Why its steps fell back to a less compiled form, in one line, or None (see netspec.backend.Model)."""
+        self.optimizer_config: Optional[TrainConfig] = None
+        """The config of setup_optimizer's last call; None before it."""
+
+    # ---- hooks: a backend fills these ----
+
+    def _scope(self) -> ContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def _forward(self, x: np.ndarray, train: bool) -> np.ndarray: raise NotImplementedError
+    def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]: raise NotImplementedError
+    def _get_weights(self) -> Weights: raise NotImplementedError
+    def _set_weights(self, weights: Weights) -> None: raise NotImplementedError
+    def _to_device(self, x: np.ndarray, y: np.ndarray) -> DeviceData: raise NotImplementedError
+    def _setup_optimizer(self, config: TrainConfig) -> None: raise NotImplementedError
+    def _adam_moments(self) -> AdamMoments: raise NotImplementedError
+    def _set_adam_moments(self, adam: AdamMoments) -> None: raise NotImplementedError
+    def _rng_state(self) -> np.ndarray: raise NotImplementedError
+    def _set_rng_state(self, rng: np.ndarray) -> None: raise NotImplementedError
+    def _run_steps(self, data: Any, rows: np.ndarray, lrs: np.ndarray) -> Any: raise NotImplementedError
+    def _evaluate(self, data: Any, batch_size: int) -> Any: raise NotImplementedError
+    def _read_back(self, sums: Any) -> tuple[float, float]: raise NotImplementedError
+
+    def _warmup(self, data: Any, batch_size: int, rows: int) -> None:
+        """Nothing to compile ahead of time (an eager model)."""
+
+    # ---- the protocol ----
+
+    @scoped
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        return self._forward(check_inputs(self.network, x, self.float_dtype), train)
+
+    @scoped
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        x = check_inputs(self.network, x, self.float_dtype)
+        return self._loss_and_grads(x, check_labels(self.network, y, len(x)))
+
+    @scoped
+    def get_weights(self) -> Weights:
+        """Copies, in canonical order, names, layouts and dtypes (checked as any weights are)."""
+        return check_weights(self.network, self._get_weights(), f"{self.backend_name} model", self.float_dtype)
+
+    @scoped
+    def set_weights(self, weights: Weights) -> None:
+        self._set_weights(check_weights(self.network, weights, float_dtype=self.float_dtype))
+
+    @scoped
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> DeviceData:
+        x = check_inputs(self.network, x, self.float_dtype)
+        return self._to_device(x, check_labels(self.network, y, len(x)))
+
+    @scoped
+    def setup_optimizer(self, config: TrainConfig) -> None:
+        self._setup_optimizer(config)
+        self.optimizer_config = config
+
+    @scoped
+    def get_training_state(self) -> dict[str, np.ndarray]:
+        adam = self._adam_moments() if self.optimizer_config is not None else None
+        return pack_training_state(self.get_weights(), adam, self._rng_state())
+
+    @scoped
+    def set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        weights, adam, rng = unpack_training_state(self.network, state)
+        if adam is not None and self.optimizer_config is None:
+            raise RuntimeError(NO_OPTIMIZER.format(what="set_training_state with Adam state"))
+        self.set_weights(weights)
+        self._set_rng_state(rng)
+        if adam is not None:
+            self._set_adam_moments(adam)
+
+    @scoped
+    def warmup(self, data: DeviceData, batch_size: int, rows: int = 1) -> None:
+        """Compile the training step for calls of train_steps with `rows` rows of `batch_size` (the
+        trainer's), leaving the model's state as it was; the trainer times it as compile_seconds."""
+        if self.optimizer_config is not None:
+            self._warmup(data, batch_size, rows)
+
+    @scoped
+    def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | Sequence[float] | np.ndarray) -> tuple[float, float]:
+        """One optimizer step per row of `batches`; lr: a number, or one per step. The sums of the batch
+        mean losses and accuracies, read back once."""
+        if self.optimizer_config is None:
+            raise RuntimeError(NO_OPTIMIZER.format(what="train_steps"))
+        rows = check_batches(batches, data.num_examples)
+        lrs = step_lrs(lr, len(rows))
+        loss_sum, correct = self._read_back(self._run_steps(data, rows, lrs))  # the one host read
+        return loss_sum, correct / max(rows.shape[1], 1)
+
+    @scoped
+    def evaluate(self, data: DeviceData, batch_size: int) -> tuple[float, float]:
+        count = data.num_examples
+        if count == 0:
+            raise ValueError(EMPTY_SPLIT)
+        loss_sum, correct = self._read_back(self._evaluate(data, min(batch_size, count)))
+        return loss_sum / count, correct / count
