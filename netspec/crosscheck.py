@@ -251,7 +251,7 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
     batches = np.array([rng.permutation(len(y_all))[:batch_size] for _ in range(steps)], dtype=np.int64).reshape(steps, batch_size)
     trainable = frozenset(name for name, info in net.param_infos().items() if info.trainable)
     report = CrosscheckReport(
-        f"cross-check {other.name} against {reference.name}: batch {batch_size}, {steps} free-running Adam steps "
+        f"cross-check {other.name} against {reference.name}: batch {batch_size}, {steps} free-running {config.optimizer.type} steps "
         f"at lr {config.lr:g} x {', '.join(f'{f:g}' for f in LR_FACTORS)}, seed {seed}, dropout off; "
         f"{' and '.join(tiers)} (float32 after the first pass: reported)")
     for name in tiers:
