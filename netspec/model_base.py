@@ -24,7 +24,6 @@ numpy only: the core never imports a framework (docs/design.md).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Callable, ContextManager, Optional, Sequence, TypeVar
 
