@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .augment import batch_plan
+from .augment import batch_draws
 from .backend import Backend
 from .errors import SpecError
 from .experiment import TrainConfig
@@ -224,7 +224,7 @@ def _augmentation(config: TrainConfig, rows: np.ndarray, shape: tuple[int, ...])
     """train_steps' augment argument when config augments (epoch 1's draws), else nothing."""
     if not config.augment.active:
         return {}
-    return {"augment": batch_plan(config.augment, config.seed, 1, rows, shape[-2], shape[-1])}
+    return {"augment": batch_draws(config.augment, config.seed, 1, rows, shape[-2], shape[-1])}
 
 
 TIERS = {"float64": ("float64", F64_RTOL, F64_STEPS_RTOL), "float32": ("highest", F32_RTOL, math.inf)}
@@ -251,7 +251,7 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
     batches = np.array([rng.permutation(len(y_all))[:batch_size] for _ in range(steps)], dtype=np.int64).reshape(steps, batch_size)
     trainable = frozenset(name for name, info in net.param_infos().items() if info.trainable)
     report = CrosscheckReport(
-        f"cross-check {other.name} against {reference.name}: batch {batch_size}, {steps} free-running Adam steps "
+        f"cross-check {other.name} against {reference.name}: batch {batch_size}, {steps} free-running {config.optimizer.type} steps "
         f"at lr {config.lr:g} x {', '.join(f'{f:g}' for f in LR_FACTORS)}, seed {seed}, dropout off; "
         f"{' and '.join(tiers)} (float32 after the first pass: reported)")
     for name in tiers:

@@ -102,7 +102,7 @@ def trained_backend(directory: Path) -> Optional[str]:
 def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Preprocess:
     """The run's preprocess.json, or (older runs) the same facts recomputed from its data config."""
     path = directory / run_folder.PREPROCESS
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():  # absent; anything else there is read (and refused if not JSON)
         log(f"{directory}: no {run_folder.PREPROCESS} (a run from an older netspec): "
             "recomputing the input scaling from its data config")
         dataset = load_dataset(data, progress=False)

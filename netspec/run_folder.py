@@ -50,7 +50,7 @@ from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
     safe_output_dir,
     write_bytes_atomic,
 )
-from .model_base import ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP
+from .optimizer_state import SLOTS
 from .network import Network
 from .params import Weights
 from .schedules import schedule_spans_the_run
@@ -377,16 +377,19 @@ class NotFit(ValueError):
 
 
 def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network]) -> None:
-    """The model's training state in a checkpoint, before any backend sees it: every Adam moment has its
-    parameter's shape, the step is one count >= 0, and (given the network) every weight its shape."""
+    """The model's training state in a checkpoint, before any backend sees it: every optimizer slot (an
+    Adam moment, a momentum buffer) has its parameter's shape, a step is one count >= 0, and (given the
+    network) every weight its shape."""
+    prefixes = [f"model.{kind}.{slot}." for kind, slots in SLOTS.items() for slot in slots]
     for key, value in arrays.items():
-        for prefix in ("model." + ADAM_EXP_AVG, "model." + ADAM_EXP_AVG_SQ):
+        for prefix in prefixes:
             param = arrays.get("model." + key[len(prefix):]) if key.startswith(prefix) else None
             if param is not None and value.shape != param.shape:
                 raise NotFit(f"{key} has shape {value.shape}, its parameter {param.shape}")
-    step = arrays.get("model." + ADAM_STEP)
-    if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
-        raise NotFit(f"model.{ADAM_STEP} is {step.tolist()!r}, not a count of steps")
+    for step_key in (f"model.{kind}.step" for kind in SLOTS):
+        step = arrays.get(step_key)
+        if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
+            raise NotFit(f"{step_key} is {step.tolist()!r}, not a count of steps")
     for name, info in (network.param_infos() if network is not None else {}).items():
         for key in (f"model.{name}", f"best.{name}"):
             if key in arrays and arrays[key].shape != tuple(info.shape):

@@ -24,9 +24,11 @@ def md_text(value: Any, line_start: bool = False) -> str:
 
 
 def md_code(value: Any) -> str:
-    """A user's name as inline code when code can hold it (no backtick, one line), else as md_text."""
+    """A user's name as inline code when code holds it as it is (no backtick, no markup characters, one
+    line), else as md_text: a raw '<' even inside code would be a trap for a viewer that renders HTML."""
     text = str(value)
-    return f"`{text}`" if text and not set("`\\") & set(text) and not _LINE_BREAKS.search(text) else md_text(text)
+    plain = text and not set("`\\<>&") & set(text) and not _LINE_BREAKS.search(text)
+    return f"`{text}`" if plain else md_text(text)
 
 
 def _cell(value: Any) -> str:
