@@ -41,7 +41,23 @@ FLAX_BUILTINS = ((spec.BatchNorm, _flax_batch_norm), (spec.Dropout, _flax_dropou
 """flax.linen's own BatchNorm and Dropout, as SpecNet overrides (a reference: never in the backend)."""
 
 
-class FlaxBuiltinModel(JaxModel):
+class ThreefryDropoutModel(JaxModel):
+    """JaxModel with flax.linen's own Dropout (jax.random.bernoulli on a threefry key, the backend's masks
+    before issue 24): the key made from the step's key of the first layer, so it is still a pure
+    function of the dropout stream."""
+
+    def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
+        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS[1:])
+
+    def _run(self, params: Any, stats: Any, x: jax.Array, train: bool, keys: Optional[jax.Array]) -> tuple[jax.Array, Any]:
+        if not train:
+            return super()._run(params, stats, x, train, keys)
+        rngs = {"dropout": jax.random.key(keys[0])}
+        logits, updated = self._module.apply({"params": params, "batch_stats": stats}, x, True, rngs=rngs, mutable=["batch_stats"])
+        return logits.astype(x.dtype), updated.get("batch_stats", stats)
+
+
+class FlaxBuiltinModel(ThreefryDropoutModel):
     """JaxModel's loop around the network with FLAX_BUILTINS; its variables come from Flax's init (names differ from
     the canonical ones, which timing does not need)."""
 

@@ -13,7 +13,7 @@ and return device values that this class reads back once.
     get_weights / set_weights     _get_weights() / _set_weights(checked)
     to_device(x, y)               _to_device(x, y) -> DeviceData
     setup_optimizer(config)       _setup_optimizer(config)
-    training state                _adam_moments() / _set_adam_moments(adam), _rng_state() / _set_rng_state(rng)
+    training state                _adam_moments() / _set_adam_moments(adam); the dropout stream is kept here
     train_steps(data, rows, lr)   _run_steps(data, rows, lrs) -> device sums (loss, number correct)
     evaluate(data, batch_size)    _evaluate(data, batch_size) -> device sums (loss, number correct)
     warmup(data, batch_size, n)   _warmup(data, batch_size, n) (default: nothing to compile)
@@ -31,6 +31,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence, TypeVar
 import numpy as np
 
 from .backend import DeviceData, canonical_precision
+from .counter_hash import dropout_keys
 from .errors import SpecError
 from .experiment import TrainConfig
 from .network import Network
@@ -40,7 +41,23 @@ from .params import Weights, check_weights
 
 ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP = "adam.exp_avg.", "adam.exp_avg_sq.", "adam.step"
 DROPOUT_RNG = "rng.dropout"
-"""Names in a training state besides the canonical weights (see Model.get_training_state)."""
+"""Names in a training state besides the canonical weights (see Model.get_training_state). DROPOUT_RNG
+holds the dropout stream, framework-neutral: int64 [seed, step] (counter_hash's masks of a step are a
+function of these two), so a state of one backend continues on the other."""
+OLD_RNG = ("holds a framework's own RNG bytes (a checkpoint of netspec before the shared dropout stream); "
+           "it cannot continue with the same masks: train the run again from the start (--force)")
+
+
+def check_stream(rng: Any) -> tuple[int, int]:
+    """(seed, step) of a training state's DROPOUT_RNG; a SpecError line for anything else (an older
+    checkpoint's framework bytes, a negative step)."""
+    rng = np.asarray(rng)
+    if rng.shape != (2,) or rng.dtype != np.int64:
+        raise SpecError(f"training state's {DROPOUT_RNG!r} {OLD_RNG}")
+    seed, step = (int(v) for v in rng)
+    if step < 0:
+        raise SpecError(f"training state's {DROPOUT_RNG!r} has step {step}; a count of training passes is >= 0")
+    return seed, step
 
 
 @dataclass(frozen=True)
@@ -52,19 +69,20 @@ class AdamMoments:
     step: int
 
 
-def pack_training_state(weights: Weights, adam: Optional[AdamMoments], rng: np.ndarray) -> dict[str, np.ndarray]:
+def pack_training_state(weights: Weights, adam: Optional[AdamMoments], rng: tuple[int, int]) -> dict[str, np.ndarray]:
     """The flat dict get_training_state returns (its pieces already canonical)."""
     state = {name: np.array(value) for name, value in weights.items()}
     if adam is not None:
         state.update({ADAM_EXP_AVG + n: np.array(v) for n, v in adam.exp_avg.items()})
         state.update({ADAM_EXP_AVG_SQ + n: np.array(v) for n, v in adam.exp_avg_sq.items()})
         state[ADAM_STEP] = np.array(adam.step, np.int64)
-    state[DROPOUT_RNG] = np.array(rng)
+    state[DROPOUT_RNG] = np.array(rng, np.int64)
     return state
 
 
-def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[AdamMoments], np.ndarray]:
-    """Split a training state into weights, Adam moments (None when it has none) and the RNG state;
+def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[AdamMoments], tuple[int, int]]:
+    """Split a training state into weights, Adam moments (None when it has none) and the dropout stream
+    (seed, step);
     a missing tensor is a SpecError naming it (a checkpoint of another network, or a damaged one)."""
     infos = network.param_infos()
     missing = [n for n in [*infos, DROPOUT_RNG] if n not in state]
@@ -79,7 +97,7 @@ def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tup
             raise SpecError(f"training state lacks {absent[0]!r}; it is not a state of this network")
         adam = AdamMoments({n: state[ADAM_EXP_AVG + n] for n in trainable},
                            {n: state[ADAM_EXP_AVG_SQ + n] for n in trainable}, int(state[ADAM_STEP]))
-    return weights, adam, np.asarray(state[DROPOUT_RNG])
+    return weights, adam, check_stream(state[DROPOUT_RNG])
 
 
 # ---- what a model accepts ------------------------------------------------------------------------------
@@ -154,8 +172,11 @@ class ModelBase:
     backend_name = "?"
     """The backend's registry name, for messages."""
 
-    def __init__(self, network: Network, precision: str, device: str, compiled: bool) -> None:
+    def __init__(self, network: Network, precision: str, device: str, compiled: bool, seed: int = 0) -> None:
         self.network = network
+        self.stream = (int(seed), 0)
+        """The dropout stream: (the run's seed, the count of training passes so far). A training pass at
+        step s drops the units of counter_hash.keep_mask(seed, s, layer, ...) in every backend."""
         self.precision = canonical_precision(precision)
         self.device = device
         self.compiled = compiled
@@ -179,14 +200,20 @@ class ModelBase:
     def _setup_optimizer(self, config: TrainConfig) -> None: raise NotImplementedError
     def _adam_moments(self) -> AdamMoments: raise NotImplementedError
     def _set_adam_moments(self, adam: AdamMoments) -> None: raise NotImplementedError
-    def _rng_state(self) -> np.ndarray: raise NotImplementedError
-    def _set_rng_state(self, rng: np.ndarray) -> None: raise NotImplementedError
     def _run_steps(self, data: Any, rows: np.ndarray, lrs: np.ndarray) -> Any: raise NotImplementedError
     def _evaluate(self, data: Any, batch_size: int) -> Any: raise NotImplementedError
     def _read_back(self, sums: Any) -> tuple[float, float]: raise NotImplementedError
 
     def _warmup(self, data: Any, batch_size: int, rows: int) -> None:
         """Nothing to compile ahead of time (an eager model)."""
+
+    def dropout_keys(self, steps: int, advance: bool = True) -> np.ndarray:
+        """The (steps, layers) uint32 keys of the next `steps` training passes (counter_hash.dropout_keys),
+        one per spec layer; `advance` moves the stream past them (loss_and_grads does not)."""
+        seed, step = self.stream
+        if advance:
+            self.stream = (seed, step + steps)
+        return dropout_keys(seed, step, steps, len(self.network.layers))
 
     # ---- the protocol ----
 
@@ -221,7 +248,7 @@ class ModelBase:
     @scoped
     def get_training_state(self) -> dict[str, np.ndarray]:
         adam = self._adam_moments() if self.optimizer_config is not None else None
-        return pack_training_state(self.get_weights(), adam, self._rng_state())
+        return pack_training_state(self.get_weights(), adam, self.stream)
 
     @scoped
     def set_training_state(self, state: dict[str, np.ndarray]) -> None:
@@ -229,7 +256,7 @@ class ModelBase:
         if adam is not None and self.optimizer_config is None:
             raise RuntimeError(NO_OPTIMIZER.format(what="set_training_state with Adam state"))
         self.set_weights(weights)
-        self._set_rng_state(rng)
+        self.stream = rng
         if adam is not None:
             self._set_adam_moments(adam)
 
