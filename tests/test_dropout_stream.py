@@ -110,6 +110,7 @@ def test_compile_no_longer_changes_a_runs_masks(backend: str, monkeypatch: pytes
         model.train_steps(data, rows[:2], 0.05)
         model.train_steps(data, rows[2:], 0.05)
         assert model.compile_error is None
+        assert model.get_training_state()["rng.dropout"].tolist() == [2, 5]  # one step of the stream per row
         weights[compiled] = model.get_weights()
     for name, value in weights["off"].items():
         np.testing.assert_allclose(weights["on"][name], value, rtol=1e-12, atol=1e-15, err_msg=name)
