@@ -13,10 +13,10 @@ from .experiment import AdamConfig, DataConfig, Experiment, TrainConfig, load
 from .layers import LAYER_TYPES, BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, Layer, Linear, MaxPool2d, ReLU
 from .network import Network
 from .params import Weights, check_weights, init_weights, load_weights, save_weights
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "DataError", "Dropout", "Dropout2d", "Experiment", "Flatten",
     "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "NetspecError", "Network", "ReLU", "SetupError", "SpecError",
     "TrainConfig", "Weights", "backend_names", "check_weights", "init_weights", "load", "load_backend", "load_weights",
