@@ -800,7 +800,7 @@ def untrusted_cases() -> list[Case]:
              setup=chain(lambda w: shutil.copy(run(w) / "checkpoint.npz", w / "ck.npz"), link_in_run("best_weights.npz", unfinish=True),
                          lambda w: link(run(w) / "checkpoint.npz", w / "ck.npz"))),
         Case("the run's lock file is a link", "links", [train("tiny.json")], expect=0, finished=True,
-             setup=lambda w: link(run(w).with_name(run(w).name + ".lock"), victim(w, "lock"))),
+             setup=lambda w: link(w / "out" / ".locks" / "tiny" / "torch" / f"{run(w).name}.lock", victim(w, "lock"))),
         Case("--tensorboard: tensorboard/ is a link", "links", [train("tiny.json", "--tensorboard", "--set", "train.lr=0.02")],
              setup=chain(tiny_, dir_link(lambda w: run_dir_of(w, "train.lr=0.02") / "tensorboard")), says=("symbolic link",)),
         Case("sweep: out/sweeps is a link", "links", [train("sw.json")], setup=chain(tiny_, sweep("sw"), dir_link(lambda w: w / "out" / "sweeps"))),
