@@ -293,7 +293,7 @@ SPEC_BOUNDS = [
     "network.layers.0.out_channels=true", "network.layers.0.out_channels=100000000", "network.layers.0.bias=1",
     "network.input_shape=[3,32,true]", "network.layers.0.kernel_size=[5]", "network.layers.0.stride=0",
     "network.layers.0.padding=-1", "network.layers.0.kernel_size=40", "network.layers.9.type=\"Linear\"",
-    "train.optimizer.type=\"sgd\"", "data.split=\"random\"", "data.normalize=\"none\"", "version=2",
+    "train.optimizer.type=\"lbfgs\"", "data.split=\"random\"", "data.normalize=\"none\"", "version=2",
 ]
 NAMES = ["../../specs/mlp", "a/b", "..", ".hidden", "a\\\\b", "", "x" * 101, "a b", "/etc/x", "~/x", "a\\u0000b"]
 
