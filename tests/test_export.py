@@ -85,9 +85,12 @@ def test_random_networks_match_the_numpy_reference() -> None:
 
     rng = np.random.default_rng(7)
     seen: set[type] = set()
-    for _ in range(12):
+    count = 0
+    while seen != set(ns.LAYER_TYPES):
         network = random_network(rng)
         seen |= {type(layer) for layer in network.layers}
+        count += 1
+        assert count < 100, f"100 random networks and still no {set(ns.LAYER_TYPES) - seen}"
         weights = random_weights(network, int(rng.integers(1000)))
         (got,) = session_of(export.onnx_model(network, weights).SerializeToString()).run(
             None, {export.INPUT: (x := rng.normal(size=(3, *network.input_shape)).astype(np.float32))})
