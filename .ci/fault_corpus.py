@@ -45,7 +45,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 180
 OUTCOMES = ("clean", "traceback", "silent", "lost data", "hang/OOM")
-GROUPS = ("data", "numbers", "processes", "specs", "outputs", "weights")
+GROUPS = ("data", "numbers", "processes", "specs", "outputs", "weights",
+          # issue 21: run folders, reports and launches from elsewhere, one group per class of fault
+          "links", "markup", "overwrite", "hangs", "records", "tracebacks", "leftovers", "messages")
 NET = {"input_shape": [3, 32, 32], "layers": [
     {"type": "Conv2d", "out_channels": 4, "kernel_size": 5, "stride": 3}, {"type": "BatchNorm"}, {"type": "ReLU"},
     {"type": "Dropout2d", "p": 0.1}, {"type": "Flatten"}, {"type": "Linear", "out_features": 16}, {"type": "ReLU"},
@@ -67,6 +69,10 @@ class Step:
     sig: int = signal.SIGKILL
     background: bool = False
     """Start it and go on to the next step at once (two runs at the same time)."""
+    env: Optional[dict[str, str]] = None
+    """Environment variables set for this step only (e.g. JAX_PLATFORMS)."""
+    prepare: Optional[Callable[[Path], None]] = None
+    """Changes the work folder right before the step (damage what an earlier step wrote)."""
 
 
 @dataclass
@@ -85,6 +91,10 @@ class Case:
     planted_nan: bool = False
     """The setup itself writes NaN into out/ (a damaged file to survive): skip the NaN-in-outputs scan,
     which would find the case's own input rather than anything netspec wrote."""
+    says: tuple[str, ...] = ()
+    """Words the last step's output (stdout and stderr) must hold: what a message names."""
+    never_says: tuple[str, ...] = ()
+    """Words it must not hold."""
 
 
 @dataclass
@@ -598,8 +608,363 @@ def _npy() -> bytes:
     return buf.getvalue()
 
 
+# ---- issue 21: run folders, reports and launches from elsewhere -------------------------------------
+
+def victim(work: Path, name: str) -> Path:
+    """A precious file outside the output folder (the corpus checks that nothing outside changes)."""
+    path = work / "victims" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"precious " + name.encode())
+    return path
+
+
+def link(path: Path, target: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    path.symlink_to(target)
+
+
+def link_in_run(*names: str, unfinish: bool = False) -> Callable[[Path], None]:
+    """Links at these names of the finished run (to files outside); `unfinish`: delete metrics.json so the
+    run trains (resumes) and writes them all again."""
+    def setup(work: Path) -> None:
+        run = finished_dir(work)
+        for name in names:
+            link(run / name, victim(work, name.replace("/", "_")))
+        if unfinish:
+            (run / "metrics.json").unlink()
+    return setup
+
+
+def run_dir_of(work: Path, *overrides: str) -> Path:
+    """The run folder `train tiny.json --set ...` will write (netspec's own run id, computed here)."""
+    sys.path.insert(0, str(REPO))
+    from netspec.experiment import Experiment
+    from netspec.run_folder import run_dir
+    return run_dir(work / "out", Experiment.load(work / "tiny.json", list(overrides)), "torch")
+
+
+def dir_link(rel: Callable[[Path], Path]) -> Callable[[Path], None]:
+    """An output folder as a link to a folder outside holding a precious file."""
+    def setup(work: Path) -> None:
+        target = victim(work, "kept.txt").parent
+        link(rel(work), target)
+    return setup
+
+
+def fifo(rel: Callable[[Path], Path]) -> Callable[[Path], None]:
+    def setup(work: Path) -> None:
+        path = rel(work)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+        os.mkfifo(path)
+    return setup
+
+
+def manifest(points: Optional[list] = None, **fields: object) -> Callable[[Path], None]:
+    """out/sweeps/m.json naming the finished run as its one point, with `fields` replaced."""
+    def setup(work: Path) -> None:
+        point = {"label": "base", "name": "tiny", "run_id": finished_dir(work).name, "seed": 0, "settings": {"lr": 0.01},
+                 "base": True, "overrides": []}
+        data = {"name": "m", "description": "", "axes": ["lr"], "variants": [], "backends": ["torch"],
+                "invocations": [], "points": [point] if points is None else points}
+        write(work / "out" / "sweeps" / "m.json", {k: v for k, v in {**data, **fields}.items() if v is not None})
+    return setup
+
+
+def hostile_label(label: str, description: str = "") -> Callable[[Path], None]:
+    def setup(work: Path) -> None:
+        manifest(description=description)(work)
+        path = work / "out" / "sweeps" / "m.json"
+        data = json.loads(path.read_text())
+        data["points"][0]["label"] = label
+        write(path, data)
+    return setup
+
+
+def report_check(*bad: str, need: str = "") -> Callable[[Path], Optional[str]]:
+    """report.md exists, holds `need`, and none of `bad` (raw markup that would render)."""
+    def check(work: Path) -> Optional[str]:
+        report = _read(work / "out" / "report.md")
+        if not report:
+            return "no report"
+        # a heading counts at a line's start only; anything else anywhere
+        found = next((b for b in bad if (any(line.startswith(b) for line in report.splitlines()) if b.startswith("#")
+                                         else b in report)), None)
+        if found:
+            return f"report.md holds {found!r}"
+        return None if need in report else f"report.md lacks {need!r}"
+    return check
+
+
+def same_content(rel: str, content: bytes) -> Callable[[Path], Optional[str]]:
+    def check(work: Path) -> Optional[str]:
+        path = work / rel
+        return None if path.is_file() and path.read_bytes() == content else f"{rel} was changed"
+    return check
+
+
+def npz_edit(rel: str, edit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], unfinish: bool = False) -> Callable[[Path], None]:
+    """Rewrite an .npz of the finished run through `edit` (arrays by name)."""
+    def setup(work: Path) -> None:
+        path = finished_dir(work) / rel
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        path.write_bytes(npz(**edit(arrays)))
+        if unfinish:
+            (finished_dir(work) / "metrics.json").unlink()
+    return setup
+
+
+def checkpoint_meta(change: Callable[[dict], None]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    def edit(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        meta = json.loads(arrays["meta.json"].tobytes().decode())
+        change(meta)
+        return {**arrays, "meta.json": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    return edit
+
+
+def declares_2_40(rel: str, member: str, unfinish: bool = False) -> Callable[[Path], None]:
+    """One member of an .npz of the finished run replaced by 80 bytes whose header declares 2^40 floats."""
+    def setup(work: Path) -> None:
+        path = finished_dir(work) / rel
+        with zipfile.ZipFile(path) as z:
+            members = {name: z.read(name) for name in z.namelist()}
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**40,)})
+        members[f"{member}.npy"] = header.getvalue() + b"\0" * 64
+        with zipfile.ZipFile(path, "w") as z:
+            for name, content in members.items():
+                z.writestr(name, content)
+        if unfinish:
+            (finished_dir(work) / "metrics.json").unlink()
+    return setup
+
+
+def sparse_image(work: Path) -> None:
+    """A 64 GiB sparse file as the image: outside the case folder, which the corpus hashes whole."""
+    path = work.parents[3] / f"huge-{work.parents[2].name}.png"
+    with open(path, "wb") as f:
+        f.truncate(64 * 2**30)
+    link(work / "huge.png", path)
+
+
+def png16(work: Path) -> None:
+    from PIL import Image
+    values = (np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)
+    Image.fromarray(values).save(work / "deep.png", format="PNG")
+
+
+def damage_cache(content: Optional[bytes]) -> Callable[[Path], None]:
+    """Every .npz of the data cache truncated to `content`, or emptied (None: to zero bytes)."""
+    def prepare(work: Path) -> None:
+        for path in (work.parent / "cache").rglob("*.npz"):
+            data = path.read_bytes()
+            path.write_bytes(data[:content[0]] if content else b"")
+    return prepare
+
+
+def untrusted_cases() -> list[Case]:
+    tiny_ = lambda work: write(work / "tiny.json", TINY)
+    run = lambda w: finished_dir(w)
+    sweep = lambda name, **more: lambda w: write(w / "sw.json", {"name": name, "base": "tiny.json", "axes": [
+        {"name": "lr", "paths": ["train.lr"], "values": [0.01, 0.02]}], **more})
+    evaluate = Step(["evaluate", "RUN", "--device", "cpu"])
+    report = Step(["report", "out"])
+    resumed = train("tiny.json")
+    tree_run = chain(lambda w: write(w / "tiny.json", {**TINY, "data": {"val_size": 2, "split": "stratified"},
+                                                       "train": {**TINY["train"], "batch_size": 10}}),
+                     tree_setup(classes=tuple(f"c{i}" for i in range(10))))
+    cases = [
+        # 1. writes that would follow a planted link out of the folder
+        Case("export: model.onnx is a link", "links", [Step(["export", "RUN"])], expect=0, finished=True,
+             setup=link_in_run("model.onnx")),
+        Case("evaluate: evaluation/ files are links", "links", [evaluate], expect=0, finished=True,
+             setup=link_in_run("evaluation/evaluation.json", "evaluation/confusion.png")),
+        Case("evaluate: evaluation/ is a link", "links", [evaluate], finished=True,
+             setup=dir_link(lambda w: run(w) / "evaluation"), says=("symbolic link",)),
+        Case("report: report.md and runs.csv are links", "links", [report], expect=0, finished=True,
+             setup=lambda w: (link(w / "out" / "report.md", victim(w, "r.md")), link(w / "out" / "runs.csv", victim(w, "r.csv")))),
+        Case("report: figures/ is a link", "links", [report], finished=True,
+             setup=chain(manifest(), dir_link(lambda w: w / "out" / "figures"))),
+        Case("report: a figure is a link", "links", [report], expect=0, finished=True,
+             setup=chain(manifest(), lambda w: link(w / "out" / "figures" / "m_vs_setting.png", victim(w, "fig.png")))),
+        Case("resumed run: every file a link", "links", [resumed], expect=0, finished=True, check=has_finished_run(),
+             setup=link_in_run("acc.png", "loss.png", "history.json", "history.csv", "env.json", "spec.json",
+                               "preprocess.json", unfinish=True)),
+        Case("resumed run: checkpoint and weights links", "links", [resumed], expect=0, finished=True,
+             setup=chain(lambda w: shutil.copy(run(w) / "checkpoint.npz", w / "ck.npz"), link_in_run("best_weights.npz", unfinish=True),
+                         lambda w: link(run(w) / "checkpoint.npz", w / "ck.npz"))),
+        Case("the run's lock file is a link", "links", [train("tiny.json")], expect=0, finished=True,
+             setup=lambda w: link(run(w).with_name(run(w).name + ".lock"), victim(w, "lock"))),
+        Case("--tensorboard: tensorboard/ is a link", "links", [train("tiny.json", "--tensorboard", "--set", "train.lr=0.02")],
+             setup=chain(tiny_, dir_link(lambda w: run_dir_of(w, "train.lr=0.02") / "tensorboard")), says=("symbolic link",)),
+        Case("sweep: out/sweeps is a link", "links", [train("sw.json")], setup=chain(tiny_, sweep("sw"), dir_link(lambda w: w / "out" / "sweeps"))),
+        Case("run: out/<name> is a link", "links", [train("tiny.json")], setup=chain(tiny_, dir_link(lambda w: w / "out" / "tiny"))),
+        Case("schema -o: a schema file is a link", "links", [Step(["schema", "-o", "out/sch"])], expect=0,
+             setup=lambda w: link(w / "out" / "sch" / "experiment.schema.json", victim(w, "schema"))),
+        # 2. markup injection into report.md
+        Case("report: label <img onerror>", "markup", [report], expect=0, finished=True,
+             setup=hostile_label("<img src=x onerror=alert(1)>"), check=report_check("<img", need="&lt;img")),
+        Case("report: description with a newline and ## heading", "markup", [report], expect=0, finished=True,
+             setup=hostile_label("x", description="ok\n## injected\n<script>alert(1)</script>"),
+             check=report_check("## injected", "<script", need="ok ## injected")),
+        Case("report: label 'a | b' keeps its table", "markup", [report], expect=0, finished=True, setup=hostile_label("a | b"),
+             check=report_check("| a | b |", need="a \\| b")),
+        Case("report: label with a link and backticks", "markup", [report], expect=0, finished=True,
+             setup=hostile_label("`x` [click](http://evil)"), check=report_check("[click](http://evil)", need="\\[click\\]")),
+        Case("report: a run folder named <img>", "markup", [report], expect=0, finished=True,
+             setup=lambda w: shutil.copytree(w / "out" / "tiny", w / "out" / "<img src=x onerror=alert(1)>"),
+             check=report_check("<img", need="&lt;img")),
+        # 3. --out must never be a folder whose files a run would overwrite that it did not write
+        Case("train a sweep with --out specs", "overwrite", [Step(["train", "specs/sweeps/sw.json", "--out", "specs", "--device", "cpu"])],
+             setup=lambda w: (write(w / "specs" / "tiny.json", TINY), write(w / "specs" / "sweeps" / "sw.json", SWEEP)),
+             check=same_content("specs/sweeps/sw.json", json.dumps(SWEEP, indent=1).encode())),
+        Case("--out is a source tree", "overwrite", [Step(["train", "tiny.json", "--out", "src", "--device", "cpu"])],
+             setup=chain(tiny_, text("[project]\n", "src/pyproject.toml")), check=same_content("src/pyproject.toml", b"[project]\n")),
+        Case("--out is a file", "overwrite", [Step(["train", "tiny.json", "--out", "afile", "--device", "cpu"])],
+             setup=chain(tiny_, text("keep", "afile")), check=same_content("afile", b"keep")),
+        Case("sweep over a manifest that is not one", "overwrite", [train("sw.json")],
+             setup=chain(tiny_, sweep("sw"), text("notes", "out/sweeps/sw.json")), check=same_content("out/sweeps/sw.json", b"notes")),
+        # 4. nothing waits forever
+        Case("report: a FIFO as history.json", "hangs", [report], expect=0, finished=True,
+             setup=fifo(lambda w: run(w) / "history.json")),
+        Case("report: a FIFO as a manifest", "hangs", [report], expect=0, finished=True,
+             setup=fifo(lambda w: w / "out" / "sweeps" / "m.json")),
+        Case("train: a FIFO as the spec", "hangs", [train("pipe.json")], setup=fifo(lambda w: w / "pipe.json")),
+        Case("evaluate: a FIFO as preprocess.json", "hangs", [evaluate], finished=True,
+             setup=fifo(lambda w: run(w) / "preprocess.json")),
+        Case("evaluate: a FIFO as env.json", "hangs", [evaluate], expect=0, finished=True,
+             setup=fifo(lambda w: run(w) / "env.json")),
+        Case("predict: a FIFO as the image", "hangs", [Step(["predict", "RUN", "pipe.png", "--device", "cpu"])], finished=True,
+             setup=fifo(lambda w: w / "pipe.png")),
+        Case("resume: a FIFO as checkpoint.npz", "hangs", [resumed], expect=0, finished=True, check=has_finished_run(),
+             setup=chain(fifo(lambda w: run(w) / "checkpoint.npz"), lambda w: (run(w) / "metrics.json").unlink())),
+        Case("--launcher ray --address 127.0.0.1:1", "hangs", [train("tiny.json", "--launcher", "ray", "--address", "127.0.0.1:1")],
+             setup=tiny_, says=("--address 127.0.0.1:1",)),
+        Case("--gpus-per-run 1000000 on a local Ray", "hangs", [train("tiny.json", "--launcher", "ray", "--gpus-per-run", "1000000")],
+             setup=tiny_, says=("no node of the Ray cluster",)),
+        Case("--seeds 100000", "hangs", [train("tiny.json", "--seeds", "100000")], setup=tiny_),
+        Case("sweep file with seeds 100000", "hangs", [train("sw.json")], setup=chain(tiny_, sweep("sw", seeds=100000))),
+        # 5. values read back are validated, never coerced
+        Case("predict: preprocess scale 0", "records", [Step(["predict", "RUN", "img.png", "--device", "cpu"])], finished=True,
+             setup=chain(text(png(), "img.png"), lambda w: _json_edit(run(w) / "preprocess.json", scale=[0, 1, 1]))),
+        Case("predict: preprocess of 2 channels", "records", [Step(["predict", "RUN", "img.png", "--device", "cpu"])], finished=True,
+             setup=chain(text(png(), "img.png"), lambda w: _json_edit(run(w) / "preprocess.json", shift=[1, 1], scale=[1, 1]))),
+        Case('report: "test_acc": true left out', "records", [report], expect=0, finished=True,
+             setup=lambda w: _json_edit(run(w) / "metrics.json", test_acc=True), check=report_check(need="0 finished runs")),
+        Case('report: "test_acc": "0.9" left out', "records", [report], expect=0, finished=True,
+             setup=lambda w: _json_edit(run(w) / "metrics.json", test_acc="0.9"), check=report_check(need="0 finished runs")),
+        Case("resume: negative Adam step", "records", [resumed], expect=0, finished=True, check=has_finished_run(),
+             setup=npz_edit("checkpoint.npz", lambda a: {**a, "model.adam.step": np.array(-5)}, unfinish=True),
+             says=("not trusted",)),
+        Case("resume: negative lr in the checkpoint", "records", [resumed], expect=0, finished=True, check=has_finished_run(),
+             setup=npz_edit("checkpoint.npz", checkpoint_meta(lambda m: m.update(lr=-0.01)), unfinish=True), says=("not trusted",)),
+        Case('sweep with "seeds": []', "records", [train("sw.json")], setup=chain(tiny_, sweep("sw", seeds=[]))),
+        Case("sweep with two axes of one name", "records", [train("sw.json")], setup=chain(tiny_, lambda w: write(w / "sw.json", {
+            "name": "sw", "base": "tiny.json", "axes": [{"name": "x", "paths": ["train.lr"], "values": [0.01]},
+                                                        {"name": "x", "paths": ["train.lr_decay"], "values": [1.0]}]}))),
+        Case("evaluate: env.json backend ../x", "records", [evaluate], expect=0, finished=True,
+             setup=lambda w: _json_edit(run(w) / "env.json", backend="../x")),
+        Case("report: a manifest with backend ../../x", "records", [report], expect=0, finished=True,
+             setup=manifest(backends=["../../x"])),
+        Case("report: history epochs 1, 1", "records", [report], expect=0, finished=True,
+             setup=lambda w: _json_edit(run(w) / "history.json", at=(1, "epoch"), value=1), check=report_check(need="0 finished runs")),
+        Case("predict: a 16-bit PNG (exit 0)", "records", [Step(["predict", "RUN", "deep.png", "--device", "cpu"])], expect=0,
+             finished=True, setup=png16),
+        # 6. no tracebacks
+        Case("evaluate: best_weights member declares 2^40 floats", "tracebacks", [evaluate], finished=True,
+             setup=declares_2_40("best_weights.npz", "0.weight")),
+        Case("resume: checkpoint member declares 2^40 floats", "tracebacks", [resumed], expect=0, finished=True,
+             setup=declares_2_40("checkpoint.npz", "model.0.weight", unfinish=True), check=has_finished_run()),
+        Case("predict: a 64 GiB sparse image", "tracebacks", [Step(["predict", "RUN", "huge.png", "--device", "cpu"])],
+             finished=True, setup=sparse_image),
+        Case("report: metrics.json nested 100,000 deep", "tracebacks", [report], expect=0, finished=True,
+             setup=run_file("metrics.json", b"[" * 100000 + b"]" * 100000)),
+        Case("report: a truncated spec.json", "tracebacks", [report], expect=0, finished=True,
+             setup=lambda w: (run(w) / "spec.json").write_bytes((run(w) / "spec.json").read_bytes()[:40])),
+        Case("report: a manifest without backends", "tracebacks", [report], expect=0, finished=True,
+             setup=manifest(backends=None)),
+        Case('report: points [1, "two", null]', "tracebacks", [report], expect=0, finished=True,
+             setup=manifest(points=[1, "two", None])),
+        Case("report: history [1]", "tracebacks", [report], expect=0, finished=True, setup=run_file("history.json", b"[1]")),
+        Case("report: metrics.json is [1]", "tracebacks", [report], expect=0, finished=True, setup=run_file("metrics.json", b"[1]")),
+        Case("resume: a transposed Adam moment", "tracebacks", [resumed], expect=0, finished=True, check=has_finished_run(),
+             setup=npz_edit("checkpoint.npz", lambda a: {**a, "model.adam.exp_avg.5.weight": a["model.adam.exp_avg.5.weight"].T},
+                            unfinish=True), says=("does not fit the network", "not trusted")),
+        Case("resume: a transposed weight", "tracebacks", [resumed], expect=0, finished=True, check=has_finished_run(),
+             setup=npz_edit("checkpoint.npz", lambda a: {**a, "model.5.weight": a["model.5.weight"].T}, unfinish=True)),
+        Case("--set train.shuffle_seed=4294967295 --seeds 2", "tracebacks",
+             [train("tiny.json", "--set", "train.shuffle_seed=4294967295", "--seeds", "2")], setup=tiny_),
+        Case("--gpus-per-run nan", "tracebacks", [train("tiny.json", "--launcher", "ray", "--gpus-per-run", "nan")], setup=tiny_),
+        Case("--gpus-per-run inf", "tracebacks", [train("tiny.json", "--launcher", "ray", "--gpus-per-run", "inf")], setup=tiny_),
+        Case("description with a lone surrogate", "tracebacks", [train("bad.json")],
+             setup=text(json.dumps(TINY)[:-1] + ', "description": "\\ud800"}')),
+        Case("Conv2d of 100,000 channels at batch 50", "tracebacks", [train("tiny.json", "--set", "train.batch_size=50", "--set",
+             'network.layers.0={"type":"Conv2d","out_channels":100000,"kernel_size":3,"padding":1}')], setup=tiny_),
+        Case("crosscheck: a network with no parameters", "tracebacks", [Step(["crosscheck", "bad.json"])],
+             setup=spec(network={"input_shape": [10], "layers": [{"type": "ReLU"}]})),
+        Case("train: a network with no parameters", "tracebacks", [train("bad.json")],
+             setup=spec(network={"input_shape": [3, 32, 32], "layers": [{"type": "Flatten"}, {"type": "Dropout"}]})),
+        Case("JAX_PLATFORMS=bogus", "tracebacks", [Step(["train", "tiny.json", "--out", "out", "--device", "cpu", "--backend", "jax"],
+                                                        env={"JAX_PLATFORMS": "bogus"})], setup=tiny_),
+        # 7. left from the first corpus
+        Case("a truncated .npz in the data cache is rebuilt", "leftovers",
+             [train("tiny.json", "--data-dir", "tree", "--epochs", "1"),
+              Step(train("tiny.json", "--data-dir", "tree", "--epochs", "1", "--force").argv, prepare=damage_cache(b"\x40"))],
+             expect=0, setup=tree_run, says=("damaged cache",)),
+        Case("an empty .npz in the data cache is rebuilt", "leftovers",
+             [train("tiny.json", "--data-dir", "tree", "--epochs", "1"),
+              Step(train("tiny.json", "--data-dir", "tree", "--epochs", "1", "--force").argv, prepare=damage_cache(None))],
+             expect=0, setup=tree_run, says=("damaged cache",)),
+        Case("report -o an existing folder writes nothing", "leftovers", [Step(["report", "out", "-o", "out/adir"])], finished=True,
+             setup=chain(manifest(), lambda w: (w / "out" / "adir").mkdir()),
+             check=lambda w: "wrote beside it" if (w / "out" / "figures").exists() or (w / "out" / "runs.csv").exists() else None),
+        Case("a spec with a duplicate key", "leftovers", [train("bad.json")], setup=text(json.dumps(TINY)[:-1] + ', "name": "x"}')),
+        Case("a --set value 10,000 deep", "leftovers", [train("tiny.json", "--set", "train.lr=" + "[" * 10000 + "]" * 10000)], setup=tiny_),
+        Case("report on a sweep with data.val_size=0", "leftovers", [train("sw.json", "--set", "data.val_size=0", "--epochs", "1"),
+                                                                     report], expect=0, setup=chain(tiny_, sweep("sw")),
+             check=report_check(need="Sweep `sw`")),
+        # 8. messages name the file and what happens next
+        Case("a damaged checkpoint names checkpoint.npz and what happens", "messages", [resumed], expect=0, finished=True,
+             setup=chain(run_file("checkpoint.npz", b"garbage"), lambda w: (run(w) / "metrics.json").unlink()),
+             says=("checkpoint.npz", "does not resume from it")),
+        Case("predict: a 64x64 image names the image, not data.dir", "messages",
+             [Step(["predict", "RUN", "big.png", "--device", "cpu"])], finished=True, setup=text(png(size=(64, 64)), "big.png"),
+             says=("big.png",), never_says=("data.dir",)),
+        Case("predict: a text file names the image", "messages", [Step(["predict", "RUN", "notes.png", "--device", "cpu"])],
+             finished=True, setup=text("hello", "notes.png"), says=("notes.png",), never_says=("data.dir",)),
+        Case("evaluate: a damaged preprocess.json is named", "messages", [evaluate], finished=True,
+             setup=run_file("preprocess.json", b'{"classes": []}'), says=("preprocess.json", "delete it")),
+        Case("report: a damaged run is named with its file", "messages", [report], expect=0, finished=True,
+             setup=lambda w: _json_edit(run(w) / "metrics.json", val_acc=7), says=("metrics.json", "val_acc")),
+    ]
+    return cases
+
+
+SWEEP = {"name": "sw", "base": "../tiny.json", "axes": [{"name": "lr", "paths": ["train.lr"], "values": [0.01, 0.02]}]}
+
+
+def _json_edit(path: Path, at: Optional[tuple] = None, value: object = None, **fields: object) -> None:
+    """Change a JSON file of a run: top-level `fields` (None removes one), or the item at path `at`."""
+    data = json.loads(path.read_text())
+    if at is not None:
+        node = data
+        for key in at[:-1]:
+            node = node[key]
+        node[at[-1]] = value
+    for key, new in fields.items():
+        data[key] = new
+    path.write_text(json.dumps(data))
+
+
 def all_cases() -> list[Case]:
-    return spec_cases() + number_cases() + data_cases() + process_cases() + output_cases() + weight_cases()
+    return (spec_cases() + number_cases() + data_cases() + process_cases() + output_cases() + weight_cases()
+            + untrusted_cases())
 
 
 # ---- the runner -----------------------------------------------------------------------------------
@@ -671,8 +1036,10 @@ def _run_steps(case: Case, work: Path) -> tuple[str, str, Optional[int]]:
     background: list[subprocess.Popen] = []
     last = None
     for step in case.steps:
+        if step.prepare:
+            step.prepare(work)
         argv = [a.replace("RUN", str(finished_dir(work))) if "RUN" in a and (work / "out").exists() else a for a in step.argv]
-        proc = subprocess.Popen([sys.executable, "-m", "netspec", *argv], cwd=work, env=_env(work),
+        proc = subprocess.Popen([sys.executable, "-m", "netspec", *argv], cwd=work, env={**_env(work), **(step.env or {})},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         if step.background:
             background.append(proc)
@@ -690,7 +1057,7 @@ def _run_steps(case: Case, work: Path) -> tuple[str, str, Optional[int]]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return "hang/OOM", f"no end after {TIMEOUT_S}s: {' '.join(argv)[:80]}", None
-        last = (proc.returncode, err)
+        last = (proc.returncode, err, out)
         if "Traceback (most recent call last)" in err:
             return "traceback", _last_line(err), proc.returncode
     for proc in background:
@@ -699,15 +1066,18 @@ def _run_steps(case: Case, work: Path) -> tuple[str, str, Optional[int]]:
             return "traceback", "(background) " + _last_line(err), proc.returncode
         if proc.returncode != 0:
             return "lost data", f"the other run exited {proc.returncode}: {_last_line(err)}", proc.returncode
-    code, err = last
-    return (*_classify(case, code, err), code)
+    code, err, out = last
+    return (*_classify(case, code, err, out), code)
 
 
-def _classify(case: Case, code: int, err: str) -> tuple[str, str]:
+def _classify(case: Case, code: int, err: str, out: str = "") -> tuple[str, str]:
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     if code == case.expect:
         if code not in (0, -9) and len(errors) != 1 and case.expect != 130:
             return "traceback", f"exit {code} with {len(errors)} error lines: {_last_line(err)}"
+        missing = [w for w in case.says if w not in out + err] + [w for w in case.never_says if w in out + err]
+        if missing:
+            return "silent", f"the output {'lacks' if missing[0] in case.says else 'holds'} {missing[0]!r}: {_last_line(err or out)}"
         return "clean", (errors[0] if errors else f"exit {code}")[:160]
     if code == 0:
         return "silent", f"exit 0, expected {case.expect}"

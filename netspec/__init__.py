@@ -14,10 +14,10 @@ from .layers import (CELU, GELU, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat,
                      GlobalPool, Identity, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, Tanh)
 from .network import Network
 from .params import Weights, check_weights, init_weights, load_weights, save_weights
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "Add", "AvgPool2d", "CELU", "Concat", "GELU", "GlobalPool", "Identity", "LeakyReLU", "Scale", "Sigmoid", "Tanh",
     "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "DataError", "Dropout", "Dropout2d", "Experiment", "Flatten",
     "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "NetspecError", "Network", "ReLU", "SetupError", "SpecError",

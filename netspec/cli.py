@@ -83,7 +83,7 @@ def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
 
 def _is_sweep(path: str) -> bool:
     from .io import read_json
-    from .sweep import is_sweep_file
+    from .sweep_spec import is_sweep_file
     return is_sweep_file(read_json(path))
 
 

@@ -19,12 +19,14 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .augment import batch_plan
 from .backend import Backend
 from .errors import SpecError
 from .experiment import TrainConfig
 from .layers import Dropout, Dropout2d
 from .network import Network
-from .params import check_trainable, Weights, init_weights
+from .params import Weights, check_trainable, init_weights
+from .schedules import learning_rates
 
 F64_RTOL = 1e-9
 """float64, one pass. Rounding leaves ~1e-15; the smallest bug of the mutation tests ~1e-5."""
@@ -215,15 +217,11 @@ def _train(tier: _Tier, models: tuple[Any, Any], data: list[Any], batches: np.nd
 
 def _recipe_lrs(config: TrainConfig, steps: int) -> np.ndarray:
     """Each step's lr under config's schedule, its `steps` spread over config.epochs (issue 23)."""
-    from .schedules import learning_rates
-
     return learning_rates(np.arange(steps), max(1, steps // config.epochs), config)
 
 
 def _augmentation(config: TrainConfig, rows: np.ndarray, shape: tuple[int, ...]) -> dict[str, Any]:
     """train_steps' augment argument when config augments (epoch 1's draws), else nothing."""
-    from .augment import batch_plan
-
     if not config.augment.active:
         return {}
     return {"augment": batch_plan(config.augment, config.seed, 1, rows, shape[-2], shape[-1])}
@@ -253,7 +251,7 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
     batches = np.array([rng.permutation(len(y_all))[:batch_size] for _ in range(steps)], dtype=np.int64).reshape(steps, batch_size)
     trainable = frozenset(name for name, info in net.param_infos().items() if info.trainable)
     report = CrosscheckReport(
-        f"cross-check {other.name} against {reference.name}: batch {batch_size}, {steps} free-running Adam steps "
+        f"cross-check {other.name} against {reference.name}: batch {batch_size}, {steps} free-running {config.optimizer.type} steps "
         f"at lr {config.lr:g} x {', '.join(f'{f:g}' for f in LR_FACTORS)}, seed {seed}, dropout off; "
         f"{' and '.join(tiers)} (float32 after the first pass: reported)")
     for name in tiers:

@@ -31,11 +31,13 @@ import numpy as np
 
 from .backend import builder_for
 from .errors import SetupError
+from .inference import load_run
 from .io import safe_output_dir, write_bytes_atomic
 from .layers import (CELU, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten, GlobalPool,
                      Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, Tanh, pair)
 from .network import NETWORK_INPUT, Network
 from .params import Weights, check_weights
+from .version import __version__
 
 DEFAULT_OPSET = 17
 """ONNX opset of exported models: supported by onnxruntime >= 1.14 and every current converter."""
@@ -179,8 +181,6 @@ def onnx_model(network: Network, weights: Weights, opset: int = DEFAULT_OPSET,
         g.nodes, "netspec", [_value_info(onnx, INPUT, network.input_shape)],
         [_value_info(onnx, OUTPUT, network.output_shape)], initializer=g.initializers)
     opsets = [helper.make_opsetid("", opset)]
-    from . import __version__
-
     # The lowest IR version the opset allows, so older runtimes load the file too.
     model = helper.make_model(graph, opset_imports=opsets, producer_name="netspec", producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
@@ -255,8 +255,6 @@ def export_run(run_dir: str | Path, out_path: Optional[str | Path] = None, opset
                log: Callable[[str], None] = print) -> Path:
     """Export a run's best weights (a run of either backend) to `out_path`, default <run_dir>/model.onnx.
     The class names, the input's layout and scaling and the run's name go to the model's metadata_props."""
-    from .inference import load_run
-
     _onnx()  # the missing-package line before any reading
     saved = load_run(run_dir, log)
     metadata = {**saved.preprocess.metadata(), "input": input_layout(saved.experiment.network.input_shape),

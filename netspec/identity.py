@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .data.identity import data_identity
 from .experiment import Experiment
 
 NOT_IN_IDENTITY: dict[str, Any] = {"name": True, "description": True, "train": {"eval_batch_size", "compile"}}
@@ -41,8 +42,6 @@ def _drop_defaults(content: dict[str, Any], defaults: dict[str, Any]) -> None:
 def run_identity(experiment: Experiment) -> dict[str, Any]:
     """The JSON-able content a run id hashes. `data.dir` is replaced by `data.identity`, a fingerprint
     of the images it resolves to; reading it may raise a one-line DataError for a missing copy."""
-    from .data.identity import data_identity
-
     content = experiment.model_dump(mode="json", exclude=NOT_IN_IDENTITY)
     _drop_defaults(content, DEFAULTS_NOT_IN_IDENTITY)
     content["data"].pop("dir")

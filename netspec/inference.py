@@ -22,13 +22,15 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from . import run_folder
+from . import records, run_folder
 from .backend import Backend, Model, load_backend
+from .data import load_dataset, load_raw, scaled
+from .data.images import open_image, to_rgb
 from .errors import DataError, SpecError
 from .experiment import DataConfig, Experiment
-from . import records
 from .io import open_regular, parse_json_file, safe_output_dir
 from .params import Weights, load_weights
+from .plots import pyplot, save_figure
 from .trainer import shape_inputs
 
 SPLITS = ("train", "val", "test")
@@ -58,8 +60,6 @@ class Preprocess:
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NCHW pixels -> float32 network input, with the very arithmetic of training (data.scaled)."""
-        from .data import scaled
-
         return scaled(pixels, self.shift, self.scale)
 
     def metadata(self) -> dict[str, str]:
@@ -102,9 +102,7 @@ def trained_backend(directory: Path) -> Optional[str]:
 def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Preprocess:
     """The run's preprocess.json, or (older runs) the same facts recomputed from its data config."""
     path = directory / run_folder.PREPROCESS
-    if not path.is_file():
-        from .data import load_dataset
-
+    if not path.exists() and not path.is_symlink():  # absent; anything else there is read (and refused if not JSON)
         log(f"{directory}: no {run_folder.PREPROCESS} (a run from an older netspec): "
             "recomputing the input scaling from its data config")
         dataset = load_dataset(data, progress=False)
@@ -217,8 +215,6 @@ def evaluate_run(run_dir: str | Path, backend: Backend | str, data_dir: Optional
 
 def _labelled_images(saved: SavedRun, data_dir: Optional[str | Path], split: str) -> tuple[np.ndarray, np.ndarray, str]:
     """Normalized images, labels in the run's class order, and the data in words."""
-    from .data import load_dataset, load_raw
-
     if data_dir is None:
         # The training loader itself: the same split and the same scaling as the run's metrics.
         data = load_dataset(saved.experiment.data, progress=False)
@@ -251,15 +247,11 @@ def write_evaluation(evaluation: Evaluation, folder: Path, title: str) -> None:
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
     """The confusion matrix as a PNG: counts in the cells, rows = true class, columns = predicted."""
-    from .plots import save_figure
-
     save_figure(confusion_figure(confusion, classes, title), path)
 
 
 def confusion_figure(confusion: np.ndarray, classes: Sequence[str], title: str) -> Any:
     """The matplotlib figure of plot_confusion."""
-    from .plots import pyplot
-
     plt = pyplot()
     k = len(classes)
     size = max(4.8, 0.55 * k + 2.2)
@@ -335,8 +327,6 @@ def read_image(path: str | Path, resize: bool = False) -> InputImage:
     """One image file as a 32x32 RGB input; a one-line DataError naming the file if missing, unreadable
     or (without `resize`) not 32x32."""
     from PIL import Image
-
-    from .data.images import open_image, to_rgb
 
     path = Path(path)
     limit = MAX_RESIZED_BYTES if resize else MAX_IMAGE_BYTES

@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from . import run_folder
-from .backend import Backend
+from .backend import Backend, load_backend
+from .data import load_dataset
 from .errors import NetspecError, SetupError
 from .experiment import Experiment
+from .tables import markdown_table
+from .training_run import run_experiment
 
 Log = Callable[[str], None]
 
@@ -56,8 +59,6 @@ class Launcher(Protocol):
 def jobs_table(jobs: Sequence[Job], out_root: str | Path) -> str:
     """One line per job, as a launch ends: what each run gave (or that it did not finish), so a sweep
     ends with one compact table rather than a table per point scrolled away."""
-    from .tables import markdown_table
-
     rows = []
     for job in jobs:
         metrics = run_folder.finished_metrics(job.directory(out_root)) or {}
@@ -79,9 +80,6 @@ class LocalLauncher:
 
     def run(self, jobs: Sequence[Job], out_root: str | Path, device: Optional[str] = None, force: bool = False,
             log: Log = print, progress: bool | None = None, tensorboard: bool = False) -> list[Job]:
-        from .data import load_dataset
-        from .training_run import run_experiment
-
         todo = pending(jobs, out_root, force)
         to_train = {id(job) for job in todo}
         datasets: dict[str, Any] = {}
@@ -103,9 +101,6 @@ def train_point(experiment_json: str, backend_name: str, out_root: str, device: 
                 tensorboard: bool = False) -> str:
     """A Ray task's body: one run in the worker. Arguments are plain strings (the resolved experiment as
     JSON, the backend by name, resolved in the worker) so the task pickles without torch or jax."""
-    from .backend import load_backend
-    from .training_run import run_experiment
-
     experiment = Experiment.model_validate_json(experiment_json)
     _, directory = run_experiment(experiment, load_backend(backend_name), out_root, device=device, force=force,
                                   progress=False, tensorboard=tensorboard, table=False)

@@ -13,7 +13,7 @@ and return device values that this class reads back once.
     get_weights / set_weights     _get_weights() / _set_weights(checked)
     to_device(x, y)               _to_device(x, y) -> DeviceData
     setup_optimizer(config)       _setup_optimizer(config)
-    training state                _adam_moments() / _set_adam_moments(adam), _rng_state() / _set_rng_state(rng)
+    training state                _optimizer_state() / _set_optimizer_state(state), _rng_state() / _set_rng_state(rng)
     train_steps(data, rows, lr)   _run_steps(data, rows, lrs) -> device sums (loss, number correct)
     evaluate(data, batch_size)    _evaluate(data, batch_size) -> device sums (loss, number correct)
     warmup(data, batch_size, n)   _warmup(data, batch_size, n) (default: nothing to compile)
@@ -34,52 +34,36 @@ from .backend import DeviceData, canonical_precision
 from .errors import SpecError
 from .experiment import TrainConfig
 from .network import Network
+from .augment import Plan, packed
+from .optimizer_state import OptimizerState, from_arrays as optimizer_from_arrays, to_arrays as optimizer_arrays
 from .params import Weights, check_weights
 
 # ---- a model's training state as plain arrays ------------------------------------------------------
 
-ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP = "adam.exp_avg.", "adam.exp_avg_sq.", "adam.step"
 DROPOUT_RNG = "rng.dropout"
-"""Names in a training state besides the canonical weights (see Model.get_training_state)."""
+"""The RNG's name in a training state besides the canonical weights and the optimizer's state
+(netspec.optimizer_state names it: 'adam.exp_avg.<name>', 'sgd.momentum_buffer.<name>', ...)."""
 
 
-@dataclass(frozen=True)
-class AdamMoments:
-    """Adam's state in canonical names and layouts: one moment pair per trainable tensor, one step count."""
-
-    exp_avg: Weights
-    exp_avg_sq: Weights
-    step: int
-
-
-def pack_training_state(weights: Weights, adam: Optional[AdamMoments], rng: np.ndarray) -> dict[str, np.ndarray]:
+def pack_training_state(weights: Weights, optimizer: Optional[OptimizerState], rng: np.ndarray) -> dict[str, np.ndarray]:
     """The flat dict get_training_state returns (its pieces already canonical)."""
     state = {name: np.array(value) for name, value in weights.items()}
-    if adam is not None:
-        state.update({ADAM_EXP_AVG + n: np.array(v) for n, v in adam.exp_avg.items()})
-        state.update({ADAM_EXP_AVG_SQ + n: np.array(v) for n, v in adam.exp_avg_sq.items()})
-        state[ADAM_STEP] = np.array(adam.step, np.int64)
+    if optimizer is not None:
+        state.update(optimizer_arrays(optimizer))
     state[DROPOUT_RNG] = np.array(rng)
     return state
 
 
-def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[AdamMoments], np.ndarray]:
-    """Split a training state into weights, Adam moments (None when it has none) and the RNG state;
-    a missing tensor is a SpecError naming it (a checkpoint of another network, or a damaged one)."""
+def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[OptimizerState], np.ndarray]:
+    """Split a training state into weights, the optimizer's state (None when it has none) and the RNG
+    state; a missing tensor is a SpecError naming it (a checkpoint of another network, or a damaged one)."""
     infos = network.param_infos()
     missing = [n for n in [*infos, DROPOUT_RNG] if n not in state]
     if missing:
         raise SpecError(f"training state lacks {missing[0]!r} ({len(missing)} missing); it is not a state of this network")
     weights = {name: state[name] for name in infos}
-    adam = None
-    if ADAM_STEP in state:
-        trainable = [n for n, info in infos.items() if info.trainable]
-        absent = [p + n for n in trainable for p in (ADAM_EXP_AVG, ADAM_EXP_AVG_SQ) if p + n not in state]
-        if absent:
-            raise SpecError(f"training state lacks {absent[0]!r}; it is not a state of this network")
-        adam = AdamMoments({n: state[ADAM_EXP_AVG + n] for n in trainable},
-                           {n: state[ADAM_EXP_AVG_SQ + n] for n in trainable}, int(state[ADAM_STEP]))
-    return weights, adam, np.asarray(state[DROPOUT_RNG])
+    trainable = [n for n, info in infos.items() if info.trainable]
+    return weights, optimizer_from_arrays(state, trainable), np.asarray(state[DROPOUT_RNG])
 
 
 # ---- what a model accepts ------------------------------------------------------------------------------
@@ -127,6 +111,18 @@ def step_lrs(lr: Any, steps: int) -> np.ndarray:
     if not np.isfinite(lrs).all():
         raise ValueError("lr must be finite")
     return lrs
+
+
+def check_plan(network: Network, plan: Plan, rows_shape: tuple[int, ...]) -> np.ndarray:
+    """An augmentation plan for a (steps, batch_size) matrix of images of the network's input, packed
+    as the backends take it (netspec.augment.packed); ValueError otherwise."""
+    shape = tuple(network.input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"augmentation needs images (C, H, W), the network takes {shape}")
+    plans = packed(plan)
+    if plans.shape != (*rows_shape, 3 * shape[1] + 3 * shape[2]):
+        raise ValueError(f"augmentation plan of shape {plans.shape[:-1]} for batches of shape {rows_shape}")
+    return plans
 
 
 NO_OPTIMIZER = "{what} needs an optimizer: call setup_optimizer(config) first"
@@ -177,12 +173,12 @@ class ModelBase:
     def _set_weights(self, weights: Weights) -> None: raise NotImplementedError
     def _to_device(self, x: np.ndarray, y: np.ndarray) -> DeviceData: raise NotImplementedError
     def _setup_optimizer(self, config: TrainConfig) -> None: raise NotImplementedError
-    def _adam_moments(self) -> AdamMoments: raise NotImplementedError
-    def _set_adam_moments(self, adam: AdamMoments) -> None: raise NotImplementedError
+    def _optimizer_state(self) -> OptimizerState: raise NotImplementedError
+    def _set_optimizer_state(self, state: OptimizerState) -> None: raise NotImplementedError
     def _rng_state(self) -> np.ndarray: raise NotImplementedError
     def _set_rng_state(self, rng: np.ndarray) -> None: raise NotImplementedError
-    def _run_steps(self, data: Any, rows: np.ndarray, lrs: np.ndarray) -> Any: raise NotImplementedError
-    def _evaluate(self, data: Any, batch_size: int) -> Any: raise NotImplementedError
+    def _run_steps(self, data: Any, rows: np.ndarray, lrs: np.ndarray, plans: Optional[np.ndarray]) -> Any: raise NotImplementedError
+    def _evaluate(self, data: Any, batch_size: int, flip: bool) -> Any: raise NotImplementedError
     def _read_back(self, sums: Any) -> tuple[float, float]: raise NotImplementedError
 
     def _warmup(self, data: Any, batch_size: int, rows: int) -> None:
@@ -220,18 +216,21 @@ class ModelBase:
 
     @scoped
     def get_training_state(self) -> dict[str, np.ndarray]:
-        adam = self._adam_moments() if self.optimizer_config is not None else None
-        return pack_training_state(self.get_weights(), adam, self._rng_state())
+        optimizer = self._optimizer_state() if self.optimizer_config is not None else None
+        return pack_training_state(self.get_weights(), optimizer, self._rng_state())
 
     @scoped
     def set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        weights, adam, rng = unpack_training_state(self.network, state)
-        if adam is not None and self.optimizer_config is None:
-            raise RuntimeError(NO_OPTIMIZER.format(what="set_training_state with Adam state"))
+        weights, optimizer, rng = unpack_training_state(self.network, state)
+        if optimizer is not None and self.optimizer_config is None:
+            raise RuntimeError(NO_OPTIMIZER.format(what="set_training_state with optimizer state"))
+        if optimizer is not None and optimizer.kind != self.optimizer_config.optimizer.type:
+            raise SpecError(f"training state of a {optimizer.kind} optimizer, but the model trains with "
+                            f"{self.optimizer_config.optimizer.type}; it is not a state of this run")
         self.set_weights(weights)
         self._set_rng_state(rng)
-        if adam is not None:
-            self._set_adam_moments(adam)
+        if optimizer is not None:
+            self._set_optimizer_state(optimizer)
 
     @scoped
     def warmup(self, data: DeviceData, batch_size: int, rows: int = 1) -> None:
@@ -241,20 +240,26 @@ class ModelBase:
             self._warmup(data, batch_size, rows)
 
     @scoped
-    def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | Sequence[float] | np.ndarray) -> tuple[float, float]:
-        """One optimizer step per row of `batches`; lr: a number, or one per step. The sums of the batch
+    def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | Sequence[float] | np.ndarray,
+                    augment: Optional[Plan] = None) -> tuple[float, float]:
+        """One optimizer step per row of `batches`; lr: a number, or one per step; augment: the
+        augmentation plan of every image of `batches` (netspec.augment), or None. The sums of the batch
         mean losses and accuracies, read back once."""
         if self.optimizer_config is None:
             raise RuntimeError(NO_OPTIMIZER.format(what="train_steps"))
         rows = check_batches(batches, data.num_examples)
         lrs = step_lrs(lr, len(rows))
-        loss_sum, correct = self._read_back(self._run_steps(data, rows, lrs))  # the one host read
+        plans = None if augment is None else check_plan(self.network, augment, rows.shape)
+        loss_sum, correct = self._read_back(self._run_steps(data, rows, lrs, plans))  # the one host read
         return loss_sum, correct / max(rows.shape[1], 1)
 
     @scoped
-    def evaluate(self, data: DeviceData, batch_size: int) -> tuple[float, float]:
+    def evaluate(self, data: DeviceData, batch_size: int, flip: bool = False) -> tuple[float, float]:
+        """flip: on the mean of the logits of each image and its horizontal mirror image (flip TTA)."""
         count = data.num_examples
         if count == 0:
             raise ValueError(EMPTY_SPLIT)
-        loss_sum, correct = self._read_back(self._evaluate(data, min(batch_size, count)))
+        if flip and len(self.network.input_shape) != 3:
+            raise ValueError(f"flip test-time augmentation needs images (C, H, W), the network takes {tuple(self.network.input_shape)}")
+        loss_sum, correct = self._read_back(self._evaluate(data, min(batch_size, count), flip))
         return loss_sum / count, correct / count

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecError
+from .io import atomic_write, check_npz
 from .network import Network
 
 Weights = dict[str, np.ndarray]
@@ -119,8 +120,6 @@ def _check_values(value: np.ndarray, name: str, source: str) -> None:
 
 def save_weights(weights: Weights, path: str | Path) -> None:
     """Write weights as one .npz file (names are the archive's keys); backend-neutral."""
-    from .io import atomic_write
-
     atomic_write(Path(path), lambda f: np.savez(f, **weights))
 
 
@@ -140,6 +139,7 @@ def load_weights(path: str | Path, network: Network | None = None) -> Weights:
             raise ValueError("it is a single .npy array, not an .npz archive")
         with archive:
             _check_weights_size(archive, path)
+            check_npz(archive.zip, MAX_WEIGHTS_BYTES)  # each array's declared shape, before numpy allocates it
             weights = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise SpecError(f"{path}: cannot read weights ({_weights_problem(err)}); give a .npz written by netspec") from None

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from .io import write_bytes_atomic
 from .trainer import EpochRecord
 
 
@@ -33,8 +34,6 @@ def save_figure(fig: Any, path: Path) -> None:
     """A figure as PNG through the atomic writer (rendered into memory, then one rename): savefig in place
     would write through a link planted at the name, and a kill would leave half an image."""
     import io
-
-    from .io import write_bytes_atomic
 
     buffer = io.BytesIO()
     try:
@@ -112,7 +111,9 @@ def _setting_line(ax: Any, backend: str, points: list[tuple[Any, Sequence[float]
         return
     means = [v.mean() for _, v in kept]
     stds = [v.std(ddof=1) if v.size > 1 else 0.0 for _, v in kept]
-    line = ax.errorbar([x for x, _ in kept], means, yerr=stds, marker="o", capsize=4, linewidth=1.5, label=backend)
+    # Categorical points (ablations, variants) have no order between them: no line joins them.
+    line = ax.errorbar([x for x, _ in kept], means, yerr=stds, marker="o", capsize=4, linewidth=1.5, label=backend,
+                       linestyle="none" if categorical else "-")
     for x, v in kept:
         ax.scatter([x] * v.size, v, s=14, alpha=0.5, color=line[0].get_color(), zorder=3)
 

@@ -23,6 +23,8 @@ Loss = Optional[Annotated[float, Strict(), Field(ge=0.0, allow_inf_nan=False)]]
 Seconds = Annotated[float, Strict(), Field(ge=0.0, allow_inf_nan=False)]
 Epoch = Annotated[int, Strict(), Field(ge=1, le=10_000_000)]
 PositiveReal = Annotated[float, Strict(), Field(gt=0.0, allow_inf_nan=False)]
+Rate = Annotated[float, Strict(), Field(ge=0.0, allow_inf_nan=False)]
+"""A learning rate: never negative; 0 where a schedule's factor is 0 (a one-cycle's end)."""
 
 
 class _Record(BaseModel):
@@ -37,7 +39,7 @@ class EpochRow(_Record):
     train_acc: Accuracy
     val_loss: Loss = None
     val_acc: Accuracy = None
-    lr: Optional[PositiveReal]
+    lr: Optional[Rate]
     seconds: Optional[Seconds] = None
     images_per_s: Optional[Seconds] = None
     test_loss: Loss = None
@@ -144,7 +146,7 @@ class CheckpointMeta(_Record):
     epochs: Epoch
     history: list[EpochRow] = Field(min_length=1)
     best_val_acc: Accuracy
-    lr: PositiveReal
+    lr: Rate
     shuffle_rng: Optional[ShuffleRng]
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@ differences from the base arm and between backends (95% bootstrap intervals, net
 result-vs-setting and overlay figures, per-experiment tables of the seven figures with their curves,
 a per-seed appendix, and runs.csv (one row per run folder) next to report.md.
 
-Runs are grouped by experiment: the seeds of one experiment (netspec.sweep.with_seed) share a
+Runs are grouped by experiment: the seeds of one experiment (netspec.sweep_spec.with_seed) share a
 replicate key and make one column of `mean ± std (n)` cells; seeds are paired across arms and
 backends by their train.seed.
 """
@@ -26,10 +26,10 @@ from .errors import SpecError
 from .experiment import Experiment, recipe_text
 from .io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
 from .plots import plot_curves, plot_result_vs_setting
-from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
 from .run_folder import RunFolder
-from .sweep import SWEEPS_DIR, replicate_key
-from .tables import fmt_values, markdown_table, md_code, md_text, summary_table
+from .stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
+from .sweep_spec import SWEEPS_DIR, replicate_key
+from .tables import fmt_values, markdown_table, md_code, md_text, plural, summary_table
 from .trainer import SUMMARY_FIELDS
 
 FIGURES = "figures"
@@ -170,17 +170,24 @@ def _diff_text(difference: Optional[Difference]) -> str:
 # ---- describing runs ---------------------------------------------------------------------------
 
 def data_text(spec: dict[str, Any]) -> str:
-    """'cifar10 from cifar10-jpeg-q75.tar.gz, all images (10,000 held out for validation)'."""
+    """The split as a run's header line says it: 'synthetic, 5,000 train / 1,000 val / 1,000 test', or
+    'cifar10 from cifar10-jpeg-q75.tar.gz, all images (10,000 training images for validation)'. data.train_size
+    counts the images before the validation split, so the training split is train_size - val_size."""
     data = spec.get("data", {})
     source = data.get("source", "?") + (f" from {Path(data['dir']).name}" if data.get("dir") else "")
-    sizes = [f"{data[k]:,} {k.split('_')[0]}" for k in ("train_size", "test_size") if data.get(k)]
-    return f"{source}, {' / '.join(sizes) if sizes else 'all images'} ({data.get('val_size', 0):,} held out for validation)"
+    val, train, test = data.get("val_size", 0), data.get("train_size"), data.get("test_size")
+    if not train and not test:
+        return f"{source}, all images ({val:,} training images for validation)"
+    train_words = f"{max(train - val, 0):,} train / {val:,} val" if train else f"all training images less {val:,} val"
+    return f"{source}, {train_words} / {f'{test:,}' if test else 'all'} test"
 
 
 def settings_text(spec: dict[str, Any]) -> str:
     """What else a run's numbers depend on most: epochs, batch, lr, and its data."""
     t = spec.get("train", {})
-    return f"{t.get('epochs')} epochs, batch {t.get('batch_size')}, lr {t.get('lr')}; data {data_text(spec)}"
+    epochs = t.get("epochs")
+    epochs_words = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
+    return f"{epochs_words}, batch {t.get('batch_size')}, lr {t.get('lr')}; data {data_text(spec)}"
 
 
 def seeds_text(seeds: Iterable[int]) -> str:
@@ -231,19 +238,58 @@ def _settings_groups(manifest: dict[str, Any]) -> list[tuple[list[str], list[dic
     return list(groups.values())
 
 
+def _sweep_parts(manifest: dict[str, Any], runs: dict[tuple[str, str, str], Run]) -> list[tuple[str, list[str], list[Arm], list[str]]]:
+    """(figure stem, overrides, arms, backends) for each set of settings the sweep was run with."""
+    backends = in_registry_order(manifest["backends"])
+    return [(manifest["name"] if i == 0 else f"{manifest['name']}_{i + 1}", overrides, _arms(points, backends, runs), backends)
+            for i, (overrides, points) in enumerate(_settings_groups(manifest))]
+
+
+def _sweep_brief(manifest: dict[str, Any], runs: dict[tuple[str, str, str], Run], out: Path) -> list[str]:
+    """The answer first: per set of settings, the best point, every point's final test accuracy with its
+    difference from the base point, and the result-vs-setting figure."""
+    lines = []
+    for stem, overrides, arms, backends in _sweep_parts(manifest, runs):
+        settings = f" ({md_text(overrides_text(overrides))})" if overrides else ""
+        lines += [f"### Sweep {md_code(manifest['name'])} in brief{settings}", ""]
+        lines += _best_points(arms, backends) + _brief_table(arms, backends)
+        lines += _setting_figure(stem, manifest, arms, backends, out)
+    return lines
+
+
+def _best_points(arms: list[Arm], backends: list[str]) -> list[str]:
+    """The point with the highest mean best validation accuracy per backend (the choice a validation split
+    is for: the test figure is shown, never used to choose)."""
+    words = []
+    for backend in backends:
+        scored = [(sum(v) / len(v), a) for a in arms if (v := values(a.runs.get(backend, {}), "best_val_acc"))]
+        if scored:
+            best = max(scored, key=lambda pair: pair[0])[1]
+            test = fmt_values(values(best.runs[backend], "test_acc"))
+            words.append(f"{md_text(backend)} {md_text(best.label)} (final test accuracy {test})")
+    if not words:
+        return ["No point has finished yet.", ""]
+    return ["Best point by mean best validation accuracy: " + "; ".join(words) + ".", ""]
+
+
+def _brief_table(arms: list[Arm], backends: list[str]) -> list[str]:
+    base = next(a for a in arms if a.base)
+    header = ["point", *(h for b in backends for h in (f"{md_text(b)}: final test accuracy", f"{md_text(b)}: - base"))]
+    rows = [[md_text(a.label) + (" (base)" if a is base else ""),
+             *(c for b in backends for c in (fmt_values(values(a.runs.get(b, {}), "test_acc")),
+                                             "-" if a is base else _diff_text(paired(a.runs.get(b, {}), base.runs.get(b, {}), "test_acc"))))]
+            for a in arms]
+    return [markdown_table(header, rows), ""]
+
+
 def _sweep_section(manifest: dict[str, Any], runs: dict[tuple[str, str, str], Run], out: Path) -> list[str]:
-    name = manifest["name"]
-    lines = [f"### Sweep {md_code(name)}", ""]
+    lines = [f"### Sweep {md_code(manifest['name'])}", ""]
     if manifest.get("description"):
         lines += [md_text(manifest["description"], line_start=True), ""]
-    backends = in_registry_order(manifest["backends"])
-    for i, (overrides, points) in enumerate(_settings_groups(manifest)):
-        arms = _arms(points, backends, runs)
-        stem = name if i == 0 else f"{name}_{i + 1}"
+    for stem, overrides, arms, backends in _sweep_parts(manifest, runs):
         lines += _group_intro(manifest, overrides, arms)
         lines += _arm_tables(arms, backends)
         lines += _base_differences(arms, backends)
-        lines += _setting_figure(stem, manifest, arms, backends, out)
         lines += _overlay_figures(stem, arms, backends, out)
         lines += _backend_comparison(arms, backends)
     return lines
@@ -423,17 +469,28 @@ def _group_table(group: Group) -> str:
     return markdown_table(header, rows)
 
 
-def _appendix(groups: list[Group], used_in: dict[tuple[str, str], list[str]]) -> list[str]:
-    """Every run's own figures, seed by seed, for the groups with more than one seed."""
-    rows = [[md_text(g.name), "; ".join(used_in.get((g.name, r.run_id), [])) or "-", md_text(r.backend), r.replicate[1],
-             md_text(r.run_id),
+def _appendix(groups: list[Group]) -> list[str]:
+    """Every run's own figures, seed by seed, for the groups with more than one seed (the sweeps a run is
+    in are in its experiment's section above, once)."""
+    rows = [[f"{md_text(g.name)} ({md_text(g.first().run_id)})", md_text(r.backend), r.replicate[1], md_text(r.run_id),
              r.metrics.get("test_acc"), r.metrics.get("best_val_acc"), r.metrics.get("val_acc")]
             for g in groups if any(len(s) > 1 for s in g.runs.values()) for r in g.all_runs()]
     if not rows:
         return []
     return ["## Appendix: per-seed values", "", markdown_table(
-        ["spec", "in sweeps", "backend", "seed", "run id", "final test accuracy", "best validation accuracy",
+        ["experiment", "backend", "seed", "run id", "final test accuracy", "best validation accuracy",
          "validation accuracy"], rows), ""]
+
+
+def _experiments_brief(groups: list[Group]) -> list[str]:
+    """Every experiment's final test accuracy per backend, over its seeds: one table."""
+    backends = in_registry_order({b for g in groups for b in g.runs})
+    if not groups:
+        return []
+    rows = [[f"{md_code(g.name)} ({md_text(g.first().run_id)})", *(fmt_values(values(g.runs.get(b, {}), "test_acc")) for b in backends)]
+            for g in groups]
+    return ["### Experiments in brief", "", "Final test accuracy; each experiment's section below has the rest.", "",
+            markdown_table(["experiment", *map(md_text, backends)], rows), ""]
 
 
 # ---- runs.csv ----------------------------------------------------------------------------------
@@ -496,6 +553,10 @@ def build_report(root: Path, out: Path) -> Path:
              "marked * only when the interval excludes zero and rests on "
              f"{MIN_PAIRS_TO_MARK} or more seeds (fewer: all seeds sharing a sign is enough to exclude zero). "
              "Every run: `runs.csv`.", ""]
+    lines += ["## Summary", ""]
+    for manifest in manifests:
+        lines += _sweep_brief(manifest, runs, out)
+    lines += _experiments_brief(groups)
     if manifests:
         lines += ["## Sweeps", ""]
         for manifest in manifests:
@@ -504,7 +565,7 @@ def build_report(root: Path, out: Path) -> Path:
     for group in groups:
         labels = dict.fromkeys(u for r in group.all_runs() for u in used_in.get((group.name, r.run_id), []))
         lines += _group_section(group, list(labels), out)
-    lines += _appendix(groups, used_in)
+    lines += _appendix(groups)
     lines += _diverged_section(done)
     safe_output_dir(out.parent)
     write_bytes_atomic(out, "\n".join(lines).encode())

@@ -36,17 +36,27 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from .experiment import Experiment
 from . import records
 from .errors import SetupError
-from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
-    UnreadableJSON, atomic_write, load_npz, open_regular, parse_json_file, parse_json_text, safe_output_dir,
-    write_bytes_atomic)
-from .network import Network
-from .schedules import schedule_spans_the_run
+from .experiment import Experiment
 from .identity import run_identity
+from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
+    UnreadableJSON,
+    atomic_write,
+    load_npz,
+    open_regular,
+    parse_json_file,
+    parse_json_text,
+    safe_output_dir,
+    write_bytes_atomic,
+)
+from .optimizer_state import SLOTS
+from .network import Network
 from .params import Weights
+from .schedules import schedule_spans_the_run
+from .sweep_spec import SWEEPS_DIR, is_sweep_file
 from .trainer import EpochRecord, TrainerState, summarize
+from .version import __version__
 
 METRICS, HISTORY_JSON, HISTORY_CSV = "metrics.json", "history.json", "history.csv"
 SPEC, ENV, WEIGHTS = "spec.json", "env.json", "best_weights.npz"
@@ -367,18 +377,19 @@ class NotFit(ValueError):
 
 
 def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network]) -> None:
-    """The model's training state in a checkpoint, before any backend sees it: every Adam moment has its
-    parameter's shape, the step is one count >= 0, and (given the network) every weight its shape."""
-    from .model_base import ADAM_EXP_AVG, ADAM_EXP_AVG_SQ, ADAM_STEP
-
+    """The model's training state in a checkpoint, before any backend sees it: every optimizer slot (an
+    Adam moment, a momentum buffer) has its parameter's shape, a step is one count >= 0, and (given the
+    network) every weight its shape."""
+    prefixes = [f"model.{kind}.{slot}." for kind, slots in SLOTS.items() for slot in slots]
     for key, value in arrays.items():
-        for prefix in ("model." + ADAM_EXP_AVG, "model." + ADAM_EXP_AVG_SQ):
+        for prefix in prefixes:
             param = arrays.get("model." + key[len(prefix):]) if key.startswith(prefix) else None
             if param is not None and value.shape != param.shape:
                 raise NotFit(f"{key} has shape {value.shape}, its parameter {param.shape}")
-    step = arrays.get("model." + ADAM_STEP)
-    if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
-        raise NotFit(f"model.{ADAM_STEP} is {step.tolist()!r}, not a count of steps")
+    for step_key in (f"model.{kind}.step" for kind in SLOTS):
+        step = arrays.get(step_key)
+        if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
+            raise NotFit(f"{step_key} is {step.tolist()!r}, not a count of steps")
     for name, info in (network.param_infos() if network is not None else {}).items():
         for key in (f"model.{name}", f"best.{name}"):
             if key in arrays and arrays[key].shape != tuple(info.shape):
@@ -421,8 +432,6 @@ def check_output_root(root: Path) -> None:
     """--out must be a folder of runs (new, empty, or one netspec wrote), never one whose files a run would
     overwrite that it did not write: a file, a source tree, or a specs folder (its sweeps/ holds sweep
     files, where a sweep's manifest goes). One line (SetupError) naming what is there."""
-    from .sweep import SWEEPS_DIR, is_sweep_file
-
     if root.exists() and not root.is_dir():
         raise SetupError(f"{root}: a file where an output folder goes; choose another --out (default runs)")
     if not root.is_dir():
@@ -459,7 +468,6 @@ def write_preprocess(directory: Path, data: Any) -> None:
 def environment(backend_info: dict[str, Any], data_source: str) -> dict[str, Any]:
     import pydantic
 
-    from . import __version__
     return {
         "netspec": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "numpy": np.__version__, "pydantic": pydantic.__version__,

@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
+from .experiment import Experiment
 from .io import SCHEMA_KEY, write_bytes_atomic
+from .sweep_spec import SweepSpec
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -29,12 +31,10 @@ def _schema(model: type[BaseModel], title: str) -> dict[str, Any]:
 
 
 def experiment_schema() -> dict[str, Any]:
-    from .experiment import Experiment
     return _schema(Experiment, "netspec experiment")
 
 
 def sweep_schema() -> dict[str, Any]:
-    from .sweep import SweepSpec
     return _schema(SweepSpec, "netspec sweep")
 
 

@@ -61,9 +61,9 @@ class Difference:
 
     def text(self) -> str:
         """'+0.0061 [+0.0012, +0.0100] *' (the star: the interval excludes zero); a single pair as a
-        plain number, '0.0061', as tables of single runs always showed differences."""
+        signed number, '+0.0061' (a difference keeps its sign, whatever its size)."""
         if self.low is None or self.high is None:
-            return f"{self.mean:.4f}"
+            return f"{self.mean:+.4f}"
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]" + (" *" if self.marked else "")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+from .stats import summarize
 from .trainer import SUMMARY_FIELDS
 
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
@@ -23,9 +24,11 @@ def md_text(value: Any, line_start: bool = False) -> str:
 
 
 def md_code(value: Any) -> str:
-    """A user's name as inline code when code can hold it (no backtick, one line), else as md_text."""
+    """A user's name as inline code when code holds it as it is (no backtick, no markup characters, one
+    line), else as md_text: a raw '<' even inside code would be a trap for a viewer that renders HTML."""
     text = str(value)
-    return f"`{text}`" if text and not set("`\\") & set(text) and not _LINE_BREAKS.search(text) else md_text(text)
+    plain = text and not set("`\\<>&") & set(text) and not _LINE_BREAKS.search(text)
+    return f"`{text}`" if plain else md_text(text)
 
 
 def _cell(value: Any) -> str:
@@ -65,7 +68,6 @@ def fmt_values(values: Sequence[float]) -> str:
         return "-"
     if len(values) == 1:
         return fmt(values[0])
-    from .stats import summarize
     return summarize(values).text()
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from . import run_folder
 from .backend import Backend, Model
+from .data import load_dataset
 from .errors import DivergedError
 from .experiment import Experiment
 from .lr_plot import LR_PLOT, lr_png
@@ -41,8 +42,6 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
     TensorBoard event files; `table` logs the seven figures at the end (a sweep prints one table of all
     its runs instead).
     """
-    from .data import load_dataset
-
     options = _Options(log, progress, tensorboard, table)
     backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
     folder = RunFolder.of(out_root, experiment, backend.name)

@@ -55,3 +55,67 @@ def test_a_checkout_that_is_not_installed_reads_the_registry_from_its_pyproject(
     declared = {name: ep.value for name, ep in _declared_in_checkout().items()}
     assert declared == {name: ep.value for name, ep in _entry_points().items()}
     assert declared == {"torch": "backends.torch:BACKEND", "jax": "backends.jax:BACKEND"}
+
+
+# ---- the core's own imports: at the top of a module, and without a loop --------------------------------
+
+def _core_module_names() -> dict[str, Path]:
+    """'netspec.data.files' -> its file, for every module of the core (packages by their __init__)."""
+    names = {}
+    for path in sorted((ROOT / "netspec").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def _imports(module: str, path: Path, core: dict[str, Path]) -> list[tuple[str, bool, int]]:
+    """(imported core module, whether the import is inside a function, line) for each import in a file.
+    `from . import x` counts as importing the module x when there is one, else the package."""
+    tree = ast.parse(path.read_text(), str(path))
+    inside = {id(node) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for node in ast.walk(f) if isinstance(node, (ast.Import, ast.ImportFrom))}
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = (package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else [])
+            target = ".".join(base + ([node.module] if node.module else []))
+            targets = [f"{target}.{a.name}" if f"{target}.{a.name}" in core else target for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            continue
+        for name in targets:
+            while name and name not in core:  # netspec.data.files.x -> netspec.data.files
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.append((name, id(node) in inside, node.lineno))
+    return found
+
+
+def test_core_modules_import_each_other_at_the_top_only() -> None:
+    """A function-level import of the core's own module only hides an import loop; lazy imports are for
+    optional heavy dependencies (matplotlib, onnx, ray, tensorflow-datasets, the frameworks), and for
+    the command line, which loads only what a subcommand needs."""
+    core = _core_module_names()
+    lazy = [f"{path.relative_to(ROOT)}:{line} imports {name}" for module, path in core.items() if module != "netspec.cli"
+            for name, in_function, line in _imports(module, path, core) if in_function]
+    assert lazy == []
+
+
+def test_the_core_import_graph_has_no_cycle() -> None:
+    core = _core_module_names()
+    graph = {module: {name for name, _, _ in _imports(module, path, core)} for module, path in core.items()}
+    assert len(graph) > 30 and graph["netspec.sweep"] >= {"netspec.sweep_spec", "netspec.launchers"}
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            raise AssertionError("import loop: " + " -> ".join(trail[trail.index(module):] + [module]))
+        if module not in done:
+            for name in sorted(graph[module]):
+                visit(name, trail + [module])
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

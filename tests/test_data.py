@@ -297,7 +297,8 @@ def test_tfds_through_mock_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def assert_one_line_with_the_ways_out(err: pytest.ExceptionInfo[SetupError], tfds_installed: bool) -> None:
     message = str(err.value)
     assert "\n" not in message
-    assert "--data-dir path/to/cifar-10-batches-py or an image-folder tree" in message
+    assert "--data-dir PATH (data.dir): the cifar-10-batches-py folder, an image-folder tree" in message
+    assert "or a .tar.gz of either (cifar-10-python.tar.gz" in message
     # Advice to install what the same command just installed is no advice.
     assert ("pip install 'netspec[tfds]'" in message) is not tfds_installed
 

@@ -236,3 +236,44 @@ def test_a_saved_experiment_starts_with_its_schema(tmp_path: Path) -> None:
     content = json.loads(path.read_text())
     assert next(iter(content)) == "$schema" and content["$schema"] == "schema/experiment.schema.json"
     assert ns.load(path) == small_mlp()
+
+
+# ---- the light path (item 2) ---------------------------------------------------------------------
+
+def test_without_the_dataset_the_message_names_every_form_of_data_dir(tmp_path: Path) -> None:
+    """As on a machine without tensorflow-datasets (the light install): one line with every way out."""
+    code = ("import sys\nsys.modules['tensorflow_datasets'] = None\nfrom netspec.cli import main\n"
+            f"sys.exit(main(['train', 'specs/mlp.json', '--epochs', '1', '--out', {str(tmp_path / 'runs')!r}]))")
+    env = {**os.environ, "NETSPEC_CACHE": str(tmp_path / "cache")}
+    line = error_line(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env))
+    for form in ("--data-dir PATH", "cifar-10-batches-py folder", "image-folder tree (train/<class>/*, test/<class>/*)",
+                 "a .tar.gz of either", "pip install 'netspec[tfds]'"):
+        assert form in line, line
+
+
+# ---- report.md reads summary-first (item 5) --------------------------------------------------------
+
+def test_the_report_puts_the_answer_first_in_words_that_agree_with_the_run(trained: Trained) -> None:
+    done = netspec("report", str(trained.out))
+    assert done.returncode == 0 and done.stdout.strip() == f"wrote {trained.out / 'report.md'}", done.stderr
+    report = (trained.out / "report.md").read_text()
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    assert headings[:2] == ["## Summary", "## Runs"]
+    assert "| `tiny` (" in report.split("## Runs")[0]  # the experiment's test accuracy, in the summary
+    header = next(line for line in trained.stdout.splitlines() if line.startswith("tiny [torch"))
+    assert "200 train / 100 val / 100 test images" in header
+    assert "1 epoch, batch 50, lr 0.001; data synthetic, 200 train / 100 val / 100 test" in report
+    assert "1 epochs" not in report
+
+
+def test_categorical_settings_are_points_and_numeric_ones_a_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from netspec import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig))
+    panel = {"final test accuracy": {"torch": [("dropout", [0.55, 0.56]), ("no dropout", [0.53, 0.54])]}}
+    plots.plot_result_vs_setting(panel, "point", "ablation", tmp_path / "a.png", categorical=True)
+    numeric = {"final test accuracy": {"torch": [(0.1, [0.55, 0.56]), (0.3, [0.53, 0.54])]}}
+    plots.plot_result_vs_setting(numeric, "dropout rate", "rate", tmp_path / "b.png", categorical=False)
+    styles = [[line.get_linestyle() for line in fig.axes[0].lines if line.get_marker() == "o"] for fig in drawn]
+    assert styles == [["None"], ["-"]]

@@ -73,7 +73,8 @@ def refused(call, outcome: Outcome, what: str) -> None:
 def _everything(tmp: Path) -> Outcome:
     from netspec.export import export_run
     from netspec.inference import evaluate_run
-    from netspec.sweep import SweepSpec, record_invocation, write_report
+    from netspec.sweep import record_invocation, write_report
+    from netspec.sweep_spec import SweepSpec
     from netspec.tensorboard import TensorBoardLog
 
     outside = tmp / "outside"

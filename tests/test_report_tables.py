@@ -19,7 +19,8 @@ import pytest
 import netspec as ns
 from netspec import run_folder
 from netspec.stats import paired_difference
-from netspec.sweep import load_sweep, run_sweep, write_report
+from netspec.sweep import run_sweep, write_report
+from netspec.sweep_spec import load_sweep
 from netspec.trainer import EpochRecord
 from tests.helpers import tiny_experiment, write_json, write_spec
 from tests.scripted import Script, ScriptedBackend
@@ -36,6 +37,11 @@ LABELS = ["lr=0.01", "lr=0.001"]
 def cell(value: float) -> str:
     """A number as the report prints it."""
     return f"{value:.4f}"
+
+
+def signed(value: float) -> str:
+    """A difference as the report prints it: with its sign, whatever it is."""
+    return f"{value:+.4f}"
 
 
 def history(seed: int, epochs: int = 3) -> list[EpochRecord]:
@@ -138,7 +144,7 @@ def test_sweep_torch_vs_jax_table(report: Report) -> None:
                             "epoch s torch", "epoch s jax"]
     expected = []
     for label, t, j in zip(LABELS, report.sweep["torch"], report.sweep["jax"]):
-        expected.append([label, cell(t["test_acc"]), cell(j["test_acc"]), cell(j["test_acc"] - t["test_acc"]),
+        expected.append([label, cell(t["test_acc"]), cell(j["test_acc"]), signed(j["test_acc"] - t["test_acc"]),
                          cell(t["best_val_acc"]), cell(j["best_val_acc"]),
                          cell(t["median_epoch_seconds"]), cell(j["median_epoch_seconds"])])
     assert table.rows == expected
@@ -149,7 +155,7 @@ def test_run_tables_put_torch_and_jax_side_by_side(report: Report) -> None:
         table = next(t for t in report.tables if t.heading == f"### `base` ({run_id})")
         assert table.header == ["result", "torch", "jax", "jax - torch"]
         t, j = report.sweep["torch"][i], report.sweep["jax"][i]
-        expected = [[label, cell(t[key]), cell(j[key]), cell(j[key] - t[key])] for key, label in FIGURES.items()]
+        expected = [[label, cell(t[key]), cell(j[key]), signed(j[key] - t[key])] for key, label in FIGURES.items()]
         expected.append(["median epoch seconds", cell(t["median_epoch_seconds"]), cell(j["median_epoch_seconds"]), "-"])
         assert table.rows == expected
 
@@ -167,14 +173,32 @@ def test_single_seed_differences_from_the_base_point(report: Report) -> None:
         table = next(t for t in report.tables if t.caption.startswith(f"{backend}: difference from `lr=0.01`"))
         base, other = report.sweep[backend]
         assert table.header == ["point", "pairs", "final test accuracy", "best validation accuracy"]
-        assert table.rows == [["lr=0.001", "1", cell(other["test_acc"] - base["test_acc"]),
-                               cell(other["best_val_acc"] - base["best_val_acc"])]]
+        assert table.rows == [["lr=0.001", "1", signed(other["test_acc"] - base["test_acc"]),
+                               signed(other["best_val_acc"] - base["best_val_acc"])]]
+
+
+def test_the_summary_comes_first_with_each_points_test_accuracy_and_difference(report: Report) -> None:
+    brief = report.tables[0]
+    assert brief.heading == "### Sweep `rates` in brief"
+    assert brief.header == ["point", "torch: final test accuracy", "torch: - base", "jax: final test accuracy", "jax: - base"]
+    (t0, t1), (j0, j1) = report.sweep["torch"], report.sweep["jax"]
+    assert brief.rows == [["lr=0.01 (base)", cell(t0["test_acc"]), "-", cell(j0["test_acc"]), "-"],
+                          ["lr=0.001", cell(t1["test_acc"]), signed(t1["test_acc"] - t0["test_acc"]),
+                           cell(j1["test_acc"]), signed(j1["test_acc"] - j0["test_acc"])]]
+    best = {b: max(zip(LABELS, report.sweep[b]), key=lambda pair: pair[1]["best_val_acc"]) for b in BACKENDS}
+    assert brief.caption == "Best point by mean best validation accuracy: " + "; ".join(
+        f"{b} {label} (final test accuracy {cell(m['test_acc'])})" for b, (label, m) in best.items()) + "."
+    experiments = report.tables[1]
+    assert (experiments.heading, experiments.header) == ("### Experiments in brief", ["experiment", "torch", "jax"])
+    assert sorted(experiments.rows) == sorted(
+        [[f"`base` ({rid})", cell(t["test_acc"]), cell(j["test_acc"])] for rid, t, j in zip(report.run_ids, *report.sweep.values())]
+        + [[f"`solo` ({run_folder.run_id(tiny_experiment('solo', epochs=3))})", cell(report.solo["test_acc"]), "-"]])
 
 
 def test_every_table_is_accounted_for(report: Report) -> None:
-    # two sweep tables, two differences-from-base tables, the torch vs jax table, a table per run
-    # section (two points, one solo run); no appendix with one seed per run
-    assert len(report.tables) == 8
+    # the summary's sweep and experiments tables; two sweep tables, two differences-from-base tables, the
+    # torch vs jax table, a table per run section (two points, one solo run); no appendix with one seed per run
+    assert len(report.tables) == 10
 
 
 # ---- several seeds ------------------------------------------------------------------------------
@@ -241,7 +265,7 @@ def test_paired_differences_with_intervals(seeded: SeededReport) -> None:
 def test_per_seed_appendix_and_setting_figure(seeded: SeededReport) -> None:
     appendix = next(t for t in seeded.tables if t.caption == "## Appendix: per-seed values")
     assert len(appendix.rows) == 2 * 2 * SEEDS
-    shown = {(row[2], int(row[3]), row[5]) for row in appendix.rows}
+    shown = {(row[1], int(row[2]), row[4]) for row in appendix.rows}
     assert shown == {(b, s, cell(m["test_acc"])) for (b, _, s), m in seeded.metrics.items()}
     assert (seeded.runs / "figures" / "rates_vs_setting.png").stat().st_size > 1000
     assert "Base: `lr=0.01`" in seeded.markdown and "seeds 0-2 per point" in seeded.markdown

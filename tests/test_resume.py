@@ -214,3 +214,31 @@ def test_impossible_class_setups_are_one_line_before_training(backend_name: str,
     with pytest.raises(SpecError, match="10 outputs but the data has 11 classes"):
         run_experiment(experiment, backend, tmp_path / "b", device="cpu", dataset=eleven, log=lambda line: None)
     assert not list(tmp_path.glob("[ab]/*/*/spec.json"))  # nothing written, nothing trained
+
+
+# ---- the training recipe (issue 23): optimizer state, schedule position, augmentation stream --------------
+
+RECIPE = {"optimizer": {"type": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, "lr": 0.05,
+          "schedule": {"type": "piecewise_linear", "knots": [[0, 0.2], [1, 1], [3, 0]]}, "label_smoothing": 0.1,
+          "param_groups": {"decay_norm": False, "norm_bias_lr_scale": 2.0},
+          "augment": {"crop_padding": 2, "pad_mode": "reflect", "flip": True, "cutout": 4}}
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_a_recipe_run_extended_from_its_checkpoint_is_bit_identical(backend_name: str, tmp_path: Path) -> None:
+    """3 epochs straight against 1 epoch, then extended to 3 from that run's checkpoint: the momentum
+    buffers, the schedule's position and the augmentation draws all go on exactly."""
+    def recipe(epochs: int) -> ns.Experiment:
+        base = small_experiment(epochs)
+        data = ns.DataConfig(source="synthetic", train_size=300, val_size=60, test_size=60)
+        return base.model_copy(update={"data": data, "train": ns.TrainConfig.model_validate({**base.train.model_dump(), **RECIPE})})
+
+    backend, quiet = load_backend(backend_name), (lambda line: None)
+    straight = run_experiment(recipe(3), backend, tmp_path / "straight", device="cpu", log=quiet, progress=False)[1]
+    run_experiment(recipe(1), backend, tmp_path / "extended", device="cpu", log=quiet, progress=False)
+    lines: list[str] = []
+    extended = run_experiment(recipe(3), backend, tmp_path / "extended", device="cpu", log=lines.append, progress=False)[1]
+    assert any("extending" in line for line in lines)
+    state = np.load(extended / CHECKPOINT)
+    assert any(k.startswith("model.sgd.momentum_buffer.") for k in state.files)
+    assert outputs(extended) == outputs(straight)

@@ -17,7 +17,7 @@ import torch
 import netspec as ns
 from netspec.errors import ShapeError
 from netspec.layers import LayerSpec, Shape
-from netspec.sweep import load_sweep
+from netspec.sweep_spec import load_sweep
 
 SPECS = Path(__file__).parent.parent / "specs"
 

@@ -51,7 +51,7 @@ def test_marking_on_data() -> None:
     noisy = paired_difference([0.56, 0.55, 0.57], [0.555, 0.558, 0.561])  # +0.005, -0.008, +0.009
     assert noisy.low < 0 < noisy.high and not noisy.marked
     single = paired_difference([0.6], [0.5])
-    assert (single.low, single.high, single.marked, single.text()) == (None, None, False, "0.1000")
+    assert (single.low, single.high, single.marked, single.text()) == (None, None, False, "+0.1000")
     same = paired_difference([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])  # bit-identical backends
     assert (same.mean, same.low, same.high, same.marked) == (0.0, 0.0, 0.0, False)
     assert paired_difference(A, B).text().startswith("+0.0065 [+0.00")

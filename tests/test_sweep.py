@@ -9,7 +9,7 @@ import pytest
 
 import runner
 from netspec import run_folder
-from netspec.sweep import load_sweep, manifest_path
+from netspec.sweep_spec import load_sweep, manifest_path
 from tests.helpers import tiny_experiment, write_json, write_spec
 
 

@@ -21,11 +21,14 @@ import optax
 
 from netspec.backend import Compile, Precision, compiles
 from netspec.experiment import TrainConfig
-from netspec.model_base import AdamMoments, ModelBase
+from netspec.augment import batch_plan, packed
+from netspec.model_base import ModelBase
+from netspec.optimizer_state import OptimizerState, slots_of
+from netspec.param_groups import tensor_rules
 from netspec.network import Network
 from netspec.params import Weights
 
-from . import convert
+from . import convert, recipe
 from .builders import SpecNet, check_builders
 
 _MATMUL_PRECISION: dict[str, Optional[jax.lax.Precision]] = {
@@ -96,7 +99,7 @@ class JaxModel(ModelBase):
         self._forward_eval = jax.jit(self._forward_eval_fn)
         self._forward_train = jax.jit(self._forward_train_fn)
         self._loss_and_grads_jit = jax.jit(self._loss_and_grads_fn)
-        self._eval_step = jax.jit(self._eval_step_fn, static_argnames="batch_size", donate_argnums=0)
+        self._eval_step = jax.jit(self._eval_step_fn, static_argnames=("batch_size", "flip"), donate_argnums=0)
         self._train_step = None  # built by setup_optimizer: it closes over the Adam settings
         self._train_chunk = None
         self._program: Any = None
@@ -120,9 +123,9 @@ class JaxModel(ModelBase):
         return logits.astype(x.dtype), updated.get("batch_stats", stats)
 
     def _loss(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
-              key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+              key: jax.Array, smoothing: float = 0.0) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         logits, stats = self._run(params, stats, x, True, key)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, stats)
+        return recipe.cross_entropy(logits, y, smoothing), (logits, stats)
 
     def _forward_eval_fn(self, params: Any, stats: Any, x: jax.Array) -> jax.Array:
         TRACES["forward_eval"] += 1
@@ -139,47 +142,52 @@ class JaxModel(ModelBase):
         (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(params, stats, _nhwc(x), y, key)
         return loss, grads
 
-    def _train_step_fn(self, adam: optax.GradientTransformation, state: TrainState, sums: jax.Array,
-                       x_all: jax.Array, y_all: jax.Array, idx: jax.Array, lr: jax.Array) -> tuple[TrainState, jax.Array]:
-        """One Adam step on the batch x_all[idx]; adds (loss, number correct) to `sums` (counts stay
-        exact in float32). lr is traced, so a new learning rate reuses the compiled step."""
+    def _train_step_fn(self, optimizer: recipe.Optimizer, state: TrainState, sums: jax.Array,
+                       x_all: jax.Array, y_all: jax.Array, idx: jax.Array, lr: jax.Array,
+                       plan: Optional[jax.Array] = None) -> tuple[TrainState, jax.Array]:
+        """One optimizer step on the batch x_all[idx] (augmented by `plan` when given); adds (loss,
+        number correct) to `sums` (counts stay exact in float32). lr is traced, so a new learning rate
+        reuses the compiled step."""
         TRACES["train_step"] += 1
-        x, y = x_all[idx], y_all[idx]
+        x = x_all[idx] if plan is None else recipe.augment(x_all, idx, plan)
+        y = y_all[idx]
         key, sub = jax.random.split(state.key)
-        (loss, (logits, stats)), grads = jax.value_and_grad(self._loss, has_aux=True)(state.params, state.batch_stats, x, y, sub)
-        # optax's scale_by_adam is torch.optim.Adam's direction (eps outside the sqrt, eps_root=0);
-        # lr is applied here rather than by optax.adam so that it stays a traced argument.
-        updates, opt_state = adam.update(grads, state.opt_state)
-        params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+        loss_fn = partial(self._loss, smoothing=optimizer.config.label_smoothing)
+        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.batch_stats, x, y, sub)
+        # lr is applied by the optimizer's own step rather than inside optax so that it stays traced.
+        params, opt_state = optimizer.step(state.params, grads, state.opt_state, lr)
         correct = jnp.sum(jnp.argmax(logits, axis=-1) == y).astype(loss.dtype)
         return TrainState(params, stats, opt_state, key), sums + jnp.stack([loss, correct])
 
-    def _train_chunk_fn(self, adam: optax.GradientTransformation, state: TrainState, sums: jax.Array,
+    def _train_chunk_fn(self, optimizer: recipe.Optimizer, state: TrainState, sums: jax.Array,
                         x_all: jax.Array, y_all: jax.Array, rows: jax.Array, valid: jax.Array,
-                        lrs: jax.Array) -> tuple[TrainState, jax.Array]:
-        """The steps of `rows` (chunk_rows, batch) as one scan, step i at learning rate lrs[i]; a row whose
-        `valid` is False (padding of a short call) is skipped (a cond: no step, no RNG draw), so one
-        program serves every call."""
+                        lrs: jax.Array, plans: Optional[jax.Array] = None) -> tuple[TrainState, jax.Array]:
+        """The steps of `rows` (chunk_rows, batch) as one scan, step i at learning rate lrs[i] (on images
+        augmented by plans[i] when given); a row whose `valid` is False (padding of a short call) is
+        skipped (a cond: no step, no RNG draw), so one program serves every call."""
         TRACES["train_chunk"] += 1
 
-        def body(carry: tuple[TrainState, jax.Array], row: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[tuple[TrainState, jax.Array], None]:
-            idx, ok, lr = row
-            step = lambda c: self._train_step_fn(adam, c[0], c[1], x_all, y_all, idx, lr)
+        def body(carry: tuple[TrainState, jax.Array], row: tuple[jax.Array, ...]) -> tuple[tuple[TrainState, jax.Array], None]:
+            idx, ok, lr, plan = row
+            step = lambda c: self._train_step_fn(optimizer, c[0], c[1], x_all, y_all, idx, lr, plan)
             return jax.lax.cond(ok, step, lambda c: c, carry), None
 
-        (state, sums), _ = jax.lax.scan(body, (state, sums), (rows, valid, lrs))
+        (state, sums), _ = jax.lax.scan(body, (state, sums), (rows, valid, lrs, plans))
         return state, sums
 
     def _eval_step_fn(self, sums: jax.Array, params: Any, stats: Any, x_all: jax.Array, y_all: jax.Array,
-                      start: jax.Array, batch_size: int) -> jax.Array:
+                      start: jax.Array, batch_size: int, flip: bool = False) -> jax.Array:
         """Adds (sum of losses, number correct) of the batch at `start` to `sums`. The batch shape is
         fixed: past the end, indices repeat the last example and are masked out, so a short last
-        batch does not trace a second program."""
+        batch does not trace a second program. flip: the logits are the mean of those of the images
+        and of their mirror images (NHWC: the W axis is 2)."""
         TRACES["eval_step"] += 1
         idx = start + jnp.arange(batch_size)
         valid = (idx < x_all.shape[0]).astype(x_all.dtype)
         idx = jnp.minimum(idx, x_all.shape[0] - 1)
         logits, _ = self._run(params, stats, x_all[idx], False, None)
+        if flip:
+            logits = (logits + self._run(params, stats, jnp.flip(x_all[idx], axis=2), False, None)[0]) / 2
         y = y_all[idx]
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = (jnp.argmax(logits, axis=-1) == y).astype(x_all.dtype)
@@ -224,14 +232,22 @@ class JaxModel(ModelBase):
         key = jax.device_put(jax.random.wrap_key_data(np.asarray(rng, np.uint32)), self._device)
         self._state = self._state._replace(key=key)
 
-    def _adam_moments(self) -> AdamMoments:
-        opt = self._state.opt_state
-        moments = [convert.to_canonical(self.network, {"params": tree}, trainable_only=True) for tree in (opt.mu, opt.nu)]
-        return AdamMoments(moments[0], moments[1], int(opt.count))
+    def _optimizer_state(self) -> OptimizerState:
+        """optax's ScaleByAdamState (Adam, AdamW) or the SGD momentum buffer, by canonical name."""
+        opt, kind = self._state.opt_state, self.optimizer_config.optimizer.type
+        canonical = lambda tree: convert.to_canonical(self.network, {"params": tree}, trainable_only=True)
+        if kind == "sgd":
+            slots = {"momentum_buffer": canonical(opt.momentum_buffer)} if opt.momentum_buffer is not None else {}
+            return OptimizerState(kind, slots, 0)
+        return OptimizerState(kind, {"exp_avg": canonical(opt.mu), "exp_avg_sq": canonical(opt.nu)}, int(opt.count))
 
-    def _set_adam_moments(self, adam: AdamMoments) -> None:
-        opt_state = optax.ScaleByAdamState(count=np.asarray(adam.step, np.int32), mu=self._params_tree(adam.exp_avg),
-                                           nu=self._params_tree(adam.exp_avg_sq))
+    def _set_optimizer_state(self, saved: OptimizerState) -> None:
+        if saved.kind == "sgd":
+            buffer = saved.slots.get("momentum_buffer")
+            opt_state: Any = recipe.SgdState(None if buffer is None else self._params_tree(buffer))
+        else:
+            opt_state = optax.ScaleByAdamState(count=np.asarray(saved.step, np.int32), mu=self._params_tree(saved.slots["exp_avg"]),
+                                               nu=self._params_tree(saved.slots["exp_avg_sq"]))
         self._state = self._state._replace(opt_state=jax.device_put(opt_state, self._device))
 
     def _params_tree(self, canonical: Weights) -> dict[str, dict[str, np.ndarray]]:
@@ -246,24 +262,31 @@ class JaxModel(ModelBase):
         return JaxData(_nhwc(jax.device_put(x, self._device)), jax.device_put(y.astype(np.int32), self._device), len(y))
 
     def _setup_optimizer(self, config: TrainConfig) -> None:
-        b1, b2 = config.optimizer.betas
-        adam = optax.scale_by_adam(b1=b1, b2=b2, eps=config.optimizer.eps, eps_root=0.0)
-        self._state = self._state._replace(opt_state=jax.device_put(adam.init(self._state.params), self._device))
-        self._train_step = jax.jit(partial(self._train_step_fn, adam), donate_argnums=(0, 1))
-        self._train_chunk = jax.jit(partial(self._train_chunk_fn, adam), donate_argnums=(0, 1))
+        rules = tensor_rules(self.network, config)
+        tree: dict[str, dict[str, Any]] = {}
+        for name, slot in convert.slots(self.network).items():
+            if slot.collection == "params":
+                tree.setdefault(slot.layer, {})[slot.leaf] = rules[name]
+        optimizer = recipe.Optimizer(config, tree)
+        self._state = self._state._replace(opt_state=jax.device_put(optimizer.init(self._state.params), self._device))
+        self._train_step = jax.jit(partial(self._train_step_fn, optimizer), donate_argnums=(0, 1))
+        self._train_chunk = jax.jit(partial(self._train_chunk_fn, optimizer), donate_argnums=(0, 1))
         self._program = None
 
-    def _chunk_args(self, rows: np.ndarray, lrs: np.ndarray) -> list[tuple[Any, ...]]:
-        """(rows, valid, lrs) device arrays for each scan of a call: chunks of _chunk_rows, the last padded."""
+    def _chunk_args(self, rows: np.ndarray, lrs: np.ndarray, plans: Optional[np.ndarray]) -> list[tuple[Any, ...]]:
+        """(rows, valid, lrs, plans) device arrays for each scan of a call: chunks of _chunk_rows, the last
+        padded (plans None without augmentation)."""
         length = self._chunk_rows
         out = []
         for start in range(0, len(rows), length):
-            part, part_lrs = rows[start:start + length], lrs[start:start + length]
-            valid = np.arange(length) < len(part)
-            if len(part) < length:
-                part = np.concatenate([part, np.zeros((length - len(part), rows.shape[1]), part.dtype)])
-                part_lrs = np.concatenate([part_lrs, np.zeros(length - len(part_lrs), part_lrs.dtype)])
-            out.append(tuple(jax.device_put(a, self._device) for a in (part, valid, part_lrs)))
+            parts = [a[start:start + length] if a is not None else None for a in (rows, lrs, plans)]
+            count = len(parts[0])
+            valid = np.arange(length) < count
+            if count < length:
+                parts = [None if a is None else np.concatenate([a, np.zeros((length - count, *a.shape[1:]), a.dtype)])
+                         for a in parts]
+            part, part_lrs, part_plans = parts
+            out.append(tuple(None if a is None else jax.device_put(a, self._device) for a in (part, valid, part_lrs, part_plans)))
         return out
 
     def _warmup(self, data: JaxData, batch_size: int, rows: int = 1) -> None:
@@ -272,46 +295,54 @@ class JaxModel(ModelBase):
         when compiled, else the one-batch step."""
         shape, dtype = jax.ShapeDtypeStruct, np.dtype(self.float_dtype)
         head = (self._state, shape((2,), dtype), data.x, data.y)
+        augmented = self.optimizer_config.augment.active
+        plan_width = 3 * sum(self.network.input_shape[1:]) if augmented else 0
         if self.compiled:
             self._chunk_rows = self._chunk_rows or max(1, int(rows))
+            plans = shape((self._chunk_rows, batch_size, plan_width), np.int32) if augmented else None
             args = head + (shape((self._chunk_rows, batch_size), np.int32), shape((self._chunk_rows,), np.bool_),
-                           shape((self._chunk_rows,), dtype))
-            self._program = (batch_size, self._train_chunk.lower(*args).compile())
+                           shape((self._chunk_rows,), dtype), plans)
+            self._program = ((batch_size, augmented), self._train_chunk.lower(*args).compile())
         else:
-            self._program = (batch_size, self._train_step.lower(*head, shape((batch_size,), np.int32), shape((), dtype)).compile())
+            plan = shape((batch_size, plan_width), np.int32) if augmented else None
+            program = self._train_step.lower(*head, shape((batch_size,), np.int32), shape((), dtype), plan).compile()
+            self._program = ((batch_size, augmented), program)
 
-    def _run_steps(self, data: JaxData, rows: np.ndarray, lr: float | np.ndarray) -> jax.Array:
-        """The optimizer steps of train_steps (step i at learning rate lr[i], or lr for all), with the
-        sums left on the device: only explicit transfers to the device here (tests run it under
-        jax.transfer_guard('disallow'))."""
+    def _run_steps(self, data: JaxData, rows: np.ndarray, lr: float | np.ndarray,
+                   plans: Optional[np.ndarray] = None) -> jax.Array:
+        """The optimizer steps of train_steps (step i at learning rate lr[i], or lr for all; on the images
+        augmented by plans[i] when given), with the sums left on the device: only explicit transfers to
+        the device here (tests run it under jax.transfer_guard('disallow'))."""
         rows = np.asarray(rows, np.int32)
         lrs = np.broadcast_to(np.asarray(lr, self.float_dtype), (len(rows),))
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
-        warm = self._program is not None and self._program[0] == rows.shape[1]
+        warm = self._program is not None and self._program[0] == (rows.shape[1], plans is not None)
         if self.compiled:
             self._chunk_rows = self._chunk_rows or max(1, len(rows))
             program = self._program[1] if warm else self._train_chunk
-            for part, valid, part_lrs in self._chunk_args(rows, lrs):
+            for part, valid, part_lrs, part_plans in self._chunk_args(rows, lrs, plans):
                 # The old state's buffers are donated: keep self._state pointing at live ones.
-                self._state, sums = program(self._state, sums, data.x, data.y, part, valid, part_lrs)
+                self._state, sums = program(self._state, sums, data.x, data.y, part, valid, part_lrs, part_plans)
         else:
             program = self._program[1] if warm else self._train_step
             # One lr on the device per distinct value in a row of equal ones: a constant lr is one transfer.
             changes = np.flatnonzero(np.r_[True, lrs[1:] != lrs[:-1]]) if len(lrs) else []
             lr_at = {int(i): jax.device_put(np.asarray(lrs[i]), self._device) for i in changes}
             lr_device = None
+            step_plans = jax.device_put(plans, self._device) if plans is not None else [None] * len(rows)
             for step, row in enumerate(jax.device_put(rows, self._device)):
                 lr_device = lr_at.get(step, lr_device)
-                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device)
+                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device, step_plans[step])
         return sums
 
     def _read_back(self, sums: jax.Array) -> tuple[float, float]:
         loss_sum, correct = np.asarray(sums)
         return float(loss_sum), float(correct)
 
-    def _evaluate(self, data: JaxData, batch_size: int) -> jax.Array:
+    def _evaluate(self, data: JaxData, batch_size: int, flip: bool = False) -> jax.Array:
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         s = self._state
         for start in range(0, data.num_examples, batch_size):
-            sums = self._eval_step(sums, s.params, s.batch_stats, data.x, data.y, np.int32(start), batch_size=batch_size)
+            sums = self._eval_step(sums, s.params, s.batch_stats, data.x, data.y, np.int32(start), batch_size=batch_size,
+                                   flip=flip)
         return sums

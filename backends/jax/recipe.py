@@ -33,13 +33,10 @@ class SgdState(NamedTuple):
 @dataclass(frozen=True)
 class Optimizer:
     """train.optimizer as pure functions; `rules` is a tree like the params whose leaves are
-    netspec.param_groups.TensorRule (weight decay, lr multiplier). Hashable by identity (a jit static)."""
+    netspec.param_groups.TensorRule (weight decay, lr multiplier). The jitted steps close over it."""
 
     config: TrainConfig
     rules: Any
-
-    def __hash__(self) -> int:
-        return id(self)
 
     def _adam(self) -> optax.GradientTransformation:
         b1, b2 = self.config.optimizer.betas

@@ -14,11 +14,13 @@ from torch import Tensor
 
 from netspec.backend import Compile, Precision, canonical_precision, compiles
 from netspec.experiment import TrainConfig
-from netspec.model_base import AdamMoments, ModelBase
+from netspec.augment import batch_plan, packed
+from netspec.model_base import ModelBase
+from netspec.optimizer_state import OptimizerState
 from netspec.network import Network
 from netspec.params import Weights
 
-from . import step_graph
+from . import recipe, step_graph
 from .builders import build_module
 from .layers import Dropout, Graph
 
@@ -101,6 +103,10 @@ class TorchModel(ModelBase):
         self._step: Optional[Callable[..., tuple[Tensor, Tensor]]] = None
         """The compiled loss function (built by warmup or the first train_steps when compiled)."""
         self._graph: Optional[step_graph.StepGraph] = None
+        self._graph_plan: Optional[Tensor] = None
+        """The static plan an augmented captured step reads (refilled before each replay)."""
+        self._lr_scales: list[float] = []
+        self._label_smoothing = 0.0
         """The captured step of a graphed model (built by warmup or the first train_steps)."""
         # compile_error (ModelBase): why a compiled or graphed step fell back (to fullgraph=False,
         # uncompiled, or ungraphed), in one line; compile_error_detail keeps the whole text (a compiler's
@@ -130,15 +136,18 @@ class TorchModel(ModelBase):
             x = layer(x, seed) if isinstance(layer, Dropout) else layer(x)
         return x
 
-    def _loss(self, x_all: Tensor, y_all: Tensor, index: Tensor, seed: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        """Train-mode batch loss and number correct for x_all[index]: what a compiled step compiles
-        (the backward pass comes with it, through AOT autograd)."""
-        x, y = x_all.index_select(0, index), y_all.index_select(0, index)
+    def _loss(self, x_all: Tensor, y_all: Tensor, index: Tensor, seed: Optional[Tensor],
+              plan: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Train-mode batch loss (label smoothing as the recipe says) and number correct for x_all[index],
+        augmented by `plan` when given: what a compiled step compiles (the backward pass comes with it,
+        through AOT autograd)."""
+        x = x_all.index_select(0, index) if plan is None else recipe.augment(x_all, index, plan)
+        y = y_all.index_select(0, index)
         with self._autocast():
             logits = self._layers(x, seed)
         if logits.dtype != x_all.dtype:
             logits = logits.to(x_all.dtype)  # bf16 logits: the loss in float32
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self._label_smoothing)
         return loss, (logits.detach().argmax(1) == y).sum()
 
     # -- the hooks of ModelBase: numpy in (already checked), numpy or device sums out ----------------
@@ -192,30 +201,11 @@ class TorchModel(ModelBase):
     def _set_rng_state(self, rng: np.ndarray) -> None:
         self.generator.set_state(torch.from_numpy(np.array(rng, np.uint8)))
 
-    def _adam_moments(self) -> AdamMoments:
-        """Adam's state by canonical name; zeros and step 0 before the first step (torch creates its
-        state lazily, at the first step)."""
-        avg, avg_sq, step = {}, {}, 0
-        for name, p in self.module.named_parameters():
-            state = self.optimizer.state.get(p) or {}
-            zeros = np.zeros(tuple(p.shape), self.float_dtype)
-            avg[name] = state["exp_avg"].contiguous().cpu().numpy().copy() if state else zeros
-            avg_sq[name] = state["exp_avg_sq"].contiguous().cpu().numpy().copy() if state else zeros.copy()
-            step = int(state["step"]) if state else 0
-        return AdamMoments(avg, avg_sq, step)
+    def _optimizer_state(self) -> OptimizerState:
+        return recipe.optimizer_state(self.optimizer, self.module, self.optimizer_config, self.float_dtype)
 
-    def _set_adam_moments(self, adam: AdamMoments) -> None:
-        for name, p in self.module.named_parameters():
-            values = {"step": np.asarray(float(adam.step)), "exp_avg": adam.exp_avg[name], "exp_avg_sq": adam.exp_avg_sq[name]}
-            state = self.optimizer.state.get(p)
-            if state:  # in place: a captured step graph holds these very tensors
-                with torch.no_grad():
-                    for key, value in values.items():
-                        state[key].copy_(torch.as_tensor(value, dtype=state[key].dtype))
-            elif adam.step > 0:  # as fused Adam creates it: a float32 step on p's device, moments like p
-                self.optimizer.state[p] = {"step": torch.tensor(float(adam.step), dtype=torch.float32, device=p.device),
-                                           "exp_avg": _like(p, values["exp_avg"]), "exp_avg_sq": _like(p, values["exp_avg_sq"])}
-            # else no step taken yet: Adam's own lazy initialization makes the same zeros
+    def _set_optimizer_state(self, state: OptimizerState) -> None:
+        recipe.set_optimizer_state(self.optimizer, self.module, state)
 
     # -- training ------------------------------------------------------------------------------------
 
@@ -227,12 +217,11 @@ class TorchModel(ModelBase):
         return TorchData(inputs, self._label_tensor(y))
 
     def _setup_optimizer(self, config: TrainConfig) -> None:
-        beta1, beta2 = config.optimizer.betas
         # fused: one kernel per step for all tensors; on a CPU it is about 10x the default loop. A graphed
-        # step reads lr from a device tensor (a float would be baked into the graph) and needs capturable.
-        lr: Any = torch.tensor(config.lr, dtype=torch.float32, device=self.torch_device) if self.graphed else config.lr
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, betas=(beta1, beta2), eps=config.optimizer.eps,
-                                          weight_decay=0.0, fused=True, capturable=self.graphed)
+        # step reads each group's lr from a device tensor (a float would be baked into the graph).
+        self.optimizer, self._lr_scales = recipe.build_optimizer(self.module, self.network, config, self.graphed,
+                                                                 self.torch_device)
+        self._label_smoothing = float(config.label_smoothing)
         self._graph = None
 
     def _compiled_step(self, fullgraph: bool = True) -> Callable[..., tuple[Tensor, Tensor]]:
@@ -247,19 +236,22 @@ class TorchModel(ModelBase):
         if not (self.compiled or self.graphed):
             return
         saved = self.get_training_state()
-        batches = torch.as_tensor(np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples, device=self.torch_device)
+        rows = np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples
+        batches = torch.as_tensor(rows, device=self.torch_device)
+        aug = self.optimizer_config.augment
+        plans = (packed(batch_plan(aug, 0, 0, rows, *self.network.input_shape[1:])) if aug.active else None)
         with _uncaptured_adam_expected():
             for fullgraph in (True, False) if self.compiled else ():
                 try:
                     self._step = self._compiled_step(fullgraph)
-                    self._run_steps(data, batches, 0.0, capture=False)
+                    self._run_steps(data, batches, 0.0, plans, capture=False)
                     break
                 except Exception as err:  # a compiler's failure: report it, train on
                     self._fell_back(f"torch.compile(fullgraph={fullgraph})", err)
             self.compiled = self._step is not None
             if self.graphed:
                 try:
-                    self._run_steps(data, batches, 0.0)
+                    self._run_steps(data, batches, 0.0, plans)
                 except Exception as err:
                     self._fell_back("CUDA graph capture", err, keep_step=True)
                     self.graphed = False
@@ -276,12 +268,16 @@ class TorchModel(ModelBase):
             torch._dynamo.reset()
 
     def _run_steps(self, data: TorchData, batches: np.ndarray | Tensor, lr: float | np.ndarray,
-                   capture: bool = True) -> Tensor:
-        """The optimizer steps of train_steps (step i at learning rate lr[i], or lr for all), with the
-        sums (loss, number correct) left on the device; a graphed model replays its captured step
-        (capturing it first if need be) unless `capture` is False."""
+                   plans: Optional[np.ndarray] = None, capture: bool = True) -> Tensor:
+        """The optimizer steps of train_steps (step i at learning rate lr[i], or lr for all; on the
+        images augmented by plans[i] when given), with the sums (loss, number correct) left on the
+        device; a graphed model replays its captured step (capturing it first if need be) unless
+        `capture` is False. The call's lrs and plans go to the device once; each step then copies its
+        own on the device (no host round trip per step)."""
         rows = self._rows(batches) if isinstance(batches, np.ndarray) else batches
         lrs = np.broadcast_to(np.asarray(lr, np.float64), (len(rows),))
+        plan_rows = None if plans is None else torch.as_tensor(plans, device=self.torch_device)
+        lr_table = self._lr_table(lrs)
         if self.compiled and self._step is None:
             self._step = self._compiled_step()
         self.module.train()
@@ -293,61 +289,74 @@ class TorchModel(ModelBase):
         if fast:
             seeds = (torch.randint(0, 2**31 - 1, (len(rows),), generator=self.generator, device=self.torch_device)
                      if self._hashed_dropout else torch.zeros(len(rows), dtype=torch.int64, device=self.torch_device))
-        graph = self._graph_for(data, rows) if self.graphed and capture and len(rows) else None
-        current_lr = None
+        graph = self._graph_for(data, rows, plan_rows) if self.graphed and capture and len(rows) else None
         for step, index in enumerate(rows):  # rows of a device tensor: no host round trip per step
-            if lrs[step] != current_lr:
-                current_lr = lrs[step]
-                self._set_lr(float(current_lr))
+            if step == 0 or lrs[step] != lrs[step - 1]:
+                self._set_lr(step, lrs, lr_table)
             seed = seeds[step] if seeds is not None else None
+            plan = plan_rows[step] if plan_rows is not None else None
             if graph is not None:
+                if plan is not None:
+                    self._graph_plan.copy_(plan)
                 graph.run(index, seed)
             else:
-                self._one_step(data, index, seed)
+                self._one_step(data, index, seed, plan)
         return torch.stack([self._loss_sum, self._correct.double()])
 
     def _rows(self, batches: np.ndarray) -> Tensor:
         """A (steps, batch_size) index matrix on the device, as index_select takes it."""
         return torch.as_tensor(batches.astype(np.int64, copy=False), device=self.torch_device)
 
-    def _set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(lr)  # on the device: no host sync, and a graph sees it
+    def _lr_table(self, lrs: np.ndarray) -> Optional[Tensor]:
+        """Each step's lr of each param group (lr times the group's multiplier), on the device in one
+        copy, for optimizers whose lr is a device tensor (a graphed step); None otherwise."""
+        if not any(isinstance(group["lr"], Tensor) for group in self.optimizer.param_groups):
+            return None
+        table = np.asarray(lrs, np.float64)[:, None] * np.asarray(self._lr_scales)[None, :]
+        return torch.as_tensor(table, dtype=torch.float32, device=self.torch_device)
+
+    def _set_lr(self, step: int, lrs: np.ndarray, table: Optional[Tensor]) -> None:
+        for g, (group, scale) in enumerate(zip(self.optimizer.param_groups, self._lr_scales)):
+            if table is not None:
+                group["lr"].copy_(table[step, g])  # device to device: no host sync, and a graph sees it
             else:
-                group["lr"] = lr
+                group["lr"] = float(lrs[step]) * scale
 
     def _read_back(self, sums: Tensor) -> tuple[float, float]:
         loss_sum, correct = sums.tolist()
         return loss_sum, correct
 
-    def _one_step(self, data: TorchData, index: Tensor, seed: Optional[Tensor]) -> None:
-        """One optimizer step on data.x[index], its loss and hits added to the sums: what a graph captures."""
+    def _one_step(self, data: TorchData, index: Tensor, seed: Optional[Tensor], plan: Optional[Tensor] = None) -> None:
+        """One optimizer step on data.x[index] (augmented by `plan` when given), its loss and hits added to
+        the sums: what a graph captures."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss, hits = (self._step or self._loss)(data.x, data.y, index, seed)
+        loss, hits = (self._step or self._loss)(data.x, data.y, index, seed, plan)
         loss.backward()
         self.optimizer.step()
         self._loss_sum += loss.detach()
         self._correct += hits
 
-    def _graph_for(self, data: TorchData, rows: Tensor) -> step_graph.StepGraph:
-        """The captured step for this split and batch size (captured again when either changes), with
-        the model's state as it was before the capture's warm-up steps."""
-        key = step_graph.graph_key(data.x, data.y, rows.shape[1])
+    def _graph_for(self, data: TorchData, rows: Tensor, plans: Optional[Tensor] = None) -> step_graph.StepGraph:
+        """The captured step for this split and batch size, augmented or not (captured again when one
+        changes), with the model's state as it was before the capture's warm-up steps. An augmented
+        step reads its plan from one static tensor (`_graph_plan`), refilled before each replay."""
+        key = (*step_graph.graph_key(data.x, data.y, rows.shape[1]), plans is not None)
         if self._graph is None or self._graph.key != key:
             self._graph = None
             saved = self.get_training_state()
             index = rows[0].clone()
             seed = torch.zeros((), dtype=torch.int64, device=self.torch_device)
+            self._graph_plan = plans[0].clone() if plans is not None else None
+            static_plan = self._graph_plan
             with _uncaptured_adam_expected():
-                graph = step_graph.capture(lambda i, s: self._one_step(data, i, s), index, seed)
+                graph = step_graph.capture(lambda i, s: self._one_step(data, i, s, static_plan), index, seed)
             self._graph = step_graph.StepGraph(graph, key, index, seed)
             self.set_training_state(saved)
             self._loss_sum.zero_()
             self._correct.zero_()
         return self._graph
 
-    def _evaluate(self, data: TorchData, batch_size: int) -> Tensor:
+    def _evaluate(self, data: TorchData, batch_size: int, flip: bool = False) -> Tensor:
         self.module.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
@@ -355,6 +364,8 @@ class TorchModel(ModelBase):
             for start in range(0, data.num_examples, batch_size):
                 x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
                 logits = self.module(x).to(data.x.dtype)
+                if flip:  # flip test-time augmentation: the mean of the logits of both views
+                    logits = (logits + self.module(x.flip(-1)).to(data.x.dtype)) / 2
                 loss_sum += F.cross_entropy(logits, y, reduction="sum")
                 correct += (logits.argmax(1) == y).sum()
         return torch.stack([loss_sum, correct.double()])
@@ -366,8 +377,3 @@ def _uncaptured_adam_expected() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*capturable=True.*")
         yield
-
-
-def _like(p: Tensor, value: np.ndarray) -> Tensor:
-    """An array as a tensor of p's dtype, device and memory format (channels_last kept for fused Adam)."""
-    return torch.empty_like(p).copy_(torch.as_tensor(np.asarray(value), dtype=p.dtype))

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import SpecError
 from ..experiment import DataConfig
+from ..params import physical_memory
 from .cache import cache_root
 from .images import decode_image
 from .normalization import normalization, scaled
@@ -76,8 +77,6 @@ def check_sizes(config: DataConfig, raw: RawImages) -> None:
 def check_synthetic_memory(train_size: int, test_size: int, available: int | None = None) -> None:
     """Synthetic images are made in memory, then scaled to float32: refuse, before making them, sizes
     this machine cannot hold."""
-    from ..params import physical_memory
-
     available = physical_memory() if available is None else available
     need = (train_size + test_size) * math.prod(IMAGE_SHAPE) * (1 + 4)
     if available and need > available:

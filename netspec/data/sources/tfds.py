@@ -23,7 +23,9 @@ from ..cache import cached, digest
 from ..types import CIFAR10_CLASSES, RawImages
 
 TFDS_HOST, TFDS_ARCHIVE = "www.cs.toronto.edu", "cifar-10-binary.tar.gz"
-LOCAL_COPY_HINT = "give a local copy with --data-dir path/to/cifar-10-batches-py or an image-folder tree (data.dir)"
+LOCAL_COPY_HINT = ("give a local copy with --data-dir PATH (data.dir): the cifar-10-batches-py folder, an image-folder "
+                   "tree (train/<class>/*, test/<class>/*), or a .tar.gz of either (cifar-10-python.tar.gz as "
+                   "downloaded, or an image tree's archive such as cifar10-jpeg-q75.tar.gz)")
 
 
 def ways_out(tfds_installed: bool) -> str:
