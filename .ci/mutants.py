@@ -64,6 +64,8 @@ VAL_SIZE_SWEEP = ("tests/test_sweep.py", OUTCOMES, "-k", "sweep")
 EXPORT_POOL = ("tests/test_export.py", OUTCOMES, "-k", "export or layer")
 CROSSCHECK_CONTRACT = ("tests/test_crosscheck_contract.py",)
 COMPILED = ("tests/test_compiled_vs_eager.py",)
+COMPILED_AND_JAX = ("tests/test_compiled_vs_eager.py", "tests/test_jax_internals.py")
+CROSSCHECK = ("tests/test_crosscheck_contract.py", "tests/test_crosscheck.py", "-k", "dropout or contract")
 
 MUTANTS: list[Mutant] = [
     # --- the trainer: the lab protocol and the seven figures ------------------------------------------
@@ -154,9 +156,9 @@ MUTANTS: list[Mutant] = [
     # --- torch's CUDA-graphed steps (a graph replays fixed addresses and the values they hold) ---------
     Mutant("backends/torch/step_graph.py", "        self.seed.copy_(seed)\n", "",
            "graph replays keep the captured dropout seed", STEP_GRAPH),
-    Mutant("backends/torch/model.py", 'group["lr"].fill_(lr)', 'group["lr"] = lr',
+    Mutant("backends/torch/model.py", 'group["lr"].copy_(table[step, g])', 'group["lr"] = table[step, g].clone()',
            "a new learning rate replaces the tensor the graph reads", STEP_GRAPH),
-    Mutant("backends/torch/model.py", "            if state:  # in place", "            if False:  # in place",
+    Mutant("backends/torch/recipe.py", "            if state:\n", "            if False:\n",
            "restoring Adam's state replaces the tensors a graph holds", STEP_GRAPH),
     Mutant("backends/torch/model.py", "            self.set_training_state(saved)\n            self._loss_sum.zero_()",
            "            self._loss_sum.zero_()", "a capture's warm-up steps left in the weights", STEP_GRAPH),
@@ -206,6 +208,10 @@ MUTANTS: list[Mutant] = [
     Mutant("netspec/export.py", "strides=list(layer.effective_stride),\n          pads=[ph, pw, ph, pw]",
            "strides=list(layer.effective_stride),\n          pads=[ph, ph, pw, pw]", "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
     # --- the cross-check's contract ----------------------------------------------------------------------
+    Mutant("netspec/crosscheck.py", "isinstance(layer, (Dropout, Dropout2d))", "isinstance(layer, Dropout)",
+           "cross-check leaves Dropout2d on (masks cannot match across backends)", CROSSCHECK),
+    Mutant("netspec/crosscheck.py", "LR_FACTORS = (1.0, 0.5)", "LR_FACTORS = (1.0, 1.0)",
+           "cross-check never changes the lr between train_steps calls", CROSSCHECK_CONTRACT),
     Mutant("netspec/crosscheck.py", "F64_RTOL = 1e-9", "F64_RTOL = 1e-6", "cross-check float64 pass tolerance loosened 1000x",
            CROSSCHECK_CONTRACT),
     Mutant("netspec/crosscheck.py", "F64_STEPS_RTOL = 1e-6", "F64_STEPS_RTOL = 1e-3",
@@ -235,9 +241,13 @@ MUTANTS: list[Mutant] = [
     Mutant("backends/torch/layers.py", "var = centred.square().mean(dims)",
            "var = centred.square().sum(dims) / (x.numel() // x.shape[1] - 1)",
            "compiled BatchNorm normalizes with the unbiased variance", COMPILED),
+    Mutant("backends/torch/model.py", "self._hashed_dropout = any(isinstance(m, Dropout) and m.p > 0 for m in self.module.modules())",
+           "self._hashed_dropout = False", "compiled torch steps hash every dropout mask from seed 0", COMPILED),
+    Mutant("backends/jax/model.py", "return TrainState(params, stats, opt_state, key), sums", "return TrainState(params, stats, opt_state, state.key), sums",
+           "jax steps never advance the dropout key: every step the same masks", COMPILED_AND_JAX),
     Mutant("backends/jax/model.py", "return jax.lax.cond(ok, step, lambda c: c, carry), None", "return step(carry), None",
            "a padded scan row runs as a real step", COMPILED),
-    Mutant("backends/jax/model.py", "valid = np.arange(length) < len(part)", "valid = np.ones(length, bool)",
+    Mutant("backends/jax/model.py", "valid = np.arange(length) < count", "valid = np.ones(length, bool)",
            "a scan's padding rows marked valid", COMPILED),
 ]
 
@@ -270,8 +280,53 @@ MUTANTS += [
     Mutant("netspec/trainer.py", "if waited < patience:", "if waited <= patience:", "early stopping one epoch late", RECIPE_TRAINER),
     Mutant("netspec/trainer.py", "lrs[done:done + len(chunk)]", "lrs[:len(chunk)]",
            "every train_steps call of an epoch restarts its per-step lrs", RECIPE_TRAINER),
-    Mutant("netspec/trainer.py", "augment.batch_plan(aug, self.config.seed, self.epoch, chunk,",
-           "augment.batch_plan(aug, self.config.seed, 1, chunk,", "augmentation draws of epoch 1 in every epoch", RECIPE_TRAINER),
+    Mutant("netspec/trainer.py", "augment.batch_draws(aug, self.config.seed, self.epoch, chunk,",
+           "augment.batch_draws(aug, self.config.seed, 1, chunk,", "augmentation draws of epoch 1 in every epoch", RECIPE_TRAINER),
+]
+
+# --- the recipe in the backends: optimizers, parameter groups, label smoothing, augmentation, flip TTA ------
+RECIPE_TORCH = ("tests/test_recipe_parity.py", "-k", "torch")
+RECIPE_JAX = ("tests/test_recipe_parity.py", "-k", "jax")
+RECIPE_RESUME = ("tests/test_resume.py", "-k", "recipe")
+MUTANTS += [
+    Mutant("backends/torch/recipe.py", "momentum=opt.momentum, nesterov=opt.nesterov,", "momentum=opt.momentum, nesterov=False,",
+           "torch: Nesterov momentum dropped", RECIPE_TORCH),
+    Mutant("backends/torch/recipe.py", "kind = torch.optim.AdamW if opt.type == \"adamw\" else torch.optim.Adam",
+           "kind = torch.optim.Adam", "torch: AdamW's decay taken as Adam's L2", RECIPE_TORCH),
+    Mutant("backends/torch/recipe.py", "\"weight_decay\": rule.weight_decay,", "\"weight_decay\": config.optimizer.weight_decay,",
+           "torch: parameter groups' weight decay rules ignored", RECIPE_TORCH),
+    Mutant("backends/torch/model.py", "group[\"lr\"] = float(lrs[step]) * scale", "group[\"lr\"] = float(lrs[step])",
+           "torch: the norm-bias lr multiplier ignored (eager steps)", RECIPE_TORCH),
+    Mutant("backends/torch/model.py", "np.asarray(lrs, np.float64)[:, None] * np.asarray(self._lr_scales)[None, :]",
+           "np.asarray(lrs, np.float64)[:, None] * np.ones(len(self._lr_scales))[None, :]",
+           "torch: the norm-bias lr multiplier ignored (graphed steps)", RECIPE_TORCH),
+    Mutant("backends/torch/model.py", "loss = F.cross_entropy(logits, y, label_smoothing=self._label_smoothing)",
+           "loss = F.cross_entropy(logits, y)", "torch: label smoothing ignored", RECIPE_TORCH),
+    Mutant("backends/torch/recipe.py", "return (position >= start[:, None]) & (position < start[:, None] + cutout)",
+           "return (position >= start[:, None]) & (position <= start[:, None] + cutout)", "torch: cutout one pixel too large",
+           RECIPE_TORCH),
+    Mutant("backends/torch/recipe.py", "torch.where(source > size - 1, 2 * (size - 1) - source, source)",
+           "torch.where(source > size - 1, 2 * size - 1 - source, source)", "torch: reflect padding repeats the edge",
+           RECIPE_TORCH),
+    Mutant("backends/torch/model.py", "self.module(x.flip(-1))", "self.module(x.flip(-2))", "torch: flip TTA mirrors vertically",
+           RECIPE_TORCH),
+    Mutant("backends/torch/recipe.py", "elif saved.step > 0 or not COUNTS_STEPS[saved.kind]:", "elif saved.step > 0:",
+           "torch: SGD momentum buffers not restored into a fresh optimizer", RECIPE_RESUME),
+    Mutant("backends/jax/recipe.py", "direction = jax.tree.map(lambda g, b: g + opt.momentum * b, grads, buf) if opt.nesterov else buf",
+           "direction = buf", "jax: Nesterov momentum dropped", RECIPE_JAX),
+    Mutant("backends/jax/recipe.py", "if opt.type != \"adamw\":  # L2", "if True:  # L2",
+           "jax: AdamW also adds L2 decay to the gradient", RECIPE_JAX),
+    Mutant("backends/jax/recipe.py", "rate = lr if rule.lr_scale == 1.0 else lr * rule.lr_scale", "rate = lr",
+           "jax: the norm-bias lr multiplier ignored", RECIPE_JAX),
+    Mutant("backends/jax/model.py", "smoothing=optimizer.config.label_smoothing)", "smoothing=0.0)",
+           "jax: label smoothing ignored", RECIPE_JAX),
+    Mutant("backends/jax/recipe.py", "jnp.where(flip[:, None] != 0, size - 1 - position, position)",
+           "jnp.where(flip[:, None] != 0, size - position, position)", "jax: flip off by one column", RECIPE_JAX),
+    Mutant("backends/jax/model.py", "jnp.flip(x_all[idx], axis=2)", "jnp.flip(x_all[idx], axis=1)",
+           "jax: flip TTA mirrors vertically", RECIPE_JAX),
+    Mutant("backends/jax/model.py", "recipe.SgdState(None if buffer is None else self._params_tree(buffer))",
+           "recipe.SgdState(None if buffer is None else jax.tree.map(np.zeros_like, self._params_tree(buffer)))",
+           "jax: SGD momentum buffers restored as zeros", RECIPE_RESUME),
 ]
 
 

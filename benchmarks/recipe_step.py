@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from netspec.augment import batch_plan
+from netspec.augment import batch_draws
 from netspec.backend import installed_backends, load_backend
 from netspec.experiment import Experiment, TrainConfig
 from netspec.params import init_weights
@@ -43,7 +43,7 @@ def _call_args(config: TrainConfig, rows: np.ndarray, shape: tuple[int, ...]) ->
     """The lr argument and the augmentation keyword a trainer would pass for `rows` in epoch 1."""
     lrs = learning_rates(np.arange(len(rows)), max(1, len(rows) // 2), config)
     lr: Any = float(lrs[0]) if (lrs == lrs[0]).all() else lrs
-    extra = {"augment": batch_plan(config.augment, config.seed, 1, rows, shape[1], shape[2])} if config.augment.active else {}
+    extra = {"augment": batch_draws(config.augment, config.seed, 1, rows, shape[1], shape[2])} if config.augment.active else {}
     return lr, extra
 
 

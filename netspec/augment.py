@@ -3,18 +3,19 @@
 Draws are a pure function of (train.seed, epoch, image index in the training split) through the counter
 hash (netspec.counter_hash), so both backends see the same augmented images and a resumed run needs no
 RNG state. Per image: crop offsets dy, dx in [0, 2 * padding], a flip bit, the cutout's top-left corner
-inside the image. Order (Page's cifar10-fast): pad and crop, then flip, then cutout.
+(cy, cx) inside the image. Order (Page's cifar10-fast): pad and crop, then flip, then cutout.
 
-A backend never re-derives these rules: `plan` turns the draws of a batch matrix into index maps,
-`Plan` (per image, the source row of each output row and the source column of each output column,
-and which output rows and columns are kept), so applying augmentation is one gather and one select:
+A backend gets the draws (`packed`: five int32 per image, once per train_steps call) and applies them
+on its device as index maps, exactly as `plan` here builds them: for output row r and column k,
 
-    out[n, c, r, k] = x[n, c, rows[n, r], cols[n, k]]  if keep_rows[n, r] and keep_cols[n, k]
-                                                        and not (cut_rows[n, r] and cut_cols[n, k])
-                      0                                 otherwise
+    source row      dy + r - padding
+    source column   dx + (W - 1 - k if flip else k) - padding
+    'reflect':      s -> |s|, then s -> 2 (n - 1) - s where s > n - 1    (PyTorch's reflection)
+    'zeros':        kept where 0 <= s < n (then clamped into the image)
+    cutout:         zero where cy <= r < cy + cutout and cx <= k < cx + cutout
 
-(keep_*: inside the image after zero padding; cut_*: inside the cutout square). No arithmetic touches
-a pixel, so the result is bit-identical on every backend and to `apply_plan` here.
+then one gather of the source pixels and one select of zeros. No arithmetic touches a pixel, so the
+result is bit-identical on every backend and to `apply_plan` here.
 """
 from __future__ import annotations
 
@@ -94,9 +95,14 @@ def plan(config: AugmentConfig, draws: Draws, height: int, width: int) -> Plan:
     return Plan(rows, cols, keep_rows, keep_cols, window(draws.cut_y, height), window(draws.cut_x, width))
 
 
+def batch_draws(config: AugmentConfig, seed: int, epoch: int, batches: np.ndarray, height: int, width: int) -> Draws:
+    """The draws of a (steps, batch_size) index matrix of the training split in `epoch`."""
+    return draw(config, seed, epoch, batches, height, width)
+
+
 def batch_plan(config: AugmentConfig, seed: int, epoch: int, batches: np.ndarray, height: int, width: int) -> Plan:
-    """The plan of a (steps, batch_size) index matrix of the training split in `epoch`."""
-    return plan(config, draw(config, seed, epoch, batches, height, width), height, width)
+    """The plan (index maps) of a (steps, batch_size) index matrix of the training split in `epoch`."""
+    return plan(config, batch_draws(config, seed, epoch, batches, height, width), height, width)
 
 
 def apply_plan(x: np.ndarray, p: Plan) -> np.ndarray:
@@ -107,8 +113,11 @@ def apply_plan(x: np.ndarray, p: Plan) -> np.ndarray:
     return np.where(keep[..., None], gathered, np.zeros((), x.dtype)).transpose(0, 3, 1, 2)
 
 
-def packed(p: Plan) -> np.ndarray:
-    """The plan as one int32 array (..., 3 * H + 3 * W), what a backend puts on its device once per
-    train_steps call: [rows | keep_rows | cut_rows | cols | keep_cols | cut_cols] along the last axis
-    (masks as 0/1). A backend cuts it apart at H, 2H, 3H, 3H + W, 3H + 2W."""
-    return np.concatenate([p.rows, p.keep_rows, p.cut_rows, p.cols, p.keep_cols, p.cut_cols], axis=-1).astype(np.int32)
+PACKED = ("dy", "dx", "flip", "cut_y", "cut_x")
+"""The order of an image's five draws in `packed`."""
+
+
+def packed(draws: Draws) -> np.ndarray:
+    """The draws as one int32 array (..., 5) in PACKED's order: what a backend puts on its device once per
+    train_steps call (five numbers per image; the index maps are built on the device)."""
+    return np.stack([np.asarray(getattr(draws, name), np.int32) for name in PACKED], axis=-1)

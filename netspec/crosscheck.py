@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .augment import batch_plan
+from .augment import batch_draws
 from .backend import Backend
 from .errors import SpecError
 from .experiment import TrainConfig
@@ -224,7 +224,7 @@ def _augmentation(config: TrainConfig, rows: np.ndarray, shape: tuple[int, ...])
     """train_steps' augment argument when config augments (epoch 1's draws), else nothing."""
     if not config.augment.active:
         return {}
-    return {"augment": batch_plan(config.augment, config.seed, 1, rows, shape[-2], shape[-1])}
+    return {"augment": batch_draws(config.augment, config.seed, 1, rows, shape[-2], shape[-1])}
 
 
 TIERS = {"float64": ("float64", F64_RTOL, F64_STEPS_RTOL), "float32": ("highest", F32_RTOL, math.inf)}

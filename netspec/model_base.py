@@ -24,7 +24,6 @@ numpy only: the core never imports a framework (docs/design.md).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Callable, ContextManager, Optional, Sequence, TypeVar
 
@@ -34,7 +33,7 @@ from .backend import DeviceData, canonical_precision
 from .errors import SpecError
 from .experiment import TrainConfig
 from .network import Network
-from .augment import Plan, packed
+from .augment import Draws, packed
 from .optimizer_state import OptimizerState, from_arrays as optimizer_from_arrays, to_arrays as optimizer_arrays
 from .params import Weights, check_weights
 
@@ -113,15 +112,15 @@ def step_lrs(lr: Any, steps: int) -> np.ndarray:
     return lrs
 
 
-def check_plan(network: Network, plan: Plan, rows_shape: tuple[int, ...]) -> np.ndarray:
-    """An augmentation plan for a (steps, batch_size) matrix of images of the network's input, packed
-    as the backends take it (netspec.augment.packed); ValueError otherwise."""
+def check_draws(network: Network, draws: Draws, rows_shape: tuple[int, ...]) -> np.ndarray:
+    """Augmentation draws for a (steps, batch_size) matrix of images of the network's input, packed as
+    the backends take them (netspec.augment.packed); ValueError otherwise."""
     shape = tuple(network.input_shape)
     if len(shape) != 3:
         raise ValueError(f"augmentation needs images (C, H, W), the network takes {shape}")
-    plans = packed(plan)
-    if plans.shape != (*rows_shape, 3 * shape[1] + 3 * shape[2]):
-        raise ValueError(f"augmentation plan of shape {plans.shape[:-1]} for batches of shape {rows_shape}")
+    plans = packed(draws)
+    if plans.shape[:-1] != tuple(rows_shape):
+        raise ValueError(f"augmentation draws of shape {plans.shape[:-1]} for batches of shape {tuple(rows_shape)}")
     return plans
 
 
@@ -241,15 +240,15 @@ class ModelBase:
 
     @scoped
     def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | Sequence[float] | np.ndarray,
-                    augment: Optional[Plan] = None) -> tuple[float, float]:
+                    augment: Optional[Draws] = None) -> tuple[float, float]:
         """One optimizer step per row of `batches`; lr: a number, or one per step; augment: the
-        augmentation plan of every image of `batches` (netspec.augment), or None. The sums of the batch
+        augmentation draws of every image of `batches` (netspec.augment), or None. The sums of the batch
         mean losses and accuracies, read back once."""
         if self.optimizer_config is None:
             raise RuntimeError(NO_OPTIMIZER.format(what="train_steps"))
         rows = check_batches(batches, data.num_examples)
         lrs = step_lrs(lr, len(rows))
-        plans = None if augment is None else check_plan(self.network, augment, rows.shape)
+        plans = None if augment is None else check_draws(self.network, augment, rows.shape)
         loss_sum, correct = self._read_back(self._run_steps(data, rows, lrs, plans))  # the one host read
         return loss_sum, correct / max(rows.shape[1], 1)
 

@@ -363,8 +363,8 @@ class _Recipe:
         if not aug.active:
             return model.train_steps(data, chunk, lr)
         height, width = self.input_shape[1:]
-        plan = augment.batch_plan(aug, self.config.seed, self.epoch, chunk, height, width)
-        return model.train_steps(data, chunk, lr, augment=plan)
+        draws = augment.batch_draws(aug, self.config.seed, self.epoch, chunk, height, width)
+        return model.train_steps(data, chunk, lr, augment=draws)
 
 
 def _projection_announcer(log: Callable[[str], None], device: str, epoch: int,

@@ -61,7 +61,7 @@ class TrainCall:
     lr: float | np.ndarray
     """A float (every step's lr) or one lr per step."""
     augment: Any = None
-    """The augmentation plan (netspec.augment.Plan) the call was given, if any."""
+    """The augmentation draws (netspec.augment.Draws) the call was given, if any."""
 
 
 @dataclass(frozen=True)

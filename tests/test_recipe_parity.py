@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import netspec as ns
 from benchmarks.plain_torch import pad_split, plain_augment, plain_optimizer
-from netspec.augment import apply_plan, batch_plan, draw
+from netspec.augment import apply_plan, batch_draws, draw, plan as index_plan
 from netspec.backend import installed_backends, load_backend
 from netspec.crosscheck import run_crosscheck
 from netspec.params import init_weights
@@ -90,7 +90,7 @@ def test_a_recipes_steps_match_torch_optim_and_torch_losses_in_float64(backend_n
     lrs = learning_rates(np.arange(STEPS), STEPS // 2, exp.train)
     model = load_backend(backend_name).compile(NET, init_weights(NET, 0), seed=0, device="cpu", precision="float64")
     model.setup_optimizer(exp.train)
-    extra = {"augment": batch_plan(exp.train.augment, exp.train.seed, 1, rows, 8, 8)} if exp.train.augment.active else {}
+    extra = {"augment": batch_draws(exp.train.augment, exp.train.seed, 1, rows, 8, 8)} if exp.train.augment.active else {}
     model.train_steps(model.to_device(x, y), rows, lrs, **extra)  # one call: per-step lrs within it
     want = torch_reference(exp, x, y, rows, lrs)
     got = model.get_weights()
@@ -120,11 +120,11 @@ def test_augmented_images_are_bit_identical_to_the_numpy_reference(backend_name:
     config = ns.experiment.AugmentConfig(crop_padding=3, pad_mode=pad_mode, flip=True, cutout=4)
     x, y, rows = data(40)
     x[0, 0, 0, 0] = -0.0  # a negative zero must stay one (a select, not a multiplication)
-    plan = batch_plan(config, 9, 4, rows, 8, 8)
-    got = recipe.augmented_batches(x, rows, plan)  # the backend's own gather, as its step runs it
+    draws = batch_draws(config, 9, 4, rows, 8, 8)
+    got = recipe.augmented_batches(x, rows, draws, config)  # the backend's own maps and gather, as its step runs them
     for step, row in enumerate(rows):
-        step_plan = type(plan)(*(getattr(plan, f)[step] for f in plan.__dataclass_fields__))
-        assert got[step].tobytes() == apply_plan(x[row], step_plan).tobytes()
+        step_draws = type(draws)(*(getattr(draws, f)[step] for f in draws.__dataclass_fields__))
+        assert got[step].tobytes() == apply_plan(x[row], index_plan(config, step_draws, 8, 8)).tobytes()
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -164,7 +164,7 @@ def test_a_graphed_torch_recipe_step_reads_its_lrs_and_plans_from_the_device(mon
     exp = experiment("sgd-nesterov-groups-smoothing-augment")
     x, y, rows = data()
     lrs = np.array([2.0**-7, 2.0**-8, 2.0**-6, 2.0**-7])  # exact in float32, as a graph's lr tensor holds them
-    plan = batch_plan(exp.train.augment, 0, 1, rows, 8, 8)
+    draws = batch_draws(exp.train.augment, 0, 1, rows, 8, 8)
     results = []
     for graphed in (True, False):
         model = load_backend("torch").compile(NET, init_weights(NET, 0), seed=0, device="cpu", compiled="on")
@@ -172,7 +172,7 @@ def test_a_graphed_torch_recipe_step_reads_its_lrs_and_plans_from_the_device(mon
         model.setup_optimizer(exp.train)
         d = model.to_device(x, y)
         model.warmup(d, BATCH, STEPS)
-        results.append((model.train_steps(d, rows, lrs, augment=plan), model.get_training_state()))
+        results.append((model.train_steps(d, rows, lrs, augment=draws), model.get_training_state()))
     assert len(captures) == 1 and results[0][0] == results[1][0]
     for name, value in results[1][1].items():
         np.testing.assert_array_equal(results[0][1][name], value, err_msg=name)

@@ -266,16 +266,16 @@ def test_a_constant_lr_is_handed_as_one_float_as_before() -> None:
 
 
 def test_augmentation_plans_follow_seed_epoch_and_the_calls_rows() -> None:
-    from netspec.augment import batch_plan
+    from netspec.augment import draw
 
     train = {"augment": {"crop_padding": 1, "flip": True, "cutout": 1}, "seed": 5}
     model, _, experiment = recipe_train(epoch_script(losses=[[1.0] * 4] * 2), train, progress=True)
     assert len(model.train_calls) == 8  # one per step with a progress bar: each call its own rows
     for call in model.train_calls:
-        want = batch_plan(experiment.train.augment, 5, call.epoch, call.batches, 2, 2)
+        want = draw(experiment.train.augment, 5, call.epoch, call.batches, 2, 2)
         for field in want.__dataclass_fields__:
             assert np.array_equal(getattr(call.augment, field), getattr(want, field)), field
-    first, second = (np.concatenate([c.augment.cols for c in model.train_calls if c.epoch == e]) for e in (1, 2))
+    first, second = (np.concatenate([c.augment.dx for c in model.train_calls if c.epoch == e]) for e in (1, 2))
     assert not np.array_equal(first, second)  # a new draw every epoch
 
 

@@ -21,7 +21,6 @@ import optax
 
 from netspec.backend import Compile, Precision, compiles
 from netspec.experiment import TrainConfig
-from netspec.augment import batch_plan, packed
 from netspec.model_base import ModelBase
 from netspec.optimizer_state import OptimizerState, slots_of
 from netspec.param_groups import tensor_rules
@@ -108,7 +107,8 @@ class JaxModel(ModelBase):
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
         """The Flax module run by every step (benchmarks swap in one of Flax's built-in layers)."""
-        return SpecNet(tuple(self.network.layers), precision, dtype)
+        inputs = () if self.network.is_chain else tuple(n.inputs for n in self.network.nodes())
+        return SpecNet(tuple(self.network.layers), precision, dtype, inputs=inputs)
 
     # ---- pure functions (traced by jax.jit; TRACES counts the traces) ----
 
@@ -148,7 +148,7 @@ class JaxModel(ModelBase):
         number correct) to `sums` (counts stay exact in float32). lr is traced, so a new learning rate
         reuses the compiled step."""
         TRACES["train_step"] += 1
-        x = x_all[idx] if plan is None else recipe.augment(x_all, idx, plan)
+        x = x_all[idx] if plan is None else recipe.augment(x_all, idx, plan, optimizer.config.augment)
         y = y_all[idx]
         key, sub = jax.random.split(state.key)
         loss_fn = partial(self._loss, smoothing=optimizer.config.label_smoothing)
@@ -295,15 +295,14 @@ class JaxModel(ModelBase):
         shape, dtype = jax.ShapeDtypeStruct, np.dtype(self.float_dtype)
         head = (self._state, shape((2,), dtype), data.x, data.y)
         augmented = self.optimizer_config.augment.active
-        plan_width = 3 * sum(self.network.input_shape[1:]) if augmented else 0
         if self.compiled:
             self._chunk_rows = self._chunk_rows or max(1, int(rows))
-            plans = shape((self._chunk_rows, batch_size, plan_width), np.int32) if augmented else None
+            plans = shape((self._chunk_rows, batch_size, 5), np.int32) if augmented else None
             args = head + (shape((self._chunk_rows, batch_size), np.int32), shape((self._chunk_rows,), np.bool_),
                            shape((self._chunk_rows,), dtype), plans)
             self._program = ((batch_size, augmented), self._train_chunk.lower(*args).compile())
         else:
-            plan = shape((batch_size, plan_width), np.int32) if augmented else None
+            plan = shape((batch_size, 5), np.int32) if augmented else None
             program = self._train_step.lower(*head, shape((batch_size,), np.int32), shape((), dtype), plan).compile()
             self._program = ((batch_size, augmented), program)
 

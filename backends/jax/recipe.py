@@ -8,21 +8,22 @@ today's Adam step is unchanged. SGD is written out rather than taken from optax.
 operation is torch.optim.SGD's, in its order: g += wd * p; buf = momentum * buf + g (buf = g at the
 first step, the same as from zeros); d = g + momentum * buf (Nesterov) or buf; p -= lr * d. (optax's
 trace forms the same two expressions; tests/test_recipe_parity.py checks the result against
-torch.optim in float64.) The augmentation is an exact gather and select, bit-identical to the numpy
-reference and to the torch backend.
+torch.optim in float64.) The augmentation builds netspec.augment's index maps from the draws on the
+device and applies them as an exact gather and select, bit-identical to the numpy reference and to
+the torch backend.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netspec.augment import Plan, packed
-from netspec.experiment import TrainConfig
+from netspec.augment import Draws, packed
+from netspec.experiment import AugmentConfig, TrainConfig
 
 
 class SgdState(NamedTuple):
@@ -80,22 +81,41 @@ def cross_entropy(logits: jax.Array, y: jax.Array, smoothing: float) -> jax.Arra
     return optax.softmax_cross_entropy(logits, target).mean()
 
 
-def augment(x_all: jax.Array, idx: jax.Array, plan: jax.Array) -> jax.Array:
-    """The augmented batch x_all[idx] (NHWC) from its packed plan (netspec.augment.packed, one row per
-    image): one gather of source rows and columns, one select of zeros."""
+def _source(offset: jax.Array, flip: Optional[jax.Array], size: int, config: AugmentConfig) -> tuple[jax.Array, jax.Array]:
+    """Source index (in the image) and whether it is inside, of each output position along one axis
+    (netspec.augment's rules: crop offset, flip, PyTorch's reflection or zero padding)."""
+    position = jnp.arange(size)
+    if flip is not None:
+        position = jnp.where(flip[:, None] != 0, size - 1 - position, position)
+    source = offset[:, None] + position - config.crop_padding
+    if config.pad_mode == "reflect":
+        source = jnp.abs(source)
+        return jnp.where(source > size - 1, 2 * (size - 1) - source, source), jnp.ones(source.shape, bool)
+    return jnp.clip(source, 0, size - 1), (source >= 0) & (source < size)
+
+
+def _window(start: jax.Array, size: int, cutout: int) -> jax.Array:
+    position = jnp.arange(size)
+    return (position >= start[:, None]) & (position < start[:, None] + cutout)
+
+
+def augment(x_all: jax.Array, idx: jax.Array, draws: jax.Array, config: AugmentConfig) -> jax.Array:
+    """The augmented batch x_all[idx] (NHWC) from its packed draws (netspec.augment.packed: dy, dx, flip,
+    cy, cx per image): index maps built on the device, one gather, one select of zeros."""
     height, width = x_all.shape[1:3]
-    cuts = [0, height, 2 * height, 3 * height, 3 * height + width, 3 * height + 2 * width, 3 * height + 3 * width]
-    rows, keep_rows, cut_rows, cols, keep_cols, cut_cols = (plan[:, a:b] for a, b in zip(cuts, cuts[1:]))
+    rows, keep_rows = _source(draws[:, 0], None, height, config)
+    cols, keep_cols = _source(draws[:, 1], draws[:, 2], width, config)
+    keep = keep_rows[:, :, None] & keep_cols[:, None, :]
+    if config.cutout:
+        keep = keep & ~(_window(draws[:, 3], height, config.cutout)[:, :, None] & _window(draws[:, 4], width, config.cutout)[:, None, :])
     gathered = x_all[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    keep = ((keep_rows[:, :, None] != 0) & (keep_cols[:, None, :] != 0)
-            & ~((cut_rows[:, :, None] != 0) & (cut_cols[:, None, :] != 0)))
     return jnp.where(keep[..., None], gathered, jnp.zeros((), x_all.dtype))
 
 
-def augmented_batches(x: np.ndarray, rows: np.ndarray, plan: Plan) -> np.ndarray:
+def augmented_batches(x: np.ndarray, rows: np.ndarray, draws: Draws, config: AugmentConfig) -> np.ndarray:
     """(steps, batch, C, H, W): what the training steps of `rows` see (for tests)."""
     x_all = jnp.asarray(np.transpose(x, (0, 2, 3, 1)))
-    plans = packed(plan)
-    out = [np.transpose(np.asarray(augment(x_all, jnp.asarray(row), jnp.asarray(plans[i]))), (0, 3, 1, 2))
+    plans = packed(draws)
+    out = [np.transpose(np.asarray(augment(x_all, jnp.asarray(row), jnp.asarray(plans[i]), config)), (0, 3, 1, 2))
            for i, row in enumerate(rows)]
     return np.stack(out)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from netspec.backend import Compile, Precision, canonical_precision, compiles
-from netspec.experiment import TrainConfig
-from netspec.augment import batch_plan, packed
+from netspec.experiment import AugmentConfig, TrainConfig
+from netspec.augment import batch_draws, packed
 from netspec.model_base import ModelBase
 from netspec.optimizer_state import OptimizerState
 from netspec.network import Network
@@ -22,7 +22,7 @@ from netspec.params import Weights
 
 from . import recipe, step_graph
 from .builders import build_module
-from .layers import Dropout
+from .layers import Dropout, Graph
 
 
 COMPILE_BACKEND = os.environ.get("NETSPEC_TORCH_COMPILE_BACKEND", "inductor")
@@ -107,6 +107,7 @@ class TorchModel(ModelBase):
         """The static plan an augmented captured step reads (refilled before each replay)."""
         self._lr_scales: list[float] = []
         self._label_smoothing = 0.0
+        self._augment = AugmentConfig()
         """The captured step of a graphed model (built by warmup or the first train_steps)."""
         # compile_error (ModelBase): why a compiled or graphed step fell back (to fullgraph=False,
         # uncompiled, or ungraphed), in one line; compile_error_detail keeps the whole text (a compiler's
@@ -126,7 +127,11 @@ class TorchModel(ModelBase):
 
     def _layers(self, x: Tensor, seed: Optional[Tensor]) -> Tensor:
         """The module's forward pass, handing the step's seed to the hand-written Dropout layers."""
-        if seed is None or not isinstance(self.module, torch.nn.Sequential):
+        if seed is None:
+            return self.module(x)
+        if isinstance(self.module, Graph):
+            return self.module(x, seed)
+        if not isinstance(self.module, torch.nn.Sequential):
             return self.module(x)
         for layer in self.module:
             x = layer(x, seed) if isinstance(layer, Dropout) else layer(x)
@@ -137,7 +142,7 @@ class TorchModel(ModelBase):
         """Train-mode batch loss (label smoothing as the recipe says) and number correct for x_all[index],
         augmented by `plan` when given: what a compiled step compiles (the backward pass comes with it,
         through AOT autograd)."""
-        x = x_all.index_select(0, index) if plan is None else recipe.augment(x_all, index, plan)
+        x = x_all.index_select(0, index) if plan is None else recipe.augment(x_all, index, plan, self._augment)
         y = y_all.index_select(0, index)
         with self._autocast():
             logits = self._layers(x, seed)
@@ -218,6 +223,7 @@ class TorchModel(ModelBase):
         self.optimizer, self._lr_scales = recipe.build_optimizer(self.module, self.network, config, self.graphed,
                                                                  self.torch_device)
         self._label_smoothing = float(config.label_smoothing)
+        self._augment = config.augment
         self._graph = None
 
     def _compiled_step(self, fullgraph: bool = True) -> Callable[..., tuple[Tensor, Tensor]]:
@@ -235,7 +241,7 @@ class TorchModel(ModelBase):
         rows = np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples
         batches = torch.as_tensor(rows, device=self.torch_device)
         aug = self.optimizer_config.augment
-        plans = (packed(batch_plan(aug, 0, 0, rows, *self.network.input_shape[1:])) if aug.active else None)
+        plans = (packed(batch_draws(aug, 0, 0, rows, *self.network.input_shape[1:])) if aug.active else None)
         with _uncaptured_adam_expected():
             for fullgraph in (True, False) if self.compiled else ():
                 try:

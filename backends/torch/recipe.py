@@ -3,19 +3,20 @@ groups, their state in canonical names, and the augmentation gather of netspec.a
 
 Semantics are PyTorch's by construction: Adam/AdamW/SGD are torch.optim's (fused: one kernel per
 step; a graphed step gives each group a device-tensor lr and, for Adam/AdamW, capturable=True), label
-smoothing is F.cross_entropy's. The augmentation is an exact gather and select (no arithmetic on a
-pixel), so it is bit-identical to the numpy reference and to the jax backend.
+smoothing is F.cross_entropy's. The augmentation builds netspec.augment's index maps from the draws
+on the device (integer arithmetic only) and applies them as an exact gather and select (no arithmetic
+on a pixel), so it is bit-identical to the numpy reference and to the jax backend.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from netspec.augment import Plan, packed
-from netspec.experiment import TrainConfig
+from netspec.augment import Draws, packed
+from netspec.experiment import AugmentConfig, TrainConfig
 from netspec.network import Network
 from netspec.optimizer_state import COUNTS_STEPS, OptimizerState, slots_of
 from netspec.param_groups import groups_of, tensor_rules
@@ -81,19 +82,39 @@ def _like(p: Tensor, value: np.ndarray) -> Tensor:
     return torch.empty_like(p).copy_(torch.as_tensor(np.asarray(value), dtype=p.dtype))
 
 
-def augment(x_all: Tensor, index: Tensor, plan: Tensor) -> Tensor:
-    """The augmented batch x_all[index] (NCHW) from its packed plan (netspec.augment.packed, one row
-    per image): one gather of source rows and columns, one select of zeros."""
+def _source(offset: Tensor, flip: Optional[Tensor], size: int, config: AugmentConfig) -> tuple[Tensor, Tensor]:
+    """Source index (in the image) and whether it is inside, of each output position along one axis
+    (netspec.augment's rules: crop offset, flip, PyTorch's reflection or zero padding)."""
+    position = torch.arange(size, device=offset.device)
+    if flip is not None:
+        position = torch.where(flip[:, None] != 0, size - 1 - position, position)
+    source = offset[:, None] + position - config.crop_padding
+    if config.pad_mode == "reflect":
+        source = source.abs()
+        return torch.where(source > size - 1, 2 * (size - 1) - source, source), torch.ones_like(source, dtype=torch.bool)
+    return source.clamp(0, size - 1), (source >= 0) & (source < size)
+
+
+def _window(start: Tensor, size: int, cutout: int) -> Tensor:
+    position = torch.arange(size, device=start.device)
+    return (position >= start[:, None]) & (position < start[:, None] + cutout)
+
+
+def augment(x_all: Tensor, index: Tensor, draws: Tensor, config: AugmentConfig) -> Tensor:
+    """The augmented batch x_all[index] (NCHW) from its packed draws (netspec.augment.packed: dy, dx,
+    flip, cy, cx per image): index maps built on the device, one gather, one select of zeros."""
     height, width = x_all.shape[-2:]
-    cuts = [0, height, 2 * height, 3 * height, 3 * height + width, 3 * height + 2 * width, 3 * height + 3 * width]
-    rows, keep_rows, cut_rows, cols, keep_cols, cut_cols = (plan[:, a:b] for a, b in zip(cuts, cuts[1:]))
-    gathered = x_all[index[:, None, None], :, rows.long()[:, :, None], cols.long()[:, None, :]]  # (B, H, W, C)
-    keep = (keep_rows.bool()[:, :, None] & keep_cols.bool()[:, None, :]
-            & ~(cut_rows.bool()[:, :, None] & cut_cols.bool()[:, None, :]))
+    draws = draws.long()
+    rows, keep_rows = _source(draws[:, 0], None, height, config)
+    cols, keep_cols = _source(draws[:, 1], draws[:, 2], width, config)
+    keep = keep_rows[:, :, None] & keep_cols[:, None, :]
+    if config.cutout:
+        keep = keep & ~(_window(draws[:, 3], height, config.cutout)[:, :, None] & _window(draws[:, 4], width, config.cutout)[:, None, :])
+    gathered = x_all[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return torch.where(keep[..., None], gathered, torch.zeros((), dtype=x_all.dtype, device=x_all.device)).permute(0, 3, 1, 2)
 
 
-def augmented_batches(x: np.ndarray, rows: np.ndarray, plan: Plan) -> np.ndarray:
+def augmented_batches(x: np.ndarray, rows: np.ndarray, draws: Draws, config: AugmentConfig) -> np.ndarray:
     """(steps, batch, C, H, W): what the training steps of `rows` see (for tests)."""
-    x_all, plans = torch.from_numpy(x), torch.from_numpy(packed(plan))
-    return np.stack([augment(x_all, torch.from_numpy(row), plans[i]).numpy() for i, row in enumerate(rows)])
+    x_all, plans = torch.from_numpy(x), torch.from_numpy(packed(draws))
+    return np.stack([augment(x_all, torch.from_numpy(row), plans[i], config).numpy() for i, row in enumerate(rows)])
