@@ -19,6 +19,8 @@ from backends.jax.builders import JaxSite, LayerFn, SpecNet
 from backends.jax.backend import device_words, resolve_device
 from backends.jax.model import JaxModel
 from netspec import layers as spec
+from netspec.experiment import TrainConfig
+from netspec.param_groups import tensor_rules
 from netspec.params import Weights
 
 Epoch = Callable[[np.ndarray], object]
@@ -63,6 +65,15 @@ class FlaxBuiltinModel(ThreefryDropoutModel):
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
         return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS)
+
+    def _rules_tree(self, config: TrainConfig) -> Any:
+        # Flax's own layers name their leaves their own way ('scale', 'mean'), so canonical names cannot be
+        # looked up; the benchmark times one rule for every tensor (the lab's Adam).
+        rules = set(tensor_rules(self.network, config).values())
+        if len(rules) != 1:
+            raise ValueError("the Flax built-in contender times optimizers with one rule for every tensor")
+        rule = rules.pop()
+        return jax.tree.map(lambda _: rule, self._state.params)
 
     def _set_weights(self, weights: Weights) -> None:
         shape = tuple(self.network.input_shape)

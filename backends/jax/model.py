@@ -24,7 +24,7 @@ from netspec.backend import Compile, Precision, compiles
 from netspec.experiment import TrainConfig
 from netspec.layers import Dropout, Dropout2d
 from netspec.model_base import ModelBase
-from netspec.optimizer_state import OptimizerState, slots_of
+from netspec.optimizer_state import OptimizerState
 from netspec.param_groups import tensor_rules
 from netspec.network import Network
 from netspec.params import Weights
@@ -257,13 +257,18 @@ class JaxModel(ModelBase):
     def _to_device(self, x: np.ndarray, y: np.ndarray) -> JaxData:
         return JaxData(_nhwc(jax.device_put(x, self._device)), jax.device_put(y.astype(np.int32), self._device), len(y))
 
-    def _setup_optimizer(self, config: TrainConfig) -> None:
+    def _rules_tree(self, config: TrainConfig) -> Any:
+        """Every trainable tensor's weight decay and lr multiplier (netspec.param_groups), as a tree like
+        the params."""
         rules = tensor_rules(self.network, config)
         tree: dict[str, dict[str, Any]] = {}
         for name, slot in convert.slots(self.network).items():
             if slot.collection == "params":
                 tree.setdefault(slot.layer, {})[slot.leaf] = rules[name]
-        optimizer = recipe.Optimizer(config, tree)
+        return tree
+
+    def _setup_optimizer(self, config: TrainConfig) -> None:
+        optimizer = recipe.Optimizer(config, self._rules_tree(config))
         self._state = self._state._replace(opt_state=jax.device_put(optimizer.init(self._state.params), self._device))
         self._train_step = jax.jit(partial(self._train_step_fn, optimizer), donate_argnums=(0, 1))
         self._train_chunk = jax.jit(partial(self._train_chunk_fn, optimizer), donate_argnums=(0, 1))
