@@ -205,8 +205,8 @@ MUTANTS: list[Mutant] = [
            "bootstrap without its fixed generator: a report's intervals change from run to run", BOOTSTRAP),
     Mutant("netspec/launchers.py", "key = job.experiment.data.model_dump_json()", "key = job.experiment.data.source",
            "a sweep's points share the first point's dataset whatever their data settings", VAL_SIZE_SWEEP),
-    Mutant("netspec/export.py", "strides=list(layer.effective_stride),\n          pads=[ph, pw, ph, pw]",
-           "strides=list(layer.effective_stride),\n          pads=[ph, ph, pw, pw]", "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
+    Mutant("netspec/export.py", "pads=[ph, pw, ph, pw], **extra)", "pads=[ph, ph, pw, pw], **extra)",
+           "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
     # --- the cross-check's contract ----------------------------------------------------------------------
     Mutant("netspec/crosscheck.py", "isinstance(layer, (Dropout, Dropout2d))", "isinstance(layer, Dropout)",
            "cross-check leaves Dropout2d on (masks cannot match across backends)", CROSSCHECK),
