@@ -46,7 +46,8 @@ class FlaxBuiltinModel(JaxModel):
     the canonical ones, which timing does not need)."""
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
-        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS)
+        inputs = () if self.network.is_chain else tuple(n.inputs for n in self.network.nodes())
+        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS, inputs=inputs)
 
     def _set_weights(self, weights: Weights) -> None:
         shape = tuple(self.network.input_shape)
