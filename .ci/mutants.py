@@ -205,8 +205,8 @@ MUTANTS: list[Mutant] = [
            "bootstrap without its fixed generator: a report's intervals change from run to run", BOOTSTRAP),
     Mutant("netspec/launchers.py", "key = job.experiment.data.model_dump_json()", "key = job.experiment.data.source",
            "a sweep's points share the first point's dataset whatever their data settings", VAL_SIZE_SWEEP),
-    Mutant("netspec/export.py", "strides=list(layer.effective_stride),\n          pads=[ph, pw, ph, pw]",
-           "strides=list(layer.effective_stride),\n          pads=[ph, ph, pw, pw]", "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
+    Mutant("netspec/export.py", "pads=[ph, pw, ph, pw], **extra)", "pads=[ph, ph, pw, pw], **extra)",
+           "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
     # --- the cross-check's contract ----------------------------------------------------------------------
     Mutant("netspec/crosscheck.py", "isinstance(layer, (Dropout, Dropout2d))", "isinstance(layer, Dropout)",
            "cross-check leaves Dropout2d on (masks cannot match across backends)", CROSSCHECK),
@@ -265,6 +265,21 @@ MUTANTS += [
 
 # --- the training recipe (issue 23): schedules, augmentation, parameter groups, early stopping ------------
 SCHEDULES = ("tests/test_schedules.py",)
+GRAPH = ("tests/test_graph.py", "-k", "bad_graph")
+TORCH_GRAPHS = ("tests/test_torch_internals.py", "-k", "random_graphs")
+JAX_LAYER_HARNESS = ("tests/test_backend_contract.py", "-k", "jax and harness")
+MUTANTS += [
+    # --- the layer graph (issue 22) --------------------------------------------------------------------
+    Mutant("netspec/network.py", "dead = [n for n in nodes[:-1] if n.index not in used]", "dead: list[Node] = []",
+           "a dead branch (an output nothing takes) accepted", GRAPH),
+    Mutant("netspec/network.py", "        if target == index:\n", "        if target == index and False:\n",
+           "a layer naming itself as its input is not refused as such", GRAPH),
+    Mutant("backends/torch/layers.py", "        return torch.cat(xs, 1)", "        return torch.cat(xs[::-1], 1)",
+           "torch Concat joins its inputs in reverse order", TORCH_GRAPHS),
+    Mutant("backends/jax/builders.py", "jnp.concatenate(xs, axis=-1)", "jnp.concatenate(xs, axis=1)",
+           "jax Concat along H of NHWC data instead of the channels", JAX_LAYER_HARNESS),
+]
+
 AUGMENT = ("tests/test_augment.py",)
 PARAM_GROUPS = ("tests/test_param_groups.py",)
 RECIPE_TRAINER = ("tests/test_trainer_rules.py", "-k", "step or augmentation or early or flip")

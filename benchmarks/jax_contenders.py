@@ -64,7 +64,8 @@ class FlaxBuiltinModel(ThreefryDropoutModel):
     the canonical ones, which timing does not need)."""
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
-        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS)
+        inputs = () if self.network.is_chain else tuple(n.inputs for n in self.network.nodes())
+        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS, inputs=inputs)
 
     def _rules_tree(self, config: TrainConfig) -> Any:
         # Flax's own layers name their leaves their own way ('scale', 'mean'), so canonical names cannot be
