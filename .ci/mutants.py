@@ -64,6 +64,8 @@ VAL_SIZE_SWEEP = ("tests/test_sweep.py", OUTCOMES, "-k", "sweep")
 EXPORT_POOL = ("tests/test_export.py", OUTCOMES, "-k", "export or layer")
 CROSSCHECK_CONTRACT = ("tests/test_crosscheck_contract.py",)
 COMPILED = ("tests/test_compiled_vs_eager.py",)
+COMPILED_AND_JAX = ("tests/test_compiled_vs_eager.py", "tests/test_jax_internals.py")
+CROSSCHECK = ("tests/test_crosscheck_contract.py", "tests/test_crosscheck.py", "-k", "dropout or contract")
 
 MUTANTS: list[Mutant] = [
     # --- the trainer: the lab protocol and the seven figures ------------------------------------------
@@ -206,6 +208,10 @@ MUTANTS: list[Mutant] = [
     Mutant("netspec/export.py", "strides=list(layer.effective_stride),\n          pads=[ph, pw, ph, pw]",
            "strides=list(layer.effective_stride),\n          pads=[ph, ph, pw, pw]", "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
     # --- the cross-check's contract ----------------------------------------------------------------------
+    Mutant("netspec/crosscheck.py", "isinstance(layer, (Dropout, Dropout2d))", "isinstance(layer, Dropout)",
+           "cross-check leaves Dropout2d on (masks cannot match across backends)", CROSSCHECK),
+    Mutant("netspec/crosscheck.py", "LR_FACTORS = (1.0, 0.5)", "LR_FACTORS = (1.0, 1.0)",
+           "cross-check never changes the lr between train_steps calls", CROSSCHECK_CONTRACT),
     Mutant("netspec/crosscheck.py", "F64_RTOL = 1e-9", "F64_RTOL = 1e-6", "cross-check float64 pass tolerance loosened 1000x",
            CROSSCHECK_CONTRACT),
     Mutant("netspec/crosscheck.py", "F64_STEPS_RTOL = 1e-6", "F64_STEPS_RTOL = 1e-3",
@@ -235,6 +241,10 @@ MUTANTS: list[Mutant] = [
     Mutant("backends/torch/layers.py", "var = centred.square().mean(dims)",
            "var = centred.square().sum(dims) / (x.numel() // x.shape[1] - 1)",
            "compiled BatchNorm normalizes with the unbiased variance", COMPILED),
+    Mutant("backends/torch/model.py", "self._hashed_dropout = any(isinstance(m, Dropout) and m.p > 0 for m in self.module.modules())",
+           "self._hashed_dropout = False", "compiled torch steps hash every dropout mask from seed 0", COMPILED),
+    Mutant("backends/jax/model.py", "return TrainState(params, stats, opt_state, key), sums", "return TrainState(params, stats, opt_state, state.key), sums",
+           "jax steps never advance the dropout key: every step the same masks", COMPILED_AND_JAX),
     Mutant("backends/jax/model.py", "return jax.lax.cond(ok, step, lambda c: c, carry), None", "return step(carry), None",
            "a padded scan row runs as a real step", COMPILED),
     Mutant("backends/jax/model.py", "valid = np.arange(length) < count", "valid = np.ones(length, bool)",

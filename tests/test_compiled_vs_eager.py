@@ -5,11 +5,11 @@ against something that does not share its code:
 - torch's hashed dropout masks (backends/torch/layers.py, the masks of compiled and graphed steps):
   their keep rate within a binomial tolerance, kept values x / (1 - p) and dropped ones 0, masks of
   different seeds or layers independent (P(both kept) = keep^2);
-- torch's compiled (and stand-in graphed) steps through the model's protocol only: two dropout layers
-  of one shape in one step drop independently, each step of a call draws its own masks, and one step
-  equals torch.nn.functional's eager step with the mask that step used; with BatchNorm, compiled
-  steps equal torch.nn.functional's batch_norm and torch.optim.Adam in float64, running statistics
-  included;
+- torch's compiled (and stand-in graphed) steps and jax's scan, through the model's protocol only: two
+  dropout layers of one shape in one step drop independently, each step of a call draws its own
+  masks, and one step equals torch.nn.functional's eager step with the mask that step used; with
+  BatchNorm, torch's compiled steps equal torch.nn.functional's batch_norm and torch.optim.Adam in
+  float64, running statistics included;
 - jax's scan: a call whose last chunk is padded equals its steps made one call each (the padding rows
   change nothing: no step, no RNG draw).
 
@@ -107,6 +107,22 @@ def torch_model(network: ns.Network, graphed: bool, monkeypatch: pytest.MonkeyPa
     return model
 
 
+PATHS = [pytest.param("torch", "compiled", marks=needs_torch), pytest.param("torch", "graphed", marks=needs_torch),
+         pytest.param("jax", "scan", marks=needs_jax)]
+"""The steps a GPU runs by default: torch compiled, torch compiled and replayed from a (stand-in) CUDA
+graph, jax's jitted scan."""
+
+
+def fast_model(backend: str, path: str, network: ns.Network, monkeypatch: pytest.MonkeyPatch, precision: str = "float32",
+               lr: float = 1e-3, seed: int = 0):
+    """A model whose steps take `path` (PATHS), its optimizer set up."""
+    if backend == "torch":
+        return torch_model(network, path == "graphed", monkeypatch, precision, lr, seed)
+    model = load_backend(backend).compile(network, seed=seed, device="cpu", precision=precision, compiled="on")
+    model.setup_optimizer(ns.TrainConfig(lr=lr))
+    return model
+
+
 def rows_moved(before: ns.Weights, after: ns.Weights, name: str = "0.weight") -> np.ndarray:
     return np.any(after[name] != before[name], axis=1)
 
@@ -116,15 +132,14 @@ def one_example_data(features: int, n: int = 4, classes: int = 10) -> tuple[np.n
     return rng.uniform(0.5, 1.5, (n, features)).astype(np.float32), rng.integers(0, classes, n)
 
 
-@needs_torch
-@pytest.mark.parametrize("graphed", [False, True], ids=["compiled", "graphed"])
-def test_two_dropout_layers_of_one_shape_drop_independently_in_one_step(graphed: bool,
+@pytest.mark.parametrize("backend, path", PATHS[:2])  # jax: a key per module by flax's own design
+def test_two_dropout_layers_of_one_shape_drop_independently_in_one_step(backend: str, path: str,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Two Dropout(0.5) in a row: a unit reaches the loss when both keep it, with probability 1/4;
     the same mask in both layers would keep half."""
     network = ns.Network(input_shape=(16,), layers=[ns.Linear(out_features=WIDE, bias=False), ns.Dropout(p=0.5),
                                                     ns.Dropout(p=0.5), ns.Linear(out_features=10)])
-    model = torch_model(network, graphed, monkeypatch)
+    model = fast_model(backend, path, network, monkeypatch)
     data = model.to_device(*one_example_data(16))
     before = model.get_weights()
     model.train_steps(data, np.array([[0]]), 1e-3)
@@ -132,17 +147,15 @@ def test_two_dropout_layers_of_one_shape_drop_independently_in_one_step(graphed:
     assert within_binomial(moved.mean(), 0.25, WIDE), moved.mean()
 
 
-@needs_torch
-@pytest.mark.parametrize("graphed", [False, True], ids=["compiled", "graphed"])
-def test_each_step_of_a_call_draws_its_own_masks(graphed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend, path", PATHS)
+def test_each_step_of_a_call_draws_its_own_masks(backend: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Dropout(0.5), a call of two one-example steps: a row moves when either step kept its unit (Adam's
     momentum carries it on), 3/4 of them; the same mask in both steps would move half."""
     network = ns.Network(input_shape=(16,), layers=[ns.Linear(out_features=WIDE, bias=False), ns.Dropout(p=0.5),
                                                     ns.Linear(out_features=10)])
-    model = torch_model(network, graphed, monkeypatch)
+    model = fast_model(backend, path, network, monkeypatch)
     data = model.to_device(*one_example_data(16))
-    if graphed:
-        model.warmup(data, 1, 2)
+    model.warmup(data, 1, 2)
     before = model.get_weights()
     model.train_steps(data, np.array([[0], [0]]), 1e-3)
     moved = rows_moved(before, model.get_weights())
@@ -188,15 +201,16 @@ def functional_step(network: ns.Network, weights: ns.Weights, x: np.ndarray, y: 
     return total, {k: t.detach().numpy() for k, t in tensors.items()}
 
 
-@needs_torch
-@pytest.mark.parametrize("graphed", [False, True], ids=["compiled", "graphed"])
-def test_a_compiled_dropout_step_is_the_eager_step_with_its_mask(graphed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@needs_torch  # the reference
+@pytest.mark.parametrize("backend, path", PATHS)
+def test_a_compiled_dropout_step_is_the_eager_step_with_its_mask(backend: str, path: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """float64: the loss and every weight after one step equal the functional step with the mask the
     step used (read from the rows it moved), inverted dropout scaled by 1/(1-p) included."""
     p = 0.25
     network = ns.Network(input_shape=(5,), layers=[ns.Linear(out_features=64, bias=False), ns.Dropout(p=p),
                                                    ns.Linear(out_features=4)])
-    model = torch_model(network, graphed, monkeypatch, precision="float64", lr=2.0**-7, seed=4)
+    model = fast_model(backend, path, network, monkeypatch, precision="float64", lr=2.0**-7, seed=4)
     x, y = one_example_data(5, classes=4)
     data = model.to_device(x.astype(np.float64), y)
     before = model.get_weights()

@@ -90,10 +90,12 @@ def test_it_compares_every_tensor_after_the_pass_and_after_the_steps() -> None:
     assert {"1.running_mean", "1.running_var", "1.num_batches_tracked", "4.running_var"} <= statistics
     for tier in ("float64", "float32"):
         rows = [row for row in report.rows if row.tier == tier]
-        by_quantity = lambda quantity, rows=rows: {row.tensor for row in rows if row.quantity == quantity}
-        assert by_quantity("grad") == trainable
-        assert by_quantity("running stat") == statistics
-        assert by_quantity(f"after {STEPS} steps") == set(infos)
+        tensors: dict[str, set[str]] = {}
+        for row in rows:
+            tensors.setdefault(row.quantity, set()).add(row.tensor)
+        assert tensors["grad"] == trainable
+        assert tensors["running stat"] == statistics
+        assert tensors[f"after {STEPS} steps"] == set(infos)
         quantities = {row.quantity for row in rows}
         assert {"eval logits", "loss", "train logits", "evaluate loss", "evaluate acc", f"after {STEPS} steps loss sum",
                 f"after {STEPS} steps eval logits", f"after {STEPS} steps evaluate loss"} <= quantities
@@ -126,3 +128,48 @@ def test_float32_pass_tolerance_is_the_documented_one() -> None:
     failing = check(_OffBackend("pass", "4.running_var", scaled(10 * tolerance)), tiers=("float32",))
     assert not failing.ok
     assert check(_OffBackend("pass", "4.running_var", scaled(0.1 * tolerance)), tiers=("float32",)).ok
+
+
+class _FirstLrOnly:
+    """A model that keeps the first learning rate it is given (a compiled step that baked it in)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model, self._lr = model, None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def train_steps(self, data: Any, batches: np.ndarray, lr: float) -> tuple[float, float]:
+        self._lr = lr if self._lr is None else self._lr
+        return self._model.train_steps(data, batches, self._lr)
+
+
+class _FirstLrBackend(_OffBackend):
+    def __init__(self) -> None:
+        super().__init__("steps", "", lambda value: value)
+        self.name = "torch (keeps its first lr)"
+
+    def compile(self, *args: Any, **kwargs: Any) -> _FirstLrOnly:  # type: ignore[override]
+        return _FirstLrOnly(self._torch.compile(*args, **kwargs))
+
+
+def test_the_steps_change_the_learning_rate_between_calls() -> None:
+    """The trainer's schedule changes the lr between train_steps calls; a model that ignores the change
+    must fail the check."""
+    report = check(_FirstLrBackend())
+    assert not report.ok
+    assert any(row.quantity == f"after {STEPS} steps" and not row.ok for row in report.rows)
+
+
+def test_every_kind_of_dropout_is_off() -> None:
+    """Masks cannot match across frameworks: the check runs both kinds of dropout at p = 0, nothing else
+    changed."""
+    from netspec.crosscheck import without_dropout
+
+    network = ns.Network(input_shape=(2, 6, 6), layers=[
+        ns.Conv2d(out_channels=3, kernel_size=3), ns.Dropout2d(p=0.5), ns.Flatten(), ns.Dropout(p=0.3),
+        ns.Linear(out_features=4)])
+    off = without_dropout(network)
+    assert [getattr(layer, "p", None) for layer in off.layers] == [None, 0.0, None, 0.0, None]
+    assert [layer.type for layer in off.layers] == [layer.type for layer in network.layers]
+    assert off.shapes() == network.shapes()

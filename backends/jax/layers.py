@@ -28,12 +28,20 @@ class BatchNorm(nn.Module):
     momentum: float = 0.1
     """Weight of the new batch statistic (PyTorch's meaning; Flax's `momentum` is the old one's)."""
     eps: float = 1e-5
+    affine: bool = True
+    """A learnable scale and shift; False: constants 1 and 0, no variables (PyTorch's affine=False)."""
+    train_weight: bool = True
+    """False: the scale is a 'batch_stats' variable (kept, never trained), as a canonical buffer."""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c = x.shape[-1]
-        weight = self.param("weight", nn.initializers.ones, (c,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        if not self.affine:
+            weight, bias = jnp.ones((c,), jnp.float32), jnp.zeros((c,), jnp.float32)
+        else:
+            weight = (self.param("weight", nn.initializers.ones, (c,), jnp.float32) if self.train_weight
+                      else self.variable("batch_stats", "weight", jnp.ones, (c,), jnp.float32).value)
+            bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         running_mean = self.variable("batch_stats", "running_mean", jnp.zeros, (c,), jnp.float32)
         running_var = self.variable("batch_stats", "running_var", jnp.ones, (c,), jnp.float32)
         # int32: JAX keeps 64-bit integers off by default; the canonical dict holds it as int64.

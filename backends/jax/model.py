@@ -107,7 +107,8 @@ class JaxModel(ModelBase):
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
         """The Flax module run by every step (benchmarks swap in one of Flax's built-in layers)."""
-        return SpecNet(tuple(self.network.layers), precision, dtype)
+        inputs = () if self.network.is_chain else tuple(n.inputs for n in self.network.nodes())
+        return SpecNet(tuple(self.network.layers), precision, dtype, inputs=inputs)
 
     # ---- pure functions (traced by jax.jit; TRACES counts the traces) ----
 

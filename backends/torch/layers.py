@@ -9,6 +9,7 @@ import math
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -85,11 +86,20 @@ class BatchNorm(nn.Module):
     torch.nn.BatchNorm*d, so state_dict names are the canonical ones.
     """
 
-    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
+                 train_weight: bool = True) -> None:
         super().__init__()
         self.num_features, self.momentum, self.eps = num_features, momentum, eps
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
+        # affine=False: constant scale 1 and shift 0, kept out of the state_dict (PyTorch has none);
+        # train_weight=False: the scale is a buffer (in the state_dict, never trained: airbench's).
+        if affine and train_weight:
+            self.weight = nn.Parameter(torch.ones(num_features))
+        else:
+            self.register_buffer("weight", torch.ones(num_features), persistent=affine)
+        if affine:
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_buffer("bias", torch.zeros(num_features), persistent=False)
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
@@ -198,3 +208,79 @@ class Dropout(nn.Module):
             return x * uniform.lt_(keep).mul_(1.0 / keep)
         uniform = torch.rand(shape, generator=self.generator, device=x.device)  # float32 draws for bf16 data
         return x * uniform.lt_(keep).mul_(1.0 / keep).to(x.dtype)
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+
+class GlobalPool(nn.Module):
+    """(N, C, H, W) -> (N, C): the mean or the max over all positions (torch's adaptive pools to 1x1,
+    so a tie in the max sends its gradient where PyTorch's max pooling does)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = F.adaptive_avg_pool2d(x, 1) if self.mode == "avg" else F.adaptive_max_pool2d(x, 1)
+        return pooled.flatten(1)
+
+
+class Add(nn.Module):
+    """The element-wise sum of its inputs."""
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        out = xs[0] + xs[1]
+        for x in xs[2:]:
+            out = out + x
+        return out
+
+
+class Concat(nn.Module):
+    """Its inputs joined along dim 1 (channels of NCHW, features of (N, F))."""
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return torch.cat(xs, 1)
+
+
+class Graph(nn.Module):
+    """Layers that take the outputs their specs name: children "0", "1", ... (canonical state_dict
+    names), each with the indices of its inputs (-1: the network's input). An output is dropped after its
+    last use, so a graph holds no more activations than it needs."""
+
+    def __init__(self, modules: list[nn.Module], inputs: list[tuple[int, ...]]) -> None:
+        super().__init__()
+        for index, module in enumerate(modules):
+            self.add_module(str(index), module)
+        self.inputs = [tuple(i) for i in inputs]
+        last_use: dict[int, int] = {}
+        for index, names in enumerate(self.inputs):
+            for i in names:
+                last_use[i] = index
+        self.release = [tuple(i for i in set(names) if last_use[i] == index) for index, names in enumerate(self.inputs)]
+        """The outputs each layer is the last to read."""
+
+    def forward(self, x: Tensor, seed: Optional[Tensor] = None) -> Tensor:
+        """seed: the step's dropout seed for compiled and graphed steps (see Dropout.forward)."""
+        outputs: dict[int, Tensor] = {-1: x}
+        for index, module in enumerate(self.children()):
+            xs = [outputs[i] for i in self.inputs[index]]
+            if seed is not None and isinstance(module, Dropout):
+                out = module(xs[0], seed)
+            else:
+                out = module(*xs)
+            for i in self.release[index]:
+                del outputs[i]
+            outputs[index] = out
+        return outputs[len(self.inputs) - 1]

@@ -22,7 +22,7 @@ from netspec.params import Weights
 
 from . import recipe, step_graph
 from .builders import build_module
-from .layers import Dropout
+from .layers import Dropout, Graph
 
 
 COMPILE_BACKEND = os.environ.get("NETSPEC_TORCH_COMPILE_BACKEND", "inductor")
@@ -127,7 +127,11 @@ class TorchModel(ModelBase):
 
     def _layers(self, x: Tensor, seed: Optional[Tensor]) -> Tensor:
         """The module's forward pass, handing the step's seed to the hand-written Dropout layers."""
-        if seed is None or not isinstance(self.module, torch.nn.Sequential):
+        if seed is None:
+            return self.module(x)
+        if isinstance(self.module, Graph):
+            return self.module(x, seed)
+        if not isinstance(self.module, torch.nn.Sequential):
             return self.module(x)
         for layer in self.module:
             x = layer(x, seed) if isinstance(layer, Dropout) else layer(x)
