@@ -844,6 +844,8 @@ def untrusted_cases() -> list[Case]:
              setup=fifo(lambda w: w / "pipe.png")),
         Case("resume: a FIFO as checkpoint.npz", "hangs", [resumed], expect=0, finished=True, check=has_finished_run(),
              setup=chain(fifo(lambda w: run(w) / "checkpoint.npz"), lambda w: (run(w) / "metrics.json").unlink())),
+        Case("train: a FIFO among the tree's images", "hangs", [train("tiny.json", "--data-dir", "tree")],
+             setup=chain(tree_run, fifo(lambda w: w / "tree" / "train" / "c0" / "pipe.png"))),
         Case("--launcher ray --address 127.0.0.1:1", "hangs", [train("tiny.json", "--launcher", "ray", "--address", "127.0.0.1:1")],
              setup=tiny_, says=("--address 127.0.0.1:1",)),
         Case("--gpus-per-run 1000000 on a local Ray", "hangs", [train("tiny.json", "--launcher", "ray", "--gpus-per-run", "1000000")],

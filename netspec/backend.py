@@ -120,8 +120,8 @@ class Model(Protocol):
         """Everything training changes, as plain numpy arrays under canonical names (copies): the
         canonical weights, the optimizer's state once setup_optimizer ran (netspec.optimizer_state:
         'adam.exp_avg.<name>', 'adam.exp_avg_sq.<name>', 'adam.step'; 'adamw.*'; 'sgd.momentum_buffer.<name>'),
-        and the dropout RNG's state ('rng.dropout': the framework's own bytes or words, meaningful to
-        that backend only)."""
+        and the dropout stream ('rng.dropout': int64 [seed, step], the same for every backend, so a
+        state continues on another backend)."""
 
     def set_training_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore what get_training_state returned (call setup_optimizer first when it holds optimizer

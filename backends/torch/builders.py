@@ -53,11 +53,11 @@ def _relu(layer: spec.ReLU, site: Site) -> nn.Module:
 
 
 def _dropout(layer: spec.Dropout, site: Site) -> nn.Module:
-    return Dropout(layer.p)  # one draw per value
+    return Dropout(layer.p, layer=site.index)  # one draw per value
 
 
 def _dropout2d(layer: spec.Dropout2d, site: Site) -> nn.Module:
-    return Dropout(layer.p, broadcast_dims=(2, 3))  # NCHW: one draw per sample and channel
+    return Dropout(layer.p, broadcast_dims=(2, 3), layer=site.index)  # NCHW: one draw per sample and channel
 
 
 def _max_pool2d(layer: spec.MaxPool2d, site: Site) -> nn.Module:
