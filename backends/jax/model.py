@@ -333,11 +333,13 @@ class JaxModel(ModelBase):
             changes = np.flatnonzero(np.r_[True, lrs[1:] != lrs[:-1]]) if len(lrs) else []
             lr_at = {int(i): jax.device_put(np.asarray(lrs[i]), self._device) for i in changes}
             lr_device = None
+            # Iterating a device array slices it on the device; indexing it with a Python int would send the
+            # index from the host (a transfer per step).
             step_plans = jax.device_put(plans, self._device) if plans is not None else [None] * len(rows)
             step_keys = jax.device_put(keys, self._device)
-            for step, row in enumerate(jax.device_put(rows, self._device)):
+            for step, (row, key, plan) in enumerate(zip(jax.device_put(rows, self._device), step_keys, step_plans)):
                 lr_device = lr_at.get(step, lr_device)
-                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device, step_keys[step], step_plans[step])
+                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device, key, plan)
         return sums
 
     def _read_back(self, sums: jax.Array) -> tuple[float, float]:
