@@ -104,6 +104,9 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
     p.add_argument("--force", action="store_true", help="train again even if an identical finished run exists")
+    p.add_argument("--from", dest="source", metavar="RUN_DIR", help="continue that run's checkpoint (OUT/<name>/<backend>/"
+                   "<run-id>, any backend: its weights, optimizer, schedule, shuffle and dropout stream) to train.epochs, "
+                   "in a new run folder that records where it came from")
     _threads_option(p)
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
                    "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
@@ -134,6 +137,8 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     from .run_folder import check_output_root
     check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
+    if args.source is not None:
+        return _continue(args, overrides, backends)
     if _is_sweep(args.spec):
         from .sweep import run_sweep
         run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force,
@@ -146,6 +151,18 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     if len(jobs) > 1:
         from .launchers import jobs_table
         print(jobs_table(jobs, args.out))
+    return 0
+
+
+def _continue(args: argparse.Namespace, overrides: list[str], backends: list[Backend]) -> int:
+    """train --from RUN_DIR: one experiment on one backend, in this process."""
+    _experiment_only(args.spec, "train --from")
+    if len(backends) != 1 or args.seeds is not None or args.launcher == "ray":
+        raise SpecError("--from continues one run: give one --backend, and no --seeds or --launcher ray")
+    from .experiment import Experiment
+    from .training_run import run_experiment
+    run_experiment(Experiment.load(args.spec, overrides), backends[0], out_root=args.out, device=args.device, force=args.force,
+                   tensorboard=args.tensorboard, source=args.source)
     return 0
 
 

@@ -45,8 +45,8 @@ DROPOUT_RNG = "rng.dropout"
 (netspec.optimizer_state names it: 'adam.exp_avg.<name>', 'sgd.momentum_buffer.<name>', ...). It holds
 int64 [seed, step], framework-neutral (counter_hash's masks of a step are a function of these two), so
 a state of one backend continues on the other."""
-OLD_RNG = ("holds a framework's own RNG bytes (a checkpoint of netspec before the shared dropout stream); "
-           "it cannot continue with the same masks: train the run again from the start (--force)")
+OLD_RNG = ("holds a framework's own RNG bytes (a checkpoint of netspec before the shared dropout stream), "
+           "which no backend continues with the same masks")
 
 
 def check_stream(rng: Any) -> tuple[int, int]:
