@@ -334,10 +334,11 @@ class JaxModel(ModelBase):
             lr_at = {int(i): jax.device_put(np.asarray(lrs[i]), self._device) for i in changes}
             lr_device = None
             step_plans = jax.device_put(plans, self._device) if plans is not None else [None] * len(rows)
-            step_keys = jax.device_put(keys, self._device)
-            for step, row in enumerate(jax.device_put(rows, self._device)):
+            # Iterated, never indexed by a Python int: an index would be a host-to-device transfer per step.
+            per_step = zip(jax.device_put(rows, self._device), jax.device_put(keys, self._device), step_plans)
+            for step, (row, key, plan) in enumerate(per_step):
                 lr_device = lr_at.get(step, lr_device)
-                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device, step_keys[step], step_plans[step])
+                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device, key, plan)
         return sums
 
     def _read_back(self, sums: jax.Array) -> tuple[float, float]:
