@@ -190,3 +190,23 @@ def test_netspec_evaluate_uses_the_runs_flip_tta_as_training_did() -> None:
     log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
     loss, acc = model.evaluate(model.to_device(x, y), 4, flip=True)
     assert -log_p[np.arange(11), y].mean() == pytest.approx(loss, rel=1e-12) and np.mean(logits.argmax(1) == y) == acc
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="needs jax")
+@pytest.mark.parametrize("compiled", ["on", "off"])
+def test_jax_recipe_steps_make_no_transfer_but_their_explicit_ones(compiled: str) -> None:
+    """Per-step lrs and augmentation draws go to the device once per call, never per step (jax's
+    transfer guard refuses any implicit host-to-device copy)."""
+    import jax
+
+    from netspec.augment import packed
+
+    exp = experiment("sgd-nesterov-groups-smoothing-augment")
+    x, y, rows = data()
+    model = load_backend("jax").compile(NET, init_weights(NET, 0), seed=0, device="cpu", compiled=compiled)
+    model.setup_optimizer(exp.train)
+    d = model.to_device(x, y)
+    lrs = learning_rates(np.arange(STEPS), STEPS // 2, exp.train)
+    with jax.transfer_guard("disallow"):
+        sums = model._run_steps(d, rows, lrs, packed(batch_draws(exp.train.augment, 0, 1, rows, 8, 8)))
+    assert np.isfinite(np.asarray(sums)).all()

@@ -333,10 +333,11 @@ class JaxModel(ModelBase):
             changes = np.flatnonzero(np.r_[True, lrs[1:] != lrs[:-1]]) if len(lrs) else []
             lr_at = {int(i): jax.device_put(np.asarray(lrs[i]), self._device) for i in changes}
             lr_device = None
+            # Iterating a device array slices it on the device; indexing it with a Python int would send the
+            # index from the host (a transfer per step).
             step_plans = jax.device_put(plans, self._device) if plans is not None else [None] * len(rows)
-            # Iterated, never indexed by a Python int: an index would be a host-to-device transfer per step.
-            per_step = zip(jax.device_put(rows, self._device), jax.device_put(keys, self._device), step_plans)
-            for step, (row, key, plan) in enumerate(per_step):
+            step_keys = jax.device_put(keys, self._device)
+            for step, (row, key, plan) in enumerate(zip(jax.device_put(rows, self._device), step_keys, step_plans)):
                 lr_device = lr_at.get(step, lr_device)
                 self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device, key, plan)
         return sums
