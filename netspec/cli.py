@@ -184,10 +184,12 @@ def _summary(args: argparse.Namespace) -> int:
 
 def cmd_crosscheck(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} crosscheck", description="Compare two backends on a network, number "
-                                "by number (same weights, dropout off); exit 1 if a difference exceeds its tolerance.")
+                                "by number (same weights, the same dropout masks); exit 1 if a difference exceeds its tolerance.")
     _spec_options(p)
     p.add_argument("--backend", help="the reference backend and the one checked against it (default: the first two "
                    "registered, torch,jax)")
+    p.add_argument("--steps", type=int, nargs="?", const=20, metavar="N", help="trajectory mode: train both backends N "
+                   "steps (default 20) from the same state in float64, dropout on, and print each step's largest difference")
     return _crosscheck(p.parse_args(argv))
 
 
@@ -200,6 +202,12 @@ def _crosscheck(args: argparse.Namespace) -> int:
     pair = _backends(args.backend or ",".join(backend_names()[:2]))
     if len(pair) != 2 or pair[0].name == pair[1].name:
         raise SpecError(f"crosscheck compares two different backends, got --backend {args.backend!r}; e.g. torch,jax")
+    if getattr(args, "steps", None) is not None:
+        from .trajectory import run_trajectory
+        trajectory = run_trajectory(experiment.network, pair[0], pair[1], seed=experiment.train.seed, steps=args.steps,
+                                    train_config=experiment.train)
+        print(trajectory.table())
+        return 0 if trajectory.ok else 1
     report = run_crosscheck(experiment.network, pair[0], pair[1], seed=experiment.train.seed, train_config=experiment.train)
     print(report.table())
     if not report.ok:
