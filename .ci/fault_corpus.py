@@ -293,7 +293,7 @@ SPEC_BOUNDS = [
     "network.layers.0.out_channels=true", "network.layers.0.out_channels=100000000", "network.layers.0.bias=1",
     "network.input_shape=[3,32,true]", "network.layers.0.kernel_size=[5]", "network.layers.0.stride=0",
     "network.layers.0.padding=-1", "network.layers.0.kernel_size=40", "network.layers.9.type=\"Linear\"",
-    "train.optimizer.type=\"sgd\"", "data.split=\"random\"", "data.normalize=\"none\"", "version=2",
+    "train.optimizer.type=\"lbfgs\"", "data.split=\"random\"", "data.normalize=\"none\"", "version=2",
 ]
 NAMES = ["../../specs/mlp", "a/b", "..", ".hidden", "a\\\\b", "", "x" * 101, "a b", "/etc/x", "~/x", "a\\u0000b"]
 
@@ -800,7 +800,7 @@ def untrusted_cases() -> list[Case]:
              setup=chain(lambda w: shutil.copy(run(w) / "checkpoint.npz", w / "ck.npz"), link_in_run("best_weights.npz", unfinish=True),
                          lambda w: link(run(w) / "checkpoint.npz", w / "ck.npz"))),
         Case("the run's lock file is a link", "links", [train("tiny.json")], expect=0, finished=True,
-             setup=lambda w: link(run(w).with_name(run(w).name + ".lock"), victim(w, "lock"))),
+             setup=lambda w: link(w / "out" / ".locks" / "tiny" / "torch" / f"{run(w).name}.lock", victim(w, "lock"))),
         Case("--tensorboard: tensorboard/ is a link", "links", [train("tiny.json", "--tensorboard", "--set", "train.lr=0.02")],
              setup=chain(tiny_, dir_link(lambda w: run_dir_of(w, "train.lr=0.02") / "tensorboard")), says=("symbolic link",)),
         Case("sweep: out/sweeps is a link", "links", [train("sw.json")], setup=chain(tiny_, sweep("sw"), dir_link(lambda w: w / "out" / "sweeps"))),
@@ -844,6 +844,8 @@ def untrusted_cases() -> list[Case]:
              setup=fifo(lambda w: w / "pipe.png")),
         Case("resume: a FIFO as checkpoint.npz", "hangs", [resumed], expect=0, finished=True, check=has_finished_run(),
              setup=chain(fifo(lambda w: run(w) / "checkpoint.npz"), lambda w: (run(w) / "metrics.json").unlink())),
+        Case("train: a FIFO among the tree's images", "hangs", [train("tiny.json", "--data-dir", "tree")],
+             setup=chain(tree_run, fifo(lambda w: w / "tree" / "train" / "c0" / "pipe.png"))),
         Case("--launcher ray --address 127.0.0.1:1", "hangs", [train("tiny.json", "--launcher", "ray", "--address", "127.0.0.1:1")],
              setup=tiny_, says=("--address 127.0.0.1:1",)),
         Case("--gpus-per-run 1000000 on a local Ray", "hangs", [train("tiny.json", "--launcher", "ray", "--gpus-per-run", "1000000")],

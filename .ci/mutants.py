@@ -146,16 +146,16 @@ MUTANTS: list[Mutant] = [
     Mutant("backends/torch/layers.py", "alpha=m * n / (n - 1))", "alpha=m)", "torch BatchNorm running_var biased", TORCH_LAYERS),
     Mutant("backends/torch/layers.py", "self.running_mean.mul_(1.0 - m).add_(mean, alpha=m)",
            "self.running_mean.mul_(m).add_(mean, alpha=1.0 - m)", "torch BatchNorm momentum in Flax's meaning", TORCH_LAYERS),
-    # the eager (generator) path for float32 data, which the CPU tests run; the text recurs for bf16 data
-    Mutant("backends/torch/layers.py", "dtype=x.dtype)\n            return x * uniform.lt_(keep).mul_(1.0 / keep)",
-           "dtype=x.dtype)\n            return x * uniform.lt_(keep)", "torch dropout not rescaled by 1/(1-p)", TORCH_LAYERS),
-    Mutant("backends/torch/layers.py", "dtype=x.dtype)\n            return x * uniform.lt_(keep).mul_(1.0 / keep)",
-           "dtype=x.dtype)\n            return x * uniform.lt_(self.p).mul_(1.0 / keep)", "torch dropout keeps with probability p", TORCH_LAYERS),
-    Mutant("backends/torch/builders.py", "Dropout(layer.p, broadcast_dims=(2, 3))", "Dropout(layer.p, broadcast_dims=(0, 2, 3))",
+    Mutant("backends/torch/layers.py", ".mul_(1.0 / (1.0 - self.p))", ".mul_(1.0)", "torch dropout not rescaled by 1/(1-p)",
+           TORCH_LAYERS),
+    Mutant("backends/torch/layers.py", "return h.bitwise_xor_(_SIGN) < keep_threshold(p) + _SIGN",
+           "return h.bitwise_xor_(_SIGN) < keep_threshold(1.0 - p) + _SIGN", "torch dropout keeps with probability p", TORCH_LAYERS),
+    Mutant("backends/torch/builders.py", "Dropout(layer.p, broadcast_dims=(2, 3), layer=site.index)",
+           "Dropout(layer.p, broadcast_dims=(0, 2, 3), layer=site.index)",
            "torch Dropout2d one mask for the whole batch", TORCH_LAYERS),
     # --- torch's CUDA-graphed steps (a graph replays fixed addresses and the values they hold) ---------
-    Mutant("backends/torch/step_graph.py", "        self.seed.copy_(seed)\n", "",
-           "graph replays keep the captured dropout seed", STEP_GRAPH),
+    Mutant("backends/torch/step_graph.py", "        self.keys.copy_(keys)\n", "",
+           "graph replays keep the captured dropout keys", STEP_GRAPH),
     Mutant("backends/torch/model.py", 'group["lr"].copy_(table[step, g])', 'group["lr"] = table[step, g].clone()',
            "a new learning rate replaces the tensor the graph reads", STEP_GRAPH),
     Mutant("backends/torch/recipe.py", "            if state:\n", "            if False:\n",
@@ -205,8 +205,8 @@ MUTANTS: list[Mutant] = [
            "bootstrap without its fixed generator: a report's intervals change from run to run", BOOTSTRAP),
     Mutant("netspec/launchers.py", "key = job.experiment.data.model_dump_json()", "key = job.experiment.data.source",
            "a sweep's points share the first point's dataset whatever their data settings", VAL_SIZE_SWEEP),
-    Mutant("netspec/export.py", "strides=list(layer.effective_stride),\n          pads=[ph, pw, ph, pw]",
-           "strides=list(layer.effective_stride),\n          pads=[ph, ph, pw, pw]", "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
+    Mutant("netspec/export.py", "pads=[ph, pw, ph, pw], **extra)", "pads=[ph, ph, pw, pw], **extra)",
+           "ONNX MaxPool pads in the wrong order", EXPORT_POOL),
     # --- the cross-check's contract ----------------------------------------------------------------------
     Mutant("netspec/crosscheck.py", "isinstance(layer, (Dropout, Dropout2d))", "isinstance(layer, Dropout)",
            "cross-check leaves Dropout2d on (masks cannot match across backends)", CROSSCHECK),
@@ -226,18 +226,8 @@ MUTANTS: list[Mutant] = [
            '    tier.weights("running stat", other.get_weights(), w_ref, _scales(w_ref), [n for n in w_ref if n.endswith("_var")])',
            "cross-check compares only running variances after the first pass", CROSSCHECK_CONTRACT),
     # --- compiled and graphed paths against eager references (the GPU default) ------------------------
-    Mutant("backends/torch/layers.py", "x * (1.0 / keep), 0.0)", "x, 0.0)", "hashed dropout mask not rescaled by 1/(1-p)",
-           COMPILED),
-    Mutant("backends/torch/layers.py", "return h < int(keep * 2.0**32)", "return h < int((1.0 - keep) * 2.0**32)",
-           "hashed dropout mask keeps with probability p", COMPILED),
-    Mutant("backends/torch/layers.py", "s = _mix32((seed + salt * 0x61C88647) & _M32)", "s = _mix32(seed & _M32)",
-           "hashed dropout mask ignores the layer's salt: layers of one shape share masks", COMPILED),
-    Mutant("backends/torch/model.py", "layer.generator, layer.salt = self.generator, index",
-           "layer.generator, layer.salt = self.generator, 0", "two dropout layers of one shape draw the same hashed mask",
-           COMPILED),
-    Mutant("backends/torch/model.py", "seed = seeds[step] if seeds is not None else None",
-           "seed = seeds[0] if seeds is not None else None", "every step of a compiled call reuses the first step's masks",
-           COMPILED),
+    Mutant("backends/torch/model.py", "graph.run(index, keys[step])", "graph.run(index, keys[0])",
+           "every step of a graphed call reuses the first step's masks", COMPILED),
     Mutant("backends/torch/layers.py", "var = centred.square().mean(dims)",
            "var = centred.square().sum(dims) / (x.numel() // x.shape[1] - 1)",
            "compiled BatchNorm normalizes with the unbiased variance", COMPILED),
@@ -251,8 +241,45 @@ MUTANTS: list[Mutant] = [
            "a scan's padding rows marked valid", COMPILED),
 ]
 
+# --- one dropout stream for both backends (issue 24) --------------------------------------------------------
+STREAM = ("tests/test_dropout_stream.py",)
+MUTANTS += [
+    Mutant("backends/torch/layers.py", "keys[self.layer], self.p, cached[1:])", "keys[0], self.p, cached[1:])",
+           "eager dropout layers all take layer 0's key (stream)", STREAM),
+    Mutant("netspec/counter_hash.py", "return min(int((1.0 - p) * 2.0**32), 2**32 - 1)", "return min(int((1.0 - p) * 2.0**32) + 2**20, 2**32 - 1)",
+           "keep threshold off by 2**20 (stream)", STREAM),
+    Mutant("backends/torch/layers.py", "for shift, multiplier in ((16, _MULTIPLIERS[0]), (13, _MULTIPLIERS[1]), (16, None)):",
+           "for shift, multiplier in ((16, _MULTIPLIERS[0]), (15, _MULTIPLIERS[1]), (16, None)):",
+           "torch fmix32 shifts by 15, not 13 (stream)", STREAM),
+    Mutant("backends/torch/layers.py", "h.bitwise_xor_(scratch.bitwise_and_((1 << (32 - shift)) - 1))", "h.bitwise_xor_(scratch)",
+           "torch's right shifts left arithmetic (sign bits leak into the hash) (stream)", STREAM),
+    Mutant("backends/jax/layers.py", "strides = [strides[0], strides[2], strides[3], strides[1]]", "strides = strides",
+           "jax numbers NHWC positions in its own layout, not PyTorch's (stream)", STREAM),
+    Mutant("backends/jax/model.py", "self.dropout_keys(1, advance=False)[0])", "self.dropout_keys(1)[0])",
+           "jax's loss_and_grads advances the dropout stream (stream)", STREAM),
+    Mutant("netspec/model_base.py", "            self.stream = (seed, step + steps)", "            self.stream = (seed, step + 1)",
+           "a call of several steps advances the stream by one (stream)", STREAM),
+    Mutant("netspec/model_base.py", "    if rng.shape != (2,) or rng.dtype != np.int64:", "    if rng.shape != (2,):",
+           "a threefry key read back as (seed, step) (stream)", STREAM),
+]
+
 # --- the training recipe (issue 23): schedules, augmentation, parameter groups, early stopping ------------
 SCHEDULES = ("tests/test_schedules.py",)
+GRAPH = ("tests/test_graph.py", "-k", "bad_graph")
+TORCH_GRAPHS = ("tests/test_torch_internals.py", "-k", "random_graphs")
+JAX_LAYER_HARNESS = ("tests/test_backend_contract.py", "-k", "jax and harness")
+MUTANTS += [
+    # --- the layer graph (issue 22) --------------------------------------------------------------------
+    Mutant("netspec/network.py", "dead = [n for n in nodes[:-1] if n.index not in used]", "dead: list[Node] = []",
+           "a dead branch (an output nothing takes) accepted", GRAPH),
+    Mutant("netspec/network.py", "        if target == index:\n", "        if target == index and False:\n",
+           "a layer naming itself as its input is not refused as such", GRAPH),
+    Mutant("backends/torch/layers.py", "        return torch.cat(xs, 1)", "        return torch.cat(xs[::-1], 1)",
+           "torch Concat joins its inputs in reverse order", TORCH_GRAPHS),
+    Mutant("backends/jax/builders.py", "jnp.concatenate(xs, axis=-1)", "jnp.concatenate(xs, axis=1)",
+           "jax Concat along H of NHWC data instead of the channels", JAX_LAYER_HARNESS),
+]
+
 AUGMENT = ("tests/test_augment.py",)
 PARAM_GROUPS = ("tests/test_param_groups.py",)
 RECIPE_TRAINER = ("tests/test_trainer_rules.py", "-k", "step or augmentation or early or flip")
@@ -429,3 +456,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

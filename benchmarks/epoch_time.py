@@ -65,7 +65,12 @@ def networks(tiny: bool) -> dict[str, tuple[Network, int]]:
                                                 and l is not mlp.layers[-1] else l for l in mlp.layers]})
         cnn = cnn.model_copy(update={"layers": [l.model_copy(update={"out_channels": 4}) if isinstance(l, spec.Conv2d) else l
                                                 for l in cnn.layers]})
+    resnet9 = Experiment.load(SPECS / "resnet9.json").network
+    if tiny:  # ResNet-9's graph, an eighth of its channels
+        resnet9 = resnet9.model_copy(update={"layers": [l.model_copy(update={"out_channels": l.out_channels // 8})
+                                                        if isinstance(l, spec.Conv2d) else l for l in resnet9.layers]})
     return {"mlp": (mlp, 500 if not tiny else 25), "cnn": (cnn, 100 if not tiny else 25),
+            "resnet9": (resnet9, 512 if not tiny else 32),
             "cnn+dropout": (_with_dropout(cnn, spec.Dropout(p=0.5)), 100 if not tiny else 25),
             "cnn+dropout2d": (_with_dropout(cnn, spec.Dropout2d(p=0.5)), 100 if not tiny else 25)}
 
@@ -312,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-size", type=int, default=None, help="synthetic training images (default 40,000; --tiny 100)")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per configuration (round-robin)")
     parser.add_argument("--budget-s", type=float, default=600.0, help="stop preparing at 70%% of it, timing at 100%%")
-    parser.add_argument("--nets", default=None, help="comma list of mlp, cnn, cnn+dropout, cnn+dropout2d")
+    parser.add_argument("--nets", default=None, help="comma list of mlp, cnn, cnn+dropout, cnn+dropout2d, resnet9")
     parser.add_argument("--backends", default=None, help="comma list of torch, jax")
     parser.add_argument("--precisions", default=None, help="comma list of float32, tf32, bf16")
     parser.add_argument("--modes", default=None, help="comma list of compiled, eager")

@@ -19,6 +19,8 @@ from backends.jax.builders import JaxSite, LayerFn, SpecNet
 from backends.jax.backend import device_words, resolve_device
 from backends.jax.model import JaxModel
 from netspec import layers as spec
+from netspec.experiment import TrainConfig
+from netspec.param_groups import tensor_rules
 from netspec.params import Weights
 
 Epoch = Callable[[np.ndarray], object]
@@ -41,12 +43,38 @@ FLAX_BUILTINS = ((spec.BatchNorm, _flax_batch_norm), (spec.Dropout, _flax_dropou
 """flax.linen's own BatchNorm and Dropout, as SpecNet overrides (a reference: never in the backend)."""
 
 
-class FlaxBuiltinModel(JaxModel):
+class ThreefryDropoutModel(JaxModel):
+    """JaxModel with flax.linen's own Dropout (jax.random.bernoulli on a threefry key, the backend's masks
+    before issue 24): the key made from the step's key of the first layer, so it is still a pure
+    function of the dropout stream."""
+
+    def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
+        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS[1:])
+
+    def _run(self, params: Any, stats: Any, x: jax.Array, train: bool, keys: Optional[jax.Array]) -> tuple[jax.Array, Any]:
+        if not train:
+            return super()._run(params, stats, x, train, keys)
+        rngs = {"dropout": jax.random.key(keys[0])}
+        logits, updated = self._module.apply({"params": params, "batch_stats": stats}, x, True, rngs=rngs, mutable=["batch_stats"])
+        return logits.astype(x.dtype), updated.get("batch_stats", stats)
+
+
+class FlaxBuiltinModel(ThreefryDropoutModel):
     """JaxModel's loop around the network with FLAX_BUILTINS; its variables come from Flax's init (names differ from
     the canonical ones, which timing does not need)."""
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
-        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS)
+        inputs = () if self.network.is_chain else tuple(n.inputs for n in self.network.nodes())
+        return SpecNet(tuple(self.network.layers), precision, dtype, overrides=FLAX_BUILTINS, inputs=inputs)
+
+    def _rules_tree(self, config: TrainConfig) -> Any:
+        # Flax's own layers name their leaves their own way ('scale', 'mean'), so canonical names cannot be
+        # looked up; the benchmark times one rule for every tensor (the lab's Adam).
+        rules = set(tensor_rules(self.network, config).values())
+        if len(rules) != 1:
+            raise ValueError("the Flax built-in contender times optimizers with one rule for every tensor")
+        rule = rules.pop()
+        return jax.tree.map(lambda _: rule, self._state.params)
 
     def _set_weights(self, weights: Weights) -> None:
         shape = tuple(self.network.input_shape)

@@ -10,13 +10,15 @@ Nothing here imports torch or jax; backends live in `backends` and are loaded on
 from .backend import backend_names, load_backend
 from .errors import DataError, NetspecError, SetupError, SpecError
 from .experiment import AdamConfig, DataConfig, Experiment, TrainConfig, load
-from .layers import LAYER_TYPES, BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, Layer, Linear, MaxPool2d, ReLU
+from .layers import (CELU, GELU, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten,
+                     GlobalPool, Identity, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, Tanh)
 from .network import Network
 from .params import Weights, check_weights, init_weights, load_weights, save_weights
 from .version import __version__
 
 __all__ = [
     "__version__",
+    "Add", "AvgPool2d", "CELU", "Concat", "GELU", "GlobalPool", "Identity", "LeakyReLU", "Scale", "Sigmoid", "Tanh",
     "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "DataError", "Dropout", "Dropout2d", "Experiment", "Flatten",
     "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "NetspecError", "Network", "ReLU", "SetupError", "SpecError",
     "TrainConfig", "Weights", "backend_names", "check_weights", "init_weights", "load", "load_backend", "load_weights",

@@ -111,16 +111,20 @@ class Model(Protocol):
         [0, classes). Bad shapes or labels raise ValueError."""
 
     def setup_optimizer(self, config: TrainConfig) -> None:
-        """Create fresh optimizer state (Adam with config's betas/eps) for the current parameters."""
+        """Create fresh optimizer state for the current parameters: config.optimizer (adam, adamw or sgd,
+        PyTorch's definitions) with config.param_groups' per-tensor weight decay and lr multipliers, and
+        config.label_smoothing and config.augment for the training steps (netspec.param_groups,
+        netspec.augment)."""
 
     def get_training_state(self) -> dict[str, np.ndarray]:
         """Everything training changes, as plain numpy arrays under canonical names (copies): the
-        canonical weights, Adam's moments and step once setup_optimizer ran ('adam.exp_avg.<name>',
-        'adam.exp_avg_sq.<name>', 'adam.step'), and the dropout RNG's state ('rng.dropout': the
-        framework's own bytes or words, meaningful to that backend only)."""
+        canonical weights, the optimizer's state once setup_optimizer ran (netspec.optimizer_state:
+        'adam.exp_avg.<name>', 'adam.exp_avg_sq.<name>', 'adam.step'; 'adamw.*'; 'sgd.momentum_buffer.<name>'),
+        and the dropout stream ('rng.dropout': int64 [seed, step], the same for every backend, so a
+        state continues on another backend)."""
 
     def set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what get_training_state returned (call setup_optimizer first when it holds Adam
+        """Restore what get_training_state returned (call setup_optimizer first when it holds optimizer
         state): training on from here is bit-identical to training on without the round trip."""
 
     def warmup(self, data: DeviceData, batch_size: int, rows: int = 1) -> None:
@@ -129,15 +133,19 @@ class Model(Protocol):
         compile_seconds, so epoch times never include compilation. Nothing for an eager model, or
         before setup_optimizer."""
 
-    def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | np.ndarray) -> tuple[float, float]:
+    def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | np.ndarray,
+                    augment: Optional[Any] = None) -> tuple[float, float]:
         """One optimizer step per row of `batches` (int indices into `data`, shape (steps, batch_size)),
-        at learning rate `lr` (a number, or one per step). Returns the sums over those steps of the
-        batch mean loss and of the batch accuracy, read back once at the end (no host synchronisation
-        per step). Changing `lr` must not recompile."""
+        at learning rate `lr` (a number, or one per step), on the images augmented by `augment`
+        (netspec.augment.Draws of the shape of `batches`, applied on the device bit-identically to
+        netspec.augment's reference) when given. Returns the sums over those steps of the batch mean
+        loss and of the batch accuracy, read back once at the end (no host synchronisation per step).
+        Changing `lr` or the draws must not recompile."""
 
-    def evaluate(self, data: DeviceData, batch_size: int) -> tuple[float, float]:
+    def evaluate(self, data: DeviceData, batch_size: int, flip: bool = False) -> tuple[float, float]:
         """Eval-mode mean loss and accuracy over the whole split, in batches of `batch_size`
-        (any split size: the last batch may be short)."""
+        (any split size: the last batch may be short); flip: on the mean of the logits of each image
+        and its horizontal mirror image (flip test-time augmentation)."""
 
 
 class Backend(Protocol):

@@ -104,6 +104,9 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
     p.add_argument("--force", action="store_true", help="train again even if an identical finished run exists")
+    p.add_argument("--from", dest="source", metavar="RUN_DIR", help="continue that run's checkpoint (OUT/<name>/<backend>/"
+                   "<run-id>, any backend: its weights, optimizer, schedule, shuffle and dropout stream) to train.epochs, "
+                   "in a new run folder that records where it came from")
     _threads_option(p)
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
                    "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
@@ -134,6 +137,8 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     from .run_folder import check_output_root
     check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
+    if args.source is not None:
+        return _continue(args, overrides, backends)
     if _is_sweep(args.spec):
         from .sweep import run_sweep
         run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force,
@@ -146,6 +151,18 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     if len(jobs) > 1:
         from .launchers import jobs_table
         print(jobs_table(jobs, args.out))
+    return 0
+
+
+def _continue(args: argparse.Namespace, overrides: list[str], backends: list[Backend]) -> int:
+    """train --from RUN_DIR: one experiment on one backend, in this process."""
+    _experiment_only(args.spec, "train --from")
+    if len(backends) != 1 or args.seeds is not None or args.launcher == "ray":
+        raise SpecError("--from continues one run: give one --backend, and no --seeds or --launcher ray")
+    from .experiment import Experiment
+    from .training_run import run_experiment
+    run_experiment(Experiment.load(args.spec, overrides), backends[0], out_root=args.out, device=args.device, force=args.force,
+                   tensorboard=args.tensorboard, source=args.source)
     return 0
 
 
@@ -167,10 +184,12 @@ def _summary(args: argparse.Namespace) -> int:
 
 def cmd_crosscheck(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} crosscheck", description="Compare two backends on a network, number "
-                                "by number (same weights, dropout off); exit 1 if a difference exceeds its tolerance.")
+                                "by number (same weights, the same dropout masks); exit 1 if a difference exceeds its tolerance.")
     _spec_options(p)
     p.add_argument("--backend", help="the reference backend and the one checked against it (default: the first two "
                    "registered, torch,jax)")
+    p.add_argument("--steps", type=int, nargs="?", const=20, metavar="N", help="trajectory mode: train both backends N "
+                   "steps (default 20) from the same state in float64, dropout on, and print each step's largest difference")
     return _crosscheck(p.parse_args(argv))
 
 
@@ -183,6 +202,12 @@ def _crosscheck(args: argparse.Namespace) -> int:
     pair = _backends(args.backend or ",".join(backend_names()[:2]))
     if len(pair) != 2 or pair[0].name == pair[1].name:
         raise SpecError(f"crosscheck compares two different backends, got --backend {args.backend!r}; e.g. torch,jax")
+    if getattr(args, "steps", None) is not None:
+        from .trajectory import run_trajectory
+        trajectory = run_trajectory(experiment.network, pair[0], pair[1], seed=experiment.train.seed, steps=args.steps,
+                                    train_config=experiment.train)
+        print(trajectory.table())
+        return 0 if trajectory.ok else 1
     report = run_crosscheck(experiment.network, pair[0], pair[1], seed=experiment.train.seed, train_config=experiment.train)
     print(report.table())
     if not report.ok:

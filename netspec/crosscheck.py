@@ -1,5 +1,6 @@
 """Cross-backend check (docs/design.md, "The cross-check"): the same network, canonical weights and batches in two
-backends, dropout off, compared tensor by tensor in two tiers. The float64 tier is asserted: one pass
+backends, dropout on (both draw the same masks, netspec.counter_hash; each mask is checked against the
+numpy reference first, netspec.trajectory.mask_rows), compared tensor by tensor in two tiers. The float64 tier is asserted: one pass
 (eval and train logits, loss, every gradient, the running statistics it leaves, then evaluate() over
 a split whose last batch is short) within F64_RTOL, then the trainer's optimizer path
 (setup_optimizer, train_steps at two learning rates) for `steps` free-running Adam steps: every
@@ -235,7 +236,7 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
                    steps: int = 10, train_config: Optional[TrainConfig] = None,
                    tiers: tuple[str, ...] = tuple(TIERS)) -> CrosscheckReport:
     """Compare `other` against `reference` (backend objects, e.g. `load_backend("jax")`) on `network`
-    (dropout off) from the canonical weights of `seed`, on synthetic batches of `batch_size`, then
+    (dropout on, masks checked first) from the canonical weights of `seed`, on synthetic batches of `batch_size`, then
     over `steps` Adam steps with train_config's optimizer and lr (its batch size is not used)."""
     backends = (reference, other)
 
@@ -243,7 +244,9 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
         raise SpecError(f"the cross-check needs flat logits (classes,), but the network outputs {network.output_shape}; end it with a Linear")
     check_trainable(network)
     config = train_config or TrainConfig()
-    net = without_dropout(network)
+    from .trajectory import dropout_layers, mask_rows
+
+    net = network  # dropout on: both backends draw the same masks
     weights = init_weights(net, seed)
     rng = np.random.default_rng(seed)
     x_all, y_all = synthetic_batch(net, 3 * batch_size + 1, rng)  # evaluate()'s last batch has one example
@@ -252,12 +255,15 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
     trainable = frozenset(name for name, info in net.param_infos().items() if info.trainable)
     report = CrosscheckReport(
         f"cross-check {other.name} against {reference.name}: batch {batch_size}, {steps} free-running {config.optimizer.type} steps "
-        f"at lr {config.lr:g} x {', '.join(f'{f:g}' for f in LR_FACTORS)}, seed {seed}, dropout off; "
+        f"at lr {config.lr:g} x {', '.join(f'{f:g}' for f in LR_FACTORS)}, seed {seed}, "
+        f"dropout {'on (the same masks)' if dropout_layers(net) else 'none'}; "
         f"{' and '.join(tiers)} (float32 after the first pass: reported)")
     for name in tiers:
         precision, pass_tolerance, steps_tolerance = TIERS[name]
         models = tuple(b.compile(net, weights, seed=seed, precision=precision) for b in backends)
         tier = _Tier(report, name, pass_tolerance)
+        if name == tiers[0]:
+            report.rows += mask_rows(name, net, backends, x, seed, precision)
         _one_pass(tier, models, x, y)
         data = [m.to_device(x_all, y_all) for m in models]
         _evaluate(tier, "evaluate", models, data, batch_size)

@@ -13,11 +13,16 @@ Linear -> Gemm(transB=1) (its weight is (out, in)); Conv2d -> Conv with explicit
 (zero padding, as netspec's Conv2d); BatchNorm -> BatchNormalization (inference form; it takes
 (N, C) as well as (N, C, H, W), so 1-d and 2-d need no reshape); ReLU -> Relu; MaxPool2d -> MaxPool
 (ONNX ignores padded cells, as PyTorch's -inf padding does; floor rounding, as PyTorch's default);
-Flatten -> Flatten(axis=1) (row-major over C, H, W: PyTorch's order).
+Flatten -> Flatten(axis=1) (row-major over C, H, W: PyTorch's order); AvgPool2d -> AveragePool
+(count_include_pad as the spec's); GlobalPool -> GlobalAveragePool/GlobalMaxPool + Flatten; Scale -> Mul;
+GELU -> Erf (or Tanh) arithmetic (Gelu itself needs opset 20); CELU -> Celu; LeakyReLU -> LeakyRelu;
+Tanh, Sigmoid -> themselves; Add -> Sum; Concat -> Concat(axis=1); Dropout, Dropout2d, Identity -> nothing.
+A graph's layers take the tensors their inputs name.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -28,8 +33,9 @@ from .backend import builder_for
 from .errors import SetupError
 from .inference import load_run
 from .io import safe_output_dir, write_bytes_atomic
-from .layers import BatchNorm, Conv2d, Dropout, Dropout2d, Flatten, LayerSpec, Linear, MaxPool2d, ReLU, pair
-from .network import Network
+from .layers import (CELU, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten, GlobalPool,
+                     Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, Tanh, pair)
+from .network import NETWORK_INPUT, Network
 from .params import Weights, check_weights
 from .version import __version__
 
@@ -49,24 +55,39 @@ def _onnx() -> Any:
 
 
 class _GraphBuilder:
-    """Collects nodes and initializers; each layer adds its node(s) after the current tensor."""
+    """Collects nodes and initializers. A layer's rule adds its node(s) after the current tensor (at
+    first, the layer's first input; a merge takes all of them), and the layer's output is the current
+    tensor when its rule ends (a rule that adds nothing passes its input on)."""
 
     def __init__(self, onnx: Any, weights: Weights) -> None:
         self.onnx, self.weights = onnx, weights
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
+        self.sources: list[str] = [INPUT]
         self.current = INPUT
+
+    def begin(self, sources: list[str]) -> None:
+        self.sources, self.current = sources, sources[0]
 
     def tensor(self, name: str) -> str:
         """A canonical weight as an initializer, under its canonical name ('3.running_mean')."""
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(self.weights[name], np.float32), name))
+        return self.constant(name, self.weights[name])
+
+    def constant(self, name: str, value: Any) -> str:
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, np.float32), name))
         return name
 
-    def add(self, op: str, index: int, extra_inputs: list[str], **attributes: Any) -> None:
-        output = f"{index}.{op}"
-        self.nodes.append(self.onnx.helper.make_node(op, [self.current, *extra_inputs], [output],
-                                                     name=f"layer{index}_{op}", **attributes))
+    def add(self, op: str, index: int, extra_inputs: list[str], merge: bool = False, first: Optional[str] = None,
+            **attributes: Any) -> str:
+        """A node `op` on the current tensor (`first` instead, or every input of a merge) and `extra_inputs`;
+        its output becomes the current tensor."""
+        taken = {n.output[0] for n in self.nodes}
+        output = next(name for k in range(len(taken) + 1) if (name := f"{index}.{op}" + (f".{k}" if k else "")) not in taken)
+        inputs = self.sources if merge else [first or self.current, *extra_inputs]
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=f"layer{index}_{output.split('.', 1)[1]}",
+                                                     **attributes))
         self.current = output
+        return output
 
 
 def _linear(g: _GraphBuilder, i: int, layer: Linear) -> None:
@@ -75,33 +96,69 @@ def _linear(g: _GraphBuilder, i: int, layer: Linear) -> None:
 
 
 def _conv(g: _GraphBuilder, i: int, layer: Conv2d) -> None:
-    (ph, pw) = pair(layer.padding)
+    (top, bottom), (left, right) = layer.pads()
     bias = [g.tensor(f"{i}.bias")] if layer.bias else []
     g.add("Conv", i, [g.tensor(f"{i}.weight"), *bias], kernel_shape=list(pair(layer.kernel_size)),
-          strides=list(pair(layer.stride)), pads=[ph, pw, ph, pw])
+          strides=list(pair(layer.stride)), pads=[top, left, bottom, right])
 
 
 def _batchnorm(g: _GraphBuilder, i: int, layer: BatchNorm) -> None:
-    names = [g.tensor(f"{i}.{n}") for n in ("weight", "bias", "running_mean", "running_var")]
+    if layer.affine:
+        scale_and_shift = [g.tensor(f"{i}.weight"), g.tensor(f"{i}.bias")]
+    else:  # PyTorch's affine=False: scale 1, shift 0
+        c = len(g.weights[f"{i}.running_mean"])
+        scale_and_shift = [g.constant(f"{i}.ones", np.ones(c)), g.constant(f"{i}.zeros", np.zeros(c))]
+    names = [*scale_and_shift, g.tensor(f"{i}.running_mean"), g.tensor(f"{i}.running_var")]
     g.add("BatchNormalization", i, names, epsilon=layer.eps)
 
 
-def _maxpool(g: _GraphBuilder, i: int, layer: MaxPool2d) -> None:
-    (ph, pw) = pair(layer.padding)
-    g.add("MaxPool", i, [], kernel_shape=list(pair(layer.kernel_size)), strides=list(layer.effective_stride),
-          pads=[ph, pw, ph, pw])
+def _pool(op: str) -> Callable[[_GraphBuilder, int, Any], None]:
+    def rule(g: _GraphBuilder, i: int, layer: Any) -> None:
+        (ph, pw) = pair(layer.padding)
+        extra = {"count_include_pad": int(layer.count_include_pad)} if op == "AveragePool" else {}
+        g.add(op, i, [], kernel_shape=list(pair(layer.kernel_size)), strides=list(layer.effective_stride),
+              pads=[ph, pw, ph, pw], **extra)
+    return rule
+
+
+def _global_pool(g: _GraphBuilder, i: int, layer: GlobalPool) -> None:
+    g.add("GlobalAveragePool" if layer.mode == "avg" else "GlobalMaxPool", i, [])
+    g.add("Flatten", i, [], axis=1)
+
+
+def _gelu(g: _GraphBuilder, i: int, layer: GELU) -> None:
+    """0.5 x (1 + erf(x / sqrt 2)), or the tanh form, from opset-17 operators (Gelu itself is opset 20)."""
+    x = g.current
+    if layer.approximate == "tanh":
+        cube = g.add("Mul", i, [g.add("Mul", i, [x], first=x)], first=x)
+        inner = g.add("Add", i, [g.add("Mul", i, [g.constant(f"{i}.c", 0.044715)], first=cube)], first=x)
+        g.add("Tanh", i, [], first=g.add("Mul", i, [g.constant(f"{i}.k", math.sqrt(2.0 / math.pi))], first=inner))
+    else:
+        g.add("Erf", i, [], first=g.add("Div", i, [g.constant(f"{i}.sqrt2", math.sqrt(2.0))], first=x))
+    g.add("Mul", i, [g.constant(f"{i}.half", 0.5)], first=g.add("Mul", i, [x], first=g.add("Add", i, [g.constant(f"{i}.one", 1.0)])))
 
 
 def _identity(g: _GraphBuilder, i: int, layer: LayerSpec) -> None:
-    """Dropout in eval mode: nothing to compute."""
+    """Dropout in eval mode, Identity: nothing to compute."""
 
 
 _BUILDERS: dict[type, Callable[[_GraphBuilder, int, Any], None]] = {
-    Linear: _linear, Conv2d: _conv, BatchNorm: _batchnorm, MaxPool2d: _maxpool,
+    Linear: _linear, Conv2d: _conv, BatchNorm: _batchnorm, MaxPool2d: _pool("MaxPool"),
     ReLU: lambda g, i, layer: g.add("Relu", i, []),
     Flatten: lambda g, i, layer: g.add("Flatten", i, [], axis=1),
-    Dropout: _identity, Dropout2d: _identity,
+    Dropout: _identity, Dropout2d: _identity, Identity: _identity,
+    AvgPool2d: _pool("AveragePool"),
+    GlobalPool: _global_pool,
+    Scale: lambda g, i, layer: g.add("Mul", i, [g.constant(f"{i}.factor", layer.factor)]),
+    GELU: _gelu,
+    CELU: lambda g, i, layer: g.add("Celu", i, [], alpha=layer.alpha),
+    LeakyReLU: lambda g, i, layer: g.add("LeakyRelu", i, [], alpha=layer.negative_slope),
+    Tanh: lambda g, i, layer: g.add("Tanh", i, []),
+    Sigmoid: lambda g, i, layer: g.add("Sigmoid", i, []),
+    Add: lambda g, i, layer: g.add("Sum", i, [], merge=True),
+    Concat: lambda g, i, layer: g.add("Concat", i, [], merge=True, axis=1),
 }
+"""Layer type -> its ONNX rule; tests/test_layer_tables.py checks it covers netspec.layers.LAYER_TYPES."""
 
 
 def onnx_model(network: Network, weights: Weights, opset: int = DEFAULT_OPSET,
@@ -110,12 +167,16 @@ def onnx_model(network: Network, weights: Weights, opset: int = DEFAULT_OPSET,
     onnx = _onnx()
     helper = onnx.helper
     g = _GraphBuilder(onnx, check_weights(network, weights, "weights"))
-    for index, layer in enumerate(network.layers):
-        builder_for(_BUILDERS, layer, index, "ONNX", "netspec/export.py")(g, index, layer)
-    if g.nodes:  # the last node writes the graph's output directly
-        g.nodes[-1].output[0] = OUTPUT
-    else:  # a network of dropouts only
-        g.nodes.append(helper.make_node("Identity", [INPUT], [OUTPUT]))
+    outputs = {NETWORK_INPUT: INPUT}
+    for node in network.nodes():
+        g.begin([outputs[i] for i in node.inputs])
+        builder_for(_BUILDERS, node.layer, node.index, "ONNX", "netspec/export.py")(g, node.index, node.layer)
+        outputs[node.index] = g.current
+    last = outputs[len(network.layers) - 1]
+    if g.nodes and g.nodes[-1].output[0] == last and not any(last in n.input for n in g.nodes):
+        g.nodes[-1].output[0] = OUTPUT  # the last node writes the graph's output directly
+    else:  # the output passed on from an earlier tensor (dropouts, Identity at the end)
+        g.nodes.append(helper.make_node("Identity", [last], [OUTPUT]))
     graph = helper.make_graph(
         g.nodes, "netspec", [_value_info(onnx, INPUT, network.input_shape)],
         [_value_info(onnx, OUTPUT, network.output_shape)], initializer=g.initializers)

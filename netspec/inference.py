@@ -124,10 +124,16 @@ def compile_run(saved: SavedRun, backend: Backend | str, device: Optional[str] =
     return _backend(backend).compile(saved.experiment.network, saved.weights, device=device)
 
 
-def logits_of(model: Model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-    """Eval-mode logits of normalized images (N, C, H, W) in batches: float64 (N, classes)."""
+def logits_of(model: Model, inputs: np.ndarray, batch_size: int, flip: bool = False) -> np.ndarray:
+    """Eval-mode logits of normalized images (N, C, H, W) in batches: float64 (N, classes). flip: the
+    mean of the logits of each image and its mirror image (the run's train.test_time_flip)."""
     x = shape_inputs(inputs, tuple(model.network.input_shape), "given")
-    parts = [model.forward(x[i:i + batch_size], train=False) for i in range(0, len(x), batch_size)]
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        logits = model.forward(batch, train=False)
+        return (logits + model.forward(np.ascontiguousarray(batch[..., ::-1]), train=False)) / 2 if flip else logits
+
+    parts = [forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, model.network.output_shape[0]))
 
 
@@ -203,7 +209,7 @@ def evaluate_run(run_dir: str | Path, backend: Backend | str, data_dir: Optional
     saved = load_run(run_dir, log)
     images, labels, data_words = _labelled_images(saved, data_dir, split)
     model = compile_run(saved, backend, device)
-    logits = logits_of(model, images, saved.experiment.train.eval_batch_size)
+    logits = logits_of(model, images, saved.experiment.train.eval_batch_size, saved.experiment.train.test_time_flip)
     details = {"run": str(saved.directory), "backend": backend.name, "device": model.device,
                "data": data_words, "split": split}
     evaluation = evaluation_of(logits, labels, saved.preprocess.classes, details)
@@ -304,7 +310,8 @@ def predict(run_dir: str | Path, backend: Backend | str, image_paths: Sequence[s
     images = [read_image(p, resize) for p in image_paths]
     pixels = np.stack([i.pixels for i in images]) if images else np.zeros((0, 3, 32, 32), np.uint8)
     model = compile_run(saved, backend, device)
-    probabilities = softmax(logits_of(model, saved.preprocess.apply(pixels), saved.experiment.train.eval_batch_size))
+    train = saved.experiment.train
+    probabilities = softmax(logits_of(model, saved.preprocess.apply(pixels), train.eval_batch_size, train.test_time_flip))
     classes = saved.preprocess.classes
     return [Prediction(str(path), [(classes[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:top]], row,
                        image.notes) for path, row, image in zip(image_paths, probabilities, images)]

@@ -1,4 +1,11 @@
-"""Reading and writing spec files, with one-line errors that name the file."""
+"""Files in and out, for specs and for run folders that may come from elsewhere:
+
+- JSON read only from regular files (a FIFO never blocks), bounded in size and depth, without duplicate
+  keys or lone surrogates; spec files' problems as one SpecError line naming the file;
+- .npz arrays whose headers are checked before numpy allocates what they declare;
+- the one atomic writer (`atomic_write`: replaces a link at the name, never follows it) and the folders
+  netspec names inside a tree (`safe_output_dir`: never a link).
+"""
 from __future__ import annotations
 
 import json

@@ -13,7 +13,7 @@ and return device values that this class reads back once.
     get_weights / set_weights     _get_weights() / _set_weights(checked)
     to_device(x, y)               _to_device(x, y) -> DeviceData
     setup_optimizer(config)       _setup_optimizer(config)
-    training state                _optimizer_state() / _set_optimizer_state(state), _rng_state() / _set_rng_state(rng)
+    training state                _optimizer_state() / _set_optimizer_state(state); the dropout stream is kept here
     train_steps(data, rows, lr)   _run_steps(data, rows, lrs) -> device sums (loss, number correct)
     evaluate(data, batch_size)    _evaluate(data, batch_size) -> device sums (loss, number correct)
     warmup(data, batch_size, n)   _warmup(data, batch_size, n) (default: nothing to compile)
@@ -30,6 +30,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence, TypeVar
 import numpy as np
 
 from .backend import DeviceData, canonical_precision
+from .counter_hash import dropout_keys
 from .errors import SpecError
 from .experiment import TrainConfig
 from .network import Network
@@ -40,29 +41,45 @@ from .params import Weights, check_weights
 # ---- a model's training state as plain arrays ------------------------------------------------------
 
 DROPOUT_RNG = "rng.dropout"
-"""The RNG's name in a training state besides the canonical weights and the optimizer's state
-(netspec.optimizer_state names it: 'adam.exp_avg.<name>', 'sgd.momentum_buffer.<name>', ...)."""
+"""The dropout stream's name in a training state besides the canonical weights and the optimizer's state
+(netspec.optimizer_state names it: 'adam.exp_avg.<name>', 'sgd.momentum_buffer.<name>', ...). It holds
+int64 [seed, step], framework-neutral (counter_hash's masks of a step are a function of these two), so
+a state of one backend continues on the other."""
+OLD_RNG = ("holds a framework's own RNG bytes (a checkpoint of netspec before the shared dropout stream), "
+           "which no backend continues with the same masks")
 
 
-def pack_training_state(weights: Weights, optimizer: Optional[OptimizerState], rng: np.ndarray) -> dict[str, np.ndarray]:
+def check_stream(rng: Any) -> tuple[int, int]:
+    """(seed, step) of a training state's DROPOUT_RNG; a SpecError line for anything else (an older
+    checkpoint's framework bytes, a negative step)."""
+    rng = np.asarray(rng)
+    if rng.shape != (2,) or rng.dtype != np.int64:
+        raise SpecError(f"training state's {DROPOUT_RNG!r} {OLD_RNG}")
+    seed, step = (int(v) for v in rng)
+    if step < 0:
+        raise SpecError(f"training state's {DROPOUT_RNG!r} has step {step}; a count of training passes is >= 0")
+    return seed, step
+
+
+def pack_training_state(weights: Weights, optimizer: Optional[OptimizerState], rng: tuple[int, int]) -> dict[str, np.ndarray]:
     """The flat dict get_training_state returns (its pieces already canonical)."""
     state = {name: np.array(value) for name, value in weights.items()}
     if optimizer is not None:
         state.update(optimizer_arrays(optimizer))
-    state[DROPOUT_RNG] = np.array(rng)
+    state[DROPOUT_RNG] = np.array(rng, np.int64)
     return state
 
 
-def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[OptimizerState], np.ndarray]:
-    """Split a training state into weights, the optimizer's state (None when it has none) and the RNG
-    state; a missing tensor is a SpecError naming it (a checkpoint of another network, or a damaged one)."""
+def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tuple[Weights, Optional[OptimizerState], tuple[int, int]]:
+    """Split a training state into weights, the optimizer's state (None when it has none) and the dropout
+    stream (seed, step); a missing tensor is a SpecError naming it (a checkpoint of another network, or a damaged one)."""
     infos = network.param_infos()
     missing = [n for n in [*infos, DROPOUT_RNG] if n not in state]
     if missing:
         raise SpecError(f"training state lacks {missing[0]!r} ({len(missing)} missing); it is not a state of this network")
     weights = {name: state[name] for name in infos}
     trainable = [n for n, info in infos.items() if info.trainable]
-    return weights, optimizer_from_arrays(state, trainable), np.asarray(state[DROPOUT_RNG])
+    return weights, optimizer_from_arrays(state, trainable), check_stream(state[DROPOUT_RNG])
 
 
 # ---- what a model accepts ------------------------------------------------------------------------------
@@ -149,8 +166,11 @@ class ModelBase:
     backend_name = "?"
     """The backend's registry name, for messages."""
 
-    def __init__(self, network: Network, precision: str, device: str, compiled: bool) -> None:
+    def __init__(self, network: Network, precision: str, device: str, compiled: bool, seed: int = 0) -> None:
         self.network = network
+        self.stream = (int(seed), 0)
+        """The dropout stream: (the run's seed, the count of training passes so far). A training pass at
+        step s drops the units of counter_hash.keep_mask(seed, s, layer, ...) in every backend."""
         self.precision = canonical_precision(precision)
         self.device = device
         self.compiled = compiled
@@ -174,14 +194,20 @@ class ModelBase:
     def _setup_optimizer(self, config: TrainConfig) -> None: raise NotImplementedError
     def _optimizer_state(self) -> OptimizerState: raise NotImplementedError
     def _set_optimizer_state(self, state: OptimizerState) -> None: raise NotImplementedError
-    def _rng_state(self) -> np.ndarray: raise NotImplementedError
-    def _set_rng_state(self, rng: np.ndarray) -> None: raise NotImplementedError
     def _run_steps(self, data: Any, rows: np.ndarray, lrs: np.ndarray, plans: Optional[np.ndarray]) -> Any: raise NotImplementedError
     def _evaluate(self, data: Any, batch_size: int, flip: bool) -> Any: raise NotImplementedError
     def _read_back(self, sums: Any) -> tuple[float, float]: raise NotImplementedError
 
     def _warmup(self, data: Any, batch_size: int, rows: int) -> None:
         """Nothing to compile ahead of time (an eager model)."""
+
+    def dropout_keys(self, steps: int, advance: bool = True) -> np.ndarray:
+        """The (steps, layers) uint32 keys of the next `steps` training passes (counter_hash.dropout_keys),
+        one per spec layer; `advance` moves the stream past them (loss_and_grads does not)."""
+        seed, step = self.stream
+        if advance:
+            self.stream = (seed, step + steps)
+        return dropout_keys(seed, step, steps, len(self.network.layers))
 
     # ---- the protocol ----
 
@@ -216,7 +242,7 @@ class ModelBase:
     @scoped
     def get_training_state(self) -> dict[str, np.ndarray]:
         optimizer = self._optimizer_state() if self.optimizer_config is not None else None
-        return pack_training_state(self.get_weights(), optimizer, self._rng_state())
+        return pack_training_state(self.get_weights(), optimizer, self.stream)
 
     @scoped
     def set_training_state(self, state: dict[str, np.ndarray]) -> None:
@@ -227,7 +253,7 @@ class ModelBase:
             raise SpecError(f"training state of a {optimizer.kind} optimizer, but the model trains with "
                             f"{self.optimizer_config.optimizer.type}; it is not a state of this run")
         self.set_weights(weights)
-        self._set_rng_state(rng)
+        self.stream = rng
         if optimizer is not None:
             self._set_optimizer_state(optimizer)
 

@@ -37,11 +37,10 @@ def training_bytes(network: Network, batch_size: int = 1) -> tuple[int, int]:
     """(bytes to train `network` on batches of `batch_size`, index of the layer that needs the most),
     from the specs alone: parameters with gradients and Adam's moments, activations for the backward
     pass, and the float64 draw of the largest tensor at initialization."""
-    shapes = network.shapes()
     per_layer = []
-    for index, layer in enumerate(network.layers):
-        params = sum(math.prod(info.shape) for info in layer.params(shapes[index]).values())
-        per_layer.append(params * TRAINING_BYTES_PER_PARAM + math.prod(shapes[index + 1]) * batch_size * ACTIVATION_BYTES)
+    for node in network.nodes():
+        params = sum(math.prod(info.shape) for info in node.layer.params(node.input_shape).values())
+        per_layer.append(params * TRAINING_BYTES_PER_PARAM + math.prod(node.output_shape) * batch_size * ACTIVATION_BYTES)
     largest = max((math.prod(info.shape) for info in network.param_infos().values()), default=0)
     return sum(per_layer) + largest * 8, max(range(len(per_layer)), key=per_layer.__getitem__)
 

@@ -8,6 +8,7 @@ Arguments are already pairs where a spec allows an int or a pair (netspec.layers
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -19,10 +20,11 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> np.
     return x @ weight.T + (0.0 if bias is None else bias)
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray], stride: Pair, padding: Pair) -> np.ndarray:
-    """NCHW x, OIHW weight, explicit zero padding on both sides."""
-    (sh, sw), (ph, pw) = stride, padding
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray], stride: Pair,
+           pads: tuple[Pair, Pair]) -> np.ndarray:
+    """NCHW x, OIHW weight, zero padding ((top, bottom), (left, right))."""
+    sh, sw = stride
+    xp = np.pad(x, ((0, 0), (0, 0), *pads))
     _, _, kh, kw = weight.shape
     out_h, out_w = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
     out = np.zeros((x.shape[0], weight.shape[0], out_h, out_w))
@@ -43,6 +45,27 @@ def max_pool2d(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair) -> np.n
         for j in range(out_w):
             out[:, :, i, j] = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].max(axis=(2, 3))
     return out
+
+
+def avg_pool2d(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, count_include_pad: bool) -> np.ndarray:
+    """Zero padding; the mean over the whole window, or over its cells inside the input."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    inside = np.pad(np.ones(x.shape[2:]), ((ph, ph), (pw, pw)))
+    out_h, out_w = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    out = np.empty((*x.shape[:2], out_h, out_w))
+    for i in range(out_h):
+        for j in range(out_w):
+            window = (slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
+            count = kh * kw if count_include_pad else inside[window].sum()
+            out[:, :, i, j] = xp[(slice(None), slice(None), *window)].sum(axis=(2, 3)) / count
+    return out
+
+
+def gelu(x: np.ndarray, tanh: bool = False) -> np.ndarray:
+    if tanh:
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
 
 
 def _channels(x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:

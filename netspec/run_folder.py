@@ -390,10 +390,24 @@ def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network
         step = arrays.get(step_key)
         if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
             raise NotFit(f"{step_key} is {step.tolist()!r}, not a count of steps")
+    _check_stream(arrays)
     for name, info in (network.param_infos() if network is not None else {}).items():
         for key in (f"model.{name}", f"best.{name}"):
             if key in arrays and arrays[key].shape != tuple(info.shape):
                 raise NotFit(f"{key} has shape {arrays[key].shape}, the network's is {tuple(info.shape)}")
+
+
+def _check_stream(arrays: dict[str, np.ndarray]) -> None:
+    """The dropout stream, int64 [seed, step]: an older netspec's framework RNG bytes do not fit (the run
+    starts again rather than continue with other masks)."""
+    from .errors import SpecError
+    from .model_base import DROPOUT_RNG, check_stream
+
+    if "model." + DROPOUT_RNG in arrays:
+        try:
+            check_stream(arrays["model." + DROPOUT_RNG])
+        except SpecError as err:
+            raise NotFit(str(err)) from None
 
 
 def _first_line(err: BaseException) -> str:

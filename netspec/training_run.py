@@ -3,7 +3,11 @@
 A run is resumable: after every epoch the trainer's whole state goes to the folder's checkpoint, and
 running the same experiment again goes on from it (bit-identical to never having stopped). A longer
 run of the same trajectory (the same experiment but for train.epochs) starts from the checkpoint of
-the longest shorter one, copied into its own folder, so finished folders are never changed.
+the longest shorter one, copied into its own folder, so finished folders are never changed. A run may
+also continue another run's checkpoint, of any backend (`source`, `netspec train --from RUN_DIR`): the
+dropout stream and every other piece of the state are framework-neutral (issue 24), so the result is
+the source's run continued; it gets its own folder, `<run-id>-from-<backend>-<source run id>`, and
+records its source in env.json and metrics.json.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Any, Callable, Optional
 from . import run_folder
 from .backend import Backend, Model
 from .data import load_dataset
-from .errors import DivergedError
+from .errors import DivergedError, SetupError, SpecError
 from .experiment import Experiment
 from .lr_plot import LR_PLOT, lr_png
 from .params import check_memory, check_trainable
@@ -31,7 +35,7 @@ Log = Callable[[str], None]
 def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Path = "runs",
                    device: Optional[str] = None, force: bool = False, dataset: Any = None,
                    log: Log = print, progress: bool | None = None, tensorboard: bool = False,
-                   table: bool = True) -> tuple[dict[str, Any], Path]:
+                   table: bool = True, source: Optional[str | Path] = None) -> tuple[dict[str, Any], Path]:
     """Train `experiment` on `backend` (a netspec.backend.Backend, e.g. `load_backend("jax")`) and write
     runs/<name>/<backend>/<run-id>/. Returns (metrics, folder).
 
@@ -40,11 +44,15 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
     when it finishes. A run that diverges raises DivergedError (also when reused as diverged).
     `dataset` may be given to share one loaded dataset across runs (a sweep). `tensorboard` also writes
     TensorBoard event files; `table` logs the seven figures at the end (a sweep prints one table of all
-    its runs instead).
+    its runs instead). `source`: a run folder (of any backend) whose checkpoint this run continues, in
+    a folder of its own (see the module docstring).
     """
-    options = _Options(log, progress, tensorboard, table)
+    origin = _origin(experiment, Path(source), log) if source is not None else None
+    options = _Options(log, progress, tensorboard, table, origin)
     backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
     folder = RunFolder.of(out_root, experiment, backend.name)
+    if origin is not None:
+        folder = RunFolder(folder.path.with_name(f"{folder.path.name}-from-{origin.backend}-{origin.run_id}"), out_root)
     with folder.lock(log):
         folder.recover(log)
         done = None if force else folder.read_metrics(log)
@@ -58,10 +66,12 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
         data = dataset if dataset is not None else load_dataset(experiment.data)
         check_classes(experiment.network, data)  # before any folder or model is made
         if not force:
-            return _train(experiment, backend, folder, data, _start_state(experiment, folder, log), device, options), folder.path
+            start = _start_state(experiment, folder, log, origin)
+            return _train(experiment, backend, folder, data, start, device, options), folder.path
         attempt = folder.new_attempt()
         try:  # the attempt takes the run's place when it is done: the user is told the run's folder
-            metrics = _train(experiment, backend, attempt, data, None, device, options, shown_as=folder.path)
+            start = origin.state if origin is not None else None
+            metrics = _train(experiment, backend, attempt, data, start, device, options, shown_as=folder.path)
         except DivergedError:
             folder.replace_with(attempt)  # a diverged forced run is a result too
             raise
@@ -77,9 +87,45 @@ def _reused(experiment: Experiment, backend: str, folder: RunFolder, metrics: di
     return metrics
 
 
-def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optional[TrainerState]:
-    """Where an unforced run starts: its own checkpoint, else that of the longest shorter run of the same
-    trajectory (a finished run being extended), else nothing (epoch 0)."""
+@dataclass(frozen=True)
+class Origin:
+    """The run a continued run starts from: its folder, backend, run id and checkpoint."""
+
+    folder: Path
+    backend: str
+    run_id: str
+    state: TrainerState
+
+    def record(self) -> dict[str, Any]:
+        """What env.json and metrics.json say of it ('continued_from')."""
+        return {"folder": str(self.folder), "backend": self.backend, "run_id": self.run_id, "epoch": self.state.epoch}
+
+
+def _origin(experiment: Experiment, source: Path, log: Log) -> Origin:
+    """The checkpoint of the run folder `source` (OUT/<name>/<backend>/<run-id>), checked to be a state of
+    this experiment's trajectory no longer than it; one line (SetupError / SpecError) otherwise."""
+    folder = RunFolder(source.resolve())
+    if not folder.path.is_dir():
+        raise SetupError(f"--from {source}: no such run folder; give OUT/<name>/<backend>/<run-id> of a run to continue")
+    checkpoint = folder.read_checkpoint(log, experiment.network)
+    if checkpoint is None:
+        raise SetupError(f"--from {source}: no checkpoint to continue (a run writes {run_folder.CHECKPOINT} after its "
+                         f"first epoch; a damaged one is not trusted)")
+    trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
+    if checkpoint.trajectory != trajectory:
+        raise SpecError(f"--from {source}: a run of another experiment (trajectory {checkpoint.trajectory}, this spec's "
+                        f"{trajectory}); --from continues a run of the same spec (train.epochs aside)")
+    if checkpoint.state.epoch > epochs:
+        raise SpecError(f"--from {source}: its checkpoint is after epoch {checkpoint.state.epoch}, beyond this run's "
+                        f"{epochs} epochs; raise train.epochs")
+    backend = folder.path.parent.name
+    log(f"{experiment.name}: continuing {folder.path} ({backend}, after epoch {checkpoint.state.epoch})")
+    return Origin(folder.path, backend, folder.path.name, checkpoint.state)
+
+
+def _start_state(experiment: Experiment, folder: RunFolder, log: Log, origin: Optional[Origin] = None) -> Optional[TrainerState]:
+    """Where an unforced run starts: its own checkpoint, else the run it continues (`origin`), else that of
+    the longest shorter run of the same trajectory (a finished run being extended), else nothing (epoch 0)."""
     trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
     own = folder.read_checkpoint(log, experiment.network)
     if own is not None and own.trajectory == trajectory and own.state.epoch <= epochs:
@@ -87,6 +133,8 @@ def _start_state(experiment: Experiment, folder: RunFolder, log: Log) -> Optiona
         return own.state
     if own is not None:
         log(f"{folder.path}: its checkpoint is of another run; starting over")
+    if origin is not None:
+        return origin.state
     shorter = [(header["epoch"], sibling) for sibling in folder.siblings()
                if (header := sibling.checkpoint_header()) is not None
                and header.get("trajectory") == trajectory and isinstance(header.get("epoch"), int) and header["epoch"] < epochs]
@@ -130,6 +178,8 @@ class _Options:
     progress: bool | None
     tensorboard: bool
     table: bool
+    origin: Optional[Origin] = None
+    """The run this one continues (recorded in env.json and metrics.json), or None."""
 
 
 def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: Any, start: Optional[TrainerState],
@@ -141,7 +191,7 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
     model = backend.compile(experiment.network, seed=experiment.train.seed, device=device,
                             precision=experiment.train.precision, compiled=experiment.train.compile)
-    env = _write_setup(experiment, backend, model, folder, data)
+    env = _write_setup(experiment, backend, model, folder, data, options.origin)
     threads = env.get("cpu_threads") if model.device == "cpu" else None
     where = f"{model.device}, {plural(threads, 'thread')}" if isinstance(threads, int) else model.device
     log(f"{experiment.name} [{name} on {where}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
@@ -159,6 +209,8 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
             events.epoch(state.history[-1])
 
     extra: dict[str, Any] = {"backend": name, "device": model.device, "name": experiment.name, **_compute(model)}
+    if options.origin is not None:
+        extra["continued_from"] = options.origin.record()
     timings: dict[str, float] = {}
     try:
         history = fit(model, experiment, data, on_epoch=on_epoch, log=log, progress=progress, state=start, timings=timings)
@@ -182,11 +234,15 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     return metrics
 
 
-def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any) -> dict[str, Any]:
-    """spec.json, the preprocessing and env.json (versions, device, CPU threads); returns the latter."""
+def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any,
+                 origin: Optional[Origin] = None) -> dict[str, Any]:
+    """spec.json, the preprocessing and env.json (versions, device, CPU threads, the run it continues);
+    returns the latter."""
     folder.write_spec(experiment)
     run_folder.write_preprocess(folder.path, data)
     env = run_folder.environment(backend.describe() | {"device": model.device} | _compute(model), data.source)
+    if origin is not None:
+        env["continued_from"] = origin.record()
     folder.write_json(run_folder.ENV, env)
     return env
 

@@ -408,7 +408,9 @@ def test_layer_harness(backend, kind: type) -> None:
             for train in (False, True):
                 before = tensors(model.get_weights())
                 out = model.forward(x, train)
-                expected, after = layer.reference(x.astype(np.float64), before, train, mask=out != 0)
+                x64 = x.astype(np.float64)
+                expected, after = layer.reference([x64] * len(layer.inputs) if layer.merges else x64, before, train,
+                                                  mask=out != 0)
                 np.testing.assert_allclose(out, expected, **TOL, err_msg=f"{layer!r} train={train}")
                 got = tensors(model.get_weights())
                 for name, value in after.items():
@@ -541,3 +543,31 @@ def test_every_backend_gives_the_same_error_texts() -> None:
     assert "needs an optimizer" in first["no optimizer"] and "empty split" in first["empty split"]
     for name, other in zip(list(texts)[1:], others):
         assert other == first, name
+
+
+# ---- random graphs through the protocol against the numpy reference ----------------------------------
+
+def without_dropout(network: ns.Network) -> ns.Network:
+    """The network with every dropout at p = 0 (masks are each backend's own draw)."""
+    layers = [l.model_copy(update={"p": 0.0}) if "Dropout" in l.type else l for l in network.layers]
+    return ns.Network(input_shape=network.input_shape, layers=layers)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_graphs_match_the_numpy_reference(backend, seed: int) -> None:
+    """Random graphs (residual blocks, concatenations, every layer type among them: netspec.testing) in
+    evaluation and training mode, and their running statistics after the training pass, against
+    Network.reference_forward in float64."""
+    from netspec.testing import random_network
+
+    rng = np.random.default_rng(500 + seed)
+    network = without_dropout(random_network(rng))
+    weights = random_weights(network, seed)
+    model = backend.compile(network, weights, device="cpu", precision="float64")
+    x = rng.standard_normal((5, *network.input_shape))
+    for train in (False, True):
+        expected, after = network.reference_forward(weights, x, train)
+        np.testing.assert_allclose(model.forward(x, train), expected, rtol=1e-9, atol=1e-9, err_msg=network.model_dump_json())
+    got = model.get_weights()
+    for name, value in after.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-9, atol=1e-9, err_msg=name)

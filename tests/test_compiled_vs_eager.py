@@ -2,7 +2,7 @@
 item 2). A GPU trains through these paths by default ('auto' compiles there), so each must be checked
 against something that does not share its code:
 
-- torch's hashed dropout masks (backends/torch/layers.py, the masks of compiled and graphed steps):
+- torch's hashed dropout masks (backends/torch/layers.py, the masks of every step since issue 24):
   their keep rate within a binomial tolerance, kept values x / (1 - p) and dropped ones 0, masks of
   different seeds or layers independent (P(both kept) = keep^2);
 - torch's compiled (and stand-in graphed) steps and jax's scan, through the model's protocol only: two
@@ -47,8 +47,12 @@ def test_hashed_masks_keep_at_the_rate_and_seeds_and_salts_draw_independently(p:
 
     from backends.torch.layers import hashed_keep_mask
 
+    from backends.torch.layers import position_words
+    from netspec.counter_hash import dropout_keys
+
     keep, n = 1.0 - p, 100_000
-    masks = {(seed, salt): hashed_keep_mask([n], torch.tensor(seed), salt, keep, torch.device("cpu")).numpy()
+    words = position_words((n,), torch.device("cpu"))
+    masks = {(seed, salt): hashed_keep_mask(words, torch.tensor(int(dropout_keys(seed, 0, 1, 8)[0, salt].view(np.int32))), p).numpy()
              for seed in (1, 2, 123456789) for salt in (0, 3, 7)}
     for key, mask in masks.items():
         assert mask.dtype == np.bool_ and within_binomial(mask.mean(), keep, n), (key, mask.mean())
@@ -68,7 +72,7 @@ def test_hashed_dropout_scales_kept_values_by_one_over_keep(p: float, broadcast_
 
     layer = Dropout(p, broadcast_dims).train()
     x = torch.from_numpy(np.random.default_rng(0).uniform(0.5, 2.0, (64, 8, 6, 6)).astype(np.float32))
-    out = layer(x, torch.tensor(12345)).numpy()
+    out = layer(x, torch.tensor([12345], dtype=torch.int32)).numpy()
     kept = out != 0
     expected = x.numpy().astype(np.float64) / (1.0 - p)
     np.testing.assert_allclose(out[kept], expected[kept], rtol=2.0**-23)  # x / (1 - p), to float32 rounding
@@ -78,7 +82,7 @@ def test_hashed_dropout_scales_kept_values_by_one_over_keep(p: float, broadcast_
         assert (kept == kept[:, :, :1, :1]).all()  # whole channels
         kept = kept[:, :, 0, 0]
     assert within_binomial(kept.mean(), 1.0 - p, kept.size)
-    again = layer(x, torch.tensor(12346)).numpy() != 0
+    again = layer(x, torch.tensor([12346], dtype=torch.int32)).numpy() != 0
     assert (again != (out != 0)).any()  # another seed, another mask
 
 

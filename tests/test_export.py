@@ -85,9 +85,12 @@ def test_random_networks_match_the_numpy_reference() -> None:
 
     rng = np.random.default_rng(7)
     seen: set[type] = set()
-    for _ in range(12):
+    count = 0
+    while seen != set(ns.LAYER_TYPES):
         network = random_network(rng)
         seen |= {type(layer) for layer in network.layers}
+        count += 1
+        assert count < 100, f"100 random networks and still no {set(ns.LAYER_TYPES) - seen}"
         weights = random_weights(network, int(rng.integers(1000)))
         (got,) = session_of(export.onnx_model(network, weights).SerializeToString()).run(
             None, {export.INPUT: (x := rng.normal(size=(3, *network.input_shape)).astype(np.float32))})
@@ -143,3 +146,17 @@ def test_without_onnx_the_error_says_what_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
     with pytest.raises(SetupError, match=r"pip install 'netspec\[export\]'"):
         export.export_run(tmp_path)
+
+
+@pytest.mark.parametrize("backend", [b if b == "torch" else pytest.param(b, marks=pytest.mark.slow) for b in BACKENDS])
+def test_a_trained_resnet9_matches_its_backend(backend: str) -> None:
+    """specs/resnet9.json (a graph: residual Adds, global max pool, Scale) after two training steps on
+    synthetic images: onnxruntime's logits against the backend's."""
+    network = ns.Experiment.load(Path(__file__).resolve().parents[1] / "specs/resnet9.json").network
+    model = load_backend(backend).compile(network, seed=0, device="cpu")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 8)
+    model.setup_optimizer(ns.TrainConfig(lr=1e-3))
+    model.train_steps(model.to_device(x, y), np.arange(8).reshape(2, 4), 1e-3)
+    session = session_of(export.onnx_model(network, model.get_weights()).SerializeToString())
+    assert max_difference(session, model, network) < 1e-4  # logits of ~10; 32 layers of float32 sums

@@ -51,7 +51,7 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
     (["summary", "specs/mlp.json", "--set", "train.precision=bf61"],
      "train: precision: 'bf61' is not a choice (did you mean 'bf16'?); netspec has 'float32', 'tf32', 'bf16'"),
     (["summary", "specs/mlp.json", "--set", "network.layers.0.zzz=1"],
-     "unknown field 'zzz'; remove it (allowed here: type, out_features, bias)"),
+     "unknown field 'zzz'; remove it (allowed here: id, inputs, type, out_features, bias)"),
 ])
 def test_a_mistake_is_answered_with_what_was_meant(argv: list[str], expected: str) -> None:
     line = error_line(netspec(*argv))

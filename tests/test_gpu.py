@@ -88,17 +88,19 @@ def test_graphed_steps_match_ungraphed_steps_on_the_gpu(precision: str, compiled
 
 
 def test_inductor_compiles_the_hashed_dropout_masks_exactly() -> None:
-    """Compiled steps hash their dropout masks in int64 tensor ops (layers.hashed_keep_mask) so that
-    inductor fuses them with their use. Under torch 2.11 inductor once failed on the netspec MLP, whose
-    dropout is the only hashed part: its whole message is the assertion's. The masks must be those of
-    eager torch bit for bit (integer ops leave a code generator no rounding to hide behind)."""
-    from backends.torch.layers import hashed_keep_mask
+    """Steps hash their dropout masks in int32 tensor ops (layers.hashed_keep_mask) so that inductor fuses
+    them with their use. Under torch 2.11 inductor once failed on the netspec MLP, whose dropout is the
+    only hashed part: its whole message is the assertion's. The masks must be the numpy reference's
+    (netspec.counter_hash.keep_mask) bit for bit, compiled on the GPU as eager on the CPU (integer ops
+    leave a code generator no rounding to hide behind)."""
+    from backends.torch.layers import hashed_keep_mask, position_words
+    from netspec.counter_hash import dropout_keys, keep_mask
 
     device = torch.device("cuda")
-    seed = torch.tensor(123_456_789, dtype=torch.int64, device=device)
-    compiled = torch.compile(lambda s: hashed_keep_mask([500, 1024], s, 3, 0.7, device), fullgraph=True)
-    mask = compiled(seed)
-    assert torch.equal(mask, hashed_keep_mask([500, 1024], seed, 3, 0.7, device))
+    key = torch.tensor(int(dropout_keys(123_456_789, 4, 1, 4)[0, 3].view(np.int32)), dtype=torch.int32, device=device)
+    compiled = torch.compile(lambda k: hashed_keep_mask(position_words((500, 1024), device), k, 0.3), fullgraph=True)
+    mask = compiled(key)
+    np.testing.assert_array_equal(mask.cpu().numpy(), keep_mask(123_456_789, 4, 3, (500, 1024), 0.3))
     assert abs(mask.float().mean().item() - 0.7) < 0.01
     network = ns.Network(input_shape=(3, 16, 16), layers=[ns.Flatten(), ns.Linear(out_features=64), ns.BatchNorm(),
                                                           ns.ReLU(), ns.Dropout(p=0.5), ns.Linear(out_features=10)])

@@ -179,6 +179,27 @@ def test_jax_scan_matches_per_step_steps() -> None:
         np.testing.assert_allclose(runs["on"][1][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+GRAPH = ns.Network(input_shape=(3, 8, 8), layers=[
+    ns.Conv2d(out_channels=4, kernel_size=3, padding=1, bias=False, id="a"), ns.BatchNorm(), ns.ReLU(),
+    ns.Conv2d(out_channels=4, kernel_size=2, padding="same", bias=False), ns.BatchNorm(train_weight=False), ns.GELU(),
+    ns.Add(inputs=["a", 5]), ns.Concat(inputs=[6, "input"]), ns.MaxPool2d(kernel_size=2), ns.GlobalPool(mode="max"),
+    ns.Linear(out_features=10), ns.Scale(factor=0.5)])
+"""A graph (residual Add, Concat with the input, uneven 'same' padding, a frozen BatchNorm scale)."""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_graph_compiles_like_a_chain(backend: str, aot_eager: None) -> None:
+    """A graph's compiled steps (torch.compile; jax's scan) train as its eager ones do."""
+    runs = {}
+    for compiled in ("on", "off"):
+        model, d = trained(backend, GRAPH, compiled)
+        assert model.compiled == (compiled == "on") and model.compile_error is None
+        runs[compiled] = ([model.train_steps(d, rows, 1e-2) for rows in epochs()], model.get_weights())
+    np.testing.assert_allclose(np.array(runs["on"][0]), np.array(runs["off"][0]), rtol=1e-5)
+    for name, value in runs["off"][1].items():
+        np.testing.assert_allclose(runs["on"][1][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def _progress_experiment(epochs: int = 3) -> ns.Experiment:
     """46 steps per epoch: the progress bar's 20 chunks are of 3 and 2 steps."""
     experiment = tiny_experiment(epochs=epochs, dropout=0.2, batch_size=16)

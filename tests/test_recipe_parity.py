@@ -176,3 +176,37 @@ def test_a_graphed_torch_recipe_step_reads_its_lrs_and_plans_from_the_device(mon
     assert len(captures) == 1 and results[0][0] == results[1][0]
     for name, value in results[1][1].items():
         np.testing.assert_array_equal(results[0][1][name], value, err_msg=name)
+
+
+def test_netspec_evaluate_uses_the_runs_flip_tta_as_training_did() -> None:
+    """inference.logits_of(flip=True) (netspec evaluate / predict of a run with train.test_time_flip)
+    gives the loss and accuracy the model's own evaluate(flip=True) gave during training."""
+    from netspec.inference import logits_of
+
+    x, y, _ = data(11)
+    model = load_backend(BACKENDS[0]).compile(NET, init_weights(NET, 2), seed=0, device="cpu", precision="float64")
+    logits = logits_of(model, x, 4, flip=True)
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    loss, acc = model.evaluate(model.to_device(x, y), 4, flip=True)
+    assert -log_p[np.arange(11), y].mean() == pytest.approx(loss, rel=1e-12) and np.mean(logits.argmax(1) == y) == acc
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="needs jax")
+@pytest.mark.parametrize("compiled", ["on", "off"])
+def test_jax_recipe_steps_make_no_transfer_but_their_explicit_ones(compiled: str) -> None:
+    """Per-step lrs and augmentation draws go to the device once per call, never per step (jax's
+    transfer guard refuses any implicit host-to-device copy)."""
+    import jax
+
+    from netspec.augment import packed
+
+    exp = experiment("sgd-nesterov-groups-smoothing-augment")
+    x, y, rows = data()
+    model = load_backend("jax").compile(NET, init_weights(NET, 0), seed=0, device="cpu", compiled=compiled)
+    model.setup_optimizer(exp.train)
+    d = model.to_device(x, y)
+    lrs = learning_rates(np.arange(STEPS), STEPS // 2, exp.train)
+    with jax.transfer_guard("disallow"):
+        sums = model._run_steps(d, rows, lrs, packed(batch_draws(exp.train.augment, 0, 1, rows, 8, 8)))
+    assert np.isfinite(np.asarray(sums)).all()

@@ -81,9 +81,9 @@ def _cells(line: str) -> list[str]:
     return re.split(r"(?<!\\)\|", line.strip().strip("|").replace("\\\\", "\0"))
 
 
-@pytest.fixture
-def hostile_report(tmp_path: Path) -> str:
-    root = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("hostile") / "runs"
     points = []
     for i, label in enumerate(HOSTILE_LABELS):
         arm = experiment("hostile").model_copy(update={"train": experiment("hostile").train.model_copy(update={"lr": 0.01 + i})})

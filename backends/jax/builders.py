@@ -70,10 +70,10 @@ def _conv(s: spec.Conv2d, site: JaxSite) -> LayerFn:
     # Zeros padded by jnp.pad, then a VALID conv: the same numbers as padding inside the conv, but
     # XLA (jaxlib 0.10) aborts the process compiling the gradient of some strided convs with inner
     # padding (algebraic_simplifier "Window dimensions do not match RHS shape"), never of these.
-    (ph, pw) = pair(s.padding)
+    pads = s.pads()  # ((top, bottom), (left, right)); 'same' may be uneven
     conv = nn.Conv(s.out_channels, pair(s.kernel_size), strides=pair(s.stride), padding="VALID", use_bias=s.bias,
                    precision=site.compute.precision, dtype=site.compute.dtype, name=site.name)
-    return _stateless(lambda x: conv(jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))))
+    return _stateless(lambda x: conv(jnp.pad(x, ((0, 0), *pads, (0, 0)))))
 
 
 def _max_pool(s: spec.MaxPool2d, site: JaxSite) -> LayerFn:
@@ -83,21 +83,50 @@ def _max_pool(s: spec.MaxPool2d, site: JaxSite) -> LayerFn:
     return _stateless(lambda x: nn.max_pool(x, window, stride, padding))
 
 
+def _avg_pool(s: spec.AvgPool2d, site: JaxSite) -> LayerFn:
+    # Zero padding; count_include_pad as PyTorch's (Flax's default is the same, written out anyway).
+    window, stride, padding = pair(s.kernel_size), s.effective_stride, _explicit_padding(s.padding)
+    return _stateless(lambda x: nn.avg_pool(x, window, stride, padding, count_include_pad=s.count_include_pad))
+
+
+def _global_pool(s: spec.GlobalPool, site: JaxSite) -> LayerFn:
+    if s.mode == "avg":
+        return _stateless(lambda x: jnp.mean(x, axis=(1, 2)))
+    # The max as a max pool over the whole image: a tie sends its gradient to one position, as PyTorch's.
+    return _stateless(lambda x: nn.max_pool(x, x.shape[1:3]).reshape(x.shape[0], x.shape[3]))
+
+
+def _merge(fn: Callable[[list[jax.Array]], jax.Array]) -> Callable[[list[jax.Array], bool], jax.Array]:
+    return lambda xs, train: fn(xs)
+
+
 BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Linear: _linear,
     spec.Conv2d: _conv,
-    spec.BatchNorm: lambda s, site: BatchNorm(s.momentum, s.eps, name=site.name),
+    spec.BatchNorm: lambda s, site: BatchNorm(s.momentum, s.eps, s.affine, s.train_weight, name=site.name),
     spec.ReLU: lambda s, site: _stateless(nn.relu),
     spec.Dropout: lambda s, site: Dropout(s.p, name=site.name),
     spec.Dropout2d: lambda s, site: Dropout(s.p, broadcast_dims=(1, 2), name=site.name),  # NHWC: per channel
     spec.MaxPool2d: _max_pool,
     spec.Flatten: lambda s, site: _stateless(flatten_chw),
+    spec.AvgPool2d: _avg_pool,
+    spec.GlobalPool: _global_pool,
+    spec.Identity: lambda s, site: _stateless(lambda x: x),
+    spec.Scale: lambda s, site: _stateless(lambda x: x * jnp.asarray(s.factor, x.dtype)),
+    spec.GELU: lambda s, site: _stateless(lambda x: jax.nn.gelu(x, approximate=s.approximate == "tanh")),
+    spec.CELU: lambda s, site: _stateless(lambda x: jax.nn.celu(x, s.alpha)),
+    spec.LeakyReLU: lambda s, site: _stateless(lambda x: jax.nn.leaky_relu(x, s.negative_slope)),
+    spec.Tanh: lambda s, site: _stateless(jnp.tanh),
+    spec.Sigmoid: lambda s, site: _stateless(jax.nn.sigmoid),
+    spec.Add: lambda s, site: _merge(lambda xs: sum(xs[1:], xs[0])),
+    spec.Concat: lambda s, site: _merge(lambda xs: jnp.concatenate(xs, axis=-1)),  # NHWC: channels last
 }
 """Spec class -> builder; tests/test_layer_tables.py checks it covers netspec.layers.LAYER_TYPES."""
 
 
 class SpecNet(nn.Module):
-    """A network's layers applied in order to NHWC (or flat) input."""
+    """A network's layers applied to NHWC (or flat) input: in order (a chain), or each to the outputs its
+    `inputs` name (a graph)."""
 
     layers: tuple[LayerSpec, ...]
     precision: Optional[jax.lax.Precision] = None
@@ -106,14 +135,20 @@ class SpecNet(nn.Module):
     """Compute dtype of every matmul and conv (jnp.bfloat16 for bf16; None: the input's)."""
     overrides: tuple[tuple[type[LayerSpec], Builder], ...] = ()
     """(spec class, builder) pairs used instead of BUILDERS' (the benchmark's Flax built-in layers)."""
+    inputs: tuple[tuple[int, ...], ...] = ()
+    """Each layer's input indices (-1: the network's input), for a graph; () for a chain."""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         builders = {**BUILDERS, **dict(self.overrides)}
         compute = Compute(self.precision, self.dtype)
+        outputs = {-1: x}
         for index, layer in enumerate(self.layers):
-            site = JaxSite(index, (_spec_shape(x),), compute)
-            x = builder_for(builders, layer, index, "jax")(layer, site)(x, train)
+            xs = [outputs[i] for i in self.inputs[index]] if self.inputs else [x]
+            site = JaxSite(index, tuple(map(_spec_shape, xs)), compute)
+            x = builder_for(builders, layer, index, "jax")(layer, site)(xs if layer.merges else xs[0], train)
+            if self.inputs:
+                outputs[index] = x
         return x
 
 

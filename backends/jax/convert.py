@@ -57,10 +57,10 @@ class Slot:
 
 def slots(network: Network) -> dict[str, Slot]:
     """Canonical name -> Slot, in state_dict order."""
-    shapes = network.shapes()
     out: dict[str, Slot] = {}
-    for index, layer in enumerate(network.layers):
-        for suffix, info in layer.params(shapes[index]).items():
+    for node in network.nodes():
+        index, layer = node.index, node.layer
+        for suffix, info in layer.params(node.input_shape).items():
             kernel = suffix == "weight" and type(layer) in _KERNEL_AXES
             out[f"{index}.{suffix}"] = Slot(
                 collection="params" if info.trainable else "batch_stats",

@@ -9,6 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import numpy as np
+
+from netspec.counter_hash import keep_threshold
 
 
 def _nchw(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -28,12 +31,20 @@ class BatchNorm(nn.Module):
     momentum: float = 0.1
     """Weight of the new batch statistic (PyTorch's meaning; Flax's `momentum` is the old one's)."""
     eps: float = 1e-5
+    affine: bool = True
+    """A learnable scale and shift; False: constants 1 and 0, no variables (PyTorch's affine=False)."""
+    train_weight: bool = True
+    """False: the scale is a 'batch_stats' variable (kept, never trained), as a canonical buffer."""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c = x.shape[-1]
-        weight = self.param("weight", nn.initializers.ones, (c,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        if not self.affine:
+            weight, bias = jnp.ones((c,), jnp.float32), jnp.zeros((c,), jnp.float32)
+        else:
+            weight = (self.param("weight", nn.initializers.ones, (c,), jnp.float32) if self.train_weight
+                      else self.variable("batch_stats", "weight", jnp.ones, (c,), jnp.float32).value)
+            bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         running_mean = self.variable("batch_stats", "running_mean", jnp.zeros, (c,), jnp.float32)
         running_var = self.variable("batch_stats", "running_var", jnp.ones, (c,), jnp.float32)
         # int32: JAX keeps 64-bit integers off by default; the canonical dict holds it as int64.
@@ -66,13 +77,48 @@ class BatchNorm(nn.Module):
         return (centred * (weight * jax.lax.rsqrt(var + self.eps)) + bias).astype(dtype)
 
 
+GOLDEN, OFFSET = np.uint32(0x9E3779B9), np.uint32(0x7F4A7C15)
+DROPOUT_KEYS = "dropout_keys"
+"""The variable collection that hands each Dropout layer its key of the step: {layer name: {"key": uint32}}."""
+
+
+def fmix32(h: jax.Array) -> jax.Array:
+    """netspec.counter_hash.fmix32 on uint32 arrays (XLA's uint32 arithmetic wraps; shifts are logical)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def position_words(shape: tuple[int, ...]) -> jax.Array:
+    """position * GOLDEN + OFFSET (mod 2**32) for a mask of NHWC (or (N, F)) `shape`, where position is the
+    C-order index of the same value in PyTorch's layout (N, C, H, W): counter_hash.keep_mask's word."""
+    canonical = (shape[0], shape[3], shape[1], shape[2]) if len(shape) == 4 else tuple(shape)
+    strides = [int(np.prod(canonical[i + 1:])) for i in range(len(canonical))]
+    if len(shape) == 4:  # NHWC axes' strides in NCHW order: n, h, w, c
+        strides = [strides[0], strides[2], strides[3], strides[1]]
+    position = jnp.zeros(shape, jnp.uint32)
+    for axis, stride in enumerate(strides):
+        if shape[axis] > 1:
+            position = position + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
+    return position * GOLDEN + OFFSET
+
+
+def hashed_keep_mask(shape: tuple[int, ...], key: jax.Array, p: float) -> jax.Array:
+    """counter_hash.keep_mask for a mask of NHWC (or (N, F)) `shape`: fmix32(key ^ word) < keep_threshold(p)."""
+    return fmix32(position_words(shape) ^ key.astype(jnp.uint32)) < np.uint32(keep_threshold(p))
+
+
 class Dropout(nn.Module):
-    """Inverted dropout with its own 'dropout' RNG stream: kept values scaled by 1/(1-p) in training,
-    identity in evaluation; p = 0 adds nothing to the graph.
+    """Inverted dropout: kept values scaled by 1/(1-p) in training, identity in evaluation; p = 0 adds
+    nothing to the graph.
 
     One mask value per position of the dims not in `broadcast_dims`, shared along those (as
     flax.linen.Dropout): () drops values one by one (spec Dropout); (1, 2) drops whole channels of
-    NHWC data, one draw per sample and channel (spec Dropout2d).
+    NHWC data, one draw per sample and channel (spec Dropout2d). The mask is
+    netspec.counter_hash.keep_mask's, bit for bit (the torch backend's too): the model hands each layer
+    its key of the step in the DROPOUT_KEYS collection.
     """
 
     rate: float = 0.5
@@ -84,7 +130,9 @@ class Dropout(nn.Module):
             return x
         if self.broadcast_dims and max(self.broadcast_dims) >= x.ndim:
             raise ValueError(f"Dropout broadcast over dims {self.broadcast_dims} needs more dims than input size {_nchw(x.shape)}")
-        keep = 1.0 - self.rate
+        key = self.get_variable(DROPOUT_KEYS, "key")
+        if key is None:
+            raise ValueError(f"Dropout {self.name} in training needs its key of the step in the {DROPOUT_KEYS!r} collection")
         shape = tuple(1 if dim in self.broadcast_dims else size for dim, size in enumerate(x.shape))
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-        return jnp.where(mask, x * (1.0 / keep), jnp.zeros((), x.dtype))
+        mask = hashed_keep_mask(shape, key, self.rate)
+        return x * (mask.astype(x.dtype) * (1.0 / (1.0 - self.rate)))

@@ -1,9 +1,10 @@
 """The compiled JAX model (netspec.backend.Model) on a Flax linen module.
 
-State (parameters, running statistics, Adam moments, dropout key) is one pytree, `TrainState`. The
-training step is a pure function jitted once per model with the state's buffers donated; it takes
-the device-resident split and one row of indices, so batches never leave the device and the loss
-and accuracy sums stay there until the one read at the end of `train_steps`.
+State (parameters, running statistics, the optimizer's state) is one pytree, `TrainState`. The training
+step is a pure function jitted once per model with the state's buffers donated; it takes the
+device-resident split, one row of indices and the step's dropout keys (netspec.counter_hash: one
+uint32 per layer, hashed on the host from the run's seed and step), so batches never leave the device
+and the loss and accuracy sums stay there until the one read at the end of `train_steps`.
 """
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ import optax
 
 from netspec.backend import Compile, Precision, compiles
 from netspec.experiment import TrainConfig
+from netspec.layers import Dropout, Dropout2d
 from netspec.model_base import ModelBase
-from netspec.optimizer_state import OptimizerState, slots_of
+from netspec.optimizer_state import OptimizerState
 from netspec.param_groups import tensor_rules
 from netspec.network import Network
 from netspec.params import Weights
 
 from . import convert, recipe
 from .builders import SpecNet, check_builders
+from .layers import DROPOUT_KEYS
 
 _MATMUL_PRECISION: dict[str, Optional[jax.lax.Precision]] = {
     "default": None,                       # the platform's fast default (TF32 on recent GPUs)
@@ -58,8 +61,6 @@ class TrainState(NamedTuple):
     batch_stats: Any
     opt_state: Any
     """optax Adam state, or None before setup_optimizer."""
-    key: jax.Array
-    """The dropout RNG; split once per training forward pass."""
 
 
 def _nhwc(x: jax.Array) -> jax.Array:
@@ -86,14 +87,17 @@ class JaxModel(ModelBase):
 
     def __init__(self, network: Network, weights: Weights, seed: int, device: jax.Device, device_name: str,
                  precision: Precision, compiled: Compile = "auto") -> None:
-        super().__init__(network, precision, device_name, compiles(compiled, device.platform != "cpu"))
+        super().__init__(network, precision, device_name, compiles(compiled, device.platform != "cpu"), seed)
         self._device = device
         self._chunk_rows: Optional[int] = None
         """Steps per scan, fixed by warmup or the first train_steps call: one compiled program per run
         (a call's rows are cut into chunks of this length, the last padded with rows that are skipped)."""
         check_builders(tuple(network.layers))
         self._module = self._build_module(_MATMUL_PRECISION[self.precision], jnp.bfloat16 if self.precision == "bf16" else None)
-        self._state = TrainState({}, {}, None, jax.device_put(jax.random.key(seed), device))
+        self._state = TrainState({}, {}, None)
+        self._dropout_layers = tuple(i for i, layer in enumerate(network.layers)
+                                     if isinstance(layer, (Dropout, Dropout2d)) and layer.p > 0)
+        """The spec indices of the layers that take a key in training."""
         self.set_weights(weights)
         self._forward_eval = jax.jit(self._forward_eval_fn)
         self._forward_train = jax.jit(self._forward_train_fn)
@@ -107,70 +111,72 @@ class JaxModel(ModelBase):
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:
         """The Flax module run by every step (benchmarks swap in one of Flax's built-in layers)."""
-        return SpecNet(tuple(self.network.layers), precision, dtype)
+        inputs = () if self.network.is_chain else tuple(n.inputs for n in self.network.nodes())
+        return SpecNet(tuple(self.network.layers), precision, dtype, inputs=inputs)
 
     # ---- pure functions (traced by jax.jit; TRACES counts the traces) ----
 
     def _run(self, params: Any, stats: Any, x: jax.Array, train: bool,
-             key: Optional[jax.Array]) -> tuple[jax.Array, Any]:
-        """Logits and the running statistics after this pass, for NHWC (or flat) x."""
+             keys: Optional[jax.Array]) -> tuple[jax.Array, Any]:
+        """Logits and the running statistics after this pass, for NHWC (or flat) x; keys: the step's
+        dropout key of every layer (uint32, by spec index), for a training pass."""
         variables = {"params": params, "batch_stats": stats}
         if not train:  # logits in the input's dtype: bf16 compute keeps the loss in float32
             return self._module.apply(variables, x, False).astype(x.dtype), stats
-        logits, updated = self._module.apply(variables, x, True, rngs={"dropout": key}, mutable=["batch_stats"])
+        variables[DROPOUT_KEYS] = {str(i): {"key": keys[i]} for i in self._dropout_layers}
+        logits, updated = self._module.apply(variables, x, True, mutable=["batch_stats"])
         return logits.astype(x.dtype), updated.get("batch_stats", stats)
 
     def _loss(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
-              key: jax.Array, smoothing: float = 0.0) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-        logits, stats = self._run(params, stats, x, True, key)
+              keys: jax.Array, smoothing: float = 0.0) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+        logits, stats = self._run(params, stats, x, True, keys)
         return recipe.cross_entropy(logits, y, smoothing), (logits, stats)
 
     def _forward_eval_fn(self, params: Any, stats: Any, x: jax.Array) -> jax.Array:
         TRACES["forward_eval"] += 1
         return _nchw(self._run(params, stats, _nhwc(x), False, None)[0])
 
-    def _forward_train_fn(self, params: Any, stats: Any, x: jax.Array, key: jax.Array) -> tuple[jax.Array, Any]:
+    def _forward_train_fn(self, params: Any, stats: Any, x: jax.Array, keys: jax.Array) -> tuple[jax.Array, Any]:
         TRACES["forward_train"] += 1
-        logits, stats = self._run(params, stats, _nhwc(x), True, key)
+        logits, stats = self._run(params, stats, _nhwc(x), True, keys)
         return _nchw(logits), stats
 
     def _loss_and_grads_fn(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
-                           key: jax.Array) -> tuple[jax.Array, Any]:
+                           keys: jax.Array) -> tuple[jax.Array, Any]:
         TRACES["loss_and_grads"] += 1
-        (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(params, stats, _nhwc(x), y, key)
+        (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(params, stats, _nhwc(x), y, keys)
         return loss, grads
 
     def _train_step_fn(self, optimizer: recipe.Optimizer, state: TrainState, sums: jax.Array,
-                       x_all: jax.Array, y_all: jax.Array, idx: jax.Array, lr: jax.Array,
+                       x_all: jax.Array, y_all: jax.Array, idx: jax.Array, lr: jax.Array, keys: jax.Array,
                        plan: Optional[jax.Array] = None) -> tuple[TrainState, jax.Array]:
-        """One optimizer step on the batch x_all[idx] (augmented by `plan` when given); adds (loss,
-        number correct) to `sums` (counts stay exact in float32). lr is traced, so a new learning rate
-        reuses the compiled step."""
+        """One optimizer step on the batch x_all[idx] (augmented by `plan` when given) with the step's
+        dropout keys; adds (loss, number correct) to `sums` (counts stay exact in float32). lr is traced,
+        so a new learning rate reuses the compiled step."""
         TRACES["train_step"] += 1
         x = x_all[idx] if plan is None else recipe.augment(x_all, idx, plan, optimizer.config.augment)
         y = y_all[idx]
-        key, sub = jax.random.split(state.key)
         loss_fn = partial(self._loss, smoothing=optimizer.config.label_smoothing)
-        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.batch_stats, x, y, sub)
+        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.batch_stats, x, y, keys)
         # lr is applied by the optimizer's own step rather than inside optax so that it stays traced.
         params, opt_state = optimizer.step(state.params, grads, state.opt_state, lr)
         correct = jnp.sum(jnp.argmax(logits, axis=-1) == y).astype(loss.dtype)
-        return TrainState(params, stats, opt_state, key), sums + jnp.stack([loss, correct])
+        return TrainState(params, stats, opt_state), sums + jnp.stack([loss, correct])
 
     def _train_chunk_fn(self, optimizer: recipe.Optimizer, state: TrainState, sums: jax.Array,
                         x_all: jax.Array, y_all: jax.Array, rows: jax.Array, valid: jax.Array,
-                        lrs: jax.Array, plans: Optional[jax.Array] = None) -> tuple[TrainState, jax.Array]:
-        """The steps of `rows` (chunk_rows, batch) as one scan, step i at learning rate lrs[i] (on images
-        augmented by plans[i] when given); a row whose `valid` is False (padding of a short call) is
-        skipped (a cond: no step, no RNG draw), so one program serves every call."""
+                        lrs: jax.Array, keys: jax.Array, plans: Optional[jax.Array] = None) -> tuple[TrainState, jax.Array]:
+        """The steps of `rows` (chunk_rows, batch) as one scan, step i at learning rate lrs[i] with the
+        dropout keys keys[i] (on images augmented by plans[i] when given); a row whose `valid` is False
+        (padding of a short call) is skipped (a cond: no step), so one program serves every call."""
         TRACES["train_chunk"] += 1
 
         def body(carry: tuple[TrainState, jax.Array], row: tuple[jax.Array, ...]) -> tuple[tuple[TrainState, jax.Array], None]:
-            idx, ok, lr, plan = row
-            step = lambda c: self._train_step_fn(optimizer, c[0], c[1], x_all, y_all, idx, lr, plan)
+            idx, ok, lr, step_keys, plan = row
+            step = lambda c: self._train_step_fn(optimizer, c[0], c[1], x_all, y_all, idx, lr, step_keys, plan)
             return jax.lax.cond(ok, step, lambda c: c, carry), None
 
-        (state, sums), _ = jax.lax.scan(body, (state, sums), (rows, valid, lrs, plans))
+        (state, sums), _ = jax.lax.scan(body, (state, sums), (rows, valid, lrs, keys, plans))
         return state, sums
 
     def _eval_step_fn(self, sums: jax.Array, params: Any, stats: Any, x_all: jax.Array, y_all: jax.Array,
@@ -202,15 +208,14 @@ class JaxModel(ModelBase):
         s = self._state
         if not train:
             return np.asarray(self._forward_eval(s.params, s.batch_stats, x))
-        key, sub = jax.random.split(s.key)
-        logits, stats = self._forward_train(s.params, s.batch_stats, x, sub)
-        self._state = s._replace(batch_stats=stats, key=key)
+        logits, stats = self._forward_train(s.params, s.batch_stats, x, self.dropout_keys(1)[0])
+        self._state = s._replace(batch_stats=stats)
         return np.asarray(logits)
 
     def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         s = self._state
         loss, grads = self._loss_and_grads_jit(s.params, s.batch_stats, x, y.astype(np.int32),  # labels < classes: int32 is exact
-                                               jax.random.split(s.key)[1])  # the state's key is not advanced
+                                               self.dropout_keys(1, advance=False)[0])
         return float(loss), convert.to_canonical(self.network, {"params": grads}, trainable_only=True)
 
     def _get_weights(self) -> Weights:
@@ -221,14 +226,7 @@ class JaxModel(ModelBase):
         variables = jax.device_put(convert.to_flax(self.network, weights, np.dtype(self.float_dtype).type), self._device)
         self._state = self._state._replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
-    # ---- training state: optax's ScaleByAdamState and the dropout key, as plain arrays ----
-
-    def _rng_state(self) -> np.ndarray:
-        return np.asarray(jax.random.key_data(self._state.key))
-
-    def _set_rng_state(self, rng: np.ndarray) -> None:
-        key = jax.device_put(jax.random.wrap_key_data(np.asarray(rng, np.uint32)), self._device)
-        self._state = self._state._replace(key=key)
+    # ---- training state: the optimizer's state as plain arrays (the dropout stream is ModelBase's) ----
 
     def _optimizer_state(self) -> OptimizerState:
         """optax's ScaleByAdamState (Adam, AdamW) or the SGD momentum buffer, by canonical name."""
@@ -259,32 +257,38 @@ class JaxModel(ModelBase):
     def _to_device(self, x: np.ndarray, y: np.ndarray) -> JaxData:
         return JaxData(_nhwc(jax.device_put(x, self._device)), jax.device_put(y.astype(np.int32), self._device), len(y))
 
-    def _setup_optimizer(self, config: TrainConfig) -> None:
+    def _rules_tree(self, config: TrainConfig) -> Any:
+        """Every trainable tensor's weight decay and lr multiplier (netspec.param_groups), as a tree like
+        the params."""
         rules = tensor_rules(self.network, config)
         tree: dict[str, dict[str, Any]] = {}
         for name, slot in convert.slots(self.network).items():
             if slot.collection == "params":
                 tree.setdefault(slot.layer, {})[slot.leaf] = rules[name]
-        optimizer = recipe.Optimizer(config, tree)
+        return tree
+
+    def _setup_optimizer(self, config: TrainConfig) -> None:
+        optimizer = recipe.Optimizer(config, self._rules_tree(config))
         self._state = self._state._replace(opt_state=jax.device_put(optimizer.init(self._state.params), self._device))
         self._train_step = jax.jit(partial(self._train_step_fn, optimizer), donate_argnums=(0, 1))
         self._train_chunk = jax.jit(partial(self._train_chunk_fn, optimizer), donate_argnums=(0, 1))
         self._program = None
 
-    def _chunk_args(self, rows: np.ndarray, lrs: np.ndarray, plans: Optional[np.ndarray]) -> list[tuple[Any, ...]]:
-        """(rows, valid, lrs, plans) device arrays for each scan of a call: chunks of _chunk_rows, the last
-        padded (plans None without augmentation)."""
+    def _chunk_args(self, rows: np.ndarray, lrs: np.ndarray, keys: np.ndarray, plans: Optional[np.ndarray]) -> list[tuple[Any, ...]]:
+        """(rows, valid, lrs, keys, plans) device arrays for each scan of a call: chunks of _chunk_rows, the
+        last padded (plans None without augmentation)."""
         length = self._chunk_rows
         out = []
         for start in range(0, len(rows), length):
-            parts = [a[start:start + length] if a is not None else None for a in (rows, lrs, plans)]
+            parts = [a[start:start + length] if a is not None else None for a in (rows, lrs, keys, plans)]
             count = len(parts[0])
             valid = np.arange(length) < count
             if count < length:
                 parts = [None if a is None else np.concatenate([a, np.zeros((length - count, *a.shape[1:]), a.dtype)])
                          for a in parts]
-            part, part_lrs, part_plans = parts
-            out.append(tuple(None if a is None else jax.device_put(a, self._device) for a in (part, valid, part_lrs, part_plans)))
+            part, part_lrs, part_keys, part_plans = parts
+            out.append(tuple(None if a is None else jax.device_put(a, self._device)
+                             for a in (part, valid, part_lrs, part_keys, part_plans)))
         return out
 
     def _warmup(self, data: JaxData, batch_size: int, rows: int = 1) -> None:
@@ -294,15 +298,17 @@ class JaxModel(ModelBase):
         shape, dtype = jax.ShapeDtypeStruct, np.dtype(self.float_dtype)
         head = (self._state, shape((2,), dtype), data.x, data.y)
         augmented = self.optimizer_config.augment.active
+        layers = len(self.network.layers)
         if self.compiled:
             self._chunk_rows = self._chunk_rows or max(1, int(rows))
             plans = shape((self._chunk_rows, batch_size, 5), np.int32) if augmented else None
             args = head + (shape((self._chunk_rows, batch_size), np.int32), shape((self._chunk_rows,), np.bool_),
-                           shape((self._chunk_rows,), dtype), plans)
+                           shape((self._chunk_rows,), dtype), shape((self._chunk_rows, layers), np.uint32), plans)
             self._program = ((batch_size, augmented), self._train_chunk.lower(*args).compile())
         else:
             plan = shape((batch_size, 5), np.int32) if augmented else None
-            program = self._train_step.lower(*head, shape((batch_size,), np.int32), shape((), dtype), plan).compile()
+            program = self._train_step.lower(*head, shape((batch_size,), np.int32), shape((), dtype),
+                                             shape((layers,), np.uint32), plan).compile()
             self._program = ((batch_size, augmented), program)
 
     def _run_steps(self, data: JaxData, rows: np.ndarray, lr: float | np.ndarray,
@@ -314,22 +320,26 @@ class JaxModel(ModelBase):
         lrs = np.broadcast_to(np.asarray(lr, self.float_dtype), (len(rows),))
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         warm = self._program is not None and self._program[0] == (rows.shape[1], plans is not None)
+        keys = self.dropout_keys(len(rows))
         if self.compiled:
             self._chunk_rows = self._chunk_rows or max(1, len(rows))
             program = self._program[1] if warm else self._train_chunk
-            for part, valid, part_lrs, part_plans in self._chunk_args(rows, lrs, plans):
+            for part, valid, part_lrs, part_keys, part_plans in self._chunk_args(rows, lrs, keys, plans):
                 # The old state's buffers are donated: keep self._state pointing at live ones.
-                self._state, sums = program(self._state, sums, data.x, data.y, part, valid, part_lrs, part_plans)
+                self._state, sums = program(self._state, sums, data.x, data.y, part, valid, part_lrs, part_keys, part_plans)
         else:
             program = self._program[1] if warm else self._train_step
             # One lr on the device per distinct value in a row of equal ones: a constant lr is one transfer.
             changes = np.flatnonzero(np.r_[True, lrs[1:] != lrs[:-1]]) if len(lrs) else []
             lr_at = {int(i): jax.device_put(np.asarray(lrs[i]), self._device) for i in changes}
             lr_device = None
+            # Iterating a device array slices it on the device; indexing it with a Python int would send the
+            # index from the host (a transfer per step).
             step_plans = jax.device_put(plans, self._device) if plans is not None else [None] * len(rows)
-            for step, row in enumerate(jax.device_put(rows, self._device)):
+            step_keys = jax.device_put(keys, self._device)
+            for step, (row, key, plan) in enumerate(zip(jax.device_put(rows, self._device), step_keys, step_plans)):
                 lr_device = lr_at.get(step, lr_device)
-                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device, step_plans[step])
+                self._state, sums = program(self._state, sums, data.x, data.y, row, lr_device, key, plan)
         return sums
 
     def _read_back(self, sums: jax.Array) -> tuple[float, float]:

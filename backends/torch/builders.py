@@ -1,14 +1,17 @@
-"""Spec -> torch module: one builder per layer type, and the network as an nn.Sequential.
+"""Spec -> torch module: one builder per layer type, and the network as an nn.Sequential (a chain) or
+a Graph (layers that name their inputs).
 
-An nn.Sequential names its children "0", "1", ..., so its state_dict names are exactly the canonical
-names of netspec.params ("0.weight", "1.running_mean"); nothing needs renaming in either direction.
-Conv2d, Linear, ReLU, MaxPool2d and Flatten are torch's own: their semantics are PyTorch's by
-definition. BatchNorm and Dropout are hand-written (layers.py).
+Both name their children "0", "1", ... (the layer's index), so state_dict names are exactly the
+canonical names of netspec.params ("0.weight", "1.running_mean"); nothing needs renaming in either
+direction. Conv2d, Linear, the pools and the activations are torch's own: their semantics are
+PyTorch's by definition. BatchNorm and Dropout are hand-written (layers.py); Add, Concat, Scale and
+GlobalPool are one-line modules (layers.py).
 """
 from __future__ import annotations
 
 from typing import Callable
 
+import torch.nn.functional as F
 from torch import nn
 
 from netspec import layers as spec
@@ -16,7 +19,7 @@ from netspec.backend import Site, builder_for
 from netspec.layers import LayerSpec, pair
 from netspec.network import Network
 
-from .layers import BatchNorm, Dropout
+from .layers import Add, BatchNorm, Concat, Dropout, GlobalPool, Graph, Scale
 
 Builder = Callable[[LayerSpec, Site], nn.Module]
 """builder(layer spec, site) -> module; the site has the input shape without the batch dimension."""
@@ -27,12 +30,21 @@ def _linear(layer: spec.Linear, site: Site) -> nn.Module:
 
 
 def _conv2d(layer: spec.Conv2d, site: Site) -> nn.Module:
-    return nn.Conv2d(site.input_shape[0], layer.out_channels, pair(layer.kernel_size), stride=pair(layer.stride),
-                     padding=pair(layer.padding), bias=layer.bias)
+    (top, bottom), (left, right) = layer.pads()
+    conv = nn.Conv2d(site.input_shape[0], layer.out_channels, pair(layer.kernel_size), stride=pair(layer.stride),
+                     padding=(top, left), bias=layer.bias)
+    if (top, left) == (bottom, right):
+        return conv
+    # 'same' with an even kernel: the extra zero at the bottom and the right (PyTorch's split), padded
+    # explicitly; the module stays an nn.Conv2d so its state_dict names stay "3.weight".
+    conv.padding = (0, 0)
+    conv.register_forward_pre_hook(lambda module, args: (F.pad(args[0], (left, right, top, bottom)),))
+    return conv
 
 
 def _batch_norm(layer: spec.BatchNorm, site: Site) -> nn.Module:
-    return BatchNorm(site.input_shape[0], momentum=layer.momentum, eps=layer.eps)
+    return BatchNorm(site.input_shape[0], momentum=layer.momentum, eps=layer.eps, affine=layer.affine,
+                     train_weight=layer.train_weight)
 
 
 def _relu(layer: spec.ReLU, site: Site) -> nn.Module:
@@ -41,11 +53,11 @@ def _relu(layer: spec.ReLU, site: Site) -> nn.Module:
 
 
 def _dropout(layer: spec.Dropout, site: Site) -> nn.Module:
-    return Dropout(layer.p)  # one draw per value
+    return Dropout(layer.p, layer=site.index)  # one draw per value
 
 
 def _dropout2d(layer: spec.Dropout2d, site: Site) -> nn.Module:
-    return Dropout(layer.p, broadcast_dims=(2, 3))  # NCHW: one draw per sample and channel
+    return Dropout(layer.p, broadcast_dims=(2, 3), layer=site.index)  # NCHW: one draw per sample and channel
 
 
 def _max_pool2d(layer: spec.MaxPool2d, site: Site) -> nn.Module:
@@ -54,6 +66,11 @@ def _max_pool2d(layer: spec.MaxPool2d, site: Site) -> nn.Module:
 
 def _flatten(layer: spec.Flatten, site: Site) -> nn.Module:
     return nn.Flatten()  # (N, C, H, W) -> (N, C*H*W) in C, H, W order: the spec's order
+
+
+def _avg_pool2d(layer: spec.AvgPool2d, site: Site) -> nn.Module:
+    return nn.AvgPool2d(pair(layer.kernel_size), stride=layer.effective_stride, padding=pair(layer.padding),
+                        count_include_pad=layer.count_include_pad)
 
 
 BUILDERS: dict[type[LayerSpec], Builder] = {
@@ -65,15 +82,26 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Dropout2d: _dropout2d,
     spec.MaxPool2d: _max_pool2d,
     spec.Flatten: _flatten,
+    spec.AvgPool2d: _avg_pool2d,
+    spec.GlobalPool: lambda layer, site: GlobalPool(layer.mode),
+    spec.Identity: lambda layer, site: nn.Identity(),
+    spec.Scale: lambda layer, site: Scale(layer.factor),
+    spec.GELU: lambda layer, site: nn.GELU(approximate=layer.approximate),
+    spec.CELU: lambda layer, site: nn.CELU(layer.alpha),
+    spec.LeakyReLU: lambda layer, site: nn.LeakyReLU(layer.negative_slope),
+    spec.Tanh: lambda layer, site: nn.Tanh(),
+    spec.Sigmoid: lambda layer, site: nn.Sigmoid(),
+    spec.Add: lambda layer, site: Add(),
+    spec.Concat: lambda layer, site: Concat(),
 }
 """Every layer type of the spec union (tests/test_layer_tables.py checks it against netspec.layers.LAYER_TYPES)."""
 
 
-def build_module(network: Network) -> nn.Sequential:
-    """The network as an nn.Sequential with torch's default initialization (the model overwrites it
-    with canonical weights)."""
-    shapes = network.shapes()
-    modules = []
-    for index, layer in enumerate(network.layers):
-        modules.append(builder_for(BUILDERS, layer, index, "torch")(layer, Site(index, (shapes[index],))))
-    return nn.Sequential(*modules)
+def build_module(network: Network) -> nn.Module:
+    """The network as an nn.Sequential (a chain: no per-layer bookkeeping, as fast as before graphs) or a
+    Graph, with torch's default initialization (the model overwrites it with canonical weights)."""
+    nodes = network.nodes()
+    modules = [builder_for(BUILDERS, n.layer, n.index, "torch")(n.layer, Site(n.index, n.input_shapes)) for n in nodes]
+    if network.is_chain:
+        return nn.Sequential(*modules)
+    return Graph(modules, [n.inputs for n in nodes])

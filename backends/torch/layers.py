@@ -9,8 +9,11 @@ import math
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from netspec.counter_hash import keep_threshold
 
 
 def _channel_view(x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -85,11 +88,20 @@ class BatchNorm(nn.Module):
     torch.nn.BatchNorm*d, so state_dict names are the canonical ones.
     """
 
-    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
+                 train_weight: bool = True) -> None:
         super().__init__()
         self.num_features, self.momentum, self.eps = num_features, momentum, eps
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
+        # affine=False: constant scale 1 and shift 0, kept out of the state_dict (PyTorch has none);
+        # train_weight=False: the scale is a buffer (in the state_dict, never trained: airbench's).
+        if affine and train_weight:
+            self.weight = nn.Parameter(torch.ones(num_features))
+        else:
+            self.register_buffer("weight", torch.ones(num_features), persistent=affine)
+        if affine:
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_buffer("bias", torch.zeros(num_features), persistent=False)
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
@@ -134,27 +146,49 @@ class BatchNorm(nn.Module):
         return out, mean.detach(), var.detach()
 
 
-_M32 = 0xFFFFFFFF
+def _int32(word: int) -> int:
+    """A uint32 word as the int32 with the same bits (two's complement)."""
+    return word - (1 << 32) if word >= 1 << 31 else word
 
 
-def _mix32(h: Tensor) -> Tensor:
-    """A 32-bit integer hash (xorshift-multiply rounds) of int64 values in [0, 2**32). Multipliers are
-    below 2**31, so no product leaves int64."""
-    h = h ^ (h >> 16)
-    h = (h * 0x7FEB352D) & _M32
-    h = h ^ (h >> 15)
-    h = (h * 0x2C1B3C6D) & _M32
-    return h ^ (h >> 16)
+# netspec.counter_hash's recipe on int32 tensors holding uint32 bits: multiplication, xor and the
+# comparison below are the same bits either way; right shifts are arithmetic on int32, so each is
+# masked to its logical result. int32, not int64 masked to 32 bits: half the memory traffic, which
+# on a CPU is the difference between ~0.8x and ~1.5x the time of torch.rand's masks (benchmarks/dropout_masks.py).
+_MULTIPLIERS = (_int32(0x85EBCA6B), _int32(0xC2B2AE35))
+_SIGN = -(1 << 31)
 
 
-def hashed_keep_mask(shape: list[int], seed: Tensor, salt: int, keep: float, device: torch.device) -> Tensor:
-    """A boolean keep-mask with P(True) = keep, a pure function of (seed, salt, position): a counter-based
-    RNG written in tensor ops, so that torch.compile fuses mask generation with its use (no mask in
-    memory, no generator object in the graph, CUDA-graph safe). seed: an int64 0-d tensor in [0, 2**31)."""
-    s = _mix32((seed + salt * 0x61C88647) & _M32)
+def _fmix32_(h: Tensor, scratch: Tensor) -> Tensor:
+    """counter_hash.fmix32 of int32 words, in place on h (scratch: a buffer of h's shape)."""
+    for shift, multiplier in ((16, _MULTIPLIERS[0]), (13, _MULTIPLIERS[1]), (16, None)):
+        torch.bitwise_right_shift(h, shift, out=scratch)
+        h.bitwise_xor_(scratch.bitwise_and_((1 << (32 - shift)) - 1))
+        if multiplier is not None:
+            h.mul_(multiplier)
+    return h
+
+
+def position_words(shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """position * GOLDEN + OFFSET (mod 2**32) for every C-order position of a mask of `shape`, as int32:
+    the per-position word of counter_hash.keep_mask. Computed in int64 with the multiplier taken as a
+    negative int32 (the same product mod 2**32), so no product leaves int64."""
     position = torch.arange(math.prod(shape), device=device, dtype=torch.int64).view(shape)
-    h = _mix32((position * 0x9E3779B1 + s) & _M32)
-    return h < int(keep * 2.0**32)
+    words = (position * _int32(0x9E3779B9) + 0x7F4A7C15) & 0xFFFFFFFF
+    return (words - ((words >> 31) << 32)).to(torch.int32)
+
+
+def hashed_keep_mask(words: Tensor, key: Tensor, p: float, scratch: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+    """The keep-mask (bool, the shape of `words`) of counter_hash.keep_mask: hash of (key, position) below
+    keep_threshold(p). words: position_words of the mask's shape; key: an int32 0-d tensor, the
+    layer's key of this step (counter_hash.dropout_keys). scratch: two int32 buffers of words' shape
+    that eager steps reuse (a fresh allocation per op costs more than the arithmetic on a CPU);
+    compiled steps pass None and the compiler fuses the chain."""
+    h, spare = scratch if scratch is not None else (torch.empty_like(words), torch.empty_like(words))
+    torch.bitwise_xor(words, key, out=h)
+    _fmix32_(h, spare)
+    # Unsigned h < threshold as a signed comparison: flipping the sign bit of both sides keeps the order.
+    return h.bitwise_xor_(_SIGN) < keep_threshold(p) + _SIGN
 
 
 class Dropout(nn.Module):
@@ -164,37 +198,116 @@ class Dropout(nn.Module):
     flax.linen.Dropout): () drops values one by one (spec Dropout); (2, 3) drops whole channels of
     NCHW data, one draw per sample and channel (spec Dropout2d).
 
-    `generator` is the model's dropout RNG (set by the model after building; None uses torch's
-    global one), so one seed gives one sequence of masks.
+    The mask is netspec.counter_hash.keep_mask's, bit for bit: a pure function of the key handed in by
+    the model (the run's seed, the step, this layer's index `layer`) and the position, so eager and
+    compiled steps, and the jax backend, drop the same units.
     """
 
-    def __init__(self, p: float = 0.5, broadcast_dims: tuple[int, ...] = ()) -> None:
+    def __init__(self, p: float = 0.5, broadcast_dims: tuple[int, ...] = (), layer: int = 0) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout rate p={p} is outside [0, 1)")
-        self.p, self.broadcast_dims = p, tuple(broadcast_dims)
-        self.generator: Optional[torch.Generator] = None
-        self.salt = 0
-        """Tells this layer's hashed masks from the other layers' (the model sets its index)."""
+        self.p, self.broadcast_dims, self.layer = p, tuple(broadcast_dims), layer
+        self._words: dict[tuple[Any, ...], tuple[Tensor, Tensor, Tensor]] = {}
+        """(mask shape, device) -> position words and two scratch buffers, for eager steps."""
 
     def extra_repr(self) -> str:
         return f"p={self.p}, broadcast_dims={self.broadcast_dims}" if self.broadcast_dims else f"p={self.p}"
 
-    def forward(self, x: Tensor, seed: Optional[Tensor] = None) -> Tensor:
-        """seed: None draws from `generator` (eager mode); an int64 0-d tensor (compiled steps) makes
-        the mask a hash of (seed, this layer's `salt`, position) instead (hashed_keep_mask)."""
+    def forward(self, x: Tensor, keys: Optional[Tensor] = None) -> Tensor:
+        """keys: the step's int32 key of every layer of the network (index: the spec's layer index), from
+        counter_hash.dropout_keys; needed in training."""
         if not self.training or self.p == 0.0:
             return x  # untouched, no copy, no RNG draw
         if self.broadcast_dims and max(self.broadcast_dims) >= x.dim():
             raise ValueError(f"Dropout broadcast over dims {self.broadcast_dims} needs more dims than input size {x.size()}")
-        keep = 1.0 - self.p
-        shape = [1 if dim in self.broadcast_dims else size for dim, size in enumerate(x.shape)]
-        if seed is not None:
-            return torch.where(hashed_keep_mask(shape, seed, self.salt, keep, x.device), x * (1.0 / keep), 0.0)
-        # Uniform draws compared with the keep rate, in place: on a CPU, torch.rand is about 3x
-        # faster than bernoulli_ (which alone cost ~12% of an MLP training step). P(u < keep) = keep.
-        if x.dtype in (torch.float32, torch.float64):
-            uniform = torch.rand(shape, generator=self.generator, device=x.device, dtype=x.dtype)
-            return x * uniform.lt_(keep).mul_(1.0 / keep)
-        uniform = torch.rand(shape, generator=self.generator, device=x.device)  # float32 draws for bf16 data
-        return x * uniform.lt_(keep).mul_(1.0 / keep).to(x.dtype)
+        if keys is None:
+            raise ValueError("Dropout in training needs the step's keys (the model passes them: see TorchModel._layers)")
+        shape = tuple(1 if dim in self.broadcast_dims else size for dim, size in enumerate(x.shape))
+        if torch.compiler.is_compiling():
+            mask = hashed_keep_mask(position_words(shape, x.device), keys[self.layer], self.p)
+        else:
+            cached = self._words.get((shape, x.device))
+            if cached is None:
+                words = position_words(shape, x.device)
+                cached = self._words[(shape, x.device)] = (words, torch.empty_like(words), torch.empty_like(words))
+            mask = hashed_keep_mask(cached[0], keys[self.layer], self.p, cached[1:])
+        # float32 scale for bf16 data (as the float32 draws were), the data's own dtype otherwise.
+        scale = mask.to(torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * scale.to(x.dtype)
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+
+class GlobalPool(nn.Module):
+    """(N, C, H, W) -> (N, C): the mean or the max over all positions (torch's adaptive pools to 1x1,
+    so a tie in the max sends its gradient where PyTorch's max pooling does)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = F.adaptive_avg_pool2d(x, 1) if self.mode == "avg" else F.adaptive_max_pool2d(x, 1)
+        return pooled.flatten(1)
+
+
+class Add(nn.Module):
+    """The element-wise sum of its inputs."""
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        out = xs[0] + xs[1]
+        for x in xs[2:]:
+            out = out + x
+        return out
+
+
+class Concat(nn.Module):
+    """Its inputs joined along dim 1 (channels of NCHW, features of (N, F))."""
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        return torch.cat(xs, 1)
+
+
+class Graph(nn.Module):
+    """Layers that take the outputs their specs name: children "0", "1", ... (canonical state_dict
+    names), each with the indices of its inputs (-1: the network's input). An output is dropped after its
+    last use, so a graph holds no more activations than it needs."""
+
+    def __init__(self, modules: list[nn.Module], inputs: list[tuple[int, ...]]) -> None:
+        super().__init__()
+        for index, module in enumerate(modules):
+            self.add_module(str(index), module)
+        self.inputs = [tuple(i) for i in inputs]
+        last_use: dict[int, int] = {}
+        for index, names in enumerate(self.inputs):
+            for i in names:
+                last_use[i] = index
+        self.release = [tuple(i for i in set(names) if last_use[i] == index) for index, names in enumerate(self.inputs)]
+        """The outputs each layer is the last to read."""
+
+    def forward(self, x: Tensor, keys: Optional[Tensor] = None) -> Tensor:
+        """keys: the step's dropout keys, one per layer, in training (see Dropout.forward)."""
+        outputs: dict[int, Tensor] = {-1: x}
+        for index, module in enumerate(self.children()):
+            xs = [outputs[i] for i in self.inputs[index]]
+            if keys is not None and isinstance(module, Dropout):
+                out = module(xs[0], keys)
+            else:
+                out = module(*xs)
+            for i in self.release[index]:
+                del outputs[i]
+            outputs[index] = out
+        return outputs[len(self.inputs) - 1]

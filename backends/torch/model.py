@@ -1,4 +1,4 @@
-"""The compiled torch model (netspec.backend.Model): an nn.Sequential, its Adam and its dropout RNG."""
+"""The compiled torch model (netspec.backend.Model): an nn.Sequential, its Adam and its dropout keys."""
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +22,7 @@ from netspec.params import Weights
 
 from . import recipe, step_graph
 from .builders import build_module
-from .layers import Dropout
+from .layers import Dropout, Graph
 
 
 COMPILE_BACKEND = os.environ.get("NETSPEC_TORCH_COMPILE_BACKEND", "inductor")
@@ -78,7 +78,7 @@ class TorchModel(ModelBase):
 
     def __init__(self, network: Network, weights: Weights, seed: int, device: torch.device, device_name: str,
                  precision: Precision, compiled: Compile = "auto", module: Optional[torch.nn.Module] = None) -> None:
-        super().__init__(network, precision, device_name, compiles(compiled, device.type == "cuda"))
+        super().__init__(network, precision, device_name, compiles(compiled, device.type == "cuda"), seed)
         self.torch_device = device
         self.graphed = self.compiled and device.type == "cuda"
         """Steps replayed from one CUDA graph each (step_graph), with or without torch.compile: a step
@@ -91,15 +91,6 @@ class TorchModel(ModelBase):
             self.module = self.module.to(memory_format=torch.channels_last)
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.set_weights(weights)
-        # One generator for every dropout layer, on the model's device: the same seed gives the same
-        # masks, and torch's global RNG (which user code may also draw from) is left alone.
-        self.generator = torch.Generator(device=self.torch_device)
-        self.generator.manual_seed(seed)
-        for index, layer in enumerate(self.module.modules()):
-            if isinstance(layer, Dropout):
-                layer.generator, layer.salt = self.generator, index
-        self._hashed_dropout = any(isinstance(m, Dropout) and m.p > 0 for m in self.module.modules())
-        """Compiled and graphed steps draw one seed per step from the generator for the hashed masks."""
         self._step: Optional[Callable[..., tuple[Tensor, Tensor]]] = None
         """The compiled loss function (built by warmup or the first train_steps when compiled)."""
         self._graph: Optional[step_graph.StepGraph] = None
@@ -125,15 +116,25 @@ class TorchModel(ModelBase):
         # graphs only without it (torch.cuda.make_graphed_callables refuses the cache).
         return torch.autocast(device_type=self.torch_device.type, dtype=torch.bfloat16, cache_enabled=False)
 
-    def _layers(self, x: Tensor, seed: Optional[Tensor]) -> Tensor:
-        """The module's forward pass, handing the step's seed to the hand-written Dropout layers."""
-        if seed is None or not isinstance(self.module, torch.nn.Sequential):
+    def _layers(self, x: Tensor, keys: Optional[Tensor]) -> Tensor:
+        """The module's forward pass, handing the step's dropout keys (one int32 per spec layer, see
+        _keys) to the hand-written Dropout layers."""
+        if keys is None:
+            return self.module(x)
+        if isinstance(self.module, Graph):
+            return self.module(x, keys)
+        if not isinstance(self.module, torch.nn.Sequential):
             return self.module(x)
         for layer in self.module:
-            x = layer(x, seed) if isinstance(layer, Dropout) else layer(x)
+            x = layer(x, keys) if isinstance(layer, Dropout) else layer(x)
         return x
 
-    def _loss(self, x_all: Tensor, y_all: Tensor, index: Tensor, seed: Optional[Tensor],
+    def _keys(self, steps: int, advance: bool = True) -> Tensor:
+        """The dropout keys of the next `steps` training passes on the device: (steps, layers) int32 with
+        the bits of ModelBase.dropout_keys' uint32 words."""
+        return torch.from_numpy(self.dropout_keys(steps, advance).view(np.int32)).to(self.torch_device)
+
+    def _loss(self, x_all: Tensor, y_all: Tensor, index: Tensor, keys: Optional[Tensor],
               plan: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Train-mode batch loss (label smoothing as the recipe says) and number correct for x_all[index],
         augmented by `plan` when given: what a compiled step compiles (the backward pass comes with it,
@@ -141,7 +142,7 @@ class TorchModel(ModelBase):
         x = x_all.index_select(0, index) if plan is None else recipe.augment(x_all, index, plan, self._augment)
         y = y_all.index_select(0, index)
         with self._autocast():
-            logits = self._layers(x, seed)
+            logits = self._layers(x, keys)
         if logits.dtype != x_all.dtype:
             logits = logits.to(x_all.dtype)  # bf16 logits: the loss in float32
         loss = F.cross_entropy(logits, y, label_smoothing=self._label_smoothing)
@@ -161,26 +162,25 @@ class TorchModel(ModelBase):
     def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         inputs = self._tensor(x)
         self.module.train(train)
+        keys = self._keys(1)[0] if train else None
         with torch.no_grad(), self._autocast():
-            return self.module(inputs).to(inputs.dtype).cpu().numpy()
+            return self._layers(inputs, keys).to(inputs.dtype).cpu().numpy()
 
     def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         inputs, labels = self._tensor(x), self._label_tensor(y)
         buffers = {name: b.clone() for name, b in self.module.named_buffers()}
-        rng = self.generator.get_state()
         params = dict(self.module.named_parameters())
         self.module.train()
         try:
             with self._autocast():
-                logits = self.module(inputs)
+                logits = self._layers(inputs, self._keys(1, advance=False)[0])
             loss = F.cross_entropy(logits.to(inputs.dtype), labels)
             grads = torch.autograd.grad(loss, list(params.values()), materialize_grads=True) if params else ()
         finally:
-            # The protocol promises no side effect: undo the running-statistics update and the draw.
+            # The protocol promises no side effect: undo the running-statistics update.
             with torch.no_grad():
                 for name, b in self.module.named_buffers():
                     b.copy_(buffers[name])
-            self.generator.set_state(rng)
         return float(loss.detach()), {name: g.contiguous().cpu().numpy() for name, g in zip(params, grads)}
 
     def _get_weights(self) -> Weights:
@@ -190,13 +190,7 @@ class TorchModel(ModelBase):
         # load_state_dict copies into the existing tensors, so an optimizer keeps its references.
         self.module.load_state_dict({name: torch.from_numpy(v) for name, v in weights.items()}, strict=True)
 
-    # -- training state: fused Adam's state and the dropout generator, as plain arrays ---------------
-
-    def _rng_state(self) -> np.ndarray:
-        return self.generator.get_state().numpy()
-
-    def _set_rng_state(self, rng: np.ndarray) -> None:
-        self.generator.set_state(torch.from_numpy(np.array(rng, np.uint8)))
+    # -- training state: the optimizer's state as plain arrays (the dropout stream is ModelBase's) ------
 
     def _optimizer_state(self) -> OptimizerState:
         return recipe.optimizer_state(self.optimizer, self.module, self.optimizer_config, self.float_dtype)
@@ -281,24 +275,18 @@ class TorchModel(ModelBase):
         self.module.train()
         self._loss_sum.zero_()
         self._correct.zero_()
-        # Compiled and graphed steps hash their dropout masks from one seed per step; eager ones draw.
-        fast = self.compiled or self.graphed
-        seeds = None
-        if fast:
-            seeds = (torch.randint(0, 2**31 - 1, (len(rows),), generator=self.generator, device=self.torch_device)
-                     if self._hashed_dropout else torch.zeros(len(rows), dtype=torch.int64, device=self.torch_device))
+        keys = self._keys(len(rows))  # every step's masks, eager or compiled: one transfer per call
         graph = self._graph_for(data, rows, plan_rows) if self.graphed and capture and len(rows) else None
         for step, index in enumerate(rows):  # rows of a device tensor: no host round trip per step
             if step == 0 or lrs[step] != lrs[step - 1]:
                 self._set_lr(step, lrs, lr_table)
-            seed = seeds[step] if seeds is not None else None
             plan = plan_rows[step] if plan_rows is not None else None
             if graph is not None:
                 if plan is not None:
                     self._graph_plan.copy_(plan)
-                graph.run(index, seed)
+                graph.run(index, keys[step])
             else:
-                self._one_step(data, index, seed, plan)
+                self._one_step(data, index, keys[step], plan)
         return torch.stack([self._loss_sum, self._correct.double()])
 
     def _rows(self, batches: np.ndarray) -> Tensor:
@@ -324,11 +312,11 @@ class TorchModel(ModelBase):
         loss_sum, correct = sums.tolist()
         return loss_sum, correct
 
-    def _one_step(self, data: TorchData, index: Tensor, seed: Optional[Tensor], plan: Optional[Tensor] = None) -> None:
+    def _one_step(self, data: TorchData, index: Tensor, keys: Tensor, plan: Optional[Tensor] = None) -> None:
         """One optimizer step on data.x[index] (augmented by `plan` when given), its loss and hits added to
         the sums: what a graph captures."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss, hits = (self._step or self._loss)(data.x, data.y, index, seed, plan)
+        loss, hits = (self._step or self._loss)(data.x, data.y, index, keys, plan)
         loss.backward()
         self.optimizer.step()
         self._loss_sum += loss.detach()
@@ -343,12 +331,12 @@ class TorchModel(ModelBase):
             self._graph = None
             saved = self.get_training_state()
             index = rows[0].clone()
-            seed = torch.zeros((), dtype=torch.int64, device=self.torch_device)
+            keys = torch.zeros(len(self.network.layers), dtype=torch.int32, device=self.torch_device)
             self._graph_plan = plans[0].clone() if plans is not None else None
             static_plan = self._graph_plan
             with _uncaptured_adam_expected():
-                graph = step_graph.capture(lambda i, s: self._one_step(data, i, s, static_plan), index, seed)
-            self._graph = step_graph.StepGraph(graph, key, index, seed)
+                graph = step_graph.capture(lambda i, k: self._one_step(data, i, k, static_plan), index, keys)
+            self._graph = step_graph.StepGraph(graph, key, index, keys)
             self.set_training_state(saved)
             self._loss_sum.zero_()
             self._correct.zero_()

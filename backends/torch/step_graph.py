@@ -9,9 +9,9 @@ inductor, which is not always there (it failed on the netspec MLP under torch 2.
 works with or without it.
 
 A graph replays fixed addresses, so everything a step reads or writes is a static tensor: the data
-split, the batch's row numbers (`index`), the dropout seed (`seed`), the parameters, their gradients,
+split, the batch's row numbers (`index`), the dropout keys of the step (`keys`, one per layer), the parameters, their gradients,
 Adam's state with a tensor learning rate, the running statistics and the sums. The model refills
-`index` and `seed` before each replay and keeps every other tensor in place (weights and Adam state
+`index` and `keys` before each replay and keeps every other tensor in place (weights and Adam state
 are restored with copy_, never replaced).
 """
 from __future__ import annotations
@@ -31,17 +31,17 @@ capture. The model restores its state afterwards."""
 @dataclass
 class StepGraph:
     """A captured step and the static inputs it reads: copy a batch's rows into `index` and its
-    seed into `seed`, then `replay()`."""
+    dropout keys into `keys`, then `replay()`."""
 
     graph: Any  # torch.cuda.CUDAGraph (or, in CPU tests, anything with replay())
     key: tuple[int, ...]
     """What the capture baked in besides the model: the data's addresses and the batch size."""
     index: Tensor
-    seed: Tensor
+    keys: Tensor
 
-    def run(self, index: Tensor, seed: Tensor) -> None:
+    def run(self, index: Tensor, keys: Tensor) -> None:
         self.index.copy_(index)
-        self.seed.copy_(seed)
+        self.keys.copy_(keys)
         self.graph.replay()
 
 
@@ -49,15 +49,15 @@ def graph_key(x: Tensor, y: Tensor, batch_size: int) -> tuple[int, ...]:
     return (x.data_ptr(), y.data_ptr(), tuple(x.shape)[0], batch_size)
 
 
-def capture(step: Callable[[Tensor, Tensor], None], index: Tensor, seed: Tensor) -> Any:
-    """Warm `step(index, seed)` up on a side stream, then record one call of it as a CUDA graph."""
+def capture(step: Callable[[Tensor, Tensor], None], index: Tensor, keys: Tensor) -> Any:
+    """Warm `step(index, keys)` up on a side stream, then record one call of it as a CUDA graph."""
     stream = torch.cuda.Stream(device=index.device)
     stream.wait_stream(torch.cuda.current_stream(index.device))
     with torch.cuda.stream(stream):
         for _ in range(WARMUP_STEPS):
-            step(index, seed)
+            step(index, keys)
     torch.cuda.current_stream(index.device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        step(index, seed)
+        step(index, keys)
     return graph

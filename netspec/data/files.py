@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Optional, Protocol, Sequence
 
 from ..errors import DataError
+from ..io import NotRegularFile, open_regular
 from .cache import digest
 
 MAX_FILE_BYTES = 256 * 2**20
@@ -55,8 +56,12 @@ class FolderFiles:
 
     def read(self, rel: str) -> bytes:
         path = self.root / rel
-        _check_size(str(path), path.stat().st_size)
-        return path.read_bytes()
+        try:
+            with open_regular(path) as f:  # a FIFO in a copied tree never blocks the run
+                _check_size(str(path), os.fstat(f.fileno()).st_size)
+                return f.read()
+        except NotRegularFile as err:
+            raise DataError(f"{path}: {err}; an image tree holds image files only") from None
 
     def fingerprint(self, rels: Sequence[str]) -> str:
         # Every file's size and mtime: a folder's own mtime misses edits inside its subfolders.

@@ -1,0 +1,153 @@
+"""The cross-check with dropout on (issue 24): masks compared first, then whole trajectories.
+
+Both backends draw every dropout mask from one stream (netspec.counter_hash.keep_mask of the run's seed,
+the step, the layer and the position), so the cross-check no longer turns dropout off:
+
+- `mask_rows`: each dropout layer's mask, read from what the layer does in a training pass of each
+  backend (a unit whose input is not 0 and whose output is 0 was dropped), against the numpy
+  reference; any disagreement fails (masks are integers: exact or wrong). They come first, so a mask
+  bug is reported as one, not as the logits it moves.
+- `run_trajectory` (`netspec crosscheck SPEC --steps N`): both backends train N steps from the same
+  canonical weights in float64, one train_steps call per step, and after each the largest relative
+  difference of any tensor (scaled as the cross-check's after-steps rows) and of the loss is printed;
+  every step must stay within F64_STEPS_RTOL.
+
+numpy only: the core never imports a framework.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from .backend import Backend
+from .counter_hash import keep_mask
+from .crosscheck import F64_STEPS_RTOL, Row, _augmentation, _recipe_lrs, _scales, synthetic_batch
+from .errors import SpecError
+from .experiment import TrainConfig
+from .layers import Dropout, Dropout2d
+from .network import Network
+from .params import check_trainable, init_weights
+
+MASK_TOLERANCE = 0.0
+"""Masks are equal or wrong: no share of the units may differ."""
+
+
+def dropout_layers(network: Network) -> list[int]:
+    """The indices of the layers that drop units in training."""
+    return [i for i, layer in enumerate(network.layers) if isinstance(layer, (Dropout, Dropout2d)) and layer.p > 0]
+
+
+def _train_pass(backend: Backend, network: Network, layers: int, x: np.ndarray, seed: int, precision: str) -> np.ndarray:
+    """The output of the network's first `layers` layers in a first training pass (step 0 of the stream)."""
+    if layers == 0:
+        return x.astype(np.float64)
+    head = Network(input_shape=network.input_shape, layers=network.layers[:layers])
+    return backend.compile(head, init_weights(head, seed), seed=seed, precision=precision).forward(x, train=True)
+
+
+def mask_rows(tier: str, network: Network, backends: tuple[Backend, ...], x: np.ndarray, seed: int,
+              precision: str) -> list[Row]:
+    """One row per dropout layer and backend: the share of observable units whose keep/drop differs from
+    counter_hash.keep_mask at step 0 (tolerance MASK_TOLERANCE)."""
+    rows = []
+    for index in dropout_layers(network):
+        layer = network.layers[index]
+        per_channel = isinstance(layer, Dropout2d)
+        for backend in backends:
+            before = _train_pass(backend, network, index, x, seed, precision)
+            after = _train_pass(backend, network, index + 1, x, seed, precision)
+            reference = keep_mask(seed, 0, index, before.shape, layer.p, per_channel)
+            seen, kept = before != 0, after != 0
+            if per_channel:  # a channel is seen where any of its values is, kept where any survives
+                seen, kept = seen.any(axis=(2, 3), keepdims=True), kept.any(axis=(2, 3), keepdims=True)
+            wrong = int(np.sum(seen & (kept != reference)))
+            rows.append(Row(tier, f"dropout mask ({backend.name})", f"{index}.{layer.type}", float(wrong),
+                            wrong / max(int(np.sum(seen)), 1), MASK_TOLERANCE))
+    return rows
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """The two backends after one step: the losses and the tensor farthest apart."""
+
+    step: int
+    loss_ref: float
+    loss_other: float
+    tensor: str
+    rel: float
+    """max|a - b| / scale of `tensor` (scales as the cross-check's after-steps rows)."""
+
+    @property
+    def loss_rel(self) -> float:
+        return abs(self.loss_other - self.loss_ref) / max(abs(self.loss_ref), 1e-300)
+
+    @property
+    def ok(self) -> bool:
+        return self.rel <= F64_STEPS_RTOL and self.loss_rel <= F64_STEPS_RTOL
+
+
+@dataclass
+class TrajectoryReport:
+    title: str
+    rows: list[StepRow] = field(default_factory=list)
+    masks: list[Row] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(row.ok for row in self.masks) and all(row.ok for row in self.rows)
+
+    def table(self) -> str:
+        lines = [self.title]
+        for row in self.masks:
+            lines.append(f"{row.quantity} layer {row.tensor}: {int(row.max_abs)} units differ from the reference "
+                         f"({'ok' if row.ok else 'FAIL'})")
+        lines.append(f"{'step':>5}  {'loss (ref)':>18}  {'loss (other)':>18}  {'loss rel':>8}  {'worst tensor':<24}  {'rel':>8}")
+        for r in self.rows:
+            lines.append(f"{r.step:>5}  {r.loss_ref:>18.12g}  {r.loss_other:>18.12g}  {r.loss_rel:>8.1e}  {r.tensor:<24}  "
+                         f"{r.rel:>8.1e}{'' if r.ok else '  FAIL'}")
+        worst = max(self.rows, key=lambda r: max(r.rel, r.loss_rel), default=None)
+        verdict = "OK" if self.ok else "FAILED"
+        if worst is not None:
+            lines.append(f"{verdict}: largest difference {max(worst.rel, worst.loss_rel):.1e} at step {worst.step} "
+                         f"(tolerance {F64_STEPS_RTOL:.0e})")
+        return "\n".join(lines)
+
+
+def run_trajectory(network: Network, reference: Backend, other: Backend, seed: int = 0, batch_size: int = 8,
+                   steps: int = 20, train_config: Optional[TrainConfig] = None) -> TrajectoryReport:
+    """Train both backends `steps` steps in float64 from the canonical weights of `seed`, dropout on, and
+    compare every tensor after each step (netspec crosscheck SPEC --steps N)."""
+    if len(network.output_shape) != 1:
+        raise SpecError(f"the cross-check needs flat logits (classes,), but the network outputs {network.output_shape}; end it with a Linear")
+    if steps < 1:
+        raise SpecError(f"--steps {steps}: a trajectory needs at least one step")
+    check_trainable(network)
+    config = train_config or TrainConfig()
+    weights = init_weights(network, seed)
+    rng = np.random.default_rng(seed)
+    x_all, y_all = synthetic_batch(network, 4 * batch_size, rng)
+    batches = np.array([rng.permutation(len(y_all))[:batch_size] for _ in range(steps)], dtype=np.int64)
+    lrs = _recipe_lrs(config, steps)
+    trainable = frozenset(name for name, info in network.param_infos().items() if info.trainable)
+    report = TrajectoryReport(f"trajectory of {other.name} against {reference.name}: float64, batch {batch_size}, {steps} "
+                              f"{config.optimizer.type} steps at lr {config.lr:g}, seed {seed}, dropout on "
+                              f"({len(dropout_layers(network))} layers, masks of netspec.counter_hash)")
+    report.masks = mask_rows("float64", network, (reference, other), x_all[:batch_size], seed, "float64")
+    models = tuple(b.compile(network, weights, seed=seed, precision="float64") for b in (reference, other))
+    for m in models:
+        m.setup_optimizer(config)
+    data = [m.to_device(x_all, y_all) for m in models]
+    scale = max(config.param_groups.norm_bias_lr_scale, 1.0)
+    for step in range(steps):
+        rows = batches[step:step + 1]
+        extra: dict[str, Any] = _augmentation(config, rows, x_all.shape)
+        losses = [m.train_steps(d, rows, lrs[step:step + 1], **extra)[0] for m, d in zip(models, data)]
+        w_ref, w_other = (m.get_weights() for m in models)
+        scales = _scales(w_ref, scale * float(np.sum(lrs[:step + 1])), trainable)
+        rel = {name: float(np.max(np.abs(w_other[name] - w_ref[name]))) / (scales[name] + 1e-300) if w_ref[name].size else 0.0
+               for name in w_ref}
+        worst = max(rel, key=rel.get)
+        report.rows.append(StepRow(step + 1, losses[0], losses[1], worst, rel[worst]))
+    return report
