@@ -25,6 +25,7 @@ from .backend import Backend
 from .errors import SpecError
 from .experiment import TrainConfig
 from .layers import Dropout, Dropout2d
+from .mask_check import check_masks, dropout_layers
 from .network import Network
 from .params import Weights, check_trainable, init_weights
 from .schedules import learning_rates
@@ -173,6 +174,18 @@ class _Tier:
             self.rel(quantity, name, a[name], b[name], scale=scales[name])
 
 
+MASK_TOLERANCE = 0.0
+"""Masks are equal or wrong: no share of the units may differ."""
+
+
+def mask_rows(tier: str, network: Network, backends: tuple[Backend, ...], x: np.ndarray, seed: int,
+              precision: str) -> list[Row]:
+    """One row per dropout layer and backend (mask_check.check_masks): the share of the units seen whose
+    keep/drop differs from the reference (tolerance MASK_TOLERANCE)."""
+    return [Row(tier, f"dropout mask ({c.backend})", c.layer, float(c.wrong), c.wrong / max(c.seen, 1), MASK_TOLERANCE)
+            for c in check_masks(network, backends, x, seed, precision)]
+
+
 def _one_pass(tier: _Tier, models: tuple[Any, Any], x: np.ndarray, y: np.ndarray) -> None:
     """Eval logits, train-mode loss, gradients and logits, and the running statistics it leaves."""
     ref, other = models
@@ -244,8 +257,6 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
         raise SpecError(f"the cross-check needs flat logits (classes,), but the network outputs {network.output_shape}; end it with a Linear")
     check_trainable(network)
     config = train_config or TrainConfig()
-    from .trajectory import dropout_layers, mask_rows
-
     net = network  # dropout on: both backends draw the same masks
     weights = init_weights(net, seed)
     rng = np.random.default_rng(seed)

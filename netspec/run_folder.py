@@ -37,7 +37,8 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from . import records
-from .errors import SetupError
+from .errors import SetupError, SpecError
+from .model_base import DROPOUT_RNG, check_stream
 from .experiment import Experiment
 from .identity import run_identity
 from .io import (  # noqa: F401 - atomic_write: the one writer, re-exported
@@ -400,9 +401,6 @@ def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network
 def _check_stream(arrays: dict[str, np.ndarray]) -> None:
     """The dropout stream, int64 [seed, step]: an older netspec's framework RNG bytes do not fit (the run
     starts again rather than continue with other masks)."""
-    from .errors import SpecError
-    from .model_base import DROPOUT_RNG, check_stream
-
     if "model." + DROPOUT_RNG in arrays:
         try:
             check_stream(arrays["model." + DROPOUT_RNG])

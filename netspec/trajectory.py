@@ -3,10 +3,9 @@
 Both backends draw every dropout mask from one stream (netspec.counter_hash.keep_mask of the run's seed,
 the step, the layer and the position), so the cross-check no longer turns dropout off:
 
-- `mask_rows`: each dropout layer's mask, read from what the layer does in a training pass of each
-  backend (a unit whose input is not 0 and whose output is 0 was dropped), against the numpy
-  reference; any disagreement fails (masks are integers: exact or wrong). They come first, so a mask
-  bug is reported as one, not as the logits it moves.
+- the cross-check's first rows (netspec.crosscheck.mask_rows, netspec.mask_check): each dropout
+  layer's mask in each backend against the numpy reference; any disagreement fails. They come first,
+  so a mask bug is reported as one, not as the logits it moves.
 - `run_trajectory` (`netspec crosscheck SPEC --steps N`): both backends train N steps from the same
   canonical weights in float64, one train_steps call per step, and after each the largest relative
   difference of any tensor (scaled as the cross-check's after-steps rows) and of the loss is printed;
@@ -22,51 +21,12 @@ from typing import Any, Optional
 import numpy as np
 
 from .backend import Backend
-from .counter_hash import keep_mask
-from .crosscheck import F64_STEPS_RTOL, Row, _augmentation, _recipe_lrs, _scales, synthetic_batch
+from .crosscheck import F64_STEPS_RTOL, _augmentation, _recipe_lrs, _scales, mask_rows, synthetic_batch
 from .errors import SpecError
 from .experiment import TrainConfig
-from .layers import Dropout, Dropout2d
+from .mask_check import dropout_layers
 from .network import Network
 from .params import check_trainable, init_weights
-
-MASK_TOLERANCE = 0.0
-"""Masks are equal or wrong: no share of the units may differ."""
-
-
-def dropout_layers(network: Network) -> list[int]:
-    """The indices of the layers that drop units in training."""
-    return [i for i, layer in enumerate(network.layers) if isinstance(layer, (Dropout, Dropout2d)) and layer.p > 0]
-
-
-def _train_pass(backend: Backend, network: Network, layers: int, x: np.ndarray, seed: int, precision: str) -> np.ndarray:
-    """The output of the network's first `layers` layers in a first training pass (step 0 of the stream)."""
-    if layers == 0:
-        return x.astype(np.float64)
-    head = Network(input_shape=network.input_shape, layers=network.layers[:layers])
-    return backend.compile(head, init_weights(head, seed), seed=seed, precision=precision).forward(x, train=True)
-
-
-def mask_rows(tier: str, network: Network, backends: tuple[Backend, ...], x: np.ndarray, seed: int,
-              precision: str) -> list[Row]:
-    """One row per dropout layer and backend: the share of observable units whose keep/drop differs from
-    counter_hash.keep_mask at step 0 (tolerance MASK_TOLERANCE)."""
-    rows = []
-    for index in dropout_layers(network):
-        layer = network.layers[index]
-        per_channel = isinstance(layer, Dropout2d)
-        for backend in backends:
-            before = _train_pass(backend, network, index, x, seed, precision)
-            after = _train_pass(backend, network, index + 1, x, seed, precision)
-            reference = keep_mask(seed, 0, index, before.shape, layer.p, per_channel)
-            seen, kept = before != 0, after != 0
-            if per_channel:  # a channel is seen where any of its values is, kept where any survives
-                seen, kept = seen.any(axis=(2, 3), keepdims=True), kept.any(axis=(2, 3), keepdims=True)
-            wrong = int(np.sum(seen & (kept != reference)))
-            rows.append(Row(tier, f"dropout mask ({backend.name})", f"{index}.{layer.type}", float(wrong),
-                            wrong / max(int(np.sum(seen)), 1), MASK_TOLERANCE))
-    return rows
-
 
 @dataclass(frozen=True)
 class StepRow:
