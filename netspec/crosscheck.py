@@ -24,7 +24,6 @@ from .augment import batch_draws
 from .backend import Backend
 from .errors import SpecError
 from .experiment import TrainConfig
-from .layers import Dropout, Dropout2d
 from .mask_check import check_masks, dropout_layers
 from .network import Network
 from .params import Weights, check_trainable, init_weights
@@ -116,13 +115,6 @@ class CrosscheckReport:
         worst = self.worst_row
         return "\n".join([self.title, lines[0], rule, *lines[1:], rule,
                           f"{'OK' if self.ok else 'FAILED'}: worst {worst.name} at {worst.score:.2g} of its tolerance"])
-
-
-def without_dropout(network: Network) -> Network:
-    """The network with every Dropout / Dropout2d at p = 0 (RNG streams cannot match across frameworks)."""
-    layers = [layer.model_copy(update={"p": 0.0}) if isinstance(layer, (Dropout, Dropout2d)) else layer
-              for layer in network.layers]
-    return Network(input_shape=network.input_shape, layers=layers)
 
 
 def synthetic_batch(network: Network, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

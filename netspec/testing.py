@@ -142,3 +142,11 @@ def random_network(rng: np.random.Generator, max_layers: int = 7) -> Network:
         layers.append(Flatten() if rng.random() < 0.5 else GlobalPool(mode="avg" if rng.random() < 0.5 else "max"))
     layers.append(Linear(out_features=int(rng.integers(2, 6))))
     return Network(input_shape=shape, layers=layers)
+
+
+def without_dropout(network: Network) -> Network:
+    """The network with every Dropout / Dropout2d at p = 0, ids and inputs kept: for comparisons with
+    implementations that draw their own masks (torch.nn's built-ins, the numpy reference)."""
+    layers = [layer.model_copy(update={"p": 0.0}) if isinstance(layer, (Dropout, Dropout2d)) else layer
+              for layer in network.layers]
+    return Network(input_shape=network.input_shape, layers=layers)

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .backend import Backend
-from .crosscheck import F64_STEPS_RTOL, _augmentation, _recipe_lrs, _scales, mask_rows, synthetic_batch
+from .crosscheck import F64_STEPS_RTOL, Row, _augmentation, _recipe_lrs, _scales, mask_rows, synthetic_batch
 from .errors import SpecError
 from .experiment import TrainConfig
 from .mask_check import dropout_layers

@@ -547,18 +547,12 @@ def test_every_backend_gives_the_same_error_texts() -> None:
 
 # ---- random graphs through the protocol against the numpy reference ----------------------------------
 
-def without_dropout(network: ns.Network) -> ns.Network:
-    """The network with every dropout at p = 0 (masks are each backend's own draw)."""
-    layers = [l.model_copy(update={"p": 0.0}) if "Dropout" in l.type else l for l in network.layers]
-    return ns.Network(input_shape=network.input_shape, layers=layers)
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_random_graphs_match_the_numpy_reference(backend, seed: int) -> None:
     """Random graphs (residual blocks, concatenations, every layer type among them: netspec.testing) in
     evaluation and training mode, and their running statistics after the training pass, against
     Network.reference_forward in float64."""
-    from netspec.testing import random_network
+    from netspec.testing import random_network, without_dropout
 
     rng = np.random.default_rng(500 + seed)
     network = without_dropout(random_network(rng))

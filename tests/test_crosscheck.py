@@ -16,7 +16,8 @@ jax = pytest.importorskip("jax")
 import netspec as ns  # noqa: E402
 from backends.jax import layers as jax_layers  # noqa: E402
 from backends.jax.builders import BUILDERS  # noqa: E402
-from netspec.crosscheck import CrosscheckReport, Row, run_crosscheck, without_dropout  # noqa: E402
+from netspec.crosscheck import CrosscheckReport, Row, run_crosscheck  # noqa: E402
+from netspec.testing import without_dropout  # noqa: E402
 from netspec.backend import load_backend  # noqa: E402
 from netspec.experiment import load  # noqa: E402
 from netspec.testing import random_network  # noqa: E402

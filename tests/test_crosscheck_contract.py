@@ -161,15 +161,33 @@ def test_the_steps_change_the_learning_rate_between_calls() -> None:
     assert any(row.quantity == f"after {STEPS} steps" and not row.ok for row in report.rows)
 
 
-def test_every_kind_of_dropout_is_off() -> None:
-    """Masks cannot match across frameworks: the check runs both kinds of dropout at p = 0, nothing else
-    changed."""
-    from netspec.crosscheck import without_dropout
+DROPPING = ns.Network(input_shape=(2, 6, 6), layers=[
+    ns.Conv2d(out_channels=3, kernel_size=3), ns.Dropout2d(p=0.5), ns.Flatten(), ns.Dropout(p=0.3),
+    ns.Linear(out_features=4)])
 
-    network = ns.Network(input_shape=(2, 6, 6), layers=[
-        ns.Conv2d(out_channels=3, kernel_size=3), ns.Dropout2d(p=0.5), ns.Flatten(), ns.Dropout(p=0.3),
-        ns.Linear(out_features=4)])
-    off = without_dropout(network)
-    assert [getattr(layer, "p", None) for layer in off.layers] == [None, 0.0, None, 0.0, None]
-    assert [layer.type for layer in off.layers] == [layer.type for layer in network.layers]
-    assert off.shapes() == network.shapes()
+
+class _NoDropoutBackend(_OffBackend):
+    """torch, but its models drop nothing: what a backend that ignored the shared mask stream would do."""
+
+    def __init__(self) -> None:
+        super().__init__("steps", "", lambda value: value)
+        self.name = "torch (drops nothing)"
+
+    def compile(self, network: ns.Network, *args: Any, **kwargs: Any) -> Any:
+        from netspec.testing import without_dropout
+
+        return self._torch.compile(without_dropout(network), *args, **kwargs)
+
+
+def test_dropout_stays_on_and_every_mask_is_checked() -> None:
+    """Both backends draw the same masks (issue 24), so the check keeps both kinds of dropout on: one
+    mask row per dropout layer and backend, each naming its layer; a backend that drops nothing fails
+    its mask rows, and its passes differ too."""
+    torch = load_backend("torch")
+    report = run_crosscheck(DROPPING, torch, torch, seed=1, batch_size=6, steps=2, tiers=("float64",))
+    masks = [row for row in report.rows if row.quantity.startswith("dropout mask")]
+    assert report.ok and sorted({row.tensor for row in masks}) == ["1.Dropout2d", "3.Dropout"] and len(masks) == 4
+    assert all(row.max_abs == 0 for row in masks)
+    bad = run_crosscheck(DROPPING, torch, _NoDropoutBackend(), seed=1, batch_size=6, steps=2, tiers=("float64",))
+    assert not bad.ok
+    assert {row.tensor for row in bad.rows if row.quantity.startswith("dropout mask") and not row.ok} == {"1.Dropout2d", "3.Dropout"}

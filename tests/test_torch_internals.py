@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from backends.torch import BACKEND, build_module
 from backends.torch.layers import BatchNorm, Dropout
 from netspec import AdamConfig, Experiment, Network, TrainConfig, init_weights
+from netspec.testing import without_dropout
 from tests.references import load_into, torch_nn_network
 
 STEPS = 3  # training steps before the running statistics and the eval pass are compared
@@ -205,15 +206,6 @@ def test_gpu_alias() -> None:
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.json"))
 BATCH = 4  # the CNN specs have 256 channels: a small batch keeps the whole file to a few seconds
-
-
-def without_dropout(network: Network) -> Network:
-    """The same network with every dropout rate set to 0 (masks cannot match across implementations)."""
-    data = network.model_dump()
-    for layer in data["layers"]:
-        if layer["type"].startswith("Dropout"):
-            layer["p"] = 0.0
-    return Network.model_validate(data)
 
 
 @pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
