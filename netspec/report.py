@@ -183,11 +183,12 @@ def data_text(spec: dict[str, Any]) -> str:
 
 
 def settings_text(spec: dict[str, Any]) -> str:
-    """What else a run's numbers depend on most: epochs, batch, lr, and its data."""
+    """What else a run's numbers depend on most: epochs, batch, lr, the training recipe (optimizer,
+    schedule, augmentation: netspec.experiment.recipe_text) and its data."""
     t = spec.get("train", {})
     epochs = t.get("epochs")
     epochs_words = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
-    return f"{epochs_words}, batch {t.get('batch_size')}, lr {t.get('lr')}; data {data_text(spec)}"
+    return f"{epochs_words}, batch {t.get('batch_size')}, lr {t.get('lr')}; recipe {recipe_text(t)}; data {data_text(spec)}"
 
 
 def seeds_text(seeds: Iterable[int]) -> str:

@@ -262,7 +262,7 @@ def test_the_report_puts_the_answer_first_in_words_that_agree_with_the_run(train
     assert "| `tiny` (" in report.split("## Runs")[0]  # the experiment's test accuracy, in the summary
     header = next(line for line in trained.stdout.splitlines() if line.startswith("tiny [torch"))
     assert "200 train / 100 val / 100 test images" in header
-    assert "1 epoch, batch 50, lr 0.001; data synthetic, 200 train / 100 val / 100 test" in report
+    assert "1 epoch, batch 50, lr 0.001; recipe adam, lab; data synthetic, 200 train / 100 val / 100 test" in report
     assert "1 epochs" not in report
 
 

@@ -287,3 +287,18 @@ def test_runs_csv_rows_equal_the_runs_metrics(seeded: SeededReport) -> None:
         row = by_label[key]
         assert {k: float(row[k]) for k in [*FIGURES, "median_epoch_seconds"]} == \
             {k: metrics[k] for k in [*FIGURES, "median_epoch_seconds"]}
+
+
+def test_an_experiments_header_names_its_recipe() -> None:
+    """Runs of one network trained two ways must not read alike in report.md: the header line of an
+    experiment names its optimizer, schedule and augmentation (Page's recipe here, written out by hand)."""
+    from netspec.report import settings_text
+
+    spec = {"train": {"epochs": 24, "batch_size": 512, "lr": 0.4,
+                      "optimizer": {"type": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+                      "schedule": {"type": "piecewise_linear"}, "label_smoothing": 0.2,
+                      "augment": {"crop_padding": 4, "pad_mode": "reflect", "flip": True, "cutout": 8}},
+            "data": {"source": "synthetic", "train_size": 100, "val_size": 0, "test_size": 50}}
+    text = settings_text(spec)
+    assert text.startswith("24 epochs, batch 512, lr 0.4; recipe sgd m0.9 nesterov wd0.0005, piecewise_linear, "
+                           "label smoothing 0.2, crop4 reflect + flip + cutout8; data synthetic"), text
