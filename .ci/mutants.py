@@ -64,7 +64,6 @@ VAL_SIZE_SWEEP = ("tests/test_sweep.py", OUTCOMES, "-k", "sweep")
 EXPORT_POOL = ("tests/test_export.py", OUTCOMES, "-k", "export or layer")
 CROSSCHECK_CONTRACT = ("tests/test_crosscheck_contract.py",)
 COMPILED = ("tests/test_compiled_vs_eager.py",)
-CROSSCHECK = ("tests/test_crosscheck_contract.py", "tests/test_crosscheck.py", "-k", "dropout or contract")
 
 MUTANTS: list[Mutant] = [
     # --- the trainer: the lab protocol and the seven figures ------------------------------------------
