@@ -350,6 +350,12 @@ MUTANTS += [
            "jax: SGD momentum buffers restored as zeros", RECIPE_RESUME),
 ]
 
+# divergence bisection (issue 24, item 4): it must name the FIRST layer where the backends part
+MUTANTS += [
+    Mutant("netspec/bisection.py", "for k in range(last + 1):", "for k in reversed(range(last + 1)):",
+           "bisection: names the last differing layer instead of the first", ("tests/test_bisect.py",)),
+]
+
 
 def snapshot(dest: Path, worktree: bool) -> None:
     """The repository's files in `dest`: HEAD (git archive), or the working tree's tracked and

@@ -211,6 +211,10 @@ def _crosscheck(args: argparse.Namespace) -> int:
     report = run_crosscheck(experiment.network, pair[0], pair[1], seed=experiment.train.seed, train_config=experiment.train)
     print(report.table())
     if not report.ok:
+        from .bisection import locate
+        parting = locate(experiment.network, pair[0], pair[1], seed=experiment.train.seed, train_config=experiment.train)
+        print(parting.line(pair[0].name, pair[1].name) if parting else "bisection: the float64 passes agree layer by layer; "
+              "the difference is in what the table names (evaluate() or after the lr change)")
         print(f"crosscheck FAILED: worst tensor {report.worst}", file=sys.stderr)
         return 1
     print(f"crosscheck passed: {pair[0].name} and {pair[1].name} agree within tolerance")
