@@ -31,7 +31,7 @@ NARROW = 8
 """Channels of the report's 256-channel CNNs in the default suite: the same layers at a width the
 CPU checks in a second (float64 convolutions at 256 channels cost XLA ~30 s per check on 2 cores).
 --runslow checks them at full width."""
-RANDOM_DEFAULT = 6
+RANDOM_DEFAULT = 3
 """Random networks checked by default; --runslow checks RANDOM_TOTAL. Each costs XLA compiles of its
 programs in two precisions (~2 s on 2 cores), which is what bounds the count."""
 RANDOM_TOTAL = 300
