@@ -1,12 +1,10 @@
 """lr.png: the learning rate of every step of a run, as the schedule gave it (netspec.schedules)."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from .experiment import TrainConfig
-from .plots import pyplot
+from .plots import figure_png, pyplot
 from .trainer import EpochRecord
 from .schedules import learning_rates
 
@@ -38,7 +36,4 @@ def lr_png(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)

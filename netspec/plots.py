@@ -1,6 +1,7 @@
 """A run's figures: accuracy and loss curves per epoch, train against validation, as PNG files."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,17 +31,21 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylab
     save_figure(curves_figure(series, ylabel, title, ylim=ylim, best_epoch=best_epoch), path)
 
 
-def save_figure(fig: Any, path: Path) -> None:
-    """A figure as PNG through the atomic writer (rendered into memory, then one rename): savefig in place
-    would write through a link planted at the name, and a kill would leave half an image."""
-    import io
-
+def figure_png(fig: Any) -> bytes:
+    """A figure rendered into memory as PNG bytes, and closed: every figure netspec writes goes to disk
+    this way, through the atomic writer (savefig in place would write through a link planted at the name,
+    and a kill would leave half an image)."""
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png")
     finally:
         pyplot().close(fig)
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A figure as PNG through the atomic writer (rendered into memory, then one rename)."""
+    write_bytes_atomic(Path(path), figure_png(fig))
 
 
 def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, title: str,
