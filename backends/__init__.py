@@ -3,5 +3,5 @@ house"): `backend.py` (the Backend object, `BACKEND`, devices), `builders.py` (o
 type), `layers.py` (hand-written BatchNorm and Dropout), `model.py` (the compiled Model).
 
 The core never imports this package: it finds a backend by name through the entry-point group
-`netspec.backends` (`netspec.backend.load_backend("torch")`), which imports that framework only.
+`netspec.backends` (`netspec.protocol.backend.load_backend("torch")`), which imports that framework only.
 """

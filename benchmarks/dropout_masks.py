@@ -1,6 +1,6 @@
 """What the shared hashed dropout masks (issue 24) cost against each backend's masks before them, side by side
 in one run: torch.rand masks from a torch.Generator (torch's eager path before) and jax.random.bernoulli on
-threefry keys (flax.linen.Dropout, jax's path before), against netspec.counter_hash's masks.
+threefry keys (flax.linen.Dropout, jax's path before), against netspec.protocol.counter_hash's masks.
 
     python -m benchmarks.dropout_masks                       # CPU, the report's MLP (specs/mlp.json)
     python -m benchmarks.dropout_masks --batch 500 --steps 5 --rounds 7 --json out.json
@@ -22,9 +22,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from netspec.backend import installed_backends
-from netspec.experiment import Experiment, TrainConfig
-from netspec.params import init_weights
+from netspec.protocol.backend import installed_backends
+from netspec.spec.experiment import Experiment, TrainConfig
+from netspec.spec.params import init_weights
 
 Timer = Callable[[], float]
 
@@ -70,10 +70,10 @@ def _torch_rand_dropout() -> Any:
 def torch_timers(experiment: Experiment, batch: int, steps: int) -> dict[str, tuple[Timer, Timer]]:
     import torch
 
-    from backends.torch.builders import build_module
-    from backends.torch.layers import Dropout
-    from backends.torch.model import TorchModel
-    from netspec import layers as spec
+    from netspec_backends.torch.builders import build_module
+    from netspec_backends.torch.layers import Dropout
+    from netspec_backends.torch.model import TorchModel
+    from netspec.spec import layers as spec
 
     torch.set_num_threads(1)
     RandDropout = _torch_rand_dropout()
@@ -99,9 +99,9 @@ def jax_timers(experiment: Experiment, batch: int, steps: int) -> dict[str, tupl
     import jax
     import jax.numpy as jnp
 
-    from backends.jax import BACKEND
-    from backends.jax.backend import resolve_device
-    from backends.jax.layers import hashed_keep_mask
+    from netspec_backends.jax import BACKEND
+    from netspec_backends.jax.backend import resolve_device
+    from netspec_backends.jax.layers import hashed_keep_mask
     from benchmarks.jax_contenders import ThreefryDropoutModel
 
     x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, 1024)), jnp.float32)

@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netspec import layers as spec
-from netspec.experiment import Experiment, TrainConfig
-from netspec.network import Network
-from netspec.params import Weights, init_weights
-from netspec.trainer import batch_index_matrix
+from netspec.spec import layers as spec
+from netspec.spec.experiment import Experiment, TrainConfig
+from netspec.spec.network import Network
+from netspec.spec.params import Weights, init_weights
+from netspec.train.trainer import batch_index_matrix
 from tests.references import torch_nn_network  # the same torch.nn reference the tests use
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
@@ -181,9 +181,9 @@ def _timed(model: Any, data: Any, lr: float) -> EpochRunner:
 def build_model(config: Config, network: Network, weights: Weights, seed: int, device: Optional[str]) -> Any:
     compiled = "on" if config.mode == "compiled" else "off"
     if config.backend == "torch":
-        from backends.torch import BACKEND, resolve_device
-        from backends.torch.backend import device_words
-        from backends.torch.model import TorchModel
+        from netspec_backends.torch import BACKEND, resolve_device
+        from netspec_backends.torch.backend import device_words
+        from netspec_backends.torch.model import TorchModel
 
         if config.impl == "netspec":
             return BACKEND.compile(network, weights, seed, device, config.precision, compiled)

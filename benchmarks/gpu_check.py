@@ -116,7 +116,7 @@ def environment() -> dict[str, Any]:
     except Exception as err:
         env["jax_error"] = repr(err)
     try:
-        from netspec.backend import installed_backends
+        from netspec.protocol.backend import installed_backends
         env["backends"] = list(installed_backends())
     except Exception as err:
         env["backends_error"] = repr(err)
@@ -184,7 +184,7 @@ def profile(check: Check, tiny: bool, steps: int = 20) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity
 
     import netspec as ns
-    from netspec.backend import load_backend
+    from netspec.protocol.backend import load_backend
 
     experiment = cnn_experiment(tiny, None, "tf32", 1)
     batch = experiment.train.batch_size
@@ -223,7 +223,7 @@ def cnn_experiment(tiny: bool, data_dir: Optional[str], precision: str, epochs: 
 
 def train_runs(check: Check, tiny: bool, data_dir: Optional[str], runs_dir: Path, bench: Optional[dict[str, Any]],
                precisions: list[str]) -> dict[str, Any]:
-    from netspec.backend import installed_backends
+    from netspec.protocol.backend import installed_backends
     from netspec.data import load_dataset
 
     backends = [b for b in ("torch", "jax") if b in installed_backends()]
@@ -253,8 +253,8 @@ def train_runs(check: Check, tiny: bool, data_dir: Optional[str], runs_dir: Path
 
 def train_one(check: Check, backend: str, precision: str, epochs: int, tiny: bool, data_dir: Optional[str],
               runs_dir: Path, dataset: Any, deadline: float) -> dict[str, Any]:
-    from netspec.backend import load_backend
-    from netspec.training_run import run_experiment
+    from netspec.protocol.backend import load_backend
+    from netspec.runs.training_run import run_experiment
 
     experiment = cnn_experiment(tiny, data_dir, precision, epochs)
     entry: dict[str, Any] = {"backend": backend, "precision": precision, "epochs_planned": epochs}
@@ -276,7 +276,7 @@ def train_one(check: Check, backend: str, precision: str, epochs: int, tiny: boo
         history = folder / "history.json"
     except OutOfTime as err:
         entry["stopped"] = str(err)
-        from netspec.run_folder import RunFolder
+        from netspec.runs.run_folder import RunFolder
         folder = RunFolder.of(runs_dir, experiment, backend).path
         history = next(iter(sorted(folder.parent.glob("*/history.json"), key=lambda p: p.stat().st_mtime, reverse=True)), folder / "history.json")
     entry["seconds"] = time.perf_counter() - began

@@ -14,14 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backends.jax import BACKEND
-from backends.jax.builders import JaxSite, LayerFn, SpecNet
-from backends.jax.backend import device_words, resolve_device
-from backends.jax.model import JaxModel
-from netspec import layers as spec
-from netspec.experiment import TrainConfig
-from netspec.param_groups import tensor_rules
-from netspec.params import Weights
+from netspec_backends.jax import BACKEND
+from netspec_backends.jax.builders import JaxSite, LayerFn, SpecNet
+from netspec_backends.jax.backend import device_words, resolve_device
+from netspec_backends.jax.model import JaxModel
+from netspec.spec import layers as spec
+from netspec.spec.experiment import TrainConfig
+from netspec.protocol.param_groups import tensor_rules
+from netspec.spec.params import Weights
 
 Epoch = Callable[[np.ndarray], object]
 

@@ -22,20 +22,20 @@ import torch.nn.functional as F
 
 import numpy as np
 
-from backends.torch.model import set_precision
+from netspec_backends.torch.model import set_precision
 from tests.references import load_into, torch_nn_network
-from netspec.augment import Draws, draw
+from netspec.protocol.augment import Draws, draw
 from netspec.data import Dataset, load_dataset
-from netspec.experiment import AugmentConfig, Experiment
-from netspec.param_groups import groups_of, tensor_rules
-from netspec.params import init_weights
-from netspec.schedules import learning_rates
-from netspec.tables import metrics_table
-from netspec.trainer import EpochRecord, LrSchedule, batch_index_matrix, early_stop, epoch_orders, shape_inputs, summarize
+from netspec.spec.experiment import AugmentConfig, Experiment
+from netspec.protocol.param_groups import groups_of, tensor_rules
+from netspec.spec.params import init_weights
+from netspec.train.schedules import learning_rates
+from netspec.runs.tables import metrics_table
+from netspec.train.trainer import EpochRecord, LrSchedule, batch_index_matrix, early_stop, epoch_orders, shape_inputs, summarize
 
 
 def plain_optimizer(module: torch.nn.Module, experiment: Experiment) -> tuple[torch.optim.Optimizer, list[float]]:
-    """torch.optim's own optimizer for train.optimizer, one param group per rule of netspec.param_groups
+    """torch.optim's own optimizer for train.optimizer, one param group per rule of netspec.protocol.param_groups
     (weight decay, lr multiplier); returns it and each group's lr multiplier."""
     cfg = experiment.train
     opt = cfg.optimizer
@@ -52,7 +52,7 @@ def plain_optimizer(module: torch.nn.Module, experiment: Experiment) -> tuple[to
 def plain_augment(padded: torch.Tensor, index: torch.Tensor, draws: Draws, config: AugmentConfig, height: int,
                   width: int) -> torch.Tensor:
     """The batch `index` of a split padded once (F.pad), cropped at its draws' offsets, flipped, cut out:
-    the plain formulation (pad, crop, flip, zero a window), written apart from netspec.augment's index maps."""
+    the plain formulation (pad, crop, flip, zero a window), written apart from netspec.protocol.augment's index maps."""
     device = padded.device
     dy, dx, cy, cx = (torch.as_tensor(a, device=device) for a in (draws.dy, draws.dx, draws.cut_y, draws.cut_x))
     rows = dy[:, None] + torch.arange(height, device=device)

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from netspec.augment import batch_draws
-from netspec.backend import installed_backends, load_backend
-from netspec.experiment import Experiment, TrainConfig
-from netspec.params import init_weights
-from netspec.schedules import learning_rates
+from netspec.protocol.augment import batch_draws
+from netspec.protocol.backend import installed_backends, load_backend
+from netspec.spec.experiment import Experiment, TrainConfig
+from netspec.spec.params import init_weights
+from netspec.train.schedules import learning_rates
 
 RECIPES: dict[str, dict[str, Any]] = {
     "adam (plain)": {},

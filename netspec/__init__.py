@@ -4,17 +4,18 @@
     net = ns.Network(input_shape=(3, 32, 32), layers=[ns.Conv2d(out_channels=16, kernel_size=3), ...])
     print(net.summary())
 
-Nothing here imports torch or jax; backends live in `backends` and are loaded on demand by name
+Nothing here imports torch or jax; backends live in `netspec_backends` (the checkout's `backends/`) and are loaded on demand by name
 (`ns.load_backend("jax")`, through the entry points of pyproject.toml).
 """
-from .backend import backend_names, load_backend
-from .errors import DataError, NetspecError, SetupError, SpecError
-from .experiment import AdamConfig, DataConfig, Experiment, TrainConfig, load
-from .layers import (CELU, GELU, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten,
-                     GlobalPool, Identity, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, Tanh)
-from .network import Network
-from .params import Weights, check_weights, init_weights, load_weights, save_weights
-from .version import __version__
+from netspec.protocol.backend import backend_names, load_backend
+from netspec.errors import DataError, NetspecError, SetupError, SpecError
+from netspec.spec.experiment import AdamConfig, DataConfig, Experiment, TrainConfig, load
+from netspec.spec.layers import (CELU, GELU, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d,
+                                 Flatten, GlobalPool, Identity, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid,
+                                 Tanh)
+from netspec.spec.network import Network
+from netspec.spec.params import Weights, check_weights, init_weights, load_weights, save_weights
+from netspec.version import __version__
 
 __all__ = [
     "__version__",

@@ -10,7 +10,7 @@
     netspec schema -o schemas/                             # JSON Schemas of experiment and sweep files
 
 Any problem a user can fix prints one line on stderr and exits 2 (netspec.errors.NetspecError).
-Backends are resolved by name through the registry (netspec.backend); this module imports none.
+Backends are resolved by name through the registry (netspec.protocol.backend); this module imports none.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from .backend import Backend, backend_names, load_backend
-from .errors import NetspecError, SpecError, did_you_mean
-from .threads import check_threads
+from netspec.protocol.backend import Backend, backend_names, load_backend
+from netspec.errors import NetspecError, SpecError, did_you_mean
+from netspec.train.threads import check_threads
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -82,8 +82,8 @@ def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
 
 
 def _is_sweep(path: str) -> bool:
-    from .io import read_json
-    from .sweep_spec import is_sweep_file
+    from netspec.io import read_json
+    from netspec.spec.sweep_file import is_sweep_file
     return is_sweep_file(read_json(path))
 
 
@@ -133,23 +133,23 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     backends = _backends(args.backend or backend_names()[0], args.threads)
     if args.seeds is not None and args.seeds < 1:
         raise SpecError(f"--seeds {args.seeds}: must be at least 1 (runs seeds 0..N-1)")
-    from .launchers import make_launcher
-    from .run_folder import check_output_root
+    from netspec.sweeps.launchers import make_launcher
+    from netspec.runs.run_folder import check_output_root
     check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if args.source is not None:
         return _continue(args, overrides, backends)
     if _is_sweep(args.spec):
-        from .sweep import run_sweep
+        from netspec.sweeps.sweep import run_sweep
         run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force,
                   seeds=args.seeds, launcher=launcher, tensorboard=args.tensorboard)
         return 0
-    from .experiment import Experiment
-    from .sweep import experiment_jobs
+    from netspec.spec.experiment import Experiment
+    from netspec.sweeps.sweep import experiment_jobs
     jobs = experiment_jobs(Experiment.load(args.spec, overrides), backends, args.seeds)
     launcher.run(jobs, args.out, device=args.device, force=args.force, tensorboard=args.tensorboard)
     if len(jobs) > 1:
-        from .launchers import jobs_table
+        from netspec.sweeps.launchers import jobs_table
         print(jobs_table(jobs, args.out))
     return 0
 
@@ -159,8 +159,8 @@ def _continue(args: argparse.Namespace, overrides: list[str], backends: list[Bac
     _experiment_only(args.spec, "train --from")
     if len(backends) != 1 or args.seeds is not None or args.launcher == "ray":
         raise SpecError("--from continues one run: give one --backend, and no --seeds or --launcher ray")
-    from .experiment import Experiment
-    from .training_run import run_experiment
+    from netspec.spec.experiment import Experiment
+    from netspec.runs.training_run import run_experiment
     run_experiment(Experiment.load(args.spec, overrides), backends[0], out_root=args.out, device=args.device, force=args.force,
                    tensorboard=args.tensorboard, source=args.source)
     return 0
@@ -173,7 +173,7 @@ def cmd_summary(argv: list[str]) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from .experiment import Experiment
+    from netspec.spec.experiment import Experiment
 
     _experiment_only(args.spec, "summary")
     experiment = Experiment.load(args.spec, _overrides(args))
@@ -194,8 +194,8 @@ def cmd_crosscheck(argv: list[str]) -> int:
 
 
 def _crosscheck(args: argparse.Namespace) -> int:
-    from .crosscheck import run_crosscheck
-    from .experiment import Experiment
+    from netspec.check.crosscheck import run_crosscheck
+    from netspec.spec.experiment import Experiment
 
     _experiment_only(args.spec, "crosscheck")
     experiment = Experiment.load(args.spec, _overrides(args))
@@ -203,7 +203,7 @@ def _crosscheck(args: argparse.Namespace) -> int:
     if len(pair) != 2 or pair[0].name == pair[1].name:
         raise SpecError(f"crosscheck compares two different backends, got --backend {args.backend!r}; e.g. torch,jax")
     if getattr(args, "steps", None) is not None:
-        from .trajectory import run_trajectory
+        from netspec.check.trajectory import run_trajectory
         trajectory = run_trajectory(experiment.network, pair[0], pair[1], seed=experiment.train.seed, steps=args.steps,
                                     train_config=experiment.train)
         print(trajectory.table())
@@ -211,7 +211,7 @@ def _crosscheck(args: argparse.Namespace) -> int:
     report = run_crosscheck(experiment.network, pair[0], pair[1], seed=experiment.train.seed, train_config=experiment.train)
     print(report.table())
     if not report.ok:
-        from .bisection import locate
+        from netspec.check.bisection import locate
         parting = locate(experiment.network, pair[0], pair[1], seed=experiment.train.seed, train_config=experiment.train)
         print(parting.line(pair[0].name, pair[1].name) if parting else "bisection: the float64 passes agree layer by layer; "
               "the difference is in what the table names (evaluate() or after the lr change)")
@@ -227,7 +227,7 @@ def cmd_schema(argv: list[str]) -> int:
     p.add_argument("-o", "--out", help="a folder: writes experiment.schema.json and sweep.schema.json there "
                    "(default: print the experiment schema)")
     args = p.parse_args(argv)
-    from .schema import SCHEMAS, write_schemas
+    from netspec.spec.schema import SCHEMAS, write_schemas
     if not args.out:
         sys.stdout.write(json.dumps(SCHEMAS["experiment"](), indent=2) + "\n")
         return 0
@@ -241,7 +241,7 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("runs", nargs="?", default="runs", help="the runs folder (default: runs)")
     p.add_argument("-o", "--out", help="where to write report.md (default: <runs>/report.md)")
     args = p.parse_args(argv)
-    from .sweep import write_report
+    from netspec.sweeps.sweep import write_report
     print(f"wrote {write_report(args.runs, args.out)}")
     return 0
 
@@ -254,8 +254,8 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("-o", "--out", help="the file to write (default: RUN_DIR/model.onnx)")
     p.add_argument("--backend", help="the backend whose logits the file is checked against (default: the run's own)")
     args = p.parse_args(argv)
-    from .export import check_export, export_run
-    from .inference import load_run
+    from netspec.deploy.export import check_export, export_run
+    from netspec.deploy.inference import load_run
 
     path = export_run(args.run_dir, args.out)
     print(f"wrote {path}")
@@ -271,7 +271,7 @@ def cmd_export(argv: list[str]) -> int:
 def _run_backend(run_dir: str, name: Optional[str], threads: Optional[int]) -> Backend:
     """The backend asked for, else the one the run was trained on (env.json), else the reference."""
     if not name:
-        from .inference import trained_backend
+        from netspec.deploy.inference import trained_backend
         trained_on = trained_backend(Path(run_dir))
         name = trained_on if trained_on in backend_names() else backend_names()[0]
     return _backends(name, threads)[0]
@@ -293,7 +293,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--out", help="output folder (default: RUN_DIR/evaluation)")
     args = p.parse_args(argv)
-    from .inference import evaluate_run
+    from netspec.deploy.inference import evaluate_run
     evaluation, folder = evaluate_run(args.run_dir, _run_backend(args.run_dir, args.backend, args.threads), data_dir=args.data_dir,
                                       split=args.split, out_dir=args.out, device=args.device)
     print(evaluation.summary())
@@ -310,7 +310,7 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--resize", action="store_true", help="scale images of another size to 32x32 (the whole image, "
                    "bilinear; the aspect ratio is not kept); without it they are refused")
     args = p.parse_args(argv)
-    from .inference import predict
+    from netspec.deploy.inference import predict
     for prediction in predict(args.run_dir, _run_backend(args.run_dir, args.backend, args.threads), args.images, top=args.top,
                               device=args.device, resize=args.resize):
         print(prediction.line())

@@ -76,7 +76,7 @@ def _where(loc: tuple[Any, ...], tags: frozenset[int] = frozenset()) -> str:
     return ": ".join(parts)
 
 
-# Strict numbers (netspec.layers.Real, Count): what a value of the wrong JSON type should have been.
+# Strict numbers (netspec.spec.layers.Real, Count): what a value of the wrong JSON type should have been.
 _TYPE_WORDS = {
     "int_type": "an integer (no quotes, no decimal point, not true/false)",
     "float_type": "a number (no quotes, not true/false)",

@@ -144,7 +144,7 @@ def validate(model: type[M], data: Any, source: str | Path = "<spec>") -> M:
 
 
 SCHEMA_KEY = "$schema"
-"""A spec file's pointer to its JSON Schema, for editors (netspec.schema); never part of a spec."""
+"""A spec file's pointer to its JSON Schema, for editors (netspec.spec.schema); never part of a spec."""
 
 
 def without_schema_key(data: Any) -> Any:

@@ -53,7 +53,7 @@ def stand_in_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> list[ReplayByCallin
     """Make the torch backend's step capture (backends/torch/step_graph.py) a stand-in that warms up as
     the real one does and replays by calling; returns the captures made. Also torch.compile without
     inductor's code generation (30-60 s per graph on a CPU)."""
-    from backends.torch import step_graph
+    from netspec_backends.torch import step_graph
 
     made: list[ReplayByCalling] = []
 
@@ -63,5 +63,5 @@ def stand_in_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> list[ReplayByCallin
         made.append(ReplayByCalling(step, index, seed))
         return made[-1]
     monkeypatch.setattr(step_graph, "capture", capture)
-    monkeypatch.setattr("backends.torch.model.COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr("netspec_backends.torch.model.COMPILE_BACKEND", "aot_eager")
     return made

@@ -3,15 +3,15 @@
 `torch_nn_network` assembles a network from torch.nn built-ins only (torch's own BatchNorm and
 Dropout, pools, activations and its padding='same'), run in order or, for a graph, by a small runner
 written here: a second, separate construction of what backends/torch/builders.py builds. The numpy
-statement of the spec's semantics lives in the core (netspec/reference.py, LayerSpec.reference).
+statement of the spec's semantics lives in the core (netspec/spec/reference.py, LayerSpec.reference).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from netspec import layers as spec
-from netspec.network import Network
-from netspec.params import Weights
+from netspec.spec import layers as spec
+from netspec.spec.network import Network
+from netspec.spec.params import Weights
 
 
 def _module(layer, shape):

@@ -3,7 +3,7 @@
 Real backends make the trainer's bookkeeping untestable to the digit: their losses are whatever
 training gives, and a rule such as "evaluate the test split on ties of the best validation accuracy"
 is only exercised when a run happens to tie. A `ScriptedModel` implements the Model protocol of
-netspec/backend.py with outputs written in the test (per-step losses and accuracies, per-epoch
+netspec/protocol/backend.py with outputs written in the test (per-step losses and accuracies, per-epoch
 validation and test figures), so every figure of the history can be computed by hand, and it
 records what the trainer asked (batch index matrices, learning rates, which split was evaluated
 when), so the protocol itself can be asserted. No torch or jax here.
@@ -19,10 +19,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from netspec.backend import Precision
-from netspec.experiment import TrainConfig
-from netspec.network import Network
-from netspec.params import Weights, init_weights
+from netspec.protocol.backend import Precision
+from netspec.spec.experiment import TrainConfig
+from netspec.spec.network import Network
+from netspec.spec.params import Weights, init_weights
 
 SPLIT_MARKS = {"train": 0.0, "val": 1.0, "test": 2.0}
 """Pixel value of every image of a split in `scripted_data`."""
@@ -61,7 +61,7 @@ class TrainCall:
     lr: float | np.ndarray
     """A float (every step's lr) or one lr per step."""
     augment: Any = None
-    """The augmentation draws (netspec.augment.Draws) the call was given, if any."""
+    """The augmentation draws (netspec.protocol.augment.Draws) the call was given, if any."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class ScriptedSplits:
-    """A dataset with the Splits shape the trainer reads (netspec.trainer.Splits)."""
+    """A dataset with the Splits shape the trainer reads (netspec.train.trainer.Splits)."""
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -210,7 +210,7 @@ class ScriptedModel:
 
 @dataclass
 class ScriptedBackend:
-    """The Backend protocol around scripts, for netspec.training_run.run_experiment and run_sweep.
+    """The Backend protocol around scripts, for netspec.runs.training_run.run_experiment and run_sweep.
 
     `script` answers every compiled model, or is a mapping from the weight seed to a script (a sweep
     over train.seed gives each point its own). The last compiled model is kept (`model`) so a test can

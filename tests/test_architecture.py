@@ -3,6 +3,7 @@ backend or a framework; backends are found through the registry."""
 from __future__ import annotations
 
 import ast
+import re
 import pkgutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import netspec
 
 ROOT = Path(__file__).resolve().parent.parent
-FRAMEWORKS = ("backends", "torch", "jax", "jaxlib", "flax", "optax")
+FRAMEWORKS = ("backends", "netspec_backends", "torch", "jax", "jaxlib", "flax", "optax")
 
 
 def core_modules() -> list[str]:
@@ -29,19 +30,20 @@ def test_importing_every_core_module_loads_no_backend_or_framework() -> None:
 
 
 def test_no_core_module_imports_backends_even_lazily() -> None:
-    """Backends are handed to the core as objects (or loaded by name through netspec.backend's
+    """Backends are handed to the core as objects (or loaded by name through netspec.protocol.backend's
     entry points), so not even a function-level `import backends` may appear in netspec/."""
     offenders = []
     for path in sorted((ROOT / "netspec").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
-            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "backends"]
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in ("backends", "netspec_backends")]
     assert offenders == []
 
 
 def test_the_registry_lists_every_backend_package() -> None:
-    from netspec.backend import backend_names, load_backend
+    from netspec.protocol.backend import backend_names, load_backend
 
     packages = sorted(p.name for p in (ROOT / "backends").iterdir() if (p / "__init__.py").is_file())
     assert sorted(backend_names()) == packages
@@ -50,11 +52,11 @@ def test_the_registry_lists_every_backend_package() -> None:
 
 
 def test_a_checkout_that_is_not_installed_reads_the_registry_from_its_pyproject() -> None:
-    from netspec.backend import _declared_in_checkout, _entry_points
+    from netspec.protocol.backend import _declared_in_checkout, _entry_points
 
     declared = {name: ep.value for name, ep in _declared_in_checkout().items()}
     assert declared == {name: ep.value for name, ep in _entry_points().items()}
-    assert declared == {"torch": "backends.torch:BACKEND", "jax": "backends.jax:BACKEND"}
+    assert declared == {"torch": "netspec_backends.torch:BACKEND", "jax": "netspec_backends.jax:BACKEND"}
 
 
 # ---- the core's own imports: at the top of a module, and without a loop --------------------------------
@@ -106,7 +108,7 @@ def test_core_modules_import_each_other_at_the_top_only() -> None:
 def test_the_core_import_graph_has_no_cycle() -> None:
     core = _core_module_names()
     graph = {module: {name for name, _, _ in _imports(module, path, core)} for module, path in core.items()}
-    assert len(graph) > 30 and graph["netspec.sweep"] >= {"netspec.sweep_spec", "netspec.launchers"}
+    assert len(graph) > 30 and graph["netspec.sweeps.sweep"] >= {"netspec.spec.sweep_file", "netspec.sweeps.launchers"}
     done: set[str] = set()
 
     def visit(module: str, trail: list[str]) -> None:
@@ -119,3 +121,52 @@ def test_the_core_import_graph_has_no_cycle() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+
+
+# ---- the rooms and the direction between them ------------------------------------------------------------
+
+# The core's rooms, earliest first (docs/layout.md): a module may import its own room or an earlier one,
+# never a later one. The root's small utilities come first; the command line and the package's public
+# names (netspec/__init__.py) come last, since they gather everything.
+ROOMS = ("netspec.errors", "netspec.io", "netspec.version", "netspec.progress",
+         "netspec.spec", "netspec.data", "netspec.protocol", "netspec.train", "netspec.check", "netspec.runs",
+         "netspec.deploy", "netspec.sweeps", "netspec.cli", "netspec.__main__", "netspec")
+
+
+def room_of(module: str) -> int:
+    """The rank of a module's room: the first of ROOMS that is the module or a package above it."""
+    for rank, room in enumerate(ROOMS):
+        if module == room or module.startswith(room + ".") and room != "netspec":
+            return rank
+    if module == "netspec":
+        return ROOMS.index("netspec")
+    raise AssertionError(f"{module} lies in no room of ROOMS: add its room there and to docs/layout.md")
+
+
+def back_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{module} imports {name} (a later room)" for module, names in graph.items()
+                  for name in names if room_of(name) > room_of(module))
+
+
+def test_rooms_import_only_their_own_or_earlier_rooms() -> None:
+    core = _core_module_names()
+    graph = {module: {name for name, _, _ in _imports(module, path, core)} for module, path in core.items()}
+    assert back_imports(graph) == []
+
+
+def test_a_planted_back_import_is_named() -> None:
+    """The rule itself catches: the spec language reaching for the trainer is reported by name."""
+    core = _core_module_names()
+    graph = {module: {name for name, _, _ in _imports(module, path, core)} for module, path in core.items()}
+    graph["netspec.spec.layers"] = graph["netspec.spec.layers"] | {"netspec.train.trainer"}
+    assert back_imports(graph) == ["netspec.spec.layers imports netspec.train.trainer (a later room)"]
+
+
+def test_layout_md_names_every_module_of_the_tree() -> None:
+    """Each module's file name appears on the page, and so does its folder (`sources/`, `jax/`, ...)."""
+    layout = (ROOT / "docs" / "layout.md").read_text()
+    words = set(re.findall(r"[\w.]+/?", layout))
+    missing = [str(path.relative_to(ROOT)) for folder in ("netspec", "backends")
+               for path in sorted((ROOT / folder).rglob("*.py"))
+               if path.name != "__init__.py" and not ({path.name, f"{path.parent.name}/"} <= words)]
+    assert missing == [], f"docs/layout.md does not name {missing}: add a line for each"

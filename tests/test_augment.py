@@ -1,4 +1,4 @@
-"""Augmentation draws and their meaning (netspec/augment.py, netspec/counter_hash.py), against an
+"""Augmentation draws and their meaning (netspec/protocol/augment.py, netspec/protocol/counter_hash.py), against an
 independent reference: np.pad, a slice, [::-1] and a zeroed window, written here image by image."""
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.augment import apply_plan, batch_plan, draw
-from netspec.counter_hash import below, fmix32, hash32
+from netspec.protocol.augment import apply_plan, batch_plan, draw
+from netspec.protocol.counter_hash import below, fmix32, hash32
 
 
-def reference(x: np.ndarray, dy: int, dx: int, flip: bool, cy: int, cx: int, config: ns.experiment.AugmentConfig) -> np.ndarray:
+def reference(x: np.ndarray, dy: int, dx: int, flip: bool, cy: int, cx: int, config: ns.spec.experiment.AugmentConfig) -> np.ndarray:
     """One image (C, H, W) augmented the plain way."""
     _, height, width = x.shape
     p = config.crop_padding
@@ -33,7 +33,7 @@ CONFIGS = [
 
 @pytest.mark.parametrize("settings", CONFIGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
 def test_plan_applies_crop_flip_and_cutout_as_the_plain_reference(settings: dict) -> None:
-    config = ns.experiment.AugmentConfig(**settings)
+    config = ns.spec.experiment.AugmentConfig(**settings)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 3, 12, 10)).astype(np.float32)
     batches = rng.permutation(40).reshape(4, 10)
@@ -48,7 +48,7 @@ def test_plan_applies_crop_flip_and_cutout_as_the_plain_reference(settings: dict
 
 
 def test_draws_are_a_function_of_seed_epoch_and_image_only() -> None:
-    config = ns.experiment.AugmentConfig(crop_padding=4, flip=True, cutout=8)
+    config = ns.spec.experiment.AugmentConfig(crop_padding=4, flip=True, cutout=8)
     images = np.arange(2000)
     a = draw(config, 1, 2, images, 32, 32)
     again = draw(config, 1, 2, images[::-1].copy(), 32, 32)  # another order: the same draw per image
@@ -96,7 +96,7 @@ def test_the_plain_torch_references_augmentation_is_the_plans(settings: dict) ->
 
     from benchmarks.plain_torch import pad_split, plain_augment
 
-    config = ns.experiment.AugmentConfig(**settings)
+    config = ns.spec.experiment.AugmentConfig(**settings)
     x = np.random.default_rng(1).standard_normal((30, 3, 12, 10)).astype(np.float32)
     index = np.arange(30)[::-1].copy()
     draws = draw(config, 3, 2, index, 12, 10)

@@ -1,4 +1,4 @@
-"""The protocol's promises (netspec/backend.py, docs/design.md "What the protocol promises"), checked
+"""The protocol's promises (netspec/protocol/backend.py, docs/design.md "What the protocol promises"), checked
 on every installed backend by name: a third backend passes by adding its entry point.
 
 Promises:
@@ -10,7 +10,7 @@ Promises:
     setup_optimizer, and learns learnable data;
   - seeded dropout masks repeat (same seed same masks, other seed other masks);
   - devices: one parser, one-line SetupErrors; device(None) works; describe names backend and versions;
-  - the builder registry covers netspec.layers.LAYER_TYPES; no framework BatchNorm/Dropout is used;
+  - the builder registry covers netspec.spec.layers.LAYER_TYPES; no framework BatchNorm/Dropout is used;
   - inputs, labels and batch matrices are validated, with the same messages in every backend;
   - a layer harness (after Keras's run_layer_test): every layer type, as a one-layer network
     compiled through the protocol, against a numpy statement of the spec's semantics.
@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.backend import installed_backends, load_backend
+from netspec.protocol.backend import installed_backends, load_backend
 from netspec.errors import SetupError, SpecError
-from netspec.layers import LAYER_TYPES
-from netspec.trainer import batch_index_matrix
-from netspec import reference as ref
-from netspec.testing import random_layer
+from netspec.spec.layers import LAYER_TYPES
+from netspec.train.trainer import batch_index_matrix
+from netspec.spec import reference as ref
+from netspec.check.random_networks import random_layer
 
 BACKENDS = installed_backends()
 CLASSES = 3
@@ -255,7 +255,7 @@ def test_a_run_checks_its_device_first(backend, tmp_path) -> None:
     it would otherwise reuse, silently, whatever device trained it)."""
     if backend.device(None) != "cpu":
         pytest.skip("this machine has a GPU")
-    from netspec.training_run import run_experiment
+    from netspec.runs.training_run import run_experiment
     from tests.helpers import tiny_experiment
 
     with pytest.raises(SetupError, match="sees no GPU"):
@@ -388,7 +388,7 @@ HARNESS_SHAPES = [(3, 7, 6), (6,)]
 
 @pytest.mark.parametrize("kind", LAYER_TYPES, ids=lambda kind: kind.__name__)
 def test_layer_harness(backend, kind: type) -> None:
-    """Every layer type, in random configurations (netspec.testing.RANDOM_LAYERS), as a one-layer network
+    """Every layer type, in random configurations (netspec.check.random_networks.RANDOM_LAYERS), as a one-layer network
     through the protocol, against its own numpy meaning (LayerSpec.reference): output in evaluation and
     training mode, and the tensors after a training pass. A dropout's mask is the backend's draw, read
     from the output (inputs are never zero), so the reference checks what the kept values become."""
@@ -506,7 +506,7 @@ def test_layer_dropout(backend, kind: str, p: float = 0.3) -> None:
     np.testing.assert_array_equal(zero.forward(x[:4], train=True), x[:4])
 
 
-# ---- the same error texts in every backend (they are written once, in netspec.model_base) --------------
+# ---- the same error texts in every backend (they are written once, in netspec.protocol.model_base) --------------
 
 def protocol_errors(backend) -> dict[str, str]:
     """Each protocol error a caller can provoke, as 'exception type: message', on one model (the calls
@@ -549,10 +549,10 @@ def test_every_backend_gives_the_same_error_texts() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_random_graphs_match_the_numpy_reference(backend, seed: int) -> None:
-    """Random graphs (residual blocks, concatenations, every layer type among them: netspec.testing) in
+    """Random graphs (residual blocks, concatenations, every layer type among them: netspec.check.random_networks) in
     evaluation and training mode, and their running statistics after the training pass, against
     Network.reference_forward in float64."""
-    from netspec.testing import random_network, without_dropout
+    from netspec.check.random_networks import random_network, without_dropout
 
     rng = np.random.default_rng(500 + seed)
     network = without_dropout(random_network(rng))

@@ -10,10 +10,10 @@ pytest.importorskip("torch")
 pytest.importorskip("jax")
 
 import netspec as ns  # noqa: E402
-from netspec.bisection import locate  # noqa: E402
+from netspec.check.bisection import locate  # noqa: E402
 from netspec.cli import main  # noqa: E402
-from netspec.crosscheck import synthetic_batch  # noqa: E402
-from netspec.params import init_weights  # noqa: E402
+from netspec.check.crosscheck import synthetic_batch  # noqa: E402
+from netspec.spec.params import init_weights  # noqa: E402
 from test_crosscheck import PAIR  # noqa: E402
 from test_crosscheck_mutations import MUTATIONS  # noqa: E402
 from tests.helpers import write_spec  # noqa: E402
@@ -77,7 +77,7 @@ def test_cli_prints_the_parting_after_a_failing_check(tmp_path, monkeypatch, cap
 
 def test_a_wrong_dropout_mask_is_located_at_its_dropout_layer_in_train_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     """jax's masks drawn from a key one bit off (tests/test_trajectory.py): eval mode agrees, train mode parts at the Dropout."""
-    import backends.jax.layers as jax_layers
+    import netspec_backends.jax.layers as jax_layers
 
     original = jax_layers.hashed_keep_mask
     monkeypatch.setattr(jax_layers, "hashed_keep_mask", lambda shape, key, p: original(shape, key ^ 1, p))

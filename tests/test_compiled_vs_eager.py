@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.backend import installed_backends, load_backend
+from netspec.protocol.backend import installed_backends, load_backend
 from tests.helpers import stand_in_cuda_graphs
 
 BACKENDS = installed_backends()
@@ -45,10 +45,10 @@ def within_binomial(fraction: float, probability: float, n: int, sigmas: float =
 def test_hashed_masks_keep_at_the_rate_and_seeds_and_salts_draw_independently(p: float) -> None:
     import torch
 
-    from backends.torch.layers import hashed_keep_mask
+    from netspec_backends.torch.layers import hashed_keep_mask
 
-    from backends.torch.layers import position_words
-    from netspec.counter_hash import dropout_keys
+    from netspec_backends.torch.layers import position_words
+    from netspec.protocol.counter_hash import dropout_keys
 
     keep, n = 1.0 - p, 100_000
     words = position_words((n,), torch.device("cpu"))
@@ -68,7 +68,7 @@ def test_hashed_masks_keep_at_the_rate_and_seeds_and_salts_draw_independently(p:
 def test_hashed_dropout_scales_kept_values_by_one_over_keep(p: float, broadcast_dims: tuple[int, ...]) -> None:
     import torch
 
-    from backends.torch.layers import Dropout
+    from netspec_backends.torch.layers import Dropout
 
     layer = Dropout(p, broadcast_dims).train()
     x = torch.from_numpy(np.random.default_rng(0).uniform(0.5, 2.0, (64, 8, 6, 6)).astype(np.float32))
@@ -95,14 +95,14 @@ WIDE = 1024
 @pytest.fixture
 def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.compile's graph capture without inductor's code generation (30-60 s per graph on a CPU)."""
-    monkeypatch.setattr("backends.torch.model.COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr("netspec_backends.torch.model.COMPILE_BACKEND", "aot_eager")
 
 
 def torch_model(network: ns.Network, graphed: bool, monkeypatch: pytest.MonkeyPatch, precision: str = "float32",
                 lr: float = 1e-3, seed: int = 0):
     """A compiled torch model on the CPU (a stand-in graph capture when `graphed`, as a GPU would
     replay), its optimizer set up."""
-    monkeypatch.setattr("backends.torch.model.COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr("netspec_backends.torch.model.COMPILE_BACKEND", "aot_eager")
     if graphed:
         stand_in_cuda_graphs(monkeypatch)
     model = load_backend("torch").compile(network, seed=seed, device="cpu", precision=precision, compiled="on")

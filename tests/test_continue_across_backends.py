@@ -4,7 +4,7 @@ The checkpoint holds nothing framework-specific (weights, the optimizer's moment
 shuffle's numpy state and the dropout stream as [seed, step]), so a small MLP with dropout trained 2
 epochs on one backend and continued to 4 on the other ends, in float64, where the same run trained 4
 epochs on the second backend alone ends: every tensor within the float64 cross-check's after-steps
-tolerance (netspec.crosscheck.F64_STEPS_RTOL), and the same accuracies. The reference run is
+tolerance (netspec.check.crosscheck.F64_STEPS_RTOL), and the same accuracies. The reference run is
 independent of the code under test here: it never reads a checkpoint of the other backend.
 """
 from __future__ import annotations
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.backend import installed_backends, load_backend
-from netspec.crosscheck import F64_STEPS_RTOL
+from netspec.protocol.backend import installed_backends, load_backend
+from netspec.check.crosscheck import F64_STEPS_RTOL
 from netspec.errors import SetupError, SpecError
 from netspec.data import load_dataset
-from netspec.run_folder import RunFolder, run_id, trajectory_id
-from netspec.trainer import TrainerState, fit
-from netspec.training_run import run_experiment
+from netspec.runs.run_folder import RunFolder, run_id, trajectory_id
+from netspec.train.trainer import TrainerState, fit
+from netspec.runs.training_run import run_experiment
 
 pytestmark = pytest.mark.skipif(not {"torch", "jax"} <= set(installed_backends()), reason="needs torch and jax")
 

@@ -14,13 +14,13 @@ torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
 
 import netspec as ns  # noqa: E402
-from backends.jax import layers as jax_layers  # noqa: E402
-from backends.jax.builders import BUILDERS  # noqa: E402
-from netspec.crosscheck import CrosscheckReport, Row, run_crosscheck  # noqa: E402
-from netspec.testing import without_dropout  # noqa: E402
-from netspec.backend import load_backend  # noqa: E402
-from netspec.experiment import load  # noqa: E402
-from netspec.testing import random_network  # noqa: E402
+from netspec_backends.jax import layers as jax_layers  # noqa: E402
+from netspec_backends.jax.builders import BUILDERS  # noqa: E402
+from netspec.check.crosscheck import CrosscheckReport, Row, run_crosscheck  # noqa: E402
+from netspec.check.random_networks import without_dropout  # noqa: E402
+from netspec.protocol.backend import load_backend  # noqa: E402
+from netspec.spec.experiment import load  # noqa: E402
+from netspec.check.random_networks import random_network  # noqa: E402
 
 PAIR = (load_backend("torch"), load_backend("jax"))
 """The reference backend and the one checked against it."""
@@ -173,5 +173,5 @@ def test_report_table_ok_and_worst() -> None:
 
 
 def test_crosscheck_module_imports_no_framework() -> None:
-    code = "import sys, netspec.crosscheck, netspec.testing; assert not {'torch', 'jax'} & set(sys.modules), sys.modules.keys()"
+    code = "import sys, netspec.check.crosscheck, netspec.check.random_networks; assert not {'torch', 'jax'} & set(sys.modules), sys.modules.keys()"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

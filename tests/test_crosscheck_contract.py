@@ -3,7 +3,7 @@
 The check is run on torch against torch (bit-identical, every row 0) and against a torch model that
 differs from it in one running statistic only, by a known relative amount, at a known moment (the
 first pass or the Adam steps). The tolerances are the documented ones, written here as numbers (not
-read from netspec.crosscheck, so loosening them there fails these tests): float64 one pass 1e-9, float64
+read from netspec.check.crosscheck, so loosening them there fails these tests): float64 one pass 1e-9, float64
 after the steps 1e-6, float32 one pass 1e-4. A difference 10x a tolerance must fail, 0.1x must pass.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.backend import installed_backends, load_backend
-from netspec.crosscheck import run_crosscheck
+from netspec.protocol.backend import installed_backends, load_backend
+from netspec.check.crosscheck import run_crosscheck
 
 pytestmark = pytest.mark.skipif("torch" not in installed_backends(), reason="needs torch")
 
@@ -73,7 +73,7 @@ class _OffBackend:
         return self._torch.device(name)
 
 
-def check(other: Any, tiers: tuple[str, ...] = ("float64",)) -> ns.crosscheck.CrosscheckReport:
+def check(other: Any, tiers: tuple[str, ...] = ("float64",)) -> ns.check.crosscheck.CrosscheckReport:
     return run_crosscheck(NETWORK, load_backend("torch"), other, seed=1, batch_size=6, steps=STEPS, tiers=tiers)
 
 
@@ -174,7 +174,7 @@ class _NoDropoutBackend(_OffBackend):
         self.name = "torch (drops nothing)"
 
     def compile(self, network: ns.Network, *args: Any, **kwargs: Any) -> Any:
-        from netspec.testing import without_dropout
+        from netspec.check.random_networks import without_dropout
 
         return self._torch.compile(without_dropout(network), *args, **kwargs)
 

@@ -16,15 +16,15 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import netspec as ns  # noqa: E402
-from backends.jax import layers as jax_layers  # noqa: E402
-from backends.jax.builders import BUILDERS as JAX_BUILDERS  # noqa: E402
-from backends.jax.model import JaxModel  # noqa: E402
-from backends.torch import builders as torch_build  # noqa: E402
-from backends.torch import layers as torch_layers  # noqa: E402
-from backends.torch import model as torch_model  # noqa: E402
-from backends.torch.model import TorchModel  # noqa: E402
-from netspec.crosscheck import run_crosscheck  # noqa: E402
-from netspec.experiment import AdamConfig, TrainConfig, load  # noqa: E402
+from netspec_backends.jax import layers as jax_layers  # noqa: E402
+from netspec_backends.jax.builders import BUILDERS as JAX_BUILDERS  # noqa: E402
+from netspec_backends.jax.model import JaxModel  # noqa: E402
+from netspec_backends.torch import builders as torch_build  # noqa: E402
+from netspec_backends.torch import layers as torch_layers  # noqa: E402
+from netspec_backends.torch import model as torch_model  # noqa: E402
+from netspec_backends.torch.model import TorchModel  # noqa: E402
+from netspec.check.crosscheck import run_crosscheck  # noqa: E402
+from netspec.spec.experiment import AdamConfig, TrainConfig, load  # noqa: E402
 from test_crosscheck import PAIR, SPECS, spec_check  # noqa: E402
 
 Mutation = Callable[[pytest.MonkeyPatch], None]

@@ -1,4 +1,4 @@
-"""One dropout stream for both backends (issue 24): every mask is netspec.counter_hash.keep_mask's, bit for
+"""One dropout stream for both backends (issue 24): every mask is netspec.protocol.counter_hash.keep_mask's, bit for
 bit, in torch and jax, eager and compiled; the stream's state is (seed, step), framework-neutral.
 
 The reference is numpy: keep_mask, itself checked here against hash32 of the five words written in
@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netspec.backend import installed_backends, load_backend
-from netspec.counter_hash import STREAM_DROPOUT, dropout_keys, hash32, keep_mask, keep_threshold
+from netspec.protocol.backend import installed_backends, load_backend
+from netspec.protocol.counter_hash import STREAM_DROPOUT, dropout_keys, hash32, keep_mask, keep_threshold
 from netspec.errors import SpecError
-from netspec.experiment import TrainConfig
-from netspec.network import Network
+from netspec.spec.experiment import TrainConfig
+from netspec.spec.network import Network
 
 BACKENDS = installed_backends()
 needs_both = pytest.mark.skipif(not {"torch", "jax"} <= set(BACKENDS), reason="needs torch and jax")
@@ -70,8 +70,8 @@ def test_compiled_torch_and_scanned_jax_masks_are_the_reference(shape: tuple[int
     import jax.numpy as jnp
     import torch
 
-    from backends.jax.layers import hashed_keep_mask as jax_mask
-    from backends.torch.layers import Dropout
+    from netspec_backends.jax.layers import hashed_keep_mask as jax_mask
+    from netspec_backends.torch.layers import Dropout
 
     p, n = layer["p"], 4
     x = torch.rand(n, *shape) + 0.5
@@ -94,7 +94,7 @@ def test_compiled_torch_and_scanned_jax_masks_are_the_reference(shape: tuple[int
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_compile_no_longer_changes_a_runs_masks(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NETSPEC_TORCH_COMPILE_BACKEND", "aot_eager")
-    import backends.torch.model as torch_model
+    import netspec_backends.torch.model as torch_model
 
     monkeypatch.setattr(torch_model, "COMPILE_BACKEND", "aot_eager")
     net = Network(input_shape=(6,), layers=[{"type": "Linear", "out_features": 16}, {"type": "Dropout", "p": 0.5},
@@ -166,7 +166,7 @@ def test_stream_state_is_seed_and_step_and_old_framework_bytes_are_refused(backe
 
 def test_a_torch_dropout_layer_in_training_needs_the_keys() -> None:
     torch = pytest.importorskip("torch")
-    from backends.torch.layers import Dropout
+    from netspec_backends.torch.layers import Dropout
 
     with pytest.raises(ValueError, match="needs the step's keys"):
         Dropout(0.5).train()(torch.ones(2, 3))

@@ -14,10 +14,10 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 import netspec as ns  # noqa: E402
-from netspec import export  # noqa: E402
-from netspec.backend import load_backend  # noqa: E402
+from netspec.deploy import export  # noqa: E402
+from netspec.protocol.backend import load_backend  # noqa: E402
 from netspec.errors import SetupError  # noqa: E402
-from netspec.inference import load_run  # noqa: E402
+from netspec.deploy.inference import load_run  # noqa: E402
 from tests.trained_runs import BACKENDS, trained_run  # noqa: E402
 
 TOLERANCE = 1e-5  # absolute, on logits of order 1 (float32 rounding of differently ordered sums)
@@ -80,8 +80,8 @@ def test_every_layer_type_matches_the_backend(backend: str) -> None:
 
 def test_random_networks_match_the_numpy_reference() -> None:
     """Every layer type's ONNX rule against the layer's own meaning (LayerSpec.reference, float64), on
-    random networks (netspec.testing) whose layers cover every type between them."""
-    from netspec.testing import random_network
+    random networks (netspec.check.random_networks) whose layers cover every type between them."""
+    from netspec.check.random_networks import random_network
 
     rng = np.random.default_rng(7)
     seen: set[type] = set()

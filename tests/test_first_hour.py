@@ -135,7 +135,7 @@ def test_threads_are_chosen_recorded_and_never_part_of_the_run_id(trained: Train
 
 def test_jax_computes_on_one_thread_when_asked() -> None:
     """XLA:CPU takes no count but 1 (its Eigen kernels single-threaded), set before its client starts."""
-    code = ("from backends.jax.backend import BACKEND\nimport jax.numpy as jnp, os\nBACKEND.set_threads(1)\n"
+    code = ("from netspec_backends.jax.backend import BACKEND\nimport jax.numpy as jnp, os\nBACKEND.set_threads(1)\n"
             "jnp.ones(2).block_until_ready()\nprint(BACKEND.describe()['cpu_threads'], os.environ['XLA_FLAGS'])")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     threads, *flags = done.stdout.split()
@@ -151,7 +151,7 @@ def test_jax_computes_on_one_thread_when_asked() -> None:
 ])
 def test_the_default_threads_are_the_free_physical_cores(omp: str, cores: int, load: float, expected: int,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from netspec import threads
+    from netspec.train import threads
 
     monkeypatch.setenv("OMP_NUM_THREADS", omp)
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
@@ -160,7 +160,7 @@ def test_the_default_threads_are_the_free_physical_cores(omp: str, cores: int, l
 
 
 def test_usable_cores_count_physical_cores_within_the_affinity() -> None:
-    from netspec.threads import usable_cores
+    from netspec.train.threads import usable_cores
 
     assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
 
@@ -221,7 +221,7 @@ def test_predict_names_a_wrong_sized_file_offers_resize_and_says_what_it_convert
 
 
 def test_the_confusion_title_fits_its_figure() -> None:
-    from netspec.inference import confusion_figure
+    from netspec.deploy.inference import confusion_figure
 
     title = "mlp: the CIFAR-10 copy in /work/shared/data/cifar10-jpeg-q75.tar.gz (10,000 images), test: accuracy 0.5610"
     fig = confusion_figure(np.eye(10, dtype=int), [f"class_{i}" for i in range(10)], title)
@@ -267,7 +267,7 @@ def test_the_report_puts_the_answer_first_in_words_that_agree_with_the_run(train
 
 
 def test_categorical_settings_are_points_and_numeric_ones_a_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from netspec import plots
+    from netspec.runs import plots
 
     drawn = []
     monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig))

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import netspec as ns  # noqa: E402
-from netspec.backend import installed_backends, load_backend  # noqa: E402
+from netspec.protocol.backend import installed_backends, load_backend  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -91,10 +91,10 @@ def test_inductor_compiles_the_hashed_dropout_masks_exactly() -> None:
     """Steps hash their dropout masks in int32 tensor ops (layers.hashed_keep_mask) so that inductor fuses
     them with their use. Under torch 2.11 inductor once failed on the netspec MLP, whose dropout is the
     only hashed part: its whole message is the assertion's. The masks must be the numpy reference's
-    (netspec.counter_hash.keep_mask) bit for bit, compiled on the GPU as eager on the CPU (integer ops
+    (netspec.protocol.counter_hash.keep_mask) bit for bit, compiled on the GPU as eager on the CPU (integer ops
     leave a code generator no rounding to hide behind)."""
-    from backends.torch.layers import hashed_keep_mask, position_words
-    from netspec.counter_hash import dropout_keys, keep_mask
+    from netspec_backends.torch.layers import hashed_keep_mask, position_words
+    from netspec.protocol.counter_hash import dropout_keys, keep_mask
 
     device = torch.device("cuda")
     key = torch.tensor(int(dropout_keys(123_456_789, 4, 1, 4)[0, 3].view(np.int32)), dtype=torch.int32, device=device)

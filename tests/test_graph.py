@@ -11,7 +11,7 @@ import pytest
 
 import netspec as ns
 from netspec.cli import main
-from netspec.run_folder import run_id
+from netspec.runs.run_folder import run_id
 from tests.helpers import tiny_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ def test_a_graph_trains_and_resumes_bit_identically(backend: str) -> None:
     """train_steps on a graph with dropout moves its weights; a training state taken between two calls
     and loaded into a fresh model continues bit-identically (the float64 cross-check of random graphs is
     in tests/test_crosscheck.py)."""
-    from netspec.backend import load_backend
+    from netspec.protocol.backend import load_backend
 
     network = ns.Network(input_shape=RESIDUAL.input_shape, layers=[
         *RESIDUAL.layers[:6], ns.Dropout2d(p=0.3), ns.Add(inputs=["stem", 6], id="sum"),
@@ -129,8 +129,8 @@ def test_a_graph_trains_and_resumes_bit_identically(backend: str) -> None:
 @pytest.mark.slow
 def test_a_graph_runs_an_epoch_on_both_backends(tmp_path: Path) -> None:
     """A 1-epoch synthetic run of a residual graph through run_experiment on each backend."""
-    from netspec.backend import load_backend
-    from netspec.training_run import run_experiment
+    from netspec.protocol.backend import load_backend
+    from netspec.runs.training_run import run_experiment
 
     network = ns.Network(input_shape=(3, 32, 32), layers=[
         ns.Conv2d(out_channels=6, kernel_size=5, stride=2, bias=False, id="a"), ns.BatchNorm(), ns.ReLU(),

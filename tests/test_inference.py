@@ -12,10 +12,10 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("jax")
 
-from netspec.backend import load_backend  # noqa: E402
+from netspec.protocol.backend import load_backend  # noqa: E402
 from netspec.data import load_dataset, load_raw  # noqa: E402
 from netspec.errors import NetspecError  # noqa: E402
-from netspec.inference import evaluate_run, load_run, predict, softmax  # noqa: E402
+from netspec.deploy.inference import evaluate_run, load_run, predict, softmax  # noqa: E402
 from tests.trained_runs import BACKENDS, DATA, trained_run  # noqa: E402
 
 quiet = lambda line: None  # noqa: E731

@@ -17,10 +17,10 @@ needs_torch = pytest.mark.skipif(torch is None, reason="compares with torch.nn.B
 import netspec as ns  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from backends.jax import BACKEND, convert, resolve_device  # noqa: E402
-from backends.jax.builders import SpecNet, flatten_chw  # noqa: E402
-from backends.jax.layers import BatchNorm, Dropout  # noqa: E402
-from backends.jax.model import TRACES  # noqa: E402
+from netspec_backends.jax import BACKEND, convert, resolve_device  # noqa: E402
+from netspec_backends.jax.builders import SpecNet, flatten_chw  # noqa: E402
+from netspec_backends.jax.layers import BatchNorm, Dropout  # noqa: E402
+from netspec_backends.jax.model import TRACES  # noqa: E402
 
 NETWORK = ns.Network(input_shape=(2, 6, 5), layers=[
     ns.Conv2d(out_channels=3, kernel_size=3, padding=1), ns.BatchNorm(), ns.ReLU(), ns.Dropout2d(p=0.5),

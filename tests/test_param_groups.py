@@ -1,5 +1,5 @@
-"""Parameter groups by rule (netspec/param_groups.py) and the optimizer state's canonical names
-(netspec/optimizer_state.py)."""
+"""Parameter groups by rule (netspec/protocol/param_groups.py) and the optimizer state's canonical names
+(netspec/protocol/optimizer_state.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 
 import netspec as ns
 from netspec.errors import SpecError
-from netspec.optimizer_state import OptimizerState, from_arrays, slots_of, to_arrays
-from netspec.param_groups import TensorRule, groups_of, tensor_rules
+from netspec.protocol.optimizer_state import OptimizerState, from_arrays, slots_of, to_arrays
+from netspec.protocol.param_groups import TensorRule, groups_of, tensor_rules
 
 NET = ns.Network(input_shape=(3, 8, 8), layers=[
     ns.Conv2d(out_channels=4, kernel_size=3, bias=False), ns.BatchNorm(), ns.ReLU(), ns.Flatten(),
@@ -51,11 +51,11 @@ def test_optimizer_state_round_trips_under_canonical_names() -> None:
     with pytest.raises(SpecError, match="lacks 'sgd.momentum_buffer.4.bias'"):
         from_arrays(arrays, names)
     assert from_arrays({"0.weight": np.zeros(2)}, names) is None
-    assert slots_of(ns.experiment.SGDConfig()) == () and slots_of(ns.experiment.AdamWConfig()) == ("exp_avg", "exp_avg_sq")
+    assert slots_of(ns.spec.experiment.SGDConfig()) == () and slots_of(ns.spec.experiment.AdamWConfig()) == ("exp_avg", "exp_avg_sq")
 
 
 def test_recipe_text_names_what_differs_from_the_lab() -> None:
-    from netspec.experiment import recipe_text
+    from netspec.spec.experiment import recipe_text
 
     assert recipe_text({}) == "adam, lab"  # a spec.json from before the recipe fields
     page = ns.Experiment.load("specs/resnet9_recipe.json").model_dump(mode="json")["train"]

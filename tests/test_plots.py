@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from netspec.plots import curves_figure, plot_run
-from netspec.trainer import EpochRecord
+from netspec.runs.plots import curves_figure, plot_run
+from netspec.train.trainer import EpochRecord
 
 
 def record(epoch: int, val_acc: float, test: bool = False) -> EpochRecord:
@@ -37,7 +37,7 @@ def test_ticks_are_whole_epochs_and_nan_epochs_are_left_out() -> None:
 
 
 def test_plot_run_marks_the_epoch_of_the_final_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import netspec.plots as plots
+    import netspec.runs.plots as plots
 
     seen: list[int | None] = []
     real = plots.curves_figure

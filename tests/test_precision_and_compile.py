@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.backend import installed_backends, load_backend
+from netspec.protocol.backend import installed_backends, load_backend
 from netspec.errors import SpecError
-from netspec.identity import run_identity
-from netspec.trainer import fit
+from netspec.runs.identity import run_identity
+from netspec.train.trainer import fit
 from tests.helpers import stand_in_cuda_graphs, tiny_experiment
 
 BACKENDS = installed_backends()
@@ -47,7 +47,7 @@ def trained(backend: str, network: ns.Network, compiled: str, precision: str = "
 @pytest.fixture
 def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.compile's graph capture without inductor's code generation (30-60 s per graph on a CPU)."""
-    monkeypatch.setattr("backends.torch.model.COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr("netspec_backends.torch.model.COMPILE_BACKEND", "aot_eager")
 
 
 # ---- the setting -------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def _progress_experiment(epochs: int = 3) -> ns.Experiment:
 
 @needs_jax
 def test_jax_compiles_once_per_run_whatever_the_chunks() -> None:
-    from backends.jax.model import TRACES
+    from netspec_backends.jax.model import TRACES
     from netspec.data import load_dataset
 
     experiment = _progress_experiment()
@@ -226,7 +226,7 @@ def test_jax_compiles_once_per_run_whatever_the_chunks() -> None:
 def test_jax_per_step_programs_compile_in_warmup_not_in_an_epoch() -> None:
     """A CPU's 'auto' (one jitted step per batch): warmup compiles that step ahead of time, so the first
     epoch pays no compilation and the run reports it as compile_seconds."""
-    from backends.jax.model import TRACES
+    from netspec_backends.jax.model import TRACES
 
     model, d = trained("jax", NETWORK, "auto", warm=False)
     assert not model.compiled
@@ -302,7 +302,7 @@ def test_jax_epoch_makes_no_transfer_but_at_chunk_boundaries(compiled: str) -> N
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_run_records_precision_compile_and_compile_seconds(backend: str, tmp_path: Path) -> None:
-    from netspec.training_run import run_experiment
+    from netspec.runs.training_run import run_experiment
 
     # jax compiled ('on': a CPU's 'auto' is per-step jit); torch 'auto' (inductor costs 30-60 s on a CPU)
     experiment = tiny_experiment(epochs=1).with_overrides(["train.precision=bf16"] + (["train.compile=on"] if backend == "jax" else []))
@@ -317,8 +317,8 @@ def test_a_run_records_precision_compile_and_compile_seconds(backend: str, tmp_p
 
 @needs_torch
 def test_a_run_whose_compiler_fails_trains_on_and_records_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backends.torch.model import TorchModel
-    from netspec.training_run import run_experiment
+    from netspec_backends.torch.model import TorchModel
+    from netspec.runs.training_run import run_experiment
 
     def failing_compiler(self, fullgraph: bool = True):
         def step(*args):

@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import runner
-from netspec.backend import load_backend
-from netspec.launchers import RayLauncher, train_point
-from netspec.sweep import run_sweep
+from netspec.protocol.backend import load_backend
+from netspec.sweeps.launchers import RayLauncher, train_point
+from netspec.sweeps.sweep import run_sweep
 from tests.helpers import tiny_experiment, write_json, write_spec
 
 def is_timing(key: str) -> bool:

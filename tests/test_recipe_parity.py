@@ -4,7 +4,7 @@
   train_steps call in float64 against torch.nn built-ins stepped by torch.optim's own SGD/Adam/AdamW
   (param groups by the spec's rules), F.cross_entropy(label_smoothing=...) and the plain pad/crop/
   flip/cutout of benchmarks/plain_torch.py, step by step.
-- Augmented images: each backend's gather bit-for-bit against netspec.augment's numpy reference.
+- Augmented images: each backend's gather bit-for-bit against netspec.protocol.augment's numpy reference.
 - Flip test-time augmentation: evaluate(flip=True) against the mean of the logits of forward(x) and
   forward(mirrored x), cross entropy in numpy.
 - The float64 cross-check with each optimizer, weight decay, parameter groups, schedule, label
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 
 import netspec as ns
 from benchmarks.plain_torch import pad_split, plain_augment, plain_optimizer
-from netspec.augment import apply_plan, batch_draws, draw, plan as index_plan
-from netspec.backend import installed_backends, load_backend
-from netspec.crosscheck import run_crosscheck
-from netspec.params import init_weights
-from netspec.schedules import learning_rates
+from netspec.protocol.augment import apply_plan, batch_draws, draw, plan as index_plan
+from netspec.protocol.backend import installed_backends, load_backend
+from netspec.check.crosscheck import run_crosscheck
+from netspec.spec.params import init_weights
+from netspec.train.schedules import learning_rates
 from tests.references import load_into, torch_nn_network
 
 BACKENDS = installed_backends()
@@ -116,8 +116,8 @@ def test_label_smoothing_is_pytorchs_in_the_training_loss(backend_name: str) -> 
 def test_augmented_images_are_bit_identical_to_the_numpy_reference(backend_name: str, pad_mode: str) -> None:
     from importlib import import_module
 
-    recipe = import_module(f"backends.{backend_name}.recipe")
-    config = ns.experiment.AugmentConfig(crop_padding=3, pad_mode=pad_mode, flip=True, cutout=4)
+    recipe = import_module(f"netspec_backends.{backend_name}.recipe")
+    config = ns.spec.experiment.AugmentConfig(crop_padding=3, pad_mode=pad_mode, flip=True, cutout=4)
     x, y, rows = data(40)
     x[0, 0, 0, 0] = -0.0  # a negative zero must stay one (a select, not a multiplication)
     draws = batch_draws(config, 9, 4, rows, 8, 8)
@@ -181,7 +181,7 @@ def test_a_graphed_torch_recipe_step_reads_its_lrs_and_plans_from_the_device(mon
 def test_netspec_evaluate_uses_the_runs_flip_tta_as_training_did() -> None:
     """inference.logits_of(flip=True) (netspec evaluate / predict of a run with train.test_time_flip)
     gives the loss and accuracy the model's own evaluate(flip=True) gave during training."""
-    from netspec.inference import logits_of
+    from netspec.deploy.inference import logits_of
 
     x, y, _ = data(11)
     model = load_backend(BACKENDS[0]).compile(NET, init_weights(NET, 2), seed=0, device="cpu", precision="float64")
@@ -199,7 +199,7 @@ def test_jax_recipe_steps_make_no_transfer_but_their_explicit_ones(compiled: str
     transfer guard refuses any implicit host-to-device copy)."""
     import jax
 
-    from netspec.augment import packed
+    from netspec.protocol.augment import packed
 
     exp = experiment("sgd-nesterov-groups-smoothing-augment")
     x, y, rows = data()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import netspec as ns
-from netspec import run_folder
-from netspec.report import collect_runs, finished
-from netspec.sweep import write_report
+from netspec.runs import run_folder
+from netspec.sweeps.report import collect_runs, finished
+from netspec.sweeps.sweep import write_report
 from tests.helpers import tiny_experiment
 from tests.test_report_tables import finish_run
 
@@ -124,7 +124,7 @@ def test_a_newline_in_a_user_string_never_starts_a_heading(hostile_report: str) 
 
 
 def test_a_user_string_at_a_line_start_is_never_a_heading_or_list() -> None:
-    from netspec.tables import md_text
+    from netspec.runs.tables import md_text
 
     assert [md_text(t, line_start=True) for t in ("# h", "- x", "1. x", "> q", "ok")] == ["\\# h", "\\- x", "1\\. x",
                                                                                          "&gt; q", "ok"]

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec import run_folder
-from netspec.stats import paired_difference
-from netspec.sweep import run_sweep, write_report
-from netspec.sweep_spec import load_sweep
-from netspec.trainer import EpochRecord
+from netspec.runs import run_folder
+from netspec.runs.stats import paired_difference
+from netspec.sweeps.sweep import run_sweep, write_report
+from netspec.spec.sweep_file import load_sweep
+from netspec.train.trainer import EpochRecord
 from tests.helpers import tiny_experiment, write_json, write_spec
 from tests.scripted import Script, ScriptedBackend
 
@@ -292,7 +292,7 @@ def test_runs_csv_rows_equal_the_runs_metrics(seeded: SeededReport) -> None:
 def test_an_experiments_header_names_its_recipe() -> None:
     """Runs of one network trained two ways must not read alike in report.md: the header line of an
     experiment names its optimizer, schedule and augmentation (Page's recipe here, written out by hand)."""
-    from netspec.report import settings_text
+    from netspec.sweeps.report import settings_text
 
     spec = {"train": {"epochs": 24, "batch_size": 512, "lr": 0.4,
                       "optimizer": {"type": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},

@@ -75,7 +75,7 @@ def test_resnet9_is_pages_resnet9() -> None:
 
 
 def test_the_ablation_sweep_loads_its_variants() -> None:
-    from netspec.sweep import load_sweep
+    from netspec.sweeps.sweep import load_sweep
 
     sweep = load_sweep(ROOT / "specs/sweeps/resnet9_ablation.json")
     assert sweep is not None

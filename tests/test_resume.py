@@ -22,10 +22,10 @@ import pytest
 
 import netspec as ns
 import runner
-from netspec.backend import installed_backends, load_backend
+from netspec.protocol.backend import installed_backends, load_backend
 from netspec.errors import DataError, SpecError
-from netspec.run_folder import CHECKPOINT, HISTORY_JSON, METRICS, WEIGHTS, RunFolder
-from netspec.training_run import run_experiment
+from netspec.runs.run_folder import CHECKPOINT, HISTORY_JSON, METRICS, WEIGHTS, RunFolder
+from netspec.runs.training_run import run_experiment
 from tests.helpers import tiny_experiment, write_spec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec import run_folder
-from netspec.run_folder import CHECKPOINT, HISTORY_JSON, METRICS, WEIGHTS, RunFolder, write_json_atomic
-from netspec.trainer import fit
-from netspec.training_run import run_experiment
+from netspec.runs import run_folder
+from netspec.runs.run_folder import CHECKPOINT, HISTORY_JSON, METRICS, WEIGHTS, RunFolder, write_json_atomic
+from netspec.train.trainer import fit
+from netspec.runs.training_run import run_experiment
 from tests.scripted import Script, ScriptedBackend, ScriptedModel, scripted_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_a_diverged_scripted_run_is_recorded_and_never_a_result(tmp_path: Path) 
 
 HOLDER = """
 import sys, time
-from netspec.training_run import run_experiment
+from netspec.runs.training_run import run_experiment
 from tests.test_run_folder import SCRIPT, experiment
 from tests.scripted import ScriptedBackend, scripted_data
 run_experiment(experiment(), ScriptedBackend(SCRIPT), sys.argv[1], dataset=scripted_data(4, 2, 2), progress=False,

@@ -1,4 +1,4 @@
-"""The learning rate per step (netspec/schedules.py) against independent references: values worked out by
+"""The learning rate per step (netspec/train/schedules.py) against independent references: values worked out by
 hand for Page's piecewise linear schedule and the cosine, and PyTorch's own schedulers stepped once per
 optimizer step for onecycle and step."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import netspec as ns
-from netspec.schedules import learning_rates
+from netspec.train.schedules import learning_rates
 
 STEPS_PER_EPOCH = 10
 
@@ -80,7 +80,7 @@ def test_lab_and_constant_are_the_lr_itself(schedule: dict) -> None:
 
 
 def test_a_schedule_spanning_the_run_makes_each_length_its_own_trajectory() -> None:
-    from netspec.run_folder import trajectory_id
+    from netspec.runs.run_folder import trajectory_id
 
     network = ns.Network(input_shape=(4,), layers=[ns.Linear(out_features=2)])
 

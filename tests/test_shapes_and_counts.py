@@ -16,8 +16,8 @@ import torch
 
 import netspec as ns
 from netspec.errors import ShapeError
-from netspec.layers import LayerSpec, Shape
-from netspec.sweep_spec import load_sweep
+from netspec.spec.layers import LayerSpec, Shape
+from netspec.spec.sweep_file import load_sweep
 
 SPECS = Path(__file__).parent.parent / "specs"
 

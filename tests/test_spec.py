@@ -12,7 +12,7 @@ from pydantic import ValidationError
 import netspec as ns
 import runner
 from netspec.io import without_schema_key
-from netspec.schema import SCHEMAS
+from netspec.spec.schema import SCHEMAS
 
 SPECS = sorted(Path(__file__).parent.parent.joinpath("specs").glob("*.json"))
 REPORT_CNN = [ns.Conv2d(out_channels=256, kernel_size=5), ns.BatchNorm(), ns.ReLU(), ns.Dropout2d(p=0.0),
@@ -215,7 +215,7 @@ def test_every_spec_file_points_editors_to_its_schema_and_validates(path: Path) 
 
 
 def test_the_schema_key_is_the_editors_and_never_changes_a_run(tmp_path: Path) -> None:
-    from netspec.run_folder import run_id
+    from netspec.runs.run_folder import run_id
 
     with_key = ns.Experiment.load(ROOT / "specs" / "mlp.json")
     plain = tmp_path / "mlp.json"

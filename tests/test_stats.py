@@ -1,4 +1,4 @@
-"""netspec.stats against hand-computed values on a fixed table of four seeds."""
+"""netspec.runs.stats against hand-computed values on a fixed table of four seeds."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from netspec.stats import Difference, paired_difference, summarize
+from netspec.runs.stats import Difference, paired_difference, summarize
 
 # final test accuracy of two arms over seeds 0-3 (seed i of a is paired with seed i of b)
 A = [0.561, 0.565, 0.558, 0.570]

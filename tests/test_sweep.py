@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import runner
-from netspec import run_folder
-from netspec.sweep_spec import load_sweep, manifest_path
+from netspec.runs import run_folder
+from netspec.spec.sweep_file import load_sweep, manifest_path
 from tests.helpers import tiny_experiment, write_json, write_spec
 
 
@@ -76,7 +76,7 @@ def test_finished_points_are_reused_and_a_killed_sweep_resumes(finished_sweep: t
     dirs = [run_folder.run_dir(runs, p.experiment, "torch") for p in points]
     assert all((d / "metrics.json").is_file() for d in dirs)
     trained: list[str] = []
-    import netspec.training_run as run_module
+    import netspec.runs.training_run as run_module
     real_fit = run_module.fit
     monkeypatch.setattr(run_module, "fit", lambda model, experiment, *a, **k: trained.append(experiment.train.lr) or real_fit(model, experiment, *a, **k))
     assert runner.main([str(sweep), "--out", str(runs), "--device", "cpu"]) == 0
@@ -126,7 +126,7 @@ def test_a_grown_sweep_trains_only_its_new_points_and_adds_to_its_record(
     runs = tmp_path / "runs"
     shutil.copytree(finished, runs)
     trained: list[tuple[float, int]] = []
-    import netspec.training_run as run_module
+    import netspec.runs.training_run as run_module
     real_fit = run_module.fit
     monkeypatch.setattr(run_module, "fit", lambda model, experiment, *a, **k:
                         trained.append((experiment.train.lr, experiment.train.seed)) or real_fit(model, experiment, *a, **k))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from netspec.cli import main
-from netspec.run_folder import run_dir
+from netspec.runs.run_folder import run_dir
 from tests.helpers import tiny_experiment, write_spec
 
 event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")

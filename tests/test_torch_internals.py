@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backends.torch import BACKEND, build_module
-from backends.torch.layers import BatchNorm, Dropout
+from netspec_backends.torch import BACKEND, build_module
+from netspec_backends.torch.layers import BatchNorm, Dropout
 from netspec import AdamConfig, Experiment, Network, TrainConfig, init_weights
-from netspec.testing import without_dropout
+from netspec.check.random_networks import without_dropout
 from tests.references import load_into, torch_nn_network
 
 STEPS = 3  # training steps before the running statistics and the eval pass are compared
@@ -270,10 +270,10 @@ def _assert_weights_close(weights: dict, ref: torch.nn.Module, tol: dict) -> Non
 
 @pytest.mark.parametrize("seed", range(4))
 def test_random_graphs_match_torch_nn(seed: int) -> None:
-    """Random graphs (residual blocks, concatenations, every layer type: netspec.testing) against the same
+    """Random graphs (residual blocks, concatenations, every layer type: netspec.check.random_networks) against the same
     network from torch.nn built-ins (tests/references.py): eval and train logits, loss and gradients,
     running statistics. The same state_dict names in both."""
-    from netspec.testing import random_network
+    from netspec.check.random_networks import random_network
 
     rng = np.random.default_rng(900 + seed)
     network = random_network(rng)

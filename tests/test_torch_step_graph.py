@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.backend import installed_backends, load_backend
+from netspec.protocol.backend import installed_backends, load_backend
 from tests.helpers import ReplayByCalling, stand_in_cuda_graphs
 
 pytestmark = pytest.mark.skipif("torch" not in installed_backends(), reason="needs torch")
@@ -109,7 +109,7 @@ def test_a_new_split_or_batch_size_is_captured_again(captures: list[ReplayByCall
 
 def test_a_failed_capture_leaves_compiled_ungraphed_steps(captures: list[ReplayByCalling],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from backends.torch import step_graph
+    from netspec_backends.torch import step_graph
 
     def refuse(*args: Any) -> None:
         raise RuntimeError("operation not permitted when stream is capturing")
@@ -125,7 +125,7 @@ def test_a_failed_capture_leaves_compiled_ungraphed_steps(captures: list[ReplayB
 def test_the_trainer_runs_graphed_steps_as_it_runs_ungraphed_ones(captures: list[ReplayByCalling]) -> None:
     """fit end to end (warmup, progress chunks, evaluation between epochs): the same history."""
     from netspec.data import load_dataset
-    from netspec.trainer import fit
+    from netspec.train.trainer import fit
     from tests.helpers import tiny_experiment
 
     experiment = tiny_experiment(epochs=3, dropout=0.2, batch_size=25).with_overrides([f"train.lr={2.0**-7}"])

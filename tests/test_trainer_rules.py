@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec import run_folder
-from netspec.trainer import EpochRecord, fit, record_from_dict
-from netspec.training_run import run_experiment
+from netspec.runs import run_folder
+from netspec.train.trainer import EpochRecord, fit, record_from_dict
+from netspec.runs.training_run import run_experiment
 from tests.scripted import Evaluation, Script, ScriptedBackend, ScriptedModel, ScriptedSplits, scripted_data
 
 EVAL_BATCH = 7
@@ -175,7 +175,7 @@ def test_lr_schedule(losses: list[float], decay: float, lrs: list[float]) -> Non
 # --- batch order: file order first, then an in-place RandomState shuffle after every epoch ----------
 
 def lab_orders(n: int, seed: int, epochs: int) -> list[list[int]]:
-    """The lab framework's orders, written out independently of netspec.trainer.epoch_orders."""
+    """The lab framework's orders, written out independently of netspec.train.trainer.epoch_orders."""
     order, rng, out = list(range(n)), np.random.RandomState(seed), []
     for _ in range(epochs):
         out.append(list(order))
@@ -213,7 +213,7 @@ def test_batch_larger_than_the_training_split_is_a_spec_error() -> None:
 # --- a long first epoch on a CPU is announced ------------------------------------------------------
 
 def test_a_long_first_epoch_on_a_cpu_is_projected_from_its_first_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    import netspec.trainer as trainer
+    import netspec.train.trainer as trainer
 
     monkeypatch.setattr(trainer, "LONG_EPOCH_S", 0.0)  # every epoch counts as long
     script = epoch_script([[1.0] * 20, [1.0] * 20])
@@ -266,7 +266,7 @@ def test_a_constant_lr_is_handed_as_one_float_as_before() -> None:
 
 
 def test_augmentation_plans_follow_seed_epoch_and_the_calls_rows() -> None:
-    from netspec.augment import draw
+    from netspec.protocol.augment import draw
 
     train = {"augment": {"crop_padding": 1, "flip": True, "cutout": 1}, "seed": 5}
     model, _, experiment = recipe_train(epoch_script(losses=[[1.0] * 4] * 2), train, progress=True)
@@ -306,7 +306,7 @@ def test_flip_test_time_augmentation_is_asked_for_every_evaluation() -> None:
 
 
 def test_the_lr_plot_shows_the_lab_schedules_decayed_lr_per_step() -> None:
-    from netspec.lr_plot import run_lrs
+    from netspec.runs.lr_plot import run_lrs
 
     config = ns.TrainConfig(lr=1.0, lr_decay=0.5, epochs=3)
     history = [EpochRecord(e, 1.0, 0.5, 1.0, 0.5, lr, 1.0, 1.0) for e, lr in ((1, 1.0), (2, 1.0), (3, 0.5))]

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.backend import installed_backends, load_backend
+from netspec.protocol.backend import installed_backends, load_backend
 from netspec.cli import main
-from netspec.crosscheck import F64_STEPS_RTOL, run_crosscheck
-from netspec.experiment import TrainConfig
-from netspec.trajectory import run_trajectory
+from netspec.check.crosscheck import F64_STEPS_RTOL, run_crosscheck
+from netspec.spec.experiment import TrainConfig
+from netspec.check.trajectory import run_trajectory
 from tests.helpers import write_spec
 
 pytestmark = pytest.mark.skipif(not {"torch", "jax"} <= set(installed_backends()), reason="needs torch and jax")
@@ -29,7 +29,7 @@ MLP = ns.Network(input_shape=(12,), layers=[ns.Linear(out_features=16), ns.ReLU(
 
 @pytest.fixture
 def jax_masks_off_by_one_bit(monkeypatch: pytest.MonkeyPatch) -> None:
-    import backends.jax.layers as jax_layers
+    import netspec_backends.jax.layers as jax_layers
 
     original = jax_layers.hashed_keep_mask
     monkeypatch.setattr(jax_layers, "hashed_keep_mask", lambda shape, key, p: original(shape, key ^ 1, p))

@@ -341,7 +341,7 @@ def test_bad_weight_files_are_one_line(tmp_path: Path, write: Any, says: str) ->
 
 
 def test_weight_sizes_are_checked_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from netspec import params
+    from netspec.spec import params
     save_weights({"w": np.zeros(1000, np.float32)}, tmp_path / "w.npz")
     monkeypatch.setattr(params, "MAX_WEIGHTS_BYTES", 1000)
     with pytest.raises(SpecError, match="its arrays add up to 4,128 bytes"):

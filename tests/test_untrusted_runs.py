@@ -1,5 +1,5 @@
 """Run folders, manifests, checkpoints and launches from elsewhere (issue 21, classes 3-8): every file read
-back is validated by one schema per file kind (netspec.records) and named in one line when it fails,
+back is validated by one schema per file kind (netspec.runs.records) and named in one line when it fails,
 nothing blocks on a FIFO or allocates what a header declares, and launches refuse what can never run.
 All without training: each test is milliseconds."""
 from __future__ import annotations
@@ -19,10 +19,10 @@ from PIL import Image
 
 import netspec as ns
 from netspec import io as nio
-from netspec import run_folder
+from netspec.runs import run_folder
 from netspec.errors import DataError, NetspecError, SetupError, SpecError
-from netspec.run_folder import RunFolder
-from netspec.trainer import EpochRecord, TrainerState
+from netspec.runs.run_folder import RunFolder
+from netspec.train.trainer import EpochRecord, TrainerState
 
 
 @contextmanager
@@ -78,7 +78,7 @@ def test_an_npz_member_declaring_2_40_floats_is_refused_from_its_header(tmp_path
 
 
 def test_a_huge_image_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
-    from netspec.inference import read_image
+    from netspec.deploy.inference import read_image
 
     path = tmp_path / "huge.png"
     with open(path, "wb") as f:
@@ -156,7 +156,7 @@ def test_a_checkpoint_of_another_network_is_not_trusted(tmp_path: Path) -> None:
     ({"classes": []}, "classes"),
 ])
 def test_a_bad_preprocess_json_is_refused_in_one_line(tmp_path: Path, change: dict, says: str) -> None:
-    from netspec.inference import read_preprocess
+    from netspec.deploy.inference import read_preprocess
 
     content = {"classes": ["a", "b"], "shift": [1.0, 2.0, 3.0], "scale": [4.0, 5.0, 6.0], **change}
     (tmp_path / run_folder.PREPROCESS).write_text(json.dumps(content))
@@ -188,7 +188,7 @@ def test_json_a_guess_would_decide_is_refused(tmp_path: Path, text: str, says: s
 
 
 def test_a_manifest_is_validated_before_the_report_uses_it(tmp_path: Path) -> None:
-    from netspec.report import read_manifests
+    from netspec.sweeps.report import read_manifests
 
     sweeps = tmp_path / "sweeps"
     sweeps.mkdir()
@@ -205,7 +205,7 @@ def test_a_manifest_is_validated_before_the_report_uses_it(tmp_path: Path) -> No
 
 
 def test_sweeps_refuse_what_trains_nothing_or_merges_runs(tmp_path: Path) -> None:
-    from netspec.sweep import SweepSpec, seed_list, with_seed
+    from netspec.sweeps.sweep import SweepSpec, seed_list, with_seed
 
     with pytest.raises(ValueError, match="seeds"):
         SweepSpec(name="s", base="b.json", seeds=[])
@@ -221,7 +221,7 @@ def test_sweeps_refuse_what_trains_nothing_or_merges_runs(tmp_path: Path) -> Non
 
 
 def test_out_is_never_a_file_a_source_tree_or_a_specs_folder(tmp_path: Path) -> None:
-    from netspec.run_folder import check_output_root
+    from netspec.runs.run_folder import check_output_root
 
     (tmp_path / "afile").write_text("x")
     (tmp_path / "src").mkdir()
@@ -239,7 +239,7 @@ def test_out_is_never_a_file_a_source_tree_or_a_specs_folder(tmp_path: Path) -> 
 
 
 def test_a_sweep_never_overwrites_a_file_that_is_not_its_manifest(tmp_path: Path) -> None:
-    from netspec.sweep import SweepSpec, record_invocation
+    from netspec.sweeps.sweep import SweepSpec, record_invocation
 
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "sw.json").write_text("notes")
@@ -249,7 +249,7 @@ def test_a_sweep_never_overwrites_a_file_that_is_not_its_manifest(tmp_path: Path
 
 
 def test_launches_that_could_never_run_are_refused_before_submitting() -> None:
-    from netspec.launchers import check_fits, make_launcher, reachable
+    from netspec.sweeps.launchers import check_fits, make_launcher, reachable
 
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(NetspecError, match="--gpus-per-run"):
@@ -265,9 +265,9 @@ def test_launches_that_could_never_run_are_refused_before_submitting() -> None:
 
 
 def test_the_memory_check_counts_the_real_batch() -> None:
-    from netspec.params import check_memory
+    from netspec.spec.params import check_memory
 
-    from netspec.params import training_bytes
+    from netspec.spec.params import training_bytes
 
     network = ns.Network(input_shape=(3, 32, 32), layers=[ns.Conv2d(out_channels=100_000, kernel_size=3, padding=1)])
     one_image, _ = training_bytes(network, 1)
@@ -294,7 +294,7 @@ def test_a_damaged_data_cache_is_rebuilt(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_report_into_an_existing_folder_writes_nothing(tmp_path: Path) -> None:
-    from netspec.sweep import write_report
+    from netspec.sweeps.sweep import write_report
 
     (tmp_path / "runs" / "x").mkdir(parents=True)
     with pytest.raises(SpecError, match="a folder; -o names the report's file"):

@@ -27,13 +27,13 @@ from PIL import Image
 
 import netspec as ns
 import runner
-from netspec.backend import installed_backends, load_backend
-from netspec.inference import evaluate_run, load_run, predict, softmax
-from netspec.params import load_weights
-from netspec.run_folder import HISTORY_JSON, METRICS, SPEC, WEIGHTS, RunFolder
-from netspec.stats import paired_difference
-from netspec.sweep import write_report
-from netspec.training_run import run_experiment
+from netspec.protocol.backend import installed_backends, load_backend
+from netspec.deploy.inference import evaluate_run, load_run, predict, softmax
+from netspec.spec.params import load_weights
+from netspec.runs.run_folder import HISTORY_JSON, METRICS, SPEC, WEIGHTS, RunFolder
+from netspec.runs.stats import paired_difference
+from netspec.sweeps.sweep import write_report
+from netspec.runs.training_run import run_experiment
 from tests.helpers import TINY_DATA, write_json, write_spec
 from tests.scripted import Script, ScriptedBackend, scripted_data
 
@@ -167,7 +167,7 @@ def test_evaluate_and_predict_use_the_best_epochs_model(ruined_run: tuple[Path, 
 def test_export_uses_the_best_epochs_model(ruined_run: tuple[Path, list[ns.Weights]], tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from netspec import export
+    from netspec.deploy import export
 
     folder, snapshots = ruined_run
     best, _ = _best_and_last(folder)
@@ -361,7 +361,7 @@ ASYMMETRIC = ns.Network(input_shape=(3, 9, 8), layers=[
 def test_an_export_with_asymmetric_pool_padding_matches_the_backend(backend: str) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from netspec import export
+    from netspec.deploy import export
 
     weights = ns.init_weights(ASYMMETRIC, 3)
     session = ort.InferenceSession(export.onnx_model(ASYMMETRIC, weights).SerializeToString(), providers=["CPUExecutionProvider"])

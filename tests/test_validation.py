@@ -19,9 +19,9 @@ import runner
 from netspec.data import load_dataset
 from netspec.data.identity import data_identity
 from netspec.errors import DataError
-from netspec.params import check_memory, init_weights
-from netspec.run_folder import run_dir, run_id
-from netspec.sweep_spec import MAX_SWEEP_POINTS, load_sweep, manifest_path
+from netspec.spec.params import check_memory, init_weights
+from netspec.runs.run_folder import run_dir, run_id
+from netspec.spec.sweep_file import MAX_SWEEP_POINTS, load_sweep, manifest_path
 from tests.helpers import tiny_experiment, write_json, write_spec
 
 MLP = {"input_shape": [3072], "layers": [{"type": "Linear", "out_features": 10}]}

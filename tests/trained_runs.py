@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 import netspec as ns
-from netspec.backend import load_backend
-from netspec.training_run import run_experiment
+from netspec.protocol.backend import load_backend
+from netspec.runs.training_run import run_experiment
 from tests.helpers import tiny_experiment
 
 # 'per_channel': the scaling depends on the training split, so the tests see whether it is recorded.

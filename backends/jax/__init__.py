@@ -4,7 +4,7 @@ Linen rather than nnx: its explicit 'params' / 'batch_stats' collections and pur
 whole training state one pytree, so the step is a pure function that jits once and donates its
 buffers, and the canonical <-> Flax conversion (convert.py) is a plain mapping of nested dicts.
 
-    from netspec.backend import load_backend
+    from netspec.protocol.backend import load_backend
     model = load_backend("jax").compile(network, seed=0)
 """
 from __future__ import annotations

@@ -8,10 +8,10 @@ import jax
 import optax
 from jax._src import xla_bridge
 
-from netspec.backend import Compile, Precision, request_device
+from netspec.protocol.backend import Compile, Precision, request_device
 from netspec.errors import SetupError
-from netspec.network import Network
-from netspec.params import Weights, init_weights
+from netspec.spec.network import Network
+from netspec.spec.params import Weights, init_weights
 
 from .model import JaxModel
 
@@ -38,7 +38,7 @@ def _gpus() -> list[jax.Device]:
 
 
 def resolve_device(name: Optional[str] = None) -> jax.Device:
-    """A device name (netspec.backend.parse_device's) as a jax.Device; None: the first GPU when jax
+    """A device name (netspec.protocol.backend.parse_device's) as a jax.Device; None: the first GPU when jax
     has one, else the CPU. SetupError when unknown or absent."""
     try:
         gpus = _gpus()
@@ -55,7 +55,7 @@ def device_words(device: jax.Device) -> str:
 
 
 class JaxBackend:
-    """netspec.backend.Backend for JAX/Flax."""
+    """netspec.protocol.backend.Backend for JAX/Flax."""
 
     name = "jax"
 

@@ -14,9 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from netspec import layers as spec
-from netspec.backend import Site, builder_for
-from netspec.layers import LayerSpec, Shape, pair
+from netspec.spec import layers as spec
+from netspec.protocol.backend import Site, builder_for
+from netspec.spec.layers import LayerSpec, Shape, pair
 
 from .layers import BatchNorm, Dropout
 
@@ -34,7 +34,7 @@ class Compute(NamedTuple):
 
 @dataclass(frozen=True)
 class JaxSite(Site):
-    """netspec.backend.Site with how this network's matmuls and convolutions compute."""
+    """netspec.protocol.backend.Site with how this network's matmuls and convolutions compute."""
 
     compute: Compute = Compute()
 
@@ -121,7 +121,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Add: lambda s, site: _merge(lambda xs: sum(xs[1:], xs[0])),
     spec.Concat: lambda s, site: _merge(lambda xs: jnp.concatenate(xs, axis=-1)),  # NHWC: channels last
 }
-"""Spec class -> builder; tests/test_layer_tables.py checks it covers netspec.layers.LAYER_TYPES."""
+"""Spec class -> builder; tests/test_layer_tables.py checks it covers netspec.spec.layers.LAYER_TYPES."""
 
 
 class SpecNet(nn.Module):

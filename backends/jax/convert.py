@@ -13,9 +13,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from netspec import layers as spec
-from netspec.network import Network
-from netspec.params import Weights
+from netspec.spec import layers as spec
+from netspec.spec.network import Network
+from netspec.spec.params import Weights
 
 Variables = dict[str, dict[str, dict[str, Any]]]
 """{collection: {layer index: {leaf name: array}}}."""

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 
-from netspec.counter_hash import keep_threshold
+from netspec.protocol.counter_hash import keep_threshold
 
 
 def _nchw(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -83,7 +83,7 @@ DROPOUT_KEYS = "dropout_keys"
 
 
 def fmix32(h: jax.Array) -> jax.Array:
-    """netspec.counter_hash.fmix32 on uint32 arrays (XLA's uint32 arithmetic wraps; shifts are logical)."""
+    """netspec.protocol.counter_hash.fmix32 on uint32 arrays (XLA's uint32 arithmetic wraps; shifts are logical)."""
     h = h ^ (h >> np.uint32(16))
     h = h * np.uint32(0x85EBCA6B)
     h = h ^ (h >> np.uint32(13))
@@ -117,7 +117,7 @@ class Dropout(nn.Module):
     One mask value per position of the dims not in `broadcast_dims`, shared along those (as
     flax.linen.Dropout): () drops values one by one (spec Dropout); (1, 2) drops whole channels of
     NHWC data, one draw per sample and channel (spec Dropout2d). The mask is
-    netspec.counter_hash.keep_mask's, bit for bit (the torch backend's too): the model hands each layer
+    netspec.protocol.counter_hash.keep_mask's, bit for bit (the torch backend's too): the model hands each layer
     its key of the step in the DROPOUT_KEYS collection.
     """
 

@@ -1,8 +1,8 @@
-"""The compiled JAX model (netspec.backend.Model) on a Flax linen module.
+"""The compiled JAX model (netspec.protocol.backend.Model) on a Flax linen module.
 
 State (parameters, running statistics, the optimizer's state) is one pytree, `TrainState`. The training
 step is a pure function jitted once per model with the state's buffers donated; it takes the
-device-resident split, one row of indices and the step's dropout keys (netspec.counter_hash: one
+device-resident split, one row of indices and the step's dropout keys (netspec.protocol.counter_hash: one
 uint32 per layer, hashed on the host from the run's seed and step), so batches never leave the device
 and the loss and accuracy sums stay there until the one read at the end of `train_steps`.
 """
@@ -20,14 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netspec.backend import Compile, Precision, compiles
-from netspec.experiment import TrainConfig
-from netspec.layers import Dropout, Dropout2d
-from netspec.model_base import ModelBase
-from netspec.optimizer_state import OptimizerState
-from netspec.param_groups import tensor_rules
-from netspec.network import Network
-from netspec.params import Weights
+from netspec.protocol.backend import Compile, Precision, compiles
+from netspec.spec.experiment import TrainConfig
+from netspec.spec.layers import Dropout, Dropout2d
+from netspec.protocol.model_base import ModelBase
+from netspec.protocol.optimizer_state import OptimizerState
+from netspec.protocol.param_groups import tensor_rules
+from netspec.spec.network import Network
+from netspec.spec.params import Weights
 
 from . import convert, recipe
 from .builders import SpecNet, check_builders
@@ -40,7 +40,7 @@ _MATMUL_PRECISION: dict[str, Optional[jax.lax.Precision]] = {
     "bf16": None,                          # bf16 inputs and kernels (SpecNet's dtype): one bf16 pass
     "float64": jax.lax.Precision.HIGHEST,  # float64 (x64 on during the model's calls only)
 }
-"""Canonical precision (netspec.backend.canonical_precision) -> the precision of every matmul and conv."""
+"""Canonical precision (netspec.protocol.backend.canonical_precision) -> the precision of every matmul and conv."""
 
 TRACES: collections.Counter[str] = collections.Counter()
 """How many times each jitted function has been traced (over all models); tests use it to prove
@@ -74,13 +74,13 @@ def _nchw(y: jax.Array) -> jax.Array:
 
 
 class JaxModel(ModelBase):
-    """A network compiled to Flax (netspec.backend.Model). Built by JaxBackend.compile, which resolves
+    """A network compiled to Flax (netspec.protocol.backend.Model). Built by JaxBackend.compile, which resolves
     the device. The protocol's checks, errors and read-back rule are ModelBase's; this class holds the
     state and the steps.
 
     compiled ('on', or 'auto' on a GPU): the steps of a train_steps call run as jitted scans of
     `_chunk_rows` steps (one dispatch per chunk); otherwise one jitted step per row (one dispatch per
-    step), which on a CPU is as fast for the MLP and ~7x faster for the CNN (netspec.backend.compiles).
+    step), which on a CPU is as fast for the MLP and ~7x faster for the CNN (netspec.protocol.backend.compiles).
     compile_error is never set: a jitted scan has no fallback (a failure to compile it is an error)."""
 
     backend_name = "jax"
@@ -258,7 +258,7 @@ class JaxModel(ModelBase):
         return JaxData(_nhwc(jax.device_put(x, self._device)), jax.device_put(y.astype(np.int32), self._device), len(y))
 
     def _rules_tree(self, config: TrainConfig) -> Any:
-        """Every trainable tensor's weight decay and lr multiplier (netspec.param_groups), as a tree like
+        """Every trainable tensor's weight decay and lr multiplier (netspec.protocol.param_groups), as a tree like
         the params."""
         rules = tensor_rules(self.network, config)
         tree: dict[str, dict[str, Any]] = {}

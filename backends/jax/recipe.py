@@ -1,14 +1,14 @@
 """The training recipe in jax (issue 23), with PyTorch's semantics: Adam (L2 weight decay), AdamW
 (decoupled) and SGD (momentum, Nesterov, dampening 0, L2) as small pure functions over the params
 tree, per-tensor weight decay and lr multipliers by the spec's rules, label smoothing as
-F.cross_entropy's, and the augmentation gather of netspec.augment's plans.
+F.cross_entropy's, and the augmentation gather of netspec.protocol.augment's plans.
 
 Adam's direction is optax.scale_by_adam (torch's: eps outside the square root, eps_root 0), so
 today's Adam step is unchanged. SGD is written out rather than taken from optax.sgd so that each
 operation is torch.optim.SGD's, in its order: g += wd * p; buf = momentum * buf + g (buf = g at the
 first step, the same as from zeros); d = g + momentum * buf (Nesterov) or buf; p -= lr * d. (optax's
 trace forms the same two expressions; tests/test_recipe_parity.py checks the result against
-torch.optim in float64.) The augmentation builds netspec.augment's index maps from the draws on the
+torch.optim in float64.) The augmentation builds netspec.protocol.augment's index maps from the draws on the
 device and applies them as an exact gather and select, bit-identical to the numpy reference and to
 the torch backend.
 """
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netspec.augment import Draws, packed
-from netspec.experiment import AugmentConfig, TrainConfig
+from netspec.protocol.augment import Draws, packed
+from netspec.spec.experiment import AugmentConfig, TrainConfig
 
 
 class SgdState(NamedTuple):
@@ -34,7 +34,7 @@ class SgdState(NamedTuple):
 @dataclass(frozen=True)
 class Optimizer:
     """train.optimizer as pure functions; `rules` is a tree like the params whose leaves are
-    netspec.param_groups.TensorRule (weight decay, lr multiplier). The jitted steps close over it."""
+    netspec.protocol.param_groups.TensorRule (weight decay, lr multiplier). The jitted steps close over it."""
 
     config: TrainConfig
     rules: Any
@@ -83,7 +83,7 @@ def cross_entropy(logits: jax.Array, y: jax.Array, smoothing: float) -> jax.Arra
 
 def _source(offset: jax.Array, flip: Optional[jax.Array], size: int, config: AugmentConfig) -> tuple[jax.Array, jax.Array]:
     """Source index (in the image) and whether it is inside, of each output position along one axis
-    (netspec.augment's rules: crop offset, flip, PyTorch's reflection or zero padding)."""
+    (netspec.protocol.augment's rules: crop offset, flip, PyTorch's reflection or zero padding)."""
     position = jnp.arange(size)
     if flip is not None:
         position = jnp.where(flip[:, None] != 0, size - 1 - position, position)
@@ -100,7 +100,7 @@ def _window(start: jax.Array, size: int, cutout: int) -> jax.Array:
 
 
 def augment(x_all: jax.Array, idx: jax.Array, draws: jax.Array, config: AugmentConfig) -> jax.Array:
-    """The augmented batch x_all[idx] (NHWC) from its packed draws (netspec.augment.packed: dy, dx, flip,
+    """The augmented batch x_all[idx] (NHWC) from its packed draws (netspec.protocol.augment.packed: dy, dx, flip,
     cy, cx per image): index maps built on the device, one gather, one select of zeros."""
     height, width = x_all.shape[1:3]
     rows, keep_rows = _source(draws[:, 0], None, height, config)

@@ -1,6 +1,6 @@
 """PyTorch backend: hand-written BatchNorm and Dropout, torch.nn for the rest (docs/design.md).
 
-    from netspec.backend import load_backend
+    from netspec.protocol.backend import load_backend
     model = load_backend("torch").compile(network, seed=0)
 """
 from .backend import BACKEND, TorchBackend, resolve_device

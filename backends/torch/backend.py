@@ -6,16 +6,16 @@ from typing import Any, Optional
 
 import torch
 
-from netspec.backend import Compile, Precision, request_device
-from netspec.network import Network
-from netspec.params import Weights, init_weights
-from netspec.threads import default_threads
+from netspec.protocol.backend import Compile, Precision, request_device
+from netspec.spec.network import Network
+from netspec.spec.params import Weights, init_weights
+from netspec.train.threads import default_threads
 
 from .model import TorchModel
 
 
 def resolve_device(name: Optional[str] = None) -> torch.device:
-    """A device name (netspec.backend.parse_device's) as a torch.device; None: the current GPU when
+    """A device name (netspec.protocol.backend.parse_device's) as a torch.device; None: the current GPU when
     torch sees one, else the CPU. SetupError when unknown or absent."""
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     request = request_device(name, count, f"torch {torch.__version__}")
@@ -30,7 +30,7 @@ def device_words(device: torch.device) -> str:
 
 
 class TorchBackend:
-    """netspec.backend.Backend for PyTorch."""
+    """netspec.protocol.backend.Backend for PyTorch."""
 
     name = "torch"
 
@@ -44,7 +44,7 @@ class TorchBackend:
         return device_words(resolve_device(name))
 
     def set_threads(self, threads: Optional[int]) -> None:
-        """None: the usable cores less the machine's load (netspec.threads.default_threads), since
+        """None: the usable cores less the machine's load (netspec.train.threads.default_threads), since
         OpenMP's spinning threads slow each other down on a busy CPU."""
         threads = default_threads() if threads is None else threads
         torch.set_num_threads(threads)

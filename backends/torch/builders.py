@@ -2,7 +2,7 @@
 a Graph (layers that name their inputs).
 
 Both name their children "0", "1", ... (the layer's index), so state_dict names are exactly the
-canonical names of netspec.params ("0.weight", "1.running_mean"); nothing needs renaming in either
+canonical names of netspec.spec.params ("0.weight", "1.running_mean"); nothing needs renaming in either
 direction. Conv2d, Linear, the pools and the activations are torch's own: their semantics are
 PyTorch's by definition. BatchNorm and Dropout are hand-written (layers.py); Add, Concat, Scale and
 GlobalPool are one-line modules (layers.py).
@@ -14,10 +14,10 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import nn
 
-from netspec import layers as spec
-from netspec.backend import Site, builder_for
-from netspec.layers import LayerSpec, pair
-from netspec.network import Network
+from netspec.spec import layers as spec
+from netspec.protocol.backend import Site, builder_for
+from netspec.spec.layers import LayerSpec, pair
+from netspec.spec.network import Network
 
 from .layers import Add, BatchNorm, Concat, Dropout, GlobalPool, Graph, Scale
 
@@ -94,7 +94,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Add: lambda layer, site: Add(),
     spec.Concat: lambda layer, site: Concat(),
 }
-"""Every layer type of the spec union (tests/test_layer_tables.py checks it against netspec.layers.LAYER_TYPES)."""
+"""Every layer type of the spec union (tests/test_layer_tables.py checks it against netspec.spec.layers.LAYER_TYPES)."""
 
 
 def build_module(network: Network) -> nn.Module:

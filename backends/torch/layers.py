@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from netspec.counter_hash import keep_threshold
+from netspec.protocol.counter_hash import keep_threshold
 
 
 def _channel_view(x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -151,7 +151,7 @@ def _int32(word: int) -> int:
     return word - (1 << 32) if word >= 1 << 31 else word
 
 
-# netspec.counter_hash's recipe on int32 tensors holding uint32 bits: multiplication, xor and the
+# netspec.protocol.counter_hash's recipe on int32 tensors holding uint32 bits: multiplication, xor and the
 # comparison below are the same bits either way; right shifts are arithmetic on int32, so each is
 # masked to its logical result. int32, not int64 masked to 32 bits: half the memory traffic, which
 # on a CPU is the difference between ~0.8x and ~1.5x the time of torch.rand's masks (benchmarks/dropout_masks.py).
@@ -198,7 +198,7 @@ class Dropout(nn.Module):
     flax.linen.Dropout): () drops values one by one (spec Dropout); (2, 3) drops whole channels of
     NCHW data, one draw per sample and channel (spec Dropout2d).
 
-    The mask is netspec.counter_hash.keep_mask's, bit for bit: a pure function of the key handed in by
+    The mask is netspec.protocol.counter_hash.keep_mask's, bit for bit: a pure function of the key handed in by
     the model (the run's seed, the step, this layer's index `layer`) and the position, so eager and
     compiled steps, and the jax backend, drop the same units.
     """

@@ -1,4 +1,4 @@
-"""The compiled torch model (netspec.backend.Model): an nn.Sequential, its Adam and its dropout keys."""
+"""The compiled torch model (netspec.protocol.backend.Model): an nn.Sequential, its Adam and its dropout keys."""
 from __future__ import annotations
 
 import contextlib
@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from netspec.backend import Compile, Precision, canonical_precision, compiles
-from netspec.experiment import AugmentConfig, TrainConfig
-from netspec.augment import batch_draws, packed
-from netspec.model_base import ModelBase
-from netspec.optimizer_state import OptimizerState
-from netspec.network import Network
-from netspec.params import Weights
+from netspec.protocol.backend import Compile, Precision, canonical_precision, compiles
+from netspec.spec.experiment import AugmentConfig, TrainConfig
+from netspec.protocol.augment import batch_draws, packed
+from netspec.protocol.model_base import ModelBase
+from netspec.protocol.optimizer_state import OptimizerState
+from netspec.spec.network import Network
+from netspec.spec.params import Weights
 
 from . import recipe, step_graph
 from .builders import build_module

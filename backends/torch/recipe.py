@@ -1,9 +1,9 @@
 """The training recipe in torch (issue 23): torch.optim's own optimizers with the spec's parameter
-groups, their state in canonical names, and the augmentation gather of netspec.augment's plans.
+groups, their state in canonical names, and the augmentation gather of netspec.protocol.augment's plans.
 
 Semantics are PyTorch's by construction: Adam/AdamW/SGD are torch.optim's (fused: one kernel per
 step; a graphed step gives each group a device-tensor lr and, for Adam/AdamW, capturable=True), label
-smoothing is F.cross_entropy's. The augmentation builds netspec.augment's index maps from the draws
+smoothing is F.cross_entropy's. The augmentation builds netspec.protocol.augment's index maps from the draws
 on the device (integer arithmetic only) and applies them as an exact gather and select (no arithmetic
 on a pixel), so it is bit-identical to the numpy reference and to the jax backend.
 """
@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from netspec.augment import Draws, packed
-from netspec.experiment import AugmentConfig, TrainConfig
-from netspec.network import Network
-from netspec.optimizer_state import COUNTS_STEPS, OptimizerState, slots_of
-from netspec.param_groups import groups_of, tensor_rules
+from netspec.protocol.augment import Draws, packed
+from netspec.spec.experiment import AugmentConfig, TrainConfig
+from netspec.spec.network import Network
+from netspec.protocol.optimizer_state import COUNTS_STEPS, OptimizerState, slots_of
+from netspec.protocol.param_groups import groups_of, tensor_rules
 
 
 def build_optimizer(module: torch.nn.Module, network: Network, config: TrainConfig, graphed: bool,
@@ -84,7 +84,7 @@ def _like(p: Tensor, value: np.ndarray) -> Tensor:
 
 def _source(offset: Tensor, flip: Optional[Tensor], size: int, config: AugmentConfig) -> tuple[Tensor, Tensor]:
     """Source index (in the image) and whether it is inside, of each output position along one axis
-    (netspec.augment's rules: crop offset, flip, PyTorch's reflection or zero padding)."""
+    (netspec.protocol.augment's rules: crop offset, flip, PyTorch's reflection or zero padding)."""
     position = torch.arange(size, device=offset.device)
     if flip is not None:
         position = torch.where(flip[:, None] != 0, size - 1 - position, position)
@@ -101,7 +101,7 @@ def _window(start: Tensor, size: int, cutout: int) -> Tensor:
 
 
 def augment(x_all: Tensor, index: Tensor, draws: Tensor, config: AugmentConfig) -> Tensor:
-    """The augmented batch x_all[index] (NCHW) from its packed draws (netspec.augment.packed: dy, dx,
+    """The augmented batch x_all[index] (NCHW) from its packed draws (netspec.protocol.augment.packed: dy, dx,
     flip, cy, cx per image): index maps built on the device, one gather, one select of zeros."""
     height, width = x_all.shape[-2:]
     draws = draws.long()

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpecError
-from ..experiment import DataConfig
-from ..params import physical_memory
+from netspec.spec.experiment import DataConfig
+from netspec.spec.params import physical_memory
 from .cache import cache_root
 from .images import decode_image
 from .normalization import normalization, scaled

@@ -1,6 +1,6 @@
 """What data an experiment trains on, as a fingerprint of its content: `data_identity(config)`.
 
-The run id hashes it instead of the spelling of `data.dir` (netspec.identity.run_identity), so the
+The run id hashes it instead of the spelling of `data.dir` (netspec.runs.identity.run_identity), so the
 same copy named by a relative or absolute path, through `~`, a symlink or with a trailing slash is
 one run, and a relabelled, edited or added image is another.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import SetupError
-from ..experiment import DataConfig
+from netspec.spec.experiment import DataConfig
 from ..io import write_bytes_atomic
 from .cache import cache_root, digest
 from .files import ArchiveFiles, Files, open_files

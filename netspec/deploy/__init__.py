@@ -1,0 +1,1 @@
+"""After training: ONNX export, evaluate and predict."""

@@ -1,0 +1,39 @@
+"""lr.png: the learning rate of every step of a run, as the schedule gave it (netspec.train.schedules)."""
+from __future__ import annotations
+
+import numpy as np
+
+from netspec.spec.experiment import TrainConfig
+from netspec.runs.plots import figure_png, pyplot
+from netspec.train.trainer import EpochRecord
+from netspec.train.schedules import learning_rates
+
+LR_PLOT = "lr.png"
+
+
+def run_lrs(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch position of every step run, its lr): step s of epoch e at e - 1 + s / steps_per_epoch. The
+    lab schedule's lr of each epoch is the history's (it depends on the losses)."""
+    positions, lrs = [], []
+    for record in history:
+        first = (record.epoch - 1) * steps_per_epoch
+        steps = np.arange(first, first + steps_per_epoch)
+        positions.append(steps / steps_per_epoch)
+        lrs.append(learning_rates(steps, steps_per_epoch, config, lr=record.lr if config.schedule.type == "lab" else None))
+    empty = np.zeros(0)
+    return (np.concatenate(positions), np.concatenate(lrs)) if history else (empty, empty)
+
+
+def lr_png(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str) -> bytes:
+    """The figure as PNG bytes (the run folder writes them atomically)."""
+    plt = pyplot()
+    x, y = run_lrs(history, config, steps_per_epoch)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+    ax.plot(x, y, linewidth=1.4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{title}: {config.schedule.type} schedule, {config.optimizer.type}")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_png(fig)

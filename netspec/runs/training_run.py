@@ -1,0 +1,260 @@
+"""One training run end to end: data, compile, fit, and every output file of the run's folder.
+
+A run is resumable: after every epoch the trainer's whole state goes to the folder's checkpoint, and
+running the same experiment again goes on from it (bit-identical to never having stopped). A longer
+run of the same trajectory (the same experiment but for train.epochs) starts from the checkpoint of
+the longest shorter one, copied into its own folder, so finished folders are never changed. A run may
+also continue another run's checkpoint, of any backend (`source`, `netspec train --from RUN_DIR`): the
+dropout stream and every other piece of the state are framework-neutral (issue 24), so the result is
+the source's run continued; it gets its own folder, `<run-id>-from-<backend>-<source run id>`, and
+records its source in env.json and metrics.json.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from netspec.runs import run_folder
+from netspec.protocol.backend import Backend, Model
+from netspec.data import load_dataset
+from netspec.errors import DivergedError, SetupError, SpecError
+from netspec.spec.experiment import Experiment
+from netspec.runs.lr_plot import LR_PLOT, lr_png
+from netspec.spec.params import check_memory, check_trainable
+from netspec.runs.plots import plot_run
+from netspec.runs.run_folder import RunFolder
+from netspec.runs.tables import metrics_table, plural
+from netspec.runs.tensorboard import EVENTS_DIR, SCALARS, TensorBoardLog
+from netspec.train.trainer import TrainerState, check_classes, early_stop, fit, record_from_dict
+
+Log = Callable[[str], None]
+
+
+def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Path = "runs",
+                   device: Optional[str] = None, force: bool = False, dataset: Any = None,
+                   log: Log = print, progress: bool | None = None, tensorboard: bool = False,
+                   table: bool = True, source: Optional[str | Path] = None) -> tuple[dict[str, Any], Path]:
+    """Train `experiment` on `backend` (a netspec.protocol.backend.Backend, e.g. `load_backend("jax")`) and write
+    runs/<name>/<backend>/<run-id>/. Returns (metrics, folder).
+
+    A finished run with the same resolved experiment is reused unless `force`; an unfinished one goes
+    on from its checkpoint. `force` trains from scratch in an attempt folder that replaces the run only
+    when it finishes. A run that diverges raises DivergedError (also when reused as diverged).
+    `dataset` may be given to share one loaded dataset across runs (a sweep). `tensorboard` also writes
+    TensorBoard event files; `table` logs the seven figures at the end (a sweep prints one table of all
+    its runs instead). `source`: a run folder (of any backend) whose checkpoint this run continues, in
+    a folder of its own (see the module docstring).
+    """
+    origin = _origin(experiment, Path(source), log) if source is not None else None
+    options = _Options(log, progress, tensorboard, table, origin)
+    backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
+    folder = RunFolder.of(out_root, experiment, backend.name)
+    if origin is not None:
+        folder = RunFolder(folder.path.with_name(f"{folder.path.name}-from-{origin.backend}-{origin.run_id}"), out_root)
+    with folder.lock(log):
+        folder.recover(log)
+        done = None if force else folder.read_metrics(log)
+        if done is not None:
+            metrics = _reused(experiment, backend.name, folder, done, log)
+            if tensorboard:
+                _events_from_history(folder, log)
+            return metrics, folder.path
+        check_trainable(experiment.network)
+        check_memory(experiment.network, experiment.train.batch_size)  # the real batch: activations scale with it
+        data = dataset if dataset is not None else load_dataset(experiment.data)
+        check_classes(experiment.network, data)  # before any folder or model is made
+        if not force:
+            start = _start_state(experiment, folder, log, origin)
+            return _train(experiment, backend, folder, data, start, device, options), folder.path
+        attempt = folder.new_attempt()
+        try:  # the attempt takes the run's place when it is done: the user is told the run's folder
+            start = origin.state if origin is not None else None
+            metrics = _train(experiment, backend, attempt, data, start, device, options, shown_as=folder.path)
+        except DivergedError:
+            folder.replace_with(attempt)  # a diverged forced run is a result too
+            raise
+        folder.replace_with(attempt)
+        return metrics, folder.path
+
+
+def _reused(experiment: Experiment, backend: str, folder: RunFolder, metrics: dict[str, Any], log: Log) -> dict[str, Any]:
+    if metrics.get("status") == run_folder.DIVERGED:
+        raise DivergedError(f"{experiment.name} [{backend}]: recorded as diverged in epoch {metrics.get('epoch')} "
+                            f"in {folder.path} (--force trains again)", int(metrics.get("epoch") or 0))
+    log(f"{experiment.name} [{backend}]: finished run found in {folder.path}, reusing it (--force trains again)")
+    return metrics
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The run a continued run starts from: its folder, backend, run id and checkpoint."""
+
+    folder: Path
+    backend: str
+    run_id: str
+    state: TrainerState
+
+    def record(self) -> dict[str, Any]:
+        """What env.json and metrics.json say of it ('continued_from')."""
+        return {"folder": str(self.folder), "backend": self.backend, "run_id": self.run_id, "epoch": self.state.epoch}
+
+
+def _origin(experiment: Experiment, source: Path, log: Log) -> Origin:
+    """The checkpoint of the run folder `source` (OUT/<name>/<backend>/<run-id>), checked to be a state of
+    this experiment's trajectory no longer than it; one line (SetupError / SpecError) otherwise."""
+    folder = RunFolder(source.resolve())
+    if not folder.path.is_dir():
+        raise SetupError(f"--from {source}: no such run folder; give OUT/<name>/<backend>/<run-id> of a run to continue")
+    checkpoint = folder.read_checkpoint(log, experiment.network)
+    if checkpoint is None:
+        raise SetupError(f"--from {source}: no checkpoint to continue (a run writes {run_folder.CHECKPOINT} after its "
+                         f"first epoch; a damaged one is not trusted)")
+    trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
+    if checkpoint.trajectory != trajectory:
+        raise SpecError(f"--from {source}: a run of another experiment (trajectory {checkpoint.trajectory}, this spec's "
+                        f"{trajectory}); --from continues a run of the same spec (train.epochs aside)")
+    if checkpoint.state.epoch > epochs:
+        raise SpecError(f"--from {source}: its checkpoint is after epoch {checkpoint.state.epoch}, beyond this run's "
+                        f"{epochs} epochs; raise train.epochs")
+    backend = folder.path.parent.name
+    log(f"{experiment.name}: continuing {folder.path} ({backend}, after epoch {checkpoint.state.epoch})")
+    return Origin(folder.path, backend, folder.path.name, checkpoint.state)
+
+
+def _start_state(experiment: Experiment, folder: RunFolder, log: Log, origin: Optional[Origin] = None) -> Optional[TrainerState]:
+    """Where an unforced run starts: its own checkpoint, else the run it continues (`origin`), else that of
+    the longest shorter run of the same trajectory (a finished run being extended), else nothing (epoch 0)."""
+    trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
+    own = folder.read_checkpoint(log, experiment.network)
+    if own is not None and own.trajectory == trajectory and own.state.epoch <= epochs:
+        log(f"{experiment.name}: resuming {folder.path} after epoch {own.state.epoch} of {epochs}")
+        return own.state
+    if own is not None:
+        log(f"{folder.path}: its checkpoint is of another run; starting over")
+    if origin is not None:
+        return origin.state
+    shorter = [(header["epoch"], sibling) for sibling in folder.siblings()
+               if (header := sibling.checkpoint_header()) is not None
+               and header.get("trajectory") == trajectory and isinstance(header.get("epoch"), int) and header["epoch"] < epochs]
+    for done, sibling in sorted(shorter, key=lambda pair: -pair[0]):
+        source = sibling.read_checkpoint(log, experiment.network)
+        if source is not None:
+            log(f"{experiment.name}: extending {sibling.path} ({done} epochs) to {epochs} epochs in {folder.path}")
+            return source.state
+    return None
+
+
+def _events_from_history(folder: RunFolder, log: Log) -> None:
+    """--tensorboard on a finished run found again: its event files, written now from history.json
+    unless it has them already (the events are a view of the history, as the figures are)."""
+    events = folder.file(EVENTS_DIR)
+    if any(events.glob("events.out.tfevents.*")):
+        log(f"its TensorBoard events are in {events}")
+        return
+    try:
+        records = [record_from_dict(row) for row in json.loads(folder.file(run_folder.HISTORY_JSON).read_text())]
+        if not all(isinstance(getattr(r, field), (int, float)) for r in records for field in SCALARS.values()
+                   if getattr(r, field) is not None):
+            raise ValueError("a figure that is not a number")
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        log(f"no TensorBoard events written: {folder.file(run_folder.HISTORY_JSON)} does not read back ({err})")
+        return
+    writer = TensorBoardLog(folder.path, 1)
+    try:
+        for record in records:
+            writer.epoch(record)
+    finally:
+        writer.close()
+    log(f"wrote the TensorBoard events of its {plural(len(records), 'epoch')} (from its history.json) to {events}")
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How a run reports itself; none of it changes the run's numbers or id."""
+
+    log: Log
+    progress: bool | None
+    tensorboard: bool
+    table: bool
+    origin: Optional[Origin] = None
+    """The run this one continues (recorded in env.json and metrics.json), or None."""
+
+
+def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: Any, start: Optional[TrainerState],
+           device: Optional[str], options: _Options, shown_as: Optional[Path] = None) -> dict[str, Any]:
+    """Train into `folder` from `start` (None: from scratch); write every file, metrics.json last.
+    `shown_as`: the folder named to the user, when `folder` is an attempt that will take its place."""
+    shown = shown_as or folder.path
+    log, progress = options.log, options.progress
+    name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
+    model = backend.compile(experiment.network, seed=experiment.train.seed, device=device,
+                            precision=experiment.train.precision, compiled=experiment.train.compile)
+    env = _write_setup(experiment, backend, model, folder, data, options.origin)
+    threads = env.get("cpu_threads") if model.device == "cpu" else None
+    where = f"{model.device}, {plural(threads, 'thread')}" if isinstance(threads, int) else model.device
+    log(f"{experiment.name} [{name} on {where}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
+        f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {shown}")
+    if start is not None:  # the folder's views of the state it starts from (a copied one included)
+        folder.write_checkpoint(start, trajectory, epochs)
+        _write_views(folder, start, True)
+
+    events = TensorBoardLog(folder.path, (start.epoch if start else 0) + 1) if options.tensorboard else None
+
+    def on_epoch(state: TrainerState, is_best: bool) -> None:
+        folder.write_checkpoint(state, trajectory, epochs)  # first: the views below are rebuilt from it
+        _write_views(folder, state, is_best)
+        if events is not None:
+            events.epoch(state.history[-1])
+
+    extra: dict[str, Any] = {"backend": name, "device": model.device, "name": experiment.name, **_compute(model)}
+    if options.origin is not None:
+        extra["continued_from"] = options.origin.record()
+    timings: dict[str, float] = {}
+    try:
+        history = fit(model, experiment, data, on_epoch=on_epoch, log=log, progress=progress, state=start, timings=timings)
+    except DivergedError as err:
+        folder.write_diverged(err.epoch, str(err), {**extra, **timings})
+        raise
+    finally:
+        if events is not None:
+            events.close()
+    extra.update(timings, **_compute(model))  # again after training: a failed compile falls back to eager
+    plot_run(history, folder.path, f"{experiment.name} ({name})")
+    cfg = experiment.train
+    folder.write_bytes(LR_PLOT, lr_png(history, cfg, len(data.train_y) // cfg.batch_size, f"{experiment.name} ({name})"))
+    stopped = early_stop(history, cfg.early_stopping_patience) if len(history) < cfg.epochs else None
+    if stopped is not None:  # only then: a run of every epoch keeps today's metrics.json
+        extra["stopped_early"] = {"epoch": len(history), "reason": stopped}
+    metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
+    if options.table:
+        log(metrics_table({f"{experiment.name} [{name}]": metrics}))
+    log(f"median epoch {metrics['median_epoch_seconds']:.2f}s; files in {shown}")
+    return metrics
+
+
+def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any,
+                 origin: Optional[Origin] = None) -> dict[str, Any]:
+    """spec.json, the preprocessing and env.json (versions, device, CPU threads, the run it continues);
+    returns the latter."""
+    folder.write_spec(experiment)
+    run_folder.write_preprocess(folder.path, data)
+    env = run_folder.environment(backend.describe() | {"device": model.device} | _compute(model), data.source)
+    if origin is not None:
+        env["continued_from"] = origin.record()
+    folder.write_json(run_folder.ENV, env)
+    return env
+
+
+def _compute(model: Model) -> dict[str, Any]:
+    """How the model computes, for env.json and metrics.json: its precision, whether it is compiled, and
+    why not fully, if a compiler or graph capture failed."""
+    return {"precision": model.precision, "compiled": model.compiled, "compile_error": model.compile_error}
+
+
+def _write_views(folder: RunFolder, state: TrainerState, is_best: bool) -> None:
+    """history.json/.csv every epoch (a killed run shows what it did), the best weights when they change."""
+    folder.write_history(state.history)
+    if is_best and state.best_weights is not None:
+        folder.write_weights(state.best_weights)

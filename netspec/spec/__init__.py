@@ -1,0 +1,1 @@
+"""The spec language: layer types, networks, experiments, sweep files, their schema, canonical weights."""

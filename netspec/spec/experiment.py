@@ -1,0 +1,414 @@
+"""Experiment = network + data + training settings, and `--set key=value` overrides on any field."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+
+from netspec.errors import SpecError
+from netspec.io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
+from netspec.spec.layers import Real
+from netspec.spec.network import Network
+
+MAX_NAME_LENGTH = 100
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def _check_name(name: str) -> str:
+    # A name becomes a folder or file name under --out (runs/<name>/..., runs/sweeps/<name>.json):
+    # '/', '\\' or a leading '.' ('..', a hidden file) would let it point anywhere.
+    if len(name) > MAX_NAME_LENGTH or not _SAFE_NAME.fullmatch(name):
+        raise ValueError(f"{name[:120]!r} is not a safe file name: use letters, digits, '_', '-' and '.' "
+                         f"(not first), at most {MAX_NAME_LENGTH} characters, e.g. 'cnn_lr-0.01'")
+    return name
+
+
+SafeName = Annotated[str, Strict(), AfterValidator(_check_name)]
+"""An experiment's or sweep's name: a safe file name, since outputs are named after it."""
+
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
+"""A seed as numpy takes it (0 .. 2**32 - 1); numpy refuses a negative one with a traceback."""
+MAX_IMAGES = 1_000_000
+"""Most images in a split (CIFAR-10 has 60,000 in all): synthetic data is made at this size in memory."""
+MAX_BATCH = 65_536
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0
+"""Largest learning rate: Adam's steps are about lr in size, so anything above diverges at once."""
+
+
+def _images(positive: bool) -> Any:
+    return Annotated[int, Strict(), Field(gt=0, le=MAX_IMAGES) if positive else Field(ge=0, le=MAX_IMAGES)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
+
+
+class DataConfig(_Strict):
+    """Where the images come from and how they are split and scaled."""
+
+    source: Literal["cifar10", "synthetic"] = "cifar10"
+    """'cifar10' (TFDS, or a local copy given by `dir`) or 'synthetic' (seeded, learnable, CIFAR-shaped)."""
+    dir: Optional[Annotated[str, Strict(), Field(min_length=1, max_length=4096)]] = None
+    """A local CIFAR-10 copy: an image-folder tree (train/<class>/*, test/<class>/*), cifar-10-batches-py,
+    or a .tar.gz of either; decoded once, then cached (netspec.data)."""
+    val_size: _images(False) = 10_000
+    """Images held out of the training set for validation (the report: 10,000 of 50,000)."""
+    split: Literal["tail", "stratified"] = "tail"
+    """'tail': validation is the last `val_size` images in the source's order (the report);
+    'stratified': a seeded random split with equal class shares (the choice for image-folder trees, which
+    have no original order: netspec.data interleaves their classes, so 'tail' still takes every class)."""
+    normalize: Literal["report", "per_channel"] = "report"
+    """'report': (x - 128) / 255 as the lab's framework; 'per_channel': mean/std of the training split."""
+    seed: Seed = 42
+    """Seed of the stratified split and of synthetic data."""
+    train_size: Optional[_images(True)] = None
+    """Synthetic only: training images before the validation split (default 50,000); a cap otherwise
+    (at most the source's own count)."""
+    test_size: Optional[_images(True)] = None
+    """Synthetic only: test images (default 10,000); a cap otherwise (at most the source's own count)."""
+
+
+Beta = Annotated[Real, Field(ge=0.0, lt=1.0)]
+WeightDecay = Annotated[Real, Field(ge=0.0, le=1.0)]
+"""A weight decay coefficient, in [0, 1]."""
+
+
+class AdamConfig(_Strict):
+    """torch.optim.Adam: PyTorch's defaults; weight_decay as PyTorch's Adam defines it (L2: wd * p added
+    to the gradient)."""
+
+    type: Literal["adam"] = "adam"
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    """Decay rates of the first and second moment estimates, each in [0, 1)."""
+    eps: Real = Field(1e-8, gt=0.0, le=1.0)
+    """Added to the root of the second moment."""
+    weight_decay: WeightDecay = 0.0
+    """L2 penalty: weight_decay * p is added to the gradient (0: none; left out of the run id at 0)."""
+
+
+class AdamWConfig(_Strict):
+    """torch.optim.AdamW: Adam with decoupled weight decay (p *= 1 - lr * weight_decay before the step)."""
+
+    type: Literal["adamw"] = "adamw"
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    """Decay rates of the first and second moment estimates, each in [0, 1)."""
+    eps: Real = Field(1e-8, gt=0.0, le=1.0)
+    """Added to the root of the second moment."""
+    weight_decay: WeightDecay = 0.01
+    """Decoupled decay, PyTorch's default 0.01."""
+
+
+class SGDConfig(_Strict):
+    """torch.optim.SGD with dampening 0: g = grad + weight_decay * p; buf = momentum * buf + g;
+    step along g + momentum * buf (nesterov) or buf."""
+
+    type: Literal["sgd"] = "sgd"
+    momentum: Annotated[Real, Field(ge=0.0, lt=1.0)] = 0.0
+    """Momentum in [0, 1) (0: plain SGD)."""
+    nesterov: bool = False
+    """Nesterov momentum (needs momentum > 0)."""
+    weight_decay: WeightDecay = 0.0
+    """L2 penalty: weight_decay * p is added to the gradient."""
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "SGDConfig":
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum > 0; set optimizer.momentum (e.g. 0.9) or nesterov to false")
+        return self
+
+
+Optimizer = Annotated[Union[AdamConfig, AdamWConfig, SGDConfig], Field(discriminator="type")]
+
+
+class ParamGroups(_Strict):
+    """Per-tensor optimizer settings by rule (netspec.protocol.param_groups): which tensors get weight decay,
+    and an lr multiplier for the biases of normalization layers (airbench's larger BatchNorm-bias lr)."""
+
+    decay_norm: bool = True
+    """Weight decay on normalization layers' weights and biases (false: none, as in Page's and airbench's recipes)."""
+    decay_bias: bool = True
+    """Weight decay on biases of every layer."""
+    norm_bias_lr_scale: Real = Field(1.0, gt=0.0, le=1000.0)
+    """The lr of normalization layers' biases is train.lr times this."""
+
+
+Knot = tuple[Annotated[Real, Field(ge=0.0, le=MAX_EPOCHS)], Annotated[Real, Field(ge=0.0, le=MAX_LR)]]
+
+
+class LabSchedule(_Strict):
+    """The lab framework's rule (train.lr_decay), the default: lr *= lr_decay when an epoch's train
+    loss exceeds the max of the three before."""
+
+    type: Literal["lab"] = "lab"
+
+
+class ConstantSchedule(_Strict):
+    """train.lr at every step."""
+
+    type: Literal["constant"] = "constant"
+
+
+class PiecewiseLinearSchedule(_Strict):
+    """train.lr times a piecewise linear factor of the epoch, evaluated per step (step s of an epoch of
+    S steps is at epoch e - 1 + s / S); held at the end knots' factors outside them. Page's ResNet-9:
+    knots [[0, 0], [5, 1], [24, 0]] with lr 0.4."""
+
+    type: Literal["piecewise_linear"] = "piecewise_linear"
+    knots: list[Knot] = Field(min_length=2, max_length=1000)
+    """[epoch, factor] pairs, epochs strictly increasing."""
+
+    @model_validator(mode="after")
+    def _increasing(self) -> "PiecewiseLinearSchedule":
+        epochs = [epoch for epoch, _ in self.knots]
+        bad = next((i for i in range(1, len(epochs)) if epochs[i] <= epochs[i - 1]), None)
+        if bad is not None:
+            raise ValueError(f"knots must have strictly increasing epochs, but knot {bad} is at epoch {epochs[bad]:g} "
+                             f"after {epochs[bad - 1]:g}; sort them")
+        return self
+
+
+class OneCycleSchedule(_Strict):
+    """torch.optim.lr_scheduler.OneCycleLR's learning rate (max_lr = train.lr, total_steps = the run's
+    steps, stepped once per optimizer step): from lr / div_factor up to lr over pct_start of the steps,
+    then down to lr / div_factor / final_div_factor."""
+
+    type: Literal["onecycle"] = "onecycle"
+    pct_start: Real = Field(0.3, gt=0.0, lt=1.0)
+    div_factor: Real = Field(25.0, ge=1.0, le=1e6)
+    final_div_factor: Real = Field(1e4, ge=1.0, le=1e9)
+    anneal: Literal["cos", "linear"] = "cos"
+
+
+class CosineSchedule(_Strict):
+    """Linear warm-up from 0 over `warmup_epochs`, then a cosine from train.lr down to
+    train.lr * min_factor at the last step."""
+
+    type: Literal["cosine"] = "cosine"
+    warmup_epochs: Annotated[Real, Field(ge=0.0, le=MAX_EPOCHS)] = 0.0
+    min_factor: Annotated[Real, Field(ge=0.0, le=1.0)] = 0.0
+
+
+class StepSchedule(_Strict):
+    """torch.optim.lr_scheduler.StepLR stepped per epoch: train.lr * gamma ** (epochs done // step_epochs)."""
+
+    type: Literal["step"] = "step"
+    step_epochs: Annotated[int, Strict(), Field(gt=0, le=MAX_EPOCHS)]
+    gamma: Real = Field(0.1, gt=0.0, le=1.0)
+
+
+Schedule = Annotated[Union[LabSchedule, ConstantSchedule, PiecewiseLinearSchedule, OneCycleSchedule, CosineSchedule,
+                           StepSchedule], Field(discriminator="type")]
+
+
+class AugmentConfig(_Strict):
+    """Training-set augmentation (netspec.protocol.augment), drawn per (train.seed, epoch, image) by a counter
+    hash, so both backends see the same images and a resumed run the same stream. Order: pad and crop
+    (a translation), then horizontal flip, then cutout. All off by default."""
+
+    crop_padding: Annotated[int, Strict(), Field(ge=0, le=1024)] = 0
+    """Random crop of the image's own size from the image padded by this many pixels per side (0: off)."""
+    pad_mode: Literal["zeros", "reflect"] = "zeros"
+    """How the crop's padding is filled: zeros (a random translation) or a reflection (PyTorch's 'reflect')."""
+    flip: bool = False
+    """Horizontal flip of half the images."""
+    cutout: Annotated[int, Strict(), Field(ge=0, le=1024)] = 0
+    """Side of a square zeroed at a random place inside the image (0: off)."""
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.flip or self.cutout > 0
+
+
+class TrainConfig(_Strict):
+    """Optimizer and loop settings."""
+
+    optimizer: Optimizer = AdamConfig()
+    """The optimizer: adam (default), adamw or sgd, with PyTorch's definitions."""
+    lr: Real = Field(1e-3, gt=0.0, le=MAX_LR)
+    """Learning rate (the peak of a schedule)."""
+    lr_decay: Real = Field(1.0, gt=0.0, le=1.0)
+    """The lab framework's rule: lr *= lr_decay when an epoch's train loss exceeds the max of the three
+    before (the report used 0.9995; 1.0 turns it off). Only with schedule 'lab'."""
+    schedule: Schedule = LabSchedule()
+    """The learning rate per step (netspec.train.schedules): lab (default), constant, piecewise_linear,
+    onecycle, cosine, step."""
+    param_groups: ParamGroups = ParamGroups()
+    """Weight decay and lr multipliers per kind of tensor."""
+    label_smoothing: Annotated[Real, Field(ge=0.0, lt=1.0)] = 0.0
+    """PyTorch's cross_entropy(label_smoothing=...) in training (evaluation reports the plain loss)."""
+    augment: AugmentConfig = AugmentConfig()
+    """Training-set augmentation (off by default)."""
+    early_stopping_patience: Optional[Annotated[int, Strict(), Field(gt=0, le=MAX_EPOCHS)]] = None
+    """Stop when validation accuracy has not reached its best for this many epochs (None: train every
+    epoch, the lab's protocol); the run records why and when it stopped."""
+    test_time_flip: bool = False
+    """Evaluate validation and test on the mean of the logits of each image and its horizontal flip."""
+    batch_size: Annotated[int, Strict(), Field(gt=0, le=MAX_BATCH)] = 100
+    """Images per training step; a last partial batch is dropped."""
+    epochs: Annotated[int, Strict(), Field(gt=0, le=MAX_EPOCHS)] = 50
+    """Passes over the training split."""
+    eval_batch_size: Annotated[int, Strict(), Field(gt=0, le=MAX_BATCH)] = 500
+    """Images per step when evaluating (results do not depend on it; memory does)."""
+    seed: Seed = 0
+    """Seed of the weight initialization, the dropout masks and the augmentation draws."""
+    shuffle_seed: Seed = 42
+    """Seed of the numpy permutations of the training set (first epoch in file order, as the lab)."""
+    precision: Literal["float32", "tf32", "bf16"] = "float32"
+    """How matmuls and convolutions compute, the same on every backend: 'float32' (true float32, TF32
+    off: the default, as in Keras and Lightning, reproducible, and what the cross-check validates);
+    'tf32' (TF32 matmuls/convs on GPUs that have it, ~3-8x faster there, ~1e-3 relative error);
+    'bf16' (bf16 matmuls/convs, float32 parameters, optimizer state, BatchNorm statistics and loss).
+    On a CPU 'tf32' computes as 'float32'. Left out of the run id when 'float32'."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """'auto': compiled training steps on a GPU (torch.compile, the whole step captured as a CUDA graph;
+    jax: the steps of an epoch as one jitted scan), not on a CPU, where torch.compile costs 30-60 s per
+    graph and a scan is slower than jitted steps; 'on' or 'off' force it ('off' for debugging). Never
+    part of the run id (how, not what, is computed)."""
+
+    @model_validator(mode="after")
+    def _lab_decay_only_with_lab(self) -> "TrainConfig":
+        if self.lr_decay != 1.0 and self.schedule.type != "lab":
+            raise ValueError(f"lr_decay {self.lr_decay:g} is the 'lab' schedule's rule, but the schedule is "
+                             f"'{self.schedule.type}'; set lr_decay to 1.0 or schedule.type to 'lab'")
+        return self
+
+
+class Experiment(_Strict):
+    """Everything one run needs. Every field can be overridden: `--set train.lr=0.01`."""
+
+    version: Literal[1] = 1
+    """Spec format version."""
+    name: SafeName = "experiment"
+    """Short name, used for the output folder: letters, digits, '_', '-', '.' (not first), at most 100."""
+    description: str = ""
+    """What this run is for."""
+    network: Network
+    """The model."""
+    data: DataConfig = DataConfig()
+    """The dataset and its split."""
+    train: TrainConfig = TrainConfig()
+    """The optimizer and the loop."""
+
+    @model_validator(mode="after")
+    def _augmentation_fits_the_images(self) -> "Experiment":
+        augment, shape = self.train.augment, tuple(self.network.input_shape)
+        if not augment.active and not self.train.test_time_flip:
+            return self
+        what = "train.augment" if augment.active else "train.test_time_flip"
+        if len(shape) != 3:
+            raise ValueError(f"{what} needs image input (C, H, W), but network.input_shape is {shape}; "
+                             f"set it to e.g. [3, 32, 32] (Flatten first for an MLP) or turn augmentation off")
+        height, width = shape[1:]
+        if augment.pad_mode == "reflect" and augment.crop_padding >= min(height, width):
+            raise ValueError(f"train.augment.crop_padding {augment.crop_padding} with pad_mode 'reflect' must be below the "
+                             f"image's height and width {height}x{width}; lower it or use pad_mode 'zeros'")
+        if augment.cutout > min(height, width):
+            raise ValueError(f"train.augment.cutout {augment.cutout} is larger than the {height}x{width} images; "
+                             f"lower it (Page's recipe: 8 on 32x32)")
+        return self
+
+    def save(self, path: str | Path, schema: Optional[str] = "schema/experiment.schema.json") -> None:
+        """Write the experiment as a spec file that starts with `"$schema": schema` (the repository's
+        convention: specs/schema/ beside the specs, written by `netspec schema -o`); None leaves it out."""
+        write_json(self, path, schema)
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Experiment":
+        data = read_json(path)
+        if not isinstance(data, dict) or "network" not in data:
+            raise SpecError(f"{path}: not an experiment spec (no 'network' field); see specs/ for examples")
+        if overrides:
+            data = apply_overrides(data, overrides, source=str(path))
+        return validate(cls, data, path)
+
+    def with_overrides(self, overrides: list[str]) -> "Experiment":
+        data = apply_overrides(self.model_dump(mode="json"), overrides, source=self.name)
+        return validate(Experiment, data, f"{self.name} with {' '.join(overrides)}")
+
+
+def parse_value(text: str) -> Any:
+    """A value from the command line: JSON when it parses (numbers, true, null, lists), else a string."""
+    try:
+        return parse_json_text(text)  # bounded: a 10,000-deep value is one line, not a RecursionError
+    except MalformedJSON:
+        return text
+    except UnreadableJSON as err:
+        raise SpecError(f"--set value {text[:40]!r}: {err}; {err.advice}") from None
+
+
+def set_path(data: Any, dotted: str, value: Any, source: str = "<spec>") -> Any:
+    """Return a copy of `data` (JSON-like) with `dotted` ('network.layers.3.p') set to `value`."""
+    keys = dotted.split(".")
+    root = json.loads(json.dumps(data))
+    node = root
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
+                raise SpecError(f"{source}: --set {dotted}: '{where}' needs an index below {len(node)}")
+            key = int(key)
+        elif isinstance(node, dict):
+            if key not in node and not last:
+                node[key] = {}
+        else:
+            raise SpecError(f"{source}: --set {dotted}: '{'.'.join(keys[:depth])}' is a value, not a section")
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
+    return root
+
+
+def apply_overrides(data: Any, overrides: list[str], source: str = "<spec>") -> Any:
+    """Apply 'key=value' strings in order."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"{source}: --set {item!r} must look like key=value, e.g. train.lr=0.01")
+        data = set_path(data, key.strip(), parse_value(text), source)
+    return data
+
+
+def load(path: str | Path) -> Network | Experiment:
+    """Load a spec file: an Experiment when it has a 'network' field, else a Network."""
+    data = read_json(path)
+    if isinstance(data, dict) and "network" in data:
+        return validate(Experiment, data, path)
+    return validate(Network, data, path)
+
+
+def recipe_text(train: dict[str, Any]) -> str:
+    """A short line naming a run's training recipe from its `train` section as JSON (a spec.json of any
+    age: missing fields are their defaults), e.g. 'sgd m0.9 nesterov wd0.0005, piecewise_linear,
+    crop4 reflect + flip + cutout8'. For runs.csv and the report."""
+    opt = train.get("optimizer") or {}
+    parts = [opt.get("type", "adam")]
+    if opt.get("momentum"):
+        parts.append(f"m{opt['momentum']:g}" + (" nesterov" if opt.get("nesterov") else ""))
+    if opt.get("weight_decay"):
+        parts.append(f"wd{opt['weight_decay']:g}")
+    groups = train.get("param_groups") or {}
+    if groups.get("decay_norm") is False or groups.get("decay_bias") is False:
+        parts.append("no decay on " + " and ".join(w for w, k in (("norm", "decay_norm"), ("bias", "decay_bias"))
+                                                   if groups.get(k) is False))
+    if groups.get("norm_bias_lr_scale", 1.0) != 1.0:
+        parts.append(f"norm-bias lr x{groups['norm_bias_lr_scale']:g}")
+    words = [" ".join(parts), (train.get("schedule") or {}).get("type", "lab")]
+    if train.get("label_smoothing"):
+        words.append(f"label smoothing {train['label_smoothing']:g}")
+    aug = train.get("augment") or {}
+    pieces = ([f"crop{aug['crop_padding']} {aug.get('pad_mode', 'zeros')}"] if aug.get("crop_padding") else []) + \
+        (["flip"] if aug.get("flip") else []) + ([f"cutout{aug['cutout']}"] if aug.get("cutout") else [])
+    if pieces:
+        words.append(" + ".join(pieces))
+    if train.get("test_time_flip"):
+        words.append("flip TTA")
+    if train.get("early_stopping_patience"):
+        words.append(f"patience {train['early_stopping_patience']}")
+    return ", ".join(words)

@@ -1,0 +1,1 @@
+"""Many runs: sweeps, their launchers and the report over them."""

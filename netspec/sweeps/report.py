@@ -1,0 +1,574 @@
+"""report.md over a runs folder: per-sweep comparison tables with statistics over seeds, paired
+differences from the base arm and between backends (95% bootstrap intervals, netspec.runs.stats),
+result-vs-setting and overlay figures, per-experiment tables of the seven figures with their curves,
+a per-seed appendix, and runs.csv (one row per run folder) next to report.md.
+
+Runs are grouped by experiment: the seeds of one experiment (netspec.spec.sweep_file.with_seed) share a
+replicate key and make one column of `mean ± std (n)` cells; seeds are paired across arms and
+backends by their train.seed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+from urllib.parse import quote
+
+from netspec.runs import records, run_folder
+from netspec.protocol.backend import backend_names
+from netspec.errors import SpecError
+from netspec.spec.experiment import Experiment, recipe_text
+from netspec.io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
+from netspec.runs.plots import plot_curves, plot_result_vs_setting
+from netspec.runs.run_folder import RunFolder
+from netspec.runs.stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
+from netspec.spec.sweep_file import SWEEPS_DIR, replicate_key
+from netspec.runs.tables import fmt_values, markdown_table, md_code, md_text, plural, summary_table
+from netspec.train.trainer import SUMMARY_FIELDS
+
+FIGURES = "figures"
+RUNS_CSV = "runs.csv"
+COMPARED = {"test_acc": "final test accuracy", "best_val_acc": "best validation accuracy"}
+"""The figures a sweep compares its arms on (differences, result-vs-setting figure)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    backend: str
+    run_id: str
+    directory: Path
+    metrics: dict[str, Any]
+
+    def history(self) -> list[dict[str, Any]]:
+        """history.json, validated (netspec.runs.records); DamagedError when it is not one."""
+        path = self.directory / run_folder.HISTORY_JSON
+        try:
+            rows = parse_json_file(path)
+            records.check_history(rows, run_folder.HISTORY_JSON)
+        except ValueError as err:  # UnreadableJSON too
+            raise run_folder.DamagedError(f"{run_folder.HISTORY_JSON}: {err}") from None
+        return rows
+
+    @cached_property
+    def spec(self) -> dict[str, Any]:
+        """spec.json when it is a valid experiment, else {} (collect_runs leaves such a run out)."""
+        return {} if self.spec_problem else self._spec[0]
+
+    @cached_property
+    def spec_problem(self) -> Optional[str]:
+        return self._spec[1]
+
+    @cached_property
+    def _spec(self) -> tuple[dict[str, Any], Optional[str]]:
+        path = self.directory / run_folder.SPEC
+        try:
+            data = parse_json_file(path)
+            validate(Experiment, data, run_folder.SPEC)
+        except (ValueError, SpecError) as err:  # UnreadableJSON, or not an experiment
+            return {}, f"{run_folder.SPEC}: {err}"
+        return data, None
+
+    @cached_property
+    def replicate(self) -> tuple[str, int]:
+        """(replicate key, seed): runs that are seeds of one experiment share the key."""
+        return replicate_key(self.spec)
+
+
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
+Seeds = dict[int, Run]
+"""A figure's runs by seed (train.seed)."""
+
+
+def collect_runs(root: Path, log: Callable[[str], None] = _warn) -> dict[tuple[str, str, str], Run]:
+    """Every done run under root/<name>/<backend>/<run-id>/ (finished or diverged), by (name, backend,
+    run id). Attempt folders (`<run-id>.attempt-...`) are not runs; a damaged run is one line to `log`
+    and left out, so it never breaks the report."""
+    runs = {}
+    for path in sorted(root.glob(f"*/*/*/{run_folder.METRICS}")):
+        directory = path.parent
+        if "." in directory.name:
+            continue
+        metrics = RunFolder(directory).read_metrics(log)
+        if metrics is not None:
+            name, backend, rid = directory.relative_to(root).parts
+            run = Run(name, backend, rid, directory, metrics)
+            if run.spec_problem:
+                log(f"{directory}: {run.spec_problem[:300]}; the run is left out")
+                continue
+            runs[(name, backend, rid)] = run
+    return runs
+
+
+def finished(runs: dict[tuple[str, str, str], Run]) -> dict[tuple[str, str, str], Run]:
+    """The runs that are results (a diverged run never is)."""
+    return {key: run for key, run in runs.items() if run.metrics.get("status", run_folder.FINISHED) == run_folder.FINISHED}
+
+
+def read_manifests(root: Path, log: Callable[[str], None] = _warn) -> list[dict[str, Any]]:
+    """The sweep manifests under root/sweeps/; a damaged one, or one whose name is not a safe file name
+    (figures are named after it), is one line to `log` and left out."""
+    manifests = []
+    for path in sorted((root / SWEEPS_DIR).glob("*.json")):
+        try:
+            manifest = parse_json_file(path)
+            records.check(records.Manifest, manifest, "")
+        except ValueError as err:  # UnreadableJSON too
+            log(f"{path}: not a readable sweep manifest ({str(err).removeprefix(': ')[:300]}); left out of the report")
+            continue
+        manifests.append(manifest)
+    return manifests
+
+
+def _diverged_section(runs: dict[tuple[str, str, str], Run]) -> list[str]:
+    rows = [[name, backend, rid, run.metrics.get("epoch"), run.metrics.get("message", "")]
+            for (name, backend, rid), run in runs.items() if run.metrics.get("status") == run_folder.DIVERGED]
+    if not rows:
+        return []
+    rows = [[md_text(cell) if isinstance(cell, str) else cell for cell in row] for row in rows]
+    return ["## Diverged runs", "", "Stopped on a non-finite training loss; not results, so in no table above.", "",
+            markdown_table(["spec", "backend", "run id", "epoch", "message"], rows), ""]
+
+
+def _link(path: Path, base: Path) -> str:
+    """A relative link target, percent-encoded: a folder name with ')' or a space cannot end the link."""
+    return quote(Path(os.path.relpath(path, base)).as_posix())
+
+
+def in_registry_order(names: Iterable[str]) -> list[str]:
+    """Backend names as the registry orders them (the reference backend first); unknown ones last."""
+    known = backend_names()
+    return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
+
+
+def values(runs: Seeds, key: str) -> list[float]:
+    """One figure of runs, in seed order (missing figures left out)."""
+    return [runs[s].metrics[key] for s in sorted(runs) if isinstance(runs[s].metrics.get(key), (int, float))]
+
+
+def paired(a: Seeds, b: Seeds, key: str) -> Optional[Difference]:
+    """a - b over the seeds both have, seed by seed; None when they share none."""
+    common = [s for s in sorted(set(a) & set(b)) if all(isinstance(r[s].metrics.get(key), (int, float)) for r in (a, b))]
+    if not common:
+        return None
+    return paired_difference([a[s].metrics[key] for s in common], [b[s].metrics[key] for s in common])
+
+
+def _diff_text(difference: Optional[Difference]) -> str:
+    return difference.text() if difference else "-"
+
+
+# ---- describing runs ---------------------------------------------------------------------------
+
+def data_text(spec: dict[str, Any]) -> str:
+    """The split as a run's header line says it: 'synthetic, 5,000 train / 1,000 val / 1,000 test', or
+    'cifar10 from cifar10-jpeg-q75.tar.gz, all images (10,000 training images for validation)'. data.train_size
+    counts the images before the validation split, so the training split is train_size - val_size."""
+    data = spec.get("data", {})
+    source = data.get("source", "?") + (f" from {Path(data['dir']).name}" if data.get("dir") else "")
+    val, train, test = data.get("val_size", 0), data.get("train_size"), data.get("test_size")
+    if not train and not test:
+        return f"{source}, all images ({val:,} training images for validation)"
+    train_words = f"{max(train - val, 0):,} train / {val:,} val" if train else f"all training images less {val:,} val"
+    return f"{source}, {train_words} / {f'{test:,}' if test else 'all'} test"
+
+
+def settings_text(spec: dict[str, Any]) -> str:
+    """What else a run's numbers depend on most: epochs, batch, lr, the training recipe (optimizer,
+    schedule, augmentation: netspec.spec.experiment.recipe_text) and its data."""
+    t = spec.get("train", {})
+    epochs = t.get("epochs")
+    epochs_words = plural(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
+    return f"{epochs_words}, batch {t.get('batch_size')}, lr {t.get('lr')}; recipe {recipe_text(t)}; data {data_text(spec)}"
+
+
+def seeds_text(seeds: Iterable[int]) -> str:
+    ordered = sorted(seeds)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"seeds {ordered[0]}-{ordered[-1]}"
+    return ("seed " if len(ordered) == 1 else "seeds ") + ", ".join(map(str, ordered))
+
+
+def overrides_text(overrides: Sequence[str]) -> str:
+    return " ".join(f"--set {o}" for o in overrides) if overrides else "as written"
+
+
+# ---- sweeps ------------------------------------------------------------------------------------
+
+@dataclass
+class Arm:
+    """One arm of a sweep under one set of overrides: its runs per backend and seed."""
+
+    label: str
+    settings: dict[str, Any]
+    base: bool
+    seeds: list[int] = field(default_factory=list)
+    runs: dict[str, Seeds] = field(default_factory=dict)
+
+
+def _arms(points: list[dict[str, Any]], backends: list[str], runs: dict[tuple[str, str, str], Run]) -> list[Arm]:
+    arms: dict[str, Arm] = {}
+    for point in points:
+        arm = arms.setdefault(point["label"], Arm(point["label"], point.get("settings", {}), bool(point.get("base"))))
+        arm.seeds.append(point.get("seed", 0))
+        for backend in backends:
+            run = runs.get((point["name"], backend, point["run_id"]))
+            if run is not None:
+                arm.runs.setdefault(backend, {})[run.replicate[1]] = run
+    ordered = list(arms.values())
+    if not any(a.base for a in ordered):
+        ordered[0].base = True  # manifests from before seeds: the first arm
+    return ordered
+
+
+def _settings_groups(manifest: dict[str, Any]) -> list[tuple[list[str], list[dict[str, Any]]]]:
+    """The manifest's points by the overrides they were run with, in the order first asked for."""
+    groups: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
+    for point in manifest["points"]:
+        overrides = point.get("overrides", [])
+        groups.setdefault(json.dumps(overrides), (overrides, []))[1].append(point)
+    return list(groups.values())
+
+
+def _sweep_parts(manifest: dict[str, Any], runs: dict[tuple[str, str, str], Run]) -> list[tuple[str, list[str], list[Arm], list[str]]]:
+    """(figure stem, overrides, arms, backends) for each set of settings the sweep was run with."""
+    backends = in_registry_order(manifest["backends"])
+    return [(manifest["name"] if i == 0 else f"{manifest['name']}_{i + 1}", overrides, _arms(points, backends, runs), backends)
+            for i, (overrides, points) in enumerate(_settings_groups(manifest))]
+
+
+def _sweep_brief(manifest: dict[str, Any], runs: dict[tuple[str, str, str], Run], out: Path) -> list[str]:
+    """The answer first: per set of settings, the best point, every point's final test accuracy with its
+    difference from the base point, and the result-vs-setting figure."""
+    lines = []
+    for stem, overrides, arms, backends in _sweep_parts(manifest, runs):
+        settings = f" ({md_text(overrides_text(overrides))})" if overrides else ""
+        lines += [f"### Sweep {md_code(manifest['name'])} in brief{settings}", ""]
+        lines += _best_points(arms, backends) + _brief_table(arms, backends)
+        lines += _setting_figure(stem, manifest, arms, backends, out)
+    return lines
+
+
+def _best_points(arms: list[Arm], backends: list[str]) -> list[str]:
+    """The point with the highest mean best validation accuracy per backend (the choice a validation split
+    is for: the test figure is shown, never used to choose)."""
+    words = []
+    for backend in backends:
+        scored = [(sum(v) / len(v), a) for a in arms if (v := values(a.runs.get(backend, {}), "best_val_acc"))]
+        if scored:
+            best = max(scored, key=lambda pair: pair[0])[1]
+            test = fmt_values(values(best.runs[backend], "test_acc"))
+            words.append(f"{md_text(backend)} {md_text(best.label)} (final test accuracy {test})")
+    if not words:
+        return ["No point has finished yet.", ""]
+    return ["Best point by mean best validation accuracy: " + "; ".join(words) + ".", ""]
+
+
+def _brief_table(arms: list[Arm], backends: list[str]) -> list[str]:
+    base = next(a for a in arms if a.base)
+    header = ["point", *(h for b in backends for h in (f"{md_text(b)}: final test accuracy", f"{md_text(b)}: - base"))]
+    rows = [[md_text(a.label) + (" (base)" if a is base else ""),
+             *(c for b in backends for c in (fmt_values(values(a.runs.get(b, {}), "test_acc")),
+                                             "-" if a is base else _diff_text(paired(a.runs.get(b, {}), base.runs.get(b, {}), "test_acc"))))]
+            for a in arms]
+    return [markdown_table(header, rows), ""]
+
+
+def _sweep_section(manifest: dict[str, Any], runs: dict[tuple[str, str, str], Run], out: Path) -> list[str]:
+    lines = [f"### Sweep {md_code(manifest['name'])}", ""]
+    if manifest.get("description"):
+        lines += [md_text(manifest["description"], line_start=True), ""]
+    for stem, overrides, arms, backends in _sweep_parts(manifest, runs):
+        lines += _group_intro(manifest, overrides, arms)
+        lines += _arm_tables(arms, backends)
+        lines += _base_differences(arms, backends)
+        lines += _overlay_figures(stem, arms, backends, out)
+        lines += _backend_comparison(arms, backends)
+    return lines
+
+
+def _group_intro(manifest: dict[str, Any], overrides: list[str], arms: list[Arm]) -> list[str]:
+    some_run = next((r for a in arms for by_seed in a.runs.values() for r in by_seed.values()), None)
+    base = next(a.label for a in arms if a.base)
+    rule = "the first variant" if manifest.get("variants") and not manifest.get("axes") else \
+        "the point whose settings equal the base spec's, else the first"
+    seeds = sorted({s for a in arms for s in a.seeds})
+    return [f"Settings: {md_text(overrides_text(overrides))}; {seeds_text(seeds)} per point.", "",
+            f"Runs: {md_text(settings_text(some_run.spec))}." if some_run else "Runs: none finished yet.", "",
+            f"Base: {md_code(base)} ({rule}).", ""]
+
+
+def _arm_tables(arms: list[Arm], backends: list[str]) -> list[str]:
+    lines = []
+    for backend in backends:
+        done = sum(len(a.runs.get(backend, {})) for a in arms)
+        total = sum(len(a.seeds) for a in arms)
+        columns = {md_text(a.label): {k: values(a.runs.get(backend, {}), k) for k in SUMMARY_FIELDS} for a in arms}
+        lines += [f"**{md_text(backend)}** ({done}/{total} points finished)", "", summary_table(columns), ""]
+    return lines
+
+
+def _base_differences(arms: list[Arm], backends: list[str]) -> list[str]:
+    """Every arm minus the base arm, paired by seed, per backend."""
+    base = next(a for a in arms if a.base)
+    others = [a for a in arms if a is not base]
+    if not others:
+        return []
+    lines = []
+    for backend in backends:
+        reference = base.runs.get(backend, {})
+        rows = [[md_text(a.label), len(set(a.runs.get(backend, {})) & set(reference)),
+                 *(_diff_text(paired(a.runs.get(backend, {}), reference, k)) for k in COMPARED)] for a in others]
+        lines += [f"{md_text(backend, line_start=True)}: difference from {md_code(base.label)}, paired by seed (95% bootstrap CI; * = the interval "
+                  f"excludes zero, with {MIN_PAIRS_TO_MARK} pairs or more):", "", markdown_table(["point", "pairs", *COMPARED.values()], rows), ""]
+    return lines
+
+
+def _backend_comparison(arms: list[Arm], backends: list[str]) -> list[str]:
+    """Each further backend against the reference, arm by arm, paired by seed."""
+    lines = []
+    reference, *others = backends
+    for other in others:
+        rows = []
+        for a in arms:
+            r, o = a.runs.get(reference, {}), a.runs.get(other, {})
+            rows.append([md_text(a.label), fmt_values(values(r, "test_acc")), fmt_values(values(o, "test_acc")),
+                         _diff_text(paired(o, r, "test_acc")), fmt_values(values(r, "best_val_acc")),
+                         fmt_values(values(o, "best_val_acc")), fmt_values(values(r, "median_epoch_seconds")),
+                         fmt_values(values(o, "median_epoch_seconds"))])
+        ref, oth = md_text(reference), md_text(other)
+        lines += [f"{md_text(reference, line_start=True)} vs {oth}:", "", markdown_table(
+            ["point", f"test acc {ref}", f"test acc {oth}", f"{oth} - {ref}", f"best val {ref}",
+             f"best val {oth}", f"epoch s {ref}", f"epoch s {oth}"], rows), ""]
+    return lines
+
+
+def _setting_figure(stem: str, manifest: dict[str, Any], arms: list[Arm], backends: list[str], out: Path) -> list[str]:
+    """Final test and best validation accuracy against the swept setting, one line per backend."""
+    if not any(a.runs for a in arms):
+        return []
+    axes = manifest.get("axes", [])
+    single = axes[0] if len(axes) == 1 and not manifest.get("variants") else None
+    numeric = single is not None and all(isinstance(a.settings.get(single), (int, float)) for a in arms)
+    xs = [a.settings[single] if numeric else a.label for a in arms]
+    panels = {label: {b: [(x, values(a.runs.get(b, {}), key)) for x, a in zip(xs, arms)] for b in backends}
+              for key, label in COMPARED.items()}
+    path = _figure(out, f"{stem}_vs_setting.png")
+    plot_result_vs_setting(panels, single if numeric else "point", f"{stem}: mean ± std over seeds, dots: seeds",
+                           path, categorical=not numeric)
+    return [f"![{stem} result vs setting]({_link(path, out.parent)})", ""]
+
+
+def _figure(out: Path, name: str) -> Path:
+    """A figure's path beside report.md: in the report's own figures folder, never through a link there."""
+    return safe_output_dir(out.parent, FIGURES) / name
+
+
+def _overlay_figures(stem: str, arms: list[Arm], backends: list[str], out: Path) -> list[str]:
+    """Validation accuracy and loss of every arm (its lowest seed) on one plot per backend, same scale
+    across the sweep."""
+    histories = {b: {a.label: a.runs[b][min(a.runs[b])].history() for a in arms if a.runs.get(b)} for b in backends}
+    ranges = {key: [row[key] for h in histories.values() for rows in h.values() for row in rows if row.get(key) is not None]
+              for key in ("val_acc", "val_loss")}  # null: no validation split (data.val_size=0)
+    lines = []
+    for backend, by_label in histories.items():
+        if not by_label:
+            continue
+        images = []
+        for key, ylabel in (("val_acc", "validation accuracy"), ("val_loss", "validation loss")):
+            if not ranges[key]:
+                continue
+            lo, hi = min(ranges[key]), max(ranges[key])
+            pad = 0.05 * (hi - lo or 1.0)
+            series = {label: ([r["epoch"] for r in rows], [r[key] for r in rows]) for label, rows in by_label.items()}
+            path = _figure(out, f"{stem}_{backend}_{key}.png")
+            plot_curves(series, ylabel, f"{stem} ({backend}): {ylabel}", path, ylim=(lo - pad, hi + pad))
+            images.append(f"![{stem} {md_text(backend)} {ylabel}]({_link(path, out.parent)})")
+        lines += [" ".join(images), ""]
+    return lines
+
+
+# ---- experiments (runs grouped over seeds) -------------------------------------------------------
+
+@dataclass
+class Group:
+    """The seeds of one experiment, per backend."""
+
+    name: str
+    runs: dict[str, Seeds] = field(default_factory=dict)
+
+    def all_runs(self) -> list[Run]:
+        return [r for by_seed in self.runs.values() for r in by_seed.values()]
+
+    def first(self) -> Run:
+        """The lowest seed's run of the reference backend: the group's heading and curves."""
+        backend = in_registry_order(self.runs)[0]
+        return self.runs[backend][min(self.runs[backend])]
+
+
+def group_runs(runs: dict[tuple[str, str, str], Run]) -> list[Group]:
+    groups: dict[tuple[str, str], Group] = {}
+    for (name, backend, _), run in runs.items():
+        key, seed = run.replicate
+        groups.setdefault((name, key), Group(name)).runs.setdefault(backend, {})[seed] = run
+    for group in groups.values():
+        group.runs = {b: dict(sorted(group.runs[b].items())) for b in in_registry_order(group.runs)}
+    return sorted(groups.values(), key=lambda g: (g.name, g.first().run_id))
+
+
+def _used_in(manifests: list[dict[str, Any]], markdown: bool = True) -> dict[tuple[str, str], list[str]]:
+    """(name, run id) -> '`sweep` label (overrides)' for every sweep point: what differs from its base;
+    markdown=False: the same unescaped (runs.csv, whose overrides have their own column)."""
+    used: dict[tuple[str, str], list[str]] = {}
+    for manifest in manifests:
+        for point in manifest["points"]:
+            if markdown:
+                extra = f" ({md_text(overrides_text(point['overrides']))})" if point.get("overrides") else ""
+                words = f"{md_code(manifest['name'])} {md_text(point['label'])}{extra}"
+            else:
+                words = f"`{manifest['name']}` {point['label']}"
+            used.setdefault((point["name"], point["run_id"]), []).append(words)
+    return used
+
+
+def _group_section(group: Group, used_in: list[str], out: Path) -> list[str]:
+    first = group.first()
+    seeds = sorted({s for by_seed in group.runs.values() for s in by_seed})
+    lines = [f"### {md_code(group.name)} ({md_text(first.run_id)})", ""]
+    if used_in:
+        lines += ["In sweeps: " + "; ".join(used_in), ""]
+    lines += [f"{md_text(settings_text(first.spec), line_start=True)}; {seeds_text(seeds)}"
+              + (f" (run ids {', '.join(md_text(r.run_id) for r in group.runs[first.backend].values())})"
+                 if len(seeds) > 1 else ""), ""]
+    lines += [_group_table(group), ""]
+    for backend, by_seed in group.runs.items():
+        run = by_seed[min(by_seed)]
+        images = [f"![{md_text(group.name)} {md_text(backend)} {k}]({_link(run.directory / f'{k}.png', out.parent)})"
+                  for k in ("acc", "loss")]
+        lines += [md_text(backend, line_start=True) + (f" (seed {run.replicate[1]})" if len(by_seed) > 1 else "") + ": " + " ".join(images), ""]
+    return lines
+
+
+def _group_table(group: Group) -> str:
+    """The seven figures per backend over seeds, and each further backend minus the reference, paired by seed."""
+    reference, *others = group.runs
+    header = ["result", *map(md_text, group.runs), *(f"{md_text(o)} - {md_text(reference)}" for o in others)]
+    rows = [[label, *(fmt_values(values(s, key)) for s in group.runs.values()),
+             *(_diff_text(paired(group.runs[o], group.runs[reference], key)) for o in others)]
+            for key, label in SUMMARY_FIELDS.items()]
+    rows.append(["median epoch seconds", *(fmt_values(values(s, "median_epoch_seconds")) for s in group.runs.values()),
+                 *("-" for _ in others)])
+    return markdown_table(header, rows)
+
+
+def _appendix(groups: list[Group]) -> list[str]:
+    """Every run's own figures, seed by seed, for the groups with more than one seed (the sweeps a run is
+    in are in its experiment's section above, once)."""
+    rows = [[f"{md_text(g.name)} ({md_text(g.first().run_id)})", md_text(r.backend), r.replicate[1], md_text(r.run_id),
+             r.metrics.get("test_acc"), r.metrics.get("best_val_acc"), r.metrics.get("val_acc")]
+            for g in groups if any(len(s) > 1 for s in g.runs.values()) for r in g.all_runs()]
+    if not rows:
+        return []
+    return ["## Appendix: per-seed values", "", markdown_table(
+        ["experiment", "backend", "seed", "run id", "final test accuracy", "best validation accuracy",
+         "validation accuracy"], rows), ""]
+
+
+def _experiments_brief(groups: list[Group]) -> list[str]:
+    """Every experiment's final test accuracy per backend, over its seeds: one table."""
+    backends = in_registry_order({b for g in groups for b in g.runs})
+    if not groups:
+        return []
+    rows = [[f"{md_code(g.name)} ({md_text(g.first().run_id)})", *(fmt_values(values(g.runs.get(b, {}), "test_acc")) for b in backends)]
+            for g in groups]
+    return ["### Experiments in brief", "", "Final test accuracy; each experiment's section below has the rest.", "",
+            markdown_table(["experiment", *map(md_text, backends)], rows), ""]
+
+
+# ---- runs.csv ----------------------------------------------------------------------------------
+
+CSV_FIELDS = ["spec", "backend", "run_id", "label", "overrides", "seed", *SUMMARY_FIELDS, "median_epoch_seconds",
+              "epochs", "status", "recipe"]
+
+
+def write_runs_csv(root: Path, path: Path, manifests: list[dict[str, Any]]) -> Path:
+    """One row per run folder under root (finished or not), for pandas or a spreadsheet."""
+    used_in = _used_in(manifests, markdown=False)  # the overrides have their own column
+    overrides = {(p["name"], p["run_id"]): " ".join(p.get("overrides", [])) for m in manifests for p in m["points"]}
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for directory in sorted(p.parent for p in root.glob(f"*/*/*/{run_folder.SPEC}")):
+        name, backend, rid = directory.relative_to(root).parts
+        writer.writerow(_csv_row(Run(name, backend, rid, directory, run_folder.finished_metrics(directory) or {}),
+                                 "; ".join(used_in.get((name, rid), [])), overrides.get((name, rid), "")))
+    write_bytes_atomic(path, text.getvalue().encode())
+    return path
+
+
+def _unfinished(run: Run) -> str:
+    try:
+        return f"unfinished ({len(run.history())} epochs)"
+    except run_folder.DamagedError:
+        return "unfinished (history.json damaged)"
+
+
+def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
+    history = run.directory / run_folder.HISTORY_JSON
+    if run.metrics:
+        status = run.metrics.get("status", run_folder.FINISHED)
+    else:
+        status = _unfinished(run) if history.is_file() else "started, no epoch finished"
+    return {"spec": run.name, "backend": run.backend, "run_id": run.run_id, "label": label, "overrides": overrides,
+            "seed": run.replicate[1], **{k: run.metrics.get(k) for k in (*SUMMARY_FIELDS, "median_epoch_seconds")},
+            "epochs": run.spec.get("train", {}).get("epochs"), "status": status,
+            "recipe": recipe_text(run.spec.get("train") or {})}
+
+
+# ---- the report ----------------------------------------------------------------------------------
+
+def build_report(root: Path, out: Path) -> Path:
+    """Write `out` (markdown), its figures and runs.csv next to it."""
+    if not root.is_dir():
+        raise SpecError(f"{root}: no such runs folder; train something first (netspec train specs/mlp.json)")
+    if out.is_dir():  # before anything is written: figures and runs.csv go beside report.md
+        raise SpecError(f"{out}: a folder; -o names the report's file, e.g. {out / 'report.md'}")
+    done = collect_runs(root)
+    runs = finished(done)
+    manifests = read_manifests(root)
+    if not manifests and not any(root.glob(f"*/*/*/{run_folder.METRICS}")):  # damaged runs still get a report
+        raise SpecError(f"{root}: no finished runs or sweeps to report; train something first (netspec train specs/mlp.json)")
+    used_in = _used_in(manifests)
+    groups = group_runs(runs)
+    lines = ["# netspec report", "", f"{len(runs)} finished runs under {md_code(root)}, {len(manifests)} sweeps. Cells over "
+             "several seeds are `mean ± std (n)`; differences are paired by seed with a 95% bootstrap interval, "
+             "marked * only when the interval excludes zero and rests on "
+             f"{MIN_PAIRS_TO_MARK} or more seeds (fewer: all seeds sharing a sign is enough to exclude zero). "
+             "Every run: `runs.csv`.", ""]
+    lines += ["## Summary", ""]
+    for manifest in manifests:
+        lines += _sweep_brief(manifest, runs, out)
+    lines += _experiments_brief(groups)
+    if manifests:
+        lines += ["## Sweeps", ""]
+        for manifest in manifests:
+            lines += _sweep_section(manifest, runs, out)
+    lines += ["## Runs", ""]
+    for group in groups:
+        labels = dict.fromkeys(u for r in group.all_runs() for u in used_in.get((group.name, r.run_id), []))
+        lines += _group_section(group, list(labels), out)
+    lines += _appendix(groups)
+    lines += _diverged_section(done)
+    safe_output_dir(out.parent)
+    write_bytes_atomic(out, "\n".join(lines).encode())
+    write_runs_csv(root, out.parent / RUNS_CSV, manifests)
+    return out

@@ -1,0 +1,1 @@
+"""The training loop over the protocol, its lr schedules and CPU threads."""
