@@ -76,13 +76,16 @@ def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], yl
 
 def plot_run(history: list[EpochRecord], directory: Path, title: str) -> None:
     """acc.png and loss.png: train against validation per epoch, as in the lab report, with the
-    epoch of the final test (the last best validation accuracy) marked."""
+    epoch of the final test (the last best validation accuracy) marked. A run without a validation
+    split (data.val_size 0) tests every epoch: its figures draw train against test, with no mark."""
     epochs = [r.epoch for r in history]
     tested = [r.epoch for r in history if r.test_acc is not None]
+    validated = any(math.isfinite(r.val_acc) for r in history)
+    against = ("validation", "val") if validated else ("test", "test")
     for key, ylabel in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
-        series = {name: (epochs, [getattr(r, f"{split}_{key}") for r in history])
-                  for name, split in (("train", "train"), ("validation", "val"))}
-        plot_curves(series, ylabel, f"{title}: {ylabel}", directory / f"{key}.png", best_epoch=tested[-1] if tested else None)
+        series = {name: (epochs, [getattr(r, f"{split}_{key}") for r in history]) for name, split in (("train", "train"), against)}
+        best = tested[-1] if tested and validated else None
+        plot_curves(series, ylabel, f"{title}: {ylabel}", directory / f"{key}.png", best_epoch=best)
 
 
 SettingSeries = dict[str, list[tuple[Any, Sequence[float]]]]

@@ -71,8 +71,10 @@ class EpochRecord:
         """'epoch  3/50  train loss 1.7749 acc 0.3737  val loss 1.6012 acc 0.4211  test loss ... acc ...  3.1s 12,903 img/s'
         (test only on the epochs where validation accuracy reached its best so far)."""
         test = f"  test loss {self.test_loss:.4f} acc {self.test_acc:.4f}" if self.test_acc is not None else ""
+        # a run without a validation split (data.val_size 0) has no validation figures to print, not nan ones
+        val = "" if math.isnan(self.val_acc) else f"  val loss {self.val_loss:.4f} acc {self.val_acc:.4f}"
         return (f"epoch {self.epoch:>{len(str(epochs))}}/{epochs}  train loss {self.train_loss:.4f} acc {self.train_acc:.4f}"
-                f"  val loss {self.val_loss:.4f} acc {self.val_acc:.4f}{test}  {self.seconds:.1f}s {self.images_per_s:,.0f} img/s")
+                f"{val}{test}  {self.seconds:.1f}s {self.images_per_s:,.0f} img/s")
 
 
 SUMMARY_FIELDS = {
