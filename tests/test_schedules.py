@@ -4,6 +4,7 @@ optimizer step for onecycle and step."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,21 @@ def test_a_schedule_spanning_the_run_makes_each_length_its_own_trajectory() -> N
     assert trajectory(piecewise, 3) == trajectory(piecewise, 5)  # knots in epochs: a prefix
     for spanning in ({"type": "onecycle"}, {"type": "cosine"}):
         assert trajectory(spanning, 3) != trajectory(spanning, 5)
+
+
+def test_a_schedule_past_the_run_says_what_the_run_does_instead() -> None:
+    """The ResNet-9 recipe's knots [0, 5, 24] run with --epochs 2: the lr ramps to 2/5 of its peak and
+    never decays; one line says so (and a schedule that fits says nothing)."""
+    from netspec.spec.experiment import Experiment
+    from netspec.train.schedules import schedule_beyond_the_run
+
+    spec = str(Path(__file__).resolve().parent.parent / "specs" / "resnet9_recipe.json")
+    recipe = Experiment.load(spec, ["data.source=synthetic"])
+    assert schedule_beyond_the_run(recipe.train) is None
+    short = Experiment.load(spec, ["data.source=synthetic", "train.epochs=2"])
+    line = schedule_beyond_the_run(short.train)
+    assert line is not None and "\n" not in line
+    assert "reach epoch 24" in line and "2 epochs" in line and "factor 0.4 " in line and "(0.16)" in line
+    step = Experiment.load(spec, ["data.source=synthetic", "train.epochs=3",
+                                  'train.schedule={"type": "step", "step_epochs": 3}'])
+    assert "never steps" in schedule_beyond_the_run(step.train)

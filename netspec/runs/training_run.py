@@ -27,6 +27,7 @@ from netspec.runs.plots import plot_run
 from netspec.runs.run_folder import RunFolder
 from netspec.runs.tables import metrics_table, plural
 from netspec.runs.tensorboard import EVENTS_DIR, SCALARS, TensorBoardLog
+from netspec.train.schedules import schedule_beyond_the_run
 from netspec.train.trainer import TrainerState, check_classes, early_stop, fit, record_from_dict
 
 Log = Callable[[str], None]
@@ -196,6 +197,9 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     where = f"{model.device}, {plural(threads, 'thread')}" if isinstance(threads, int) else model.device
     log(f"{experiment.name} [{name} on {where}]: {len(data.train_y):,} train / {len(data.val_y):,} val / "
         f"{len(data.test_y):,} test images, {experiment.network.num_params():,} parameters -> {shown}")
+    beyond = schedule_beyond_the_run(experiment.train)
+    if beyond is not None:
+        log(f"warning: {beyond}")
     if start is not None:  # the folder's views of the state it starts from (a copied one included)
         folder.write_checkpoint(start, trajectory, epochs)
         _write_views(folder, start, True)

@@ -31,6 +31,26 @@ def schedule_spans_the_run(config: TrainConfig) -> bool:
     return config.schedule.type in ("onecycle", "cosine")
 
 
+def schedule_beyond_the_run(config: TrainConfig) -> str | None:
+    """One line when the schedule names epochs past train.epochs (a recipe run with a smaller
+    `--epochs`), saying what the run will do instead of what the recipe meant; None when it fits."""
+    schedule, epochs = config.schedule, config.epochs
+    if schedule.type == "piecewise_linear":
+        last = schedule.knots[-1][0]
+        if last > epochs:
+            held = float(np.interp(epochs, [k[0] for k in schedule.knots], [k[1] for k in schedule.knots]))
+            return (f"train.schedule: its knots reach epoch {last:g} but the run has {epochs} epochs: it stops at "
+                    f"factor {held:g} of train.lr ({held * config.lr:g}) and never reaches the last knot; "
+                    f"rescale train.schedule.knots to {epochs} epochs to keep the recipe's shape")
+    if schedule.type == "step" and schedule.step_epochs >= epochs:
+        return (f"train.schedule: step_epochs {schedule.step_epochs} is not below the run's {epochs} epochs, "
+                f"so the lr never steps; lower train.schedule.step_epochs")
+    if schedule.type == "cosine" and schedule.warmup_epochs >= epochs:
+        return (f"train.schedule: warmup_epochs {schedule.warmup_epochs:g} is not below the run's {epochs} epochs, "
+                f"so the lr never leaves its warm-up; lower train.schedule.warmup_epochs")
+    return None
+
+
 def lr_factors(steps: np.ndarray, steps_per_epoch: int, config: TrainConfig) -> np.ndarray:
     """The schedule's factor of the lr at each global step (float64)."""
     schedule = config.schedule
