@@ -549,7 +549,7 @@ def build_report(root: Path, out: Path) -> Path:
         raise SpecError(f"{root}: no finished runs or sweeps to report; train something first (netspec train specs/mlp.json)")
     used_in = _used_in(manifests)
     groups = group_runs(runs)
-    lines = ["# netspec report", "", f"{len(runs)} finished runs under {md_code(root)}, {len(manifests)} sweeps. Cells over "
+    lines = ["# netspec report", "", f"{plural(len(runs), 'finished run')} under {md_code(root)}, {plural(len(manifests), 'sweep')}. Cells over "
              "several seeds are `mean ± std (n)`; differences are paired by seed with a 95% bootstrap interval, "
              "marked * only when the interval excludes zero and rests on "
              f"{MIN_PAIRS_TO_MARK} or more seeds (fewer: all seeds sharing a sign is enough to exclude zero). "
