@@ -15,6 +15,7 @@ Backends are resolved by name through the registry (netspec.protocol.backend); t
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from netspec.protocol.backend import Backend, backend_names, load_backend
-from netspec.errors import NetspecError, SpecError, did_you_mean
+from netspec.errors import NetspecError, SetupError, SpecError, did_you_mean
 from netspec.train.threads import check_threads
 
 EXIT_BAD_INPUT = 2
@@ -36,6 +37,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise SpecError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
+def require(module: str, extra: str, what: str, package: Optional[str] = None) -> None:
+    """SetupError (one line: what needs which package, and the pip extra that brings it) unless `module` is
+    installed. Called by a command before it prints or creates anything, so a missing optional package never
+    leaves a half-started run behind. find_spec looks the module up without importing it (ray takes seconds);
+    `package` is the words for it in the message (default: the module's name)."""
+    # find_spec is None for a module that is not installed, and for one set to None in sys.modules (how
+    # Python, and the tests, mark a module as unimportable).
+    if importlib.util.find_spec(module) is None:
+        raise SetupError(f"{what} needs {package or module}, which is not installed; run: pip install 'netspec[{extra}]'")
 
 
 # ---- shared options ----------------------------------------------------------------------------
@@ -129,6 +141,11 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     args = _train_parser(prog).parse_args(argv)
     if args.summary or args.crosscheck:
         return (_summary if args.summary else _crosscheck)(args)
+    # The optional packages first: before a backend loads, a line is printed or a run folder exists.
+    if args.tensorboard:
+        require("tensorboardX", "tensorboard", "--tensorboard")
+    if args.launcher == "ray":
+        require("ray", "ray", "--launcher ray")
     overrides = _overrides(args)
     backends = _backends(args.backend or backend_names()[0], args.threads)
     if args.seeds is not None and args.seeds < 1:
@@ -254,6 +271,7 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("-o", "--out", help="the file to write (default: RUN_DIR/model.onnx)")
     p.add_argument("--backend", help="the backend whose logits the file is checked against (default: the run's own)")
     args = p.parse_args(argv)
+    require("onnx", "export", "ONNX export", "the onnx package")  # the words netspec.deploy.export's own check uses
     from netspec.deploy.export import check_export, export_run
     from netspec.deploy.inference import load_run
 

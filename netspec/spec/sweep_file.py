@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 
 from netspec.errors import SpecError
 from netspec.spec.experiment import MAX_SEED, Experiment, SafeName, apply_overrides
-from netspec.io import read_json, validate
+from netspec.io import UnreadableJSON, parse_json_file, read_json, validate
 
 SWEEPS_DIR = "sweeps"
 
@@ -150,7 +150,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None,
     arms: list[SweepPoint] = []
     for variant, relative in bases.items():
         base_path = path.parent / relative
-        base = apply_overrides(read_json(base_path), overrides or [], source=str(base_path))
+        field = f"variants.{variant}" if variant else "base"
+        base = apply_overrides(_read_base(path, field, relative), overrides or [], source=str(base_path))
         for settings in _settings(spec):
             edits = [f"{p}={json.dumps(v)}" for axis, v in settings for p in axis.paths]
             words = [f"{axis.name}={v}" for axis, v in settings]
@@ -161,6 +162,18 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None,
     arms = _mark_base(arms, first_variant=next(iter(bases)))
     chosen = seed_list(seeds if seeds is not None else spec.seeds)
     return spec, [SweepPoint(a.label, with_seed(a.experiment, s), s, a.settings, a.is_base) for a in arms for s in chosen]
+
+
+def _read_base(sweep_path: Path, field: str, relative: str) -> Any:
+    """The experiment a sweep file's `field` (base, variants.<label>) names, relative to the sweep file.
+    A file that cannot be read is one line naming the sweep file and the field first: the path the user
+    should fix is written there, and a bare 'bad/x.json: cannot read the file' would not say where."""
+    base_path = sweep_path.parent / relative
+    try:
+        return parse_json_file(base_path)
+    except UnreadableJSON as err:
+        raise SpecError(f"{sweep_path}: {field} {relative!r} (resolved to {base_path.resolve()}, relative to the sweep "
+                        f"file): {err}; {err.advice}") from None
 
 
 def _is_base(base: Any, settings: list[tuple[Axis, Any]]) -> bool:
