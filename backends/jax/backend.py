@@ -8,10 +8,8 @@ import jax
 import optax
 from jax._src import xla_bridge
 
-from netspec.protocol.backend import Compile, Precision, request_device
+from netspec.protocol.backend import BackendBase, request_device
 from netspec.errors import SetupError
-from netspec.spec.network import Network
-from netspec.spec.params import Weights, init_weights
 
 from .model import JaxModel
 
@@ -54,19 +52,17 @@ def device_words(device: jax.Device) -> str:
     return "cpu" if device.platform == "cpu" else f"{device.platform}:{device.id} ({device.device_kind})"
 
 
-class JaxBackend:
-    """netspec.protocol.backend.Backend for JAX/Flax."""
+class JaxBackend(BackendBase):
+    """netspec.protocol.backend.Backend for JAX/Flax: compile and device are BackendBase's."""
 
     name = "jax"
+    model_class = JaxModel
 
-    def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
-                device: Optional[str] = None, precision: Precision = "default", compiled: Compile = "auto") -> JaxModel:
-        where = resolve_device(device)
-        weights = init_weights(network, seed) if weights is None else weights
-        return JaxModel(network, weights, seed, where, device_words(where), precision, compiled)
+    def resolve_device(self, name: Optional[str] = None) -> jax.Device:
+        return resolve_device(name)
 
-    def device(self, name: Optional[str] = None) -> str:
-        return device_words(resolve_device(name))
+    def device_words(self, device: jax.Device) -> str:
+        return device_words(device)
 
     def set_threads(self, threads: Optional[int]) -> None:
         """XLA:CPU takes no thread count: 1 turns its multi-threaded Eigen kernels off, more use every

@@ -6,9 +6,7 @@ from typing import Any, Optional
 
 import torch
 
-from netspec.protocol.backend import Compile, Precision, request_device
-from netspec.spec.network import Network
-from netspec.spec.params import Weights, init_weights
+from netspec.protocol.backend import BackendBase, request_device
 from netspec.train.threads import default_threads
 
 from .model import TorchModel
@@ -29,19 +27,17 @@ def device_words(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
-class TorchBackend:
-    """netspec.protocol.backend.Backend for PyTorch."""
+class TorchBackend(BackendBase):
+    """netspec.protocol.backend.Backend for PyTorch: compile and device are BackendBase's."""
 
     name = "torch"
+    model_class = TorchModel
 
-    def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
-                device: Optional[str] = None, precision: Precision = "default", compiled: Compile = "auto") -> TorchModel:
-        where = resolve_device(device)
-        weights = init_weights(network, seed) if weights is None else weights
-        return TorchModel(network, weights, seed, where, device_words(where), precision, compiled)
+    def resolve_device(self, name: Optional[str] = None) -> torch.device:
+        return resolve_device(name)
 
-    def device(self, name: Optional[str] = None) -> str:
-        return device_words(resolve_device(name))
+    def device_words(self, device: torch.device) -> str:
+        return device_words(device)
 
     def set_threads(self, threads: Optional[int]) -> None:
         """None: the usable cores less the machine's load (netspec.train.threads.default_threads), since

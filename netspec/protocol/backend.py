@@ -19,7 +19,7 @@ from pathlib import Path
 from importlib import import_module
 from importlib.util import find_spec, module_from_spec, spec_from_file_location
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Literal, Mapping, Optional, Protocol, TypeVar
+from typing import Any, Callable, Literal, Mapping, Optional, Protocol, TypeVar
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from netspec.errors import SetupError, SpecError
 from netspec.spec.experiment import TrainConfig
 from netspec.spec.layers import LayerSpec, Shape
 from netspec.spec.network import Network
-from netspec.spec.params import Weights
+from netspec.spec.params import Weights, init_weights
 
 Precision = Literal["float32", "tf32", "bf16", "default", "highest", "float64"]
 """How a model computes. The training settings (TrainConfig.precision), the same on every backend:
@@ -173,6 +173,35 @@ class Backend(Protocol):
         allows; None: the backend's default for a possibly shared machine (netspec.train.threads). Never
         part of a run id; describe()'s "cpu_threads" says what it uses."""
 
+
+
+class BackendBase:
+    """What every backend's Backend object does alike, stated once: `compile` (weights from the seed
+    when none are given, the model built on the resolved device) and `device`. A backend names its
+    Model class and says how it resolves a device name and puts a device in words; `describe` and
+    `set_threads` are its own."""
+
+    name: str
+    model_class: Callable[..., Model]
+    """The backend's Model: called as (network, weights, seed, device, device words, precision, compiled)."""
+
+    def resolve_device(self, name: Optional[str]) -> Any:
+        """The framework's device for a name (netspec.protocol.backend.parse_device's); None: a GPU when
+        there is one, else the CPU. SetupError when unknown or absent."""
+        raise NotImplementedError
+
+    def device_words(self, device: Any) -> str:
+        """'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+        raise NotImplementedError
+
+    def compile(self, network: Network, weights: Optional[Weights] = None, seed: int = 0,
+                device: Optional[str] = None, precision: Precision = "default", compiled: Compile = "auto") -> Model:
+        where = self.resolve_device(device)
+        weights = init_weights(network, seed) if weights is None else weights
+        return self.model_class(network, weights, seed, where, self.device_words(where), precision, compiled)
+
+    def device(self, name: Optional[str] = None) -> str:
+        return self.device_words(self.resolve_device(name))
 
 # ---- building layers: one builder signature in every backend ------------------------------------
 
