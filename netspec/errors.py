@@ -130,23 +130,29 @@ def _branches(defs: dict[str, Any], node: Any) -> list[dict[str, Any]]:
     return [node] + [b for alt in node.get("anyOf", []) + node.get("oneOf", []) for b in _branches(defs, alt)]
 
 
-def _walk(model: Optional[type[BaseModel]], loc: tuple[Any, ...]) -> tuple[list[str], frozenset[int]]:
-    """Along `loc` in `model`'s JSON Schema: the fields allowed at its end, and the positions in it that
-    are discriminated-union tags. ([], {}) when unknown."""
+def _walk(model: Optional[type[BaseModel]], loc: tuple[Any, ...]) -> tuple[list[str], frozenset[int], list[str]]:
+    """Along `loc` in `model`'s JSON Schema: the fields allowed at its end, the positions in it that are
+    discriminated-union tags, and the tags the node at its end may take (a union's `type` choices).
+    ([], {}, []) when unknown."""
     if model is None:
-        return [], frozenset()
+        return [], frozenset(), []
     try:
         schema = model.model_json_schema()
     except Exception:  # a model without a JSON Schema: no suggestions, the message stands without them
-        return [], frozenset()
+        return [], frozenset(), []
     defs = schema.get("$defs", {})
     node: Any = schema
     tags = set()
     for i, key in enumerate(loc):
-        if isinstance(key, str) and any(key in b.get("discriminator", {}).get("mapping", {}) for b in _branches(defs, node)):
+        if isinstance(key, str) and key in _tags(defs, node):
             tags.add(i)
         node = _schema_node(schema, node, key)
-    return [name for b in _branches(defs, node) for name in b.get("properties", {})], frozenset(tags)
+    return [name for b in _branches(defs, node) for name in b.get("properties", {})], frozenset(tags), _tags(defs, node)
+
+
+def _tags(defs: dict[str, Any], node: Any) -> list[str]:
+    """The tags of a discriminated union at a schema node, in the union's order ([] for any other node)."""
+    return [tag for b in _branches(defs, node) for tag in b.get("discriminator", {}).get("mapping", {})]
 
 
 def _quoted(text: str) -> list[str]:
@@ -163,7 +169,7 @@ def _message(error: dict[str, Any], model: Optional[type[BaseModel]]) -> tuple[t
     loc = _clean_loc(error["loc"])
     kind, msg, ctx = error["type"], error["msg"], error.get("ctx", {})
     if kind == "extra_forbidden":
-        allowed, _ = _walk(model, loc[:-1])
+        allowed = _walk(model, loc[:-1])[0]
         msg = f"unknown field '{loc[-1]}'" + (did_you_mean(loc[-1], allowed) or "; remove it" + (
             f" (allowed here: {', '.join(allowed)})" if allowed else ""))
         loc = loc[:-1]
@@ -171,8 +177,19 @@ def _message(error: dict[str, Any], model: Optional[type[BaseModel]]) -> tuple[t
         tags = _quoted(str(ctx.get("expected_tags", "")))
         noun = "layer type" if "layers" in loc else f"{loc[-1] if loc else 'spec'} type"
         msg = f"unknown {noun} {ctx.get('tag')!r}{did_you_mean(ctx.get('tag'), tags)}; use one of {', '.join(tags)}"
-    elif kind == "union_tag_not_found":
+    elif kind == "union_tag_not_found" and "layers" in loc:
         msg = "a layer without a 'type'; add one, e.g. \"type\": \"Linear\""
+    elif kind == "union_tag_not_found":  # a recipe section (train.optimizer) whose fields `--set` wrote alone
+        section, choices = ".".join(map(str, loc)), _walk(model, loc)[2]
+        given = sorted(error["input"]) if isinstance(error.get("input"), dict) else []
+        # The choices whose fields include every one given: the likely meaning (warmup_epochs: cosine).
+        fits = [tag for tag in choices if set(given) <= set(_walk(model, (*loc, tag))[0])]
+        example = (fits or choices or ["..."])[0]
+        takes = f" ({', '.join(fits)} take{'s' * (len(fits) == 1)} {', '.join(given)})" if fits and given else ""
+        msg = (f"{section} has no 'type' to say which {loc[-1] if loc else 'kind'} its fields belong to; choose one of "
+               f"{', '.join(choices)}{takes}: add --set {section}.type={example}, or write \"type\": \"{example}\" "
+               "in the section")
+        loc = ()
     elif kind == "literal_error":
         choices = _quoted(str(ctx.get("expected", "")))
         given = error.get("input")

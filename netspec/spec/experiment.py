@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model
 
 from netspec.errors import SpecError
 from netspec.io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
-from netspec.spec.layers import Real
+from netspec.spec.layers import Real, check_float32
 from netspec.spec.network import Network
 
 MAX_NAME_LENGTH = 100
@@ -46,6 +46,11 @@ def _images(positive: bool) -> Any:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _fits_float32(self) -> "_Strict":
+        check_float32(self)  # every real-valued setting (lr, eps, betas, knots...) of every section
+        return self
 
 
 class DataConfig(_Strict):
@@ -278,6 +283,13 @@ class TrainConfig(_Strict):
         return self
 
 
+_TOO_MUCH_PADDING = {
+    "reflect": "a reflection cannot reach that far (PyTorch refuses it)",
+    "zeros": "a crop can then hold no pixel of the image at all",
+}
+"""Why a crop_padding of the image's side or more is refused, per pad_mode."""
+
+
 class Experiment(_Strict):
     """Everything one run needs. Every field can be overridden: `--set train.lr=0.01`."""
 
@@ -304,12 +316,16 @@ class Experiment(_Strict):
             raise ValueError(f"{what} needs image input (C, H, W), but network.input_shape is {shape}; "
                              f"set it to e.g. [3, 32, 32] (Flatten first for an MLP) or turn augmentation off")
         height, width = shape[1:]
-        if augment.pad_mode == "reflect" and augment.crop_padding >= min(height, width):
-            raise ValueError(f"train.augment.crop_padding {augment.crop_padding} with pad_mode 'reflect' must be below the "
-                             f"image's height and width {height}x{width}; lower it or use pad_mode 'zeros'")
-        if augment.cutout > min(height, width):
-            raise ValueError(f"train.augment.cutout {augment.cutout} is larger than the {height}x{width} images; "
-                             f"lower it (Page's recipe: 8 on 32x32)")
+        side = min(height, width)
+        if augment.crop_padding >= side:
+            raise ValueError(f"train.augment.crop_padding {augment.crop_padding} with pad_mode '{augment.pad_mode}' must be "
+                             f"below the image's height and width {height}x{width} (the rule for every pad_mode): "
+                             f"{_TOO_MUCH_PADDING[augment.pad_mode]}; lower it (Page's recipe: 4 on 32x32)")
+        if augment.cutout >= side:  # a square as tall or wide as the image blanks a whole band of it
+            raise ValueError(f"train.augment.cutout {augment.cutout} is larger than the {height}x{width} images allow: "
+                             f"a square of side {side} or more zeroes the image's whole "
+                             f"{'height' if height == side else 'width'} (all of a square image); lower it below "
+                             f"{side} (Page's recipe: 8 on 32x32)")
         return self
 
     def save(self, path: str | Path, schema: Optional[str] = "schema/experiment.schema.json") -> None:

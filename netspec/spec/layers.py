@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args
+from typing import Annotated, Any, ClassVar, Iterator, Literal, Optional, Union, get_args
 
 import numpy as np
 
@@ -32,6 +32,33 @@ checked against the machine before its weights exist (netspec.spec.params.check_
 # lax mode would take all three silently), and NaN or Infinity (which Python's json accepts) are refused.
 Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 """A finite float (an integer is taken too), never a bool or a string."""
+FLOAT32_TINY, FLOAT32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+"""float32's smallest normal and largest magnitude (as Python floats: comparing with numpy's warns)."""
+
+
+def _floats(value: Any, where: str) -> Iterator[tuple[str, float]]:
+    """The floats in a field's value (a number, or a tuple or list of them: betas, knots), by place."""
+    if isinstance(value, float):
+        yield where, value
+    elif isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            yield from _floats(item, f"{where}.{i}")
+
+
+def check_float32(model: BaseModel) -> None:
+    """ValueError for the first real-valued field of `model` that float32 cannot hold: the backends compute
+    in float32, where such a value fails deep inside (torch.celu with alpha 1e-50: "value cannot be
+    converted to type float without overflow") or silently becomes 0 or infinite. A model validator
+    rather than a check in `Real`: a validator inside `Real` would turn the JSON Schema's
+    minimum/maximum of every constrained Real into unknown keywords."""
+    for name in type(model).model_fields:
+        for where, value in _floats(getattr(model, name), name):
+            if value != 0 and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+                fate = "underflows (below its normal range)" if abs(value) < FLOAT32_TINY else "overflows (to infinity)"
+                raise ValueError(f"{where}: {value:g} does not fit float32, the backends' number type: it {fate}; "
+                                 f"use a value of magnitude {FLOAT32_TINY:.4g} to {FLOAT32_MAX:.4g} (or 0)")
+
+
 Count = Annotated[int, Strict(), Field(gt=0, le=MAX_SIZE)]
 """A positive integer up to MAX_SIZE."""
 NonNegCount = Annotated[int, Strict(), Field(ge=0, le=MAX_SIZE)]
@@ -90,6 +117,11 @@ class LayerSpec(BaseModel):
     OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("id", "inputs")
     """Fields left out of the layer's JSON while they hold their default, so every spec written before
     they existed keeps its JSON and its run id (a subclass adds its own later fields)."""
+
+    @model_validator(mode="after")
+    def _fits_float32(self) -> "LayerSpec":
+        check_float32(self)  # once here for every field of every layer type
+        return self
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
