@@ -15,7 +15,6 @@ Backends are resolved by name through the registry (netspec.protocol.backend); t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from netspec.protocol.backend import Backend, backend_names, load_backend
-from netspec.errors import NetspecError, SetupError, SpecError, did_you_mean
+from netspec.errors import NetspecError, SpecError, did_you_mean, require
 from netspec.train.threads import check_threads
 
 EXIT_BAD_INPUT = 2
@@ -37,17 +36,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise SpecError(f"{self.prog}: {message}; see {self.prog} --help")
-
-
-def require(module: str, extra: str, what: str, package: Optional[str] = None) -> None:
-    """SetupError (one line: what needs which package, and the pip extra that brings it) unless `module` is
-    installed. Called by a command before it prints or creates anything, so a missing optional package never
-    leaves a half-started run behind. find_spec looks the module up without importing it (ray takes seconds);
-    `package` is the words for it in the message (default: the module's name)."""
-    # find_spec is None for a module that is not installed, and for one set to None in sys.modules (how
-    # Python, and the tests, mark a module as unimportable).
-    if importlib.util.find_spec(module) is None:
-        raise SetupError(f"{what} needs {package or module}, which is not installed; run: pip install 'netspec[{extra}]'")
 
 
 # ---- shared options ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ or the machine's set-up, such as a missing package or GPU (`SetupError`).
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import re
 from typing import Any, Iterable, Optional
@@ -235,3 +236,20 @@ def _explained(error: dict[str, Any], seen: dict[tuple[Any, ...], str]) -> bool:
         return False
     loc = _clean_loc(error["loc"])
     return any(f"(did you mean '{loc[-1]}'?)" in line for other, line in seen.items() if other[:-1] == loc[:-1])
+
+
+def missing_package(what: str, package: str, extra: str) -> SetupError:
+    """The one line for an optional package that is not installed: what needs it, and the pip extra
+    that brings it (`--tensorboard needs tensorboardX, which is not installed; run: pip install
+    'netspec[tensorboard]'`)."""
+    return SetupError(f"{what} needs {package}, which is not installed; run: pip install 'netspec[{extra}]'")
+
+
+def require(module: str, extra: str, what: str, package: Optional[str] = None) -> None:
+    """missing_package's SetupError unless `module` is installed. A command calls it before it prints or
+    creates anything, so a missing optional package never leaves a half-started run behind. find_spec
+    looks the module up without importing it (ray takes seconds); it is also None for a module set to
+    None in sys.modules (how Python, and the tests, mark a module as unimportable). `package`: the words
+    for it in the message (default: the module's name)."""
+    if importlib.util.find_spec(module) is None:
+        raise missing_package(what, package or module, extra)

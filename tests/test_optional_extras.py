@@ -9,7 +9,8 @@ from typing import Callable
 
 import pytest
 
-from netspec.cli import main, require
+from netspec.cli import main
+from netspec.errors import require
 from netspec.errors import SetupError, SpecError
 from netspec.spec.sweep_file import load_sweep
 from tests.helpers import tiny_experiment, write_json, write_spec

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from netspec.protocol.backend import builder_for
-from netspec.errors import SetupError
+from netspec.errors import missing_package
 from netspec.deploy.inference import load_run
 from netspec.io import safe_output_dir, write_bytes_atomic
 from netspec.spec.layers import (CELU, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten, GlobalPool,
@@ -43,14 +43,13 @@ DEFAULT_OPSET = 17
 """ONNX opset of exported models: supported by onnxruntime >= 1.14 and every current converter."""
 INPUT, OUTPUT = "images", "logits"
 ONNX_FILE = "model.onnx"
-_INSTALL_HINT = "pip install 'netspec[export]'"
 
 
 def _onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise SetupError(f"ONNX export needs the onnx package, which is not installed; run: {_INSTALL_HINT}") from None
+        raise missing_package("ONNX export", "the onnx package", "export") from None
     return onnx
 
 

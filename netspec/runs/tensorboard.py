@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from netspec.errors import SetupError
+from netspec.errors import missing_package
 from netspec.io import safe_output_dir
 from netspec.train.trainer import EpochRecord
 
@@ -30,8 +30,7 @@ class TensorBoardLog:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            raise SetupError("--tensorboard needs tensorboardX, which is not installed; run: "
-                             "pip install 'netspec[tensorboard]'") from None
+            raise missing_package("--tensorboard", "tensorboardX", "tensorboard") from None
         # tensorboardX writes its event file in place: the folder must be the run's own, never a link, and
         # the file's name ends in a random token, so no link planted in the folder can wait for it (its
         # own name is only the time in seconds and the host).
