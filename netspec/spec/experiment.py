@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
-from netspec.errors import SpecError
+from netspec.errors import SpecError, did_you_mean
 from netspec.io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
 from netspec.spec.layers import Real, check_float32
 from netspec.spec.network import Network
@@ -357,8 +357,46 @@ def parse_value(text: str) -> Any:
         raise SpecError(f"--set value {text[:40]!r}: {err}; {err.advice}") from None
 
 
+_INDEX = re.compile(r"-?[0-9]+")
+MAX_IDS_LISTED = 6
+"""How many layer ids the message for an unknown one lists before '...'."""
+
+
+def _item_ids(node: list[Any]) -> dict[str, int]:
+    """The ids the items of a JSON list carry (layers: `"id": "layer1"`), each to its first index."""
+    ids: dict[str, int] = {}
+    for index, item in enumerate(node):
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            ids.setdefault(item["id"], index)
+    return ids
+
+
+def list_position(node: list[Any], key: str) -> int | None:
+    """The index a dotted path's `key` names in a JSON list: an index (negative counts from the end)
+    or the `id` of one of its items (a layer's id: 'network.layers.layer1.p' is the layer whose id is
+    'layer1'); None where it names neither. An index wins over an id spelled like one."""
+    if _INDEX.fullmatch(key):
+        return int(key) if -len(node) <= int(key) < len(node) else None
+    return _item_ids(node).get(key)
+
+
+def _no_such_item(node: list[Any], key: str, parent: str, where: str, dotted: str, source: str) -> str:
+    """The one line for a path's key that names no item of a list: layers are named by index or id."""
+    if parent != "layers" or not node or _INDEX.fullmatch(key):
+        return f"{source}: --set {dotted}: '{where}' needs an index below {len(node)}"
+    ids = list(_item_ids(node))
+    if not ids:
+        return (f"{source}: --set {dotted}: no layer has id {key!r}; use a layer's index (0-{len(node) - 1}) "
+                f"(none of these layers has an id)")
+    listed = ", ".join(ids[:MAX_IDS_LISTED]) + (", ..." if len(ids) > MAX_IDS_LISTED else "")
+    return (f"{source}: --set {dotted}: no layer has id {key!r}{did_you_mean(key, ids)}; use a layer's index "
+            f"(0-{len(node) - 1}) or one of its ids: {listed}")
+
+
 def set_path(data: Any, dotted: str, value: Any, source: str = "<spec>") -> Any:
-    """Return a copy of `data` (JSON-like) with `dotted` ('network.layers.3.p') set to `value`."""
+    """Return a copy of `data` (JSON-like) with `dotted` ('network.layers.3.p') set to `value`. A list's
+    item is named by its index or, for items with an `id` (layers), by that id ('network.layers.layer1.p'):
+    resolved here, before validation, so the experiment is the one the equivalent index gives."""
     keys = dotted.split(".")
     root = json.loads(json.dumps(data))
     node = root
@@ -366,9 +404,10 @@ def set_path(data: Any, dotted: str, value: Any, source: str = "<spec>") -> Any:
         last = depth == len(keys) - 1
         where = ".".join(keys[: depth + 1])
         if isinstance(node, list):
-            if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
-                raise SpecError(f"{source}: --set {dotted}: '{where}' needs an index below {len(node)}")
-            key = int(key)
+            position = list_position(node, key)
+            if position is None:
+                raise SpecError(_no_such_item(node, key, keys[depth - 1] if depth else "", where, dotted, source))
+            key = position
         elif isinstance(node, dict):
             if key not in node and not last:
                 node[key] = {}

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Optional, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from netspec.errors import SpecError
-from netspec.spec.experiment import MAX_SEED, Experiment, SafeName, apply_overrides
+from netspec.spec.experiment import MAX_SEED, Experiment, SafeName, apply_overrides, list_position
 from netspec.io import UnreadableJSON, parse_json_file, read_json, validate
 
 SWEEPS_DIR = "sweeps"
@@ -192,8 +192,8 @@ def _value_at(data: Any, dotted: str) -> Any:
     """The value at a dotted path of a JSON-like spec, or None where the path does not exist."""
     node = data
     for key in dotted.split("."):
-        if isinstance(node, list) and key.lstrip("-").isdigit() and -len(node) <= int(key) < len(node):
-            node = node[int(key)]
+        if isinstance(node, list) and list_position(node, key) is not None:
+            node = node[list_position(node, key)]
         elif isinstance(node, dict) and key in node:
             node = node[key]
         else:
