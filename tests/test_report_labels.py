@@ -89,3 +89,25 @@ def test_more_than_two_differences_are_counted_and_no_difference_falls_back_to_t
         "`many` (train.batch_size=25, train.epochs=3, +1 more)", "`many` (train.batch_size=50, train.epochs=2, +1 more)"]
     same = [r for r in rows if r.startswith("`same`")]
     assert len(same) == 2 and all(HASH.search(r) for r in same) and same[0] != same[1]
+
+
+def test_sweep_overlay_figures_name_the_seed_they_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netspec.spec.sweep_file import load_sweep
+    from netspec.sweeps import report
+    from netspec.sweeps.sweep import run_sweep
+    from tests.helpers import write_json, write_spec
+    from tests.scripted import Script, ScriptedBackend
+
+    runs = tmp_path / "runs"
+    base = write_spec(tmp_path, tiny_experiment("base", epochs=2))
+    sweep_path = write_json(tmp_path / "rates.json", {"name": "rates", "base": base.name, "seeds": [0, 1],
+                                                      "axes": [{"name": "lr", "paths": ["train.lr"], "values": [0.01, 0.001]}]})
+    for point in load_sweep(sweep_path)[1]:
+        finish_run(runs, point.experiment)
+    idle = Script(step_losses=[], step_accs=[], val=[], test=[])
+    run_sweep(sweep_path, [ScriptedBackend(idle, name="torch")], runs, log=lambda line: None)
+    titles: list[str] = []
+    monkeypatch.setattr(report, "plot_curves", lambda series, ylabel, title, path, **kw: titles.append(title))
+    write_report(runs)
+    overlays = [t for t in titles if t.startswith("rates")]
+    assert overlays and all("(torch, seed 0)" in t for t in overlays), titles
