@@ -27,7 +27,7 @@ from netspec.spec.experiment import Experiment, recipe_text
 from netspec.io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
 from netspec.runs.plots import plot_curves, plot_result_vs_setting
 from netspec.runs.run_folder import RunFolder
-from netspec.runs.stats import MIN_PAIRS_TO_MARK, Difference, paired_difference
+from netspec.runs.stats import MIN_PAIRS_TO_MARK, Difference, paired_difference, summarize
 from netspec.spec.sweep_file import SWEEPS_DIR, replicate_key
 from netspec.runs.tables import fmt_values, markdown_table, md_code, md_text, plural, summary_table
 from netspec.train.trainer import SUMMARY_FIELDS
@@ -198,6 +198,14 @@ def seeds_text(seeds: Iterable[int]) -> str:
     return ("seed " if len(ordered) == 1 else "seeds ") + ", ".join(map(str, ordered))
 
 
+def seconds_text(seconds: Sequence[float]) -> str:
+    """Seconds over seeds as fmt_values writes figures, to 2 decimals: '-', '1.23', '1.23 ± 0.04 (3)'."""
+    if not seconds:
+        return "-"
+    summary = summarize(seconds)
+    return f"{summary.mean:.2f}" if summary.std is None else f"{summary.mean:.2f} ± {summary.std:.2f} ({summary.n})"
+
+
 def overrides_text(overrides: Sequence[str]) -> str:
     return " ".join(f"--set {o}" for o in overrides) if overrides else "as written"
 
@@ -343,8 +351,8 @@ def _backend_comparison(arms: list[Arm], backends: list[str]) -> list[str]:
             r, o = a.runs.get(reference, {}), a.runs.get(other, {})
             rows.append([md_text(a.label), fmt_values(values(r, "test_acc")), fmt_values(values(o, "test_acc")),
                          _diff_text(paired(o, r, "test_acc")), fmt_values(values(r, "best_val_acc")),
-                         fmt_values(values(o, "best_val_acc")), fmt_values(values(r, "median_epoch_seconds")),
-                         fmt_values(values(o, "median_epoch_seconds"))])
+                         fmt_values(values(o, "best_val_acc")), seconds_text(values(r, "median_epoch_seconds")),
+                         seconds_text(values(o, "median_epoch_seconds"))])
         ref, oth = md_text(reference), md_text(other)
         lines += [f"{md_text(reference, line_start=True)} vs {oth}:", "", markdown_table(
             ["point", f"test acc {ref}", f"test acc {oth}", f"{oth} - {ref}", f"best val {ref}",
@@ -391,7 +399,9 @@ def _overlay_figures(stem: str, arms: list[Arm], backends: list[str], out: Path)
             pad = 0.05 * (hi - lo or 1.0)
             series = {label: ([r["epoch"] for r in rows], [r[key] for r in rows]) for label, rows in by_label.items()}
             path = _figure(out, f"{stem}_{backend}_{key}.png")
-            plot_curves(series, ylabel, f"{stem} ({backend}): {ylabel}", path, ylim=(lo - pad, hi + pad))
+            seeds = sorted({min(a.runs[backend]) for a in arms if a.runs.get(backend)})
+            shown = f"seed {seeds[0]}" if len(seeds) == 1 else "lowest seed of each"
+            plot_curves(series, ylabel, f"{stem} ({backend}, {shown}): {ylabel}", path, ylim=(lo - pad, hi + pad))
             images.append(f"![{stem} {md_text(backend)} {ylabel}]({_link(path, out.parent)})")
         lines += [" ".join(images), ""]
     return lines
@@ -465,7 +475,7 @@ def _group_table(group: Group) -> str:
     rows = [[label, *(fmt_values(values(s, key)) for s in group.runs.values()),
              *(_diff_text(paired(group.runs[o], group.runs[reference], key)) for o in others)]
             for key, label in SUMMARY_FIELDS.items()]
-    rows.append(["median epoch seconds", *(fmt_values(values(s, "median_epoch_seconds")) for s in group.runs.values()),
+    rows.append(["median epoch seconds", *(seconds_text(values(s, "median_epoch_seconds")) for s in group.runs.values()),
                  *("-" for _ in others)])
     return markdown_table(header, rows)
 
@@ -483,12 +493,45 @@ def _appendix(groups: list[Group]) -> list[str]:
          "validation accuracy"], rows), ""]
 
 
+def _flat(value: Any, path: str = "") -> dict[str, Any]:
+    """A spec as {dotted path: leaf value}; list items by index (network.layers.3.p)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+    if items is None or not value:
+        return {path: value}
+    return {k: v for key, item in items for k, v in _flat(item, f"{path}.{key}" if path else str(key)).items()}
+
+
+_MISSING = object()
+SEED_PATHS = {"name", "description", "$schema", "train.seed", "train.shuffle_seed"}
+"""Spec paths that never tell experiments of one name apart (the seeds of one are in one row)."""
+
+
+def _brief_labels(groups: list[Group], shown: int = 2) -> dict[int, str]:
+    """id(group) -> what tells it from the other experiments of its name: the spec paths whose values
+    differ among them, at most `shown` as `path=value` then `+N more`; the run id when nothing differs
+    (the same spec on other data) and for a name that only one experiment has."""
+    by_name: dict[str, list[Group]] = {}
+    for g in groups:
+        by_name.setdefault(g.name, []).append(g)
+    labels = {}
+    for same in by_name.values():
+        flats = [_flat(g.first().spec) for g in same]
+        paths = sorted({k for f in flats for k in f} - SEED_PATHS)
+        differing = [k for k in paths if len({repr(f.get(k, _MISSING)) for f in flats}) > 1] if len(same) > 1 else []
+        for g, f in zip(same, flats):
+            text = lambda v: "-" if v is _MISSING else v if isinstance(v, str) else json.dumps(v)  # noqa: E731
+            words = [f"{k}={text(f.get(k, _MISSING))}" for k in differing[:shown]] + ([f"+{len(differing) - shown} more"] if len(differing) > shown else [])
+            labels[id(g)] = ", ".join(words) if words else g.first().run_id
+    return labels
+
+
 def _experiments_brief(groups: list[Group]) -> list[str]:
     """Every experiment's final test accuracy per backend, over its seeds: one table."""
     backends = in_registry_order({b for g in groups for b in g.runs})
     if not groups:
         return []
-    rows = [[f"{md_code(g.name)} ({md_text(g.first().run_id)})", *(fmt_values(values(g.runs.get(b, {}), "test_acc")) for b in backends)]
+    labels = _brief_labels(groups)
+    rows = [[f"{md_code(g.name)} ({md_text(labels[id(g)])})", *(fmt_values(values(g.runs.get(b, {}), "test_acc")) for b in backends)]
             for g in groups]
     return ["### Experiments in brief", "", "Final test accuracy; each experiment's section below has the rest.", "",
             markdown_table(["experiment", *map(md_text, backends)], rows), ""]
