@@ -39,6 +39,11 @@ def cell(value: float) -> str:
     return f"{value:.4f}"
 
 
+def seconds(value: float) -> str:
+    """Seconds as the report prints them (2 decimals)."""
+    return f"{value:.2f}"
+
+
 def signed(value: float) -> str:
     """A difference as the report prints it: with its sign, whatever it is."""
     return f"{value:+.4f}"
@@ -146,7 +151,7 @@ def test_sweep_torch_vs_jax_table(report: Report) -> None:
     for label, t, j in zip(LABELS, report.sweep["torch"], report.sweep["jax"]):
         expected.append([label, cell(t["test_acc"]), cell(j["test_acc"]), signed(j["test_acc"] - t["test_acc"]),
                          cell(t["best_val_acc"]), cell(j["best_val_acc"]),
-                         cell(t["median_epoch_seconds"]), cell(j["median_epoch_seconds"])])
+                         seconds(t["median_epoch_seconds"]), seconds(j["median_epoch_seconds"])])
     assert table.rows == expected
 
 
@@ -156,7 +161,7 @@ def test_run_tables_put_torch_and_jax_side_by_side(report: Report) -> None:
         assert table.header == ["result", "torch", "jax", "jax - torch"]
         t, j = report.sweep["torch"][i], report.sweep["jax"][i]
         expected = [[label, cell(t[key]), cell(j[key]), signed(j[key] - t[key])] for key, label in FIGURES.items()]
-        expected.append(["median epoch seconds", cell(t["median_epoch_seconds"]), cell(j["median_epoch_seconds"]), "-"])
+        expected.append(["median epoch seconds", seconds(t["median_epoch_seconds"]), seconds(j["median_epoch_seconds"]), "-"])
         assert table.rows == expected
 
 
@@ -164,7 +169,7 @@ def test_a_run_on_one_backend_has_one_column(report: Report) -> None:
     table = next(t for t in report.tables if t.heading.startswith("### `solo` ("))
     assert table.header == ["result", "torch"]
     assert table.rows == [[label, cell(report.solo[key])] for key, label in FIGURES.items()] + \
-        [["median epoch seconds", cell(report.solo["median_epoch_seconds"])]]
+        [["median epoch seconds", seconds(report.solo["median_epoch_seconds"])]]
 
 
 def test_single_seed_differences_from_the_base_point(report: Report) -> None:
@@ -191,7 +196,7 @@ def test_the_summary_comes_first_with_each_points_test_accuracy_and_difference(r
     experiments = report.tables[1]
     assert (experiments.heading, experiments.header) == ("### Experiments in brief", ["experiment", "torch", "jax"])
     assert sorted(experiments.rows) == sorted(
-        [[f"`base` ({rid})", cell(t["test_acc"]), cell(j["test_acc"])] for rid, t, j in zip(report.run_ids, *report.sweep.values())]
+        [[f"`base` (train.{label})", cell(t["test_acc"]), cell(j["test_acc"])] for label, t, j in zip(LABELS, *report.sweep.values())]
         + [[f"`solo` ({run_folder.run_id(tiny_experiment('solo', epochs=3))})", cell(report.solo["test_acc"]), "-"]])
 
 
