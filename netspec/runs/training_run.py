@@ -12,6 +12,7 @@ records its source in env.json and metrics.json.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,15 +20,16 @@ from typing import Any, Callable, Optional
 from netspec.runs import run_folder
 from netspec.protocol.backend import Backend, Model
 from netspec.data import load_dataset
-from netspec.errors import DivergedError, SetupError, SpecError
+from netspec.errors import DivergedError, NetspecError, SetupError, SpecError
 from netspec.spec.experiment import Experiment
 from netspec.runs.lr_plot import LR_PLOT, lr_png
 from netspec.spec.params import check_memory, check_trainable
 from netspec.runs.plots import plot_run
+from netspec.runs.identity import DEFAULTS_NOT_IN_IDENTITY, run_identity
 from netspec.runs.run_folder import RunFolder
 from netspec.runs.tables import metrics_table, plural
 from netspec.runs.tensorboard import EVENTS_DIR, SCALARS, TensorBoardLog
-from netspec.train.schedules import schedule_beyond_the_run
+from netspec.train.schedules import schedule_beyond_the_run, schedule_spans_the_run
 from netspec.train.trainer import TrainerState, check_classes, early_stop, fit, record_from_dict
 
 Log = Callable[[str], None]
@@ -115,13 +117,88 @@ def _origin(experiment: Experiment, source: Path, log: Log) -> Origin:
     trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
     if checkpoint.trajectory != trajectory:
         raise SpecError(f"--from {source}: a run of another experiment (trajectory {checkpoint.trajectory}, this spec's "
-                        f"{trajectory}); --from continues a run of the same spec (train.epochs aside)")
+                        f"{trajectory}){_how_it_differs(experiment, folder, source, checkpoint.trajectory)}")
     if checkpoint.state.epoch > epochs:
         raise SpecError(f"--from {source}: its checkpoint is after epoch {checkpoint.state.epoch}, beyond this run's "
                         f"{epochs} epochs; raise train.epochs")
     backend = folder.path.parent.name
     log(f"{experiment.name}: continuing {folder.path} ({backend}, after epoch {checkpoint.state.epoch})")
     return Origin(folder.path, backend, folder.path.name, checkpoint.state)
+
+
+def _how_it_differs(experiment: Experiment, folder: RunFolder, source: Path, trajectory: str) -> str:
+    """The end of the line refusing a --from run of another trajectory: the fields in which its spec.json
+    differs from this experiment (in the content the trajectory id hashes) and the command that continues
+    it with its own spec; only the old advice when spec.json does not read back as the checkpoint's spec."""
+    fallback = "; --from continues a run of the same spec (train.epochs aside)"
+    try:
+        theirs = Experiment.load(folder.file(run_folder.SPEC))  # validated, as `netspec train RUN/spec.json` reads it
+        if run_folder.trajectory_id(theirs) != trajectory:  # edited, or of an older netspec: no honest diff
+            return fallback
+        fields = differing_fields(_trajectory_content(theirs), _trajectory_content(experiment))
+    except (NetspecError, OSError, ValueError):  # unreadable or invalid spec.json, or its data no longer there
+        return fallback
+    if not fields:
+        return fallback
+    spec = shlex.quote(str(source / run_folder.SPEC))
+    return (f", differing in {fields}; --from continues a run of the same spec (train.epochs aside): continue it with "
+            f"its own spec: netspec train {spec} --from {shlex.quote(str(source))}")
+
+
+def _trajectory_content(experiment: Experiment) -> dict[str, Any]:
+    """What run_folder.trajectory_id hashes (run_identity, train.epochs zeroed unless the schedule spans the
+    run), with the defaults run_identity drops put back, so a field left at its default shows its value."""
+    if not schedule_spans_the_run(experiment.train):
+        experiment = experiment.model_copy(update={"train": experiment.train.model_copy(update={"epochs": 0})})
+    return _with_defaults(run_identity(experiment), DEFAULTS_NOT_IN_IDENTITY)
+
+
+def _with_defaults(content: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out = dict(content)
+    for key, default in defaults.items():
+        if isinstance(default, dict):
+            section = out.get(key, {})
+            if isinstance(section, dict):
+                out[key] = _with_defaults(section, default)
+        elif key not in out:
+            out[key] = default
+    return out
+
+
+_ABSENT = object()
+
+
+def differing_fields(a: dict[str, Any], b: dict[str, Any], limit: int = 3) -> str:
+    """The dotted paths ('train.lr', 'network.layers.3.p') where the JSON-like `a` (a run's) and `b` (this
+    spec's) differ, the first `limit` with both values, then '+N more': "train.lr: the run has 0.001, this
+    spec 0.01; ...". A key or list element on one side only is one path ('nothing' on the other); '' when equal."""
+    found: list[tuple[str, Any, Any]] = []
+
+    def walk(path: str, x: Any, y: Any) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in [*x, *(k for k in y if k not in x)]:
+                walk(f"{path}.{key}" if path else str(key), x.get(key, _ABSENT), y.get(key, _ABSENT))
+        elif isinstance(x, list) and isinstance(y, list):
+            for i in range(max(len(x), len(y))):
+                walk(f"{path}.{i}" if path else str(i), x[i] if i < len(x) else _ABSENT, y[i] if i < len(y) else _ABSENT)
+        elif x is _ABSENT or y is _ABSENT or _json(x) != _json(y):
+            found.append((path, x, y))
+
+    walk("", a, b)
+    shown = [f"{path}: the run has {_shown(x)}, this spec {_shown(y)}" for path, x, y in found[:limit]]
+    more = [f"+{len(found) - limit} more"] if len(found) > limit else []
+    return "; ".join(shown + more)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)  # 1 and 1.0, or 1 and true, hash differently
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    if value is _ABSENT:
+        return "nothing"
+    text = _json(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _start_state(experiment: Experiment, folder: RunFolder, log: Log, origin: Optional[Origin] = None) -> Optional[TrainerState]:
