@@ -12,15 +12,17 @@ import json
 import math
 import os
 import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Optional, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from .errors import SetupError, SpecError, format_validation_error
+from .errors import DataError, SetupError, SpecError, format_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -267,15 +269,34 @@ def check_npz(archive: zipfile.ZipFile, max_bytes: int) -> None:
             raise ValueError(f"its arrays add up to more than the {max_bytes:,} bytes netspec reads")
 
 
+class DamagedNpz(DataError, ValueError):
+    """An .npz file that does not parse (empty, truncated, not a zip, a bad array header). str() is one
+    line naming the file and what to do; `reason` alone is the parser's words. A ValueError too, so a
+    caller that treats a damaged file as absent (the data cache, a checkpoint) still catches it."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: damaged or truncated .npz ({reason}); delete it and run the command again "
+                         "(netspec writes it anew), or give an .npz written by netspec")
+        self.path = Path(path)
+        self.reason = reason
+
+
 def load_npz(path: str | Path, max_bytes: int, names: Optional[Iterable[str]] = None) -> dict[str, np.ndarray]:
     """The arrays of an .npz file (only `names`, when given), no pickles, after `check_npz`; a FIFO or a
-    folder is refused without blocking. Raises OSError, ValueError, EOFError or zipfile.BadZipFile."""
-    with open_regular(path) as f, zipfile.ZipFile(f) as archive:
-        check_npz(archive, max_bytes)
-        wanted = None if names is None else {f"{n}.npy" for n in names}
-        out = {}
-        for info in archive.infolist():
-            if wanted is None or info.filename in wanted:
-                with archive.open(info) as member:
-                    out[info.filename[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
-        return out
+    folder is refused without blocking. Raises OSError when it cannot be opened (FileNotFoundError when
+    absent), else DamagedNpz (one line) for anything that does not parse."""
+    with open_regular(path) as f:
+        try:
+            with zipfile.ZipFile(f) as archive:
+                check_npz(archive, max_bytes)
+                wanted = None if names is None else {f"{n}.npy" for n in names}
+                out = {}
+                for info in archive.infolist():
+                    if wanted is None or info.filename in wanted:
+                        with archive.open(info) as member:
+                            out[info.filename[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
+                return out
+        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError,
+                OverflowError, OSError) as err:
+            first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise DamagedNpz(path, first) from None

@@ -43,7 +43,8 @@ def cached(cache: Path, key: str, build: Callable[[], RawImages]) -> RawImages:
         pass
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         # a damaged (truncated, empty) or old cache file: built again, and replaced
-        print(f"netspec.data: damaged cache {path} ({str(err)[:200]}); rebuilt", file=sys.stderr)
+        reason = getattr(err, "reason", None) or str(err)[:200]
+        print(f"netspec.data: damaged cache {path} ({reason}); ignored, decoding the data again", file=sys.stderr)
     raw = build()
     _store(path, raw)
     return raw

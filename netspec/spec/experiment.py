@@ -347,14 +347,39 @@ class Experiment(_Strict):
         return validate(Experiment, data, f"{self.name} with {' '.join(overrides)}")
 
 
-def parse_value(text: str) -> Any:
-    """A value from the command line: JSON when it parses (numbers, true, null, lists), else a string."""
+MAX_SET_DEPTH = 32
+"""Deepest nesting of lists and objects in one `--set` value (a value is a number, a string or a short list)."""
+
+
+def _bracket_depth(text: str) -> int:
+    """The deepest nesting of [ and { in `text`, outside double-quoted strings; a scan, no recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def parse_value(text: str, key: str = "") -> Any:
+    """A value from the command line: JSON when it parses (numbers, true, null, lists), else a string.
+    Nested more than MAX_SET_DEPTH deep: one SpecError line, checked before the parser recurses."""
+    if _bracket_depth(text) > MAX_SET_DEPTH:
+        raise SpecError(f"--set {key or 'value'}={text[:20]}...: nested more than {MAX_SET_DEPTH} levels deep; "
+                        "give a number, a string or a short list")
     try:
-        return parse_json_text(text)  # bounded: a 10,000-deep value is one line, not a RecursionError
+        return parse_json_text(text, MAX_SET_DEPTH)
     except MalformedJSON:
         return text
     except UnreadableJSON as err:
-        raise SpecError(f"--set value {text[:40]!r}: {err}; {err.advice}") from None
+        raise SpecError(f"--set {key or 'value'}={text[:40]}: {err}; {err.advice}") from None
 
 
 _INDEX = re.compile(r"-?[0-9]+")
@@ -426,7 +451,7 @@ def apply_overrides(data: Any, overrides: list[str], source: str = "<spec>") -> 
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise SpecError(f"{source}: --set {item!r} must look like key=value, e.g. train.lr=0.01")
-        data = set_path(data, key.strip(), parse_value(text), source)
+        data = set_path(data, key.strip(), parse_value(text, key.strip()), source)
     return data
 
 

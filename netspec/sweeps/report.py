@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from netspec.runs import records, run_folder
 from netspec.protocol.backend import backend_names
-from netspec.errors import SpecError
+from netspec.errors import SetupError, SpecError
 from netspec.spec.experiment import Experiment, recipe_text
 from netspec.io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
 from netspec.runs.plots import plot_curves, plot_result_vs_setting
@@ -579,6 +579,21 @@ def _csv_row(run: Run, label: str, overrides: str) -> dict[str, Any]:
 
 # ---- the report ----------------------------------------------------------------------------------
 
+def _check_out(out: Path) -> None:
+    """Refuse, before anything is written, an output the report could not finish: a file where the
+    folder goes, a folder at runs.csv's name, a figures folder that is a file or a link, no write access."""
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise SetupError(f"{parent}: a file where the report's folder goes; choose another -o")
+    if (parent / RUNS_CSV).is_dir():
+        raise SetupError(f"{parent / RUNS_CSV}: a folder where the report writes runs.csv; move it away or choose another -o")
+    figures = parent / FIGURES
+    if figures.is_symlink() or (figures.exists() and not figures.is_dir()):
+        raise SetupError(f"{figures}: not a plain folder where the report writes its figures; remove it or choose another -o")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise SetupError(f"cannot write in {parent}: permission denied; choose another -o")
+
+
 def build_report(root: Path, out: Path) -> Path:
     """Write `out` (markdown), its figures and runs.csv next to it."""
     if not root.is_dir():
@@ -590,6 +605,7 @@ def build_report(root: Path, out: Path) -> Path:
     manifests = read_manifests(root)
     if not manifests and not any(root.glob(f"*/*/*/{run_folder.METRICS}")):  # damaged runs still get a report
         raise SpecError(f"{root}: no finished runs or sweeps to report; train something first (netspec train specs/mlp.json)")
+    _check_out(out)  # every refusal before the first figure is written
     used_in = _used_in(manifests)
     groups = group_runs(runs)
     lines = ["# netspec report", "", f"{plural(len(runs), 'finished run')} under {md_code(root)}, {plural(len(manifests), 'sweep')}. Cells over "
