@@ -1,6 +1,8 @@
 """lr.png: the learning rate of every step of a run, as the schedule gave it (netspec.train.schedules)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from netspec.spec.experiment import TrainConfig
@@ -24,8 +26,8 @@ def run_lrs(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: in
     return (np.concatenate(positions), np.concatenate(lrs)) if history else (empty, empty)
 
 
-def lr_png(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str) -> bytes:
-    """The figure as PNG bytes (the run folder writes them atomically)."""
+def lr_figure(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str) -> Any:
+    """The matplotlib figure of lr.png (lr_png renders it)."""
     plt = pyplot()
     x, y = run_lrs(history, config, steps_per_epoch)
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
@@ -33,7 +35,19 @@ def lr_png(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title(f"{title}: {config.schedule.type} schedule, {config.optimizer.type}")
-    ax.set_ylim(bottom=0)
+    # A schedule spans decades (warmup, cosine, step decay), so the lr axis is logarithmic when every
+    # plotted lr is positive. One that reaches 0 (a piecewise-linear schedule ending at 0) keeps a
+    # linear axis from 0: a log axis cannot show 0, and 'symlog' would need a linthresh that either
+    # hides the schedule's small lrs in its linear band or stretches the last steps over decades.
+    if y.size and bool(np.all(y > 0)):
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return figure_png(fig)
+    return fig
+
+
+def lr_png(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str) -> bytes:
+    """The figure as PNG bytes (the run folder writes them atomically)."""
+    return figure_png(lr_figure(history, config, steps_per_epoch, title))
