@@ -217,6 +217,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     atomic_write(Path(path), lambda f: f.write(data))
 
 
+def refuse_link(path: Path) -> None:
+    """One line when a folder netspec writes is a symbolic link (it would write wherever the link points)."""
+    if path.is_symlink():
+        raise SetupError(f"{path}: a symbolic link where netspec writes a folder (it would write wherever the "
+                         "link points); remove the link")
+
+
 def safe_output_dir(parent: str | Path, *names: str) -> Path:
     """parent/names[0]/names[1]/..., each folder made where missing. `parent` is the user's (a link they
     chose is theirs to choose); every folder below it is a name netspec picks inside a tree that may come
@@ -231,9 +238,7 @@ def safe_output_dir(parent: str | Path, *names: str) -> Path:
         if name in ("", ".", "..") or "/" in name or os.sep in name:
             raise SetupError(f"{path}: {name!r} is not a folder name netspec writes; remove the file that named it")
         path = path / name
-        if path.is_symlink():
-            raise SetupError(f"{path}: a symbolic link where netspec writes a folder (it would write wherever the "
-                             "link points); remove the link")
+        refuse_link(path)
         try:
             path.mkdir(exist_ok=True)
         except FileExistsError:

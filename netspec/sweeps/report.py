@@ -24,7 +24,7 @@ from netspec.runs import records, run_folder
 from netspec.protocol.backend import backend_names
 from netspec.errors import SetupError, SpecError
 from netspec.spec.experiment import Experiment, recipe_text
-from netspec.io import parse_json_file, safe_output_dir, validate, write_bytes_atomic
+from netspec.io import parse_json_file, refuse_link, safe_output_dir, validate, write_bytes_atomic
 from netspec.runs.plots import plot_curves, plot_result_vs_setting
 from netspec.runs.run_folder import RunFolder
 from netspec.runs.stats import MIN_PAIRS_TO_MARK, Difference, paired_difference, summarize
@@ -588,7 +588,8 @@ def _check_out(out: Path) -> None:
     if (parent / RUNS_CSV).is_dir():
         raise SetupError(f"{parent / RUNS_CSV}: a folder where the report writes runs.csv; move it away or choose another -o")
     figures = parent / FIGURES
-    if figures.is_symlink() or (figures.exists() and not figures.is_dir()):
+    refuse_link(figures)  # the words safe_output_dir uses for every planted link
+    if figures.exists() and not figures.is_dir():
         raise SetupError(f"{figures}: not a plain folder where the report writes its figures; remove it or choose another -o")
     if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise SetupError(f"cannot write in {parent}: permission denied; choose another -o")
