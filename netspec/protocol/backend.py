@@ -320,14 +320,14 @@ def load_backend(name: str) -> Backend:
         raise SetupError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
     module, _, attr = points[name].value.partition(":")
     try:
-        _map_checkout_backends()
+        map_checkout_backends()
         return getattr(import_module(module), attr or "BACKEND")
     except ImportError as err:
         raise SetupError(f"backend {name!r} needs a package that is not installed ({err.name}); run: "
                          f"{_INSTALL_HINT.format(name=name)}") from None
 
 
-def _map_checkout_backends() -> None:
+def map_checkout_backends() -> None:
     """In a checkout that is not installed, `netspec_backends` is the folder backends/ beside netspec/:
     register it under that name once, as the installed distribution's package-dir mapping does."""
     if BACKENDS_PACKAGE in sys.modules or find_spec(BACKENDS_PACKAGE) is not None:
