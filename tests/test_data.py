@@ -244,7 +244,7 @@ def test_folder_cache_notices_a_changed_file(tmp_path: Path, monkeypatch: pytest
     load(tmp_path, dir=str(tmp_path / "tree"), val_size=0)
     calls = []
     decode = image_tree.decode_image
-    monkeypatch.setattr(image_tree, "decode_image", lambda data, name="": calls.append(name) or decode(data, name))
+    monkeypatch.setattr(image_tree, "decode_image", lambda data, name, *shape: calls.append(name) or decode(data, name, *shape))
     load(tmp_path, dir=str(tmp_path / "tree"), val_size=0)
     assert calls == []  # unchanged: served from the cache
     changed = tmp_path / "tree" / "test" / "airplane" / "00.png"

@@ -203,7 +203,7 @@ def test_impossible_class_setups_are_one_line_before_training(backend_name: str,
     spec = write_spec(tmp_path, experiment)
     assert train_cli(spec, tmp_path, backend_name, "--set", "network.layers.5.out_features=5") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "5 outputs but the data has 10 classes" in err[0]
+    assert len(err) == 1 and "last layer gives 5 outputs, the data has 10 classes" in err[0]
     assert not list(tmp_path.glob("*/*/*/" + CHECKPOINT))
     data = load_dataset(experiment.data)
     label_10 = with_labels(data, train_y=np.where(np.arange(len(data.train_y)) == 7, 10, data.train_y))
@@ -211,7 +211,7 @@ def test_impossible_class_setups_are_one_line_before_training(backend_name: str,
     backend = load_backend(backend_name)
     with pytest.raises(DataError, match=r"train labels: 1 outside \[0, 10\) \(e.g. 10\)"):
         run_experiment(experiment, backend, tmp_path / "a", device="cpu", dataset=label_10, log=lambda line: None)
-    with pytest.raises(SpecError, match="10 outputs but the data has 11 classes"):
+    with pytest.raises(SpecError, match="last layer gives 10 outputs, the data has 11 classes"):
         run_experiment(experiment, backend, tmp_path / "b", device="cpu", dataset=eleven, log=lambda line: None)
     assert not list(tmp_path.glob("[ab]/*/*/spec.json"))  # nothing written, nothing trained
 

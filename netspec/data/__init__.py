@@ -1,4 +1,5 @@
-"""CIFAR-10 as numpy arrays, split and scaled as an experiment's `DataConfig` says.
+"""Images as numpy arrays (CIFAR-10, any TFDS image set, any image tree), split and scaled as an
+experiment's `DataConfig` says.
 
     data = load_dataset(DataConfig(dir="../shared/data/cifar10-jpeg-q75.tar.gz"))
     data.train_x.shape  # (40000, 3, 32, 32) float32, normalized; data.train_y int64
@@ -11,7 +12,7 @@ applied on every load: they are cheap and depend on the config.
 - `source="synthetic"`: seeded, CIFAR-shaped data made here (`sources/synthetic.py`).
 - `dir` set: a local copy, a folder or a .tar.gz of the python batches or of an image-folder tree
   (`sources/local.py`, read through `files.py`, untrusted: sizes and members checked).
-- `source="cifar10"` and no `dir`: tensorflow-datasets (`sources/tfds.py`).
+- `source="cifar10"` or any other tensorflow-datasets name, and no `dir`: TFDS (`sources/tfds.py`).
 
 Errors a user can fix are one line: `DataError` for the files, `SpecError` for a config that does
 not fit them, `SetupError` for a missing package or network.
@@ -29,6 +30,7 @@ from netspec.spec.params import physical_memory
 from .cache import cache_root
 from .images import decode_image
 from .normalization import normalization, scaled
+from .sources.image_tree import TreeShape
 from .sources.local import load_local
 from .sources.synthetic import SYNTHETIC_SIZES, synthetic
 from .sources.tfds import load_tfds
@@ -49,6 +51,7 @@ def load_dataset(config: DataConfig, cache_dir: Path | None = None, progress: bo
     """
     raw = load_raw(config, cache_dir, progress)
     check_sizes(config, raw)
+    check_normalization(config, raw)
     train_x, train_y = raw.train_x[: config.train_size], raw.train_y[: config.train_size]
     test_x, test_y = raw.test_x[: config.test_size], raw.test_y[: config.test_size]
     fit_idx, val_idx = split_indices(train_y, config.val_size, config.split, config.seed)
@@ -96,8 +99,21 @@ def load_raw(config: DataConfig, cache_dir: Path | None = None, progress: bool =
         return synthetic(*sizes, config.seed)
     cache = cache_root(cache_dir)
     if config.dir is not None:
-        return load_local(Path(config.dir).expanduser(), cache, progress)
-    return load_tfds(cache, progress)
+        shape = TreeShape(config.channels, tuple(config.image_size) if config.image_size else None)
+        return load_local(Path(config.dir).expanduser(), cache, progress, shape)
+    return load_tfds(cache, progress, config.source)
+
+
+def check_normalization(config: DataConfig, raw: RawImages) -> None:
+    """'report' is CIFAR-10's constants (128 and 255 for three channels): for other data (another TFDS set,
+    images of another shape; a 32x32 RGB tree is CIFAR-10's shape, as the report's own copies) they are a
+    guess nobody made, so they are refused in one line."""
+    shape = tuple(raw.train_x.shape[1:])
+    other_set = config.dir is None and config.source not in ("cifar10", "synthetic")
+    if config.normalize == "report" and (shape != IMAGE_SHAPE or other_set):
+        raise SpecError(f"data.normalize 'report' is CIFAR-10's (x - 128) / 255 for its 3x32x32 images, but the data "
+                        f"is {raw.origin} ({'x'.join(map(str, shape))}); set data.normalize to 'per_channel' "
+                        "(statistics of its training split)")
 
 
 def describe(origin: str, config: DataConfig, n_train: int, n_val: int, n_test: int,

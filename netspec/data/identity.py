@@ -8,7 +8,8 @@ one run, and a relabelled, edited or added image is another.
 - A local folder: the files the loader reads (python batches, or the image tree), each as its path
   relative to the copy's root, its size and the sha256 of its bytes.
 - Synthetic: its generator's parameters. TFDS: the package version, which fixes the dataset version,
-  and the split names.
+  the set's name and the split names. An image tree's requested shape (data.image_size, data.channels)
+  is in the run id through the data config itself.
 
 Hashing content costs a full read, so a result is remembered in `<cache>/identity/`, keyed by the
 resolved path and, for every file, its size, mtime, ctime and inode. mtime alone is not trusted: a
@@ -44,7 +45,7 @@ def data_identity(config: DataConfig, cache_dir: Path | None = None) -> str:
         train, test = config.train_size or SYNTHETIC_SIZES[0], config.test_size or SYNTHETIC_SIZES[1]
         return f"synthetic train={train} test={test} seed={config.seed}"
     if config.dir is None:
-        return f"tensorflow-datasets {_package_version('tensorflow-datasets')} cifar10 train,test"
+        return f"tensorflow-datasets {_package_version('tensorflow-datasets')} {config.source} train,test"
     return local_identity(Path(config.dir), cache_root(cache_dir))
 
 

@@ -12,7 +12,7 @@ NOT_IN_IDENTITY: dict[str, Any] = {"name": True, "description": True, "train": {
 per-image losses and hits: the result is the same for any batch size; only memory depends on it);
 and train.compile, how the steps are dispatched (like the device, which is not in the id either)."""
 
-DEFAULTS_NOT_IN_IDENTITY: dict[str, Any] = {"train": {
+DEFAULTS_NOT_IN_IDENTITY: dict[str, Any] = {"data": {"image_size": None, "channels": None}, "train": {
     "precision": "float32",
     "optimizer": {"weight_decay": 0.0},
     "schedule": {"type": "lab"},

@@ -53,14 +53,40 @@ class _Strict(BaseModel):
         return self
 
 
+MAX_IMAGE_SIDE = 4096
+ImageSide = Annotated[int, Strict(), Field(gt=0, le=MAX_IMAGE_SIDE)]
+_DATA_SOURCE = re.compile(r"[a-z][a-z0-9_]*(/[a-z0-9_]+)?(:[0-9]+(\.[0-9]+){0,2})?")
+
+
+def _check_source(name: str) -> str:
+    # A TFDS name ('mnist', 'cifar100:3.0.2', 'imagenette/160px') becomes a folder under the cache.
+    if len(name) > MAX_NAME_LENGTH or not _DATA_SOURCE.fullmatch(name):
+        raise ValueError(f"{name[:80]!r} is not a data source: use 'cifar10', 'synthetic' or a tensorflow-datasets "
+                         "name such as 'mnist', 'cifar100' or 'fashion_mnist' (lowercase, digits, '_')")
+    return name
+
+
+DataSource = Annotated[str, Strict(), AfterValidator(_check_source)]
+"""'cifar10', 'synthetic' or a tensorflow-datasets name (checked against TFDS when the data is loaded)."""
+
+
 class DataConfig(_Strict):
     """Where the images come from and how they are split and scaled."""
 
-    source: Literal["cifar10", "synthetic"] = "cifar10"
-    """'cifar10' (TFDS, or a local copy given by `dir`) or 'synthetic' (seeded, learnable, CIFAR-shaped)."""
+    source: DataSource = "cifar10"
+    """'cifar10' (TFDS, or a local copy given by `dir`), 'synthetic' (seeded, learnable, CIFAR-shaped), or
+    the name of any tensorflow-datasets image-classification set ('mnist', 'fashion_mnist', 'cifar100',
+    'svhn_cropped', ...: its `image` and `label` features, its train and test splits)."""
     dir: Optional[Annotated[str, Strict(), Field(min_length=1, max_length=4096)]] = None
-    """A local CIFAR-10 copy: an image-folder tree (train/<class>/*, test/<class>/*), cifar-10-batches-py,
-    or a .tar.gz of either; decoded once, then cached (netspec.data)."""
+    """A local copy: an image-folder tree (train/<class>/*, test/<class>/*, any class count, grey or RGB,
+    any size), CIFAR-10's cifar-10-batches-py, or a .tar.gz of either; decoded once, then cached (netspec.data)."""
+    image_size: Optional[tuple[ImageSide, ImageSide]] = None
+    """[height, width] the network gets from an image tree: every image scaled to it (the whole image,
+    bilinear, aspect not kept) once, when the cache is built. Unset: the images' own size, which must
+    then be the same for all (32x32 for CIFAR-10). Left out of the run id while unset."""
+    channels: Optional[Literal[1, 3]] = None
+    """Channels the network gets from an image tree: 1 (grayscale) or 3 (RGB; grey images repeated).
+    Unset: 1 if every image is grayscale, else 3. Left out of the run id while unset."""
     val_size: _images(False) = 10_000
     """Images held out of the training set for validation (the report: 10,000 of 50,000)."""
     split: Literal["tail", "stratified"] = "tail"
@@ -76,6 +102,18 @@ class DataConfig(_Strict):
     (at most the source's own count)."""
     test_size: Optional[_images(True)] = None
     """Synthetic only: test images (default 10,000); a cap otherwise (at most the source's own count)."""
+
+    @model_validator(mode="after")
+    def _shape_only_for_image_trees(self) -> "DataConfig":
+        shaped = [f for f in ("image_size", "channels") if getattr(self, f) is not None]
+        if shaped and self.dir is None:
+            raise ValueError(f"{shaped[0]} shapes an image-folder tree (data.dir), but data.source "
+                             f"{self.source!r} has its own shape; drop data.{shaped[0]} (the network takes the "
+                             "source's shape) or give data.dir")
+        if self.dir is not None and self.source not in ("cifar10", "synthetic"):
+            raise ValueError(f"data.dir is a local copy, but data.source names the tensorflow-datasets set "
+                             f"{self.source!r}; drop one of them")
+        return self
 
 
 Beta = Annotated[Real, Field(ge=0.0, lt=1.0)]

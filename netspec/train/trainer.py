@@ -25,6 +25,7 @@ import numpy as np
 from netspec.protocol import augment
 from netspec.protocol.backend import Model
 from netspec.errors import DataError, DivergedError, SpecError
+from netspec.data.network_fit import check_network_meets_data
 from netspec.spec.experiment import Experiment, TrainConfig
 from netspec.spec.network import Network
 from netspec.spec.params import Weights
@@ -228,16 +229,14 @@ def check_classes(network: Network, data: Splits) -> None:
     """The network's output is one score per class, as many as the data has classes, and every label is
     a class index: one line naming what is wrong, before any training (a bad label would otherwise stop
     torch with an IndexError and let jax train on NaN)."""
+    names = getattr(data, "classes", None)
+    if names is not None:  # a Dataset: its images' shape and class names
+        check_network_meets_data(network, np.shape(data.train_x)[1:], names, getattr(data, "source", "the data"))
     out = tuple(network.output_shape)
     if len(out) != 1:
         raise SpecError(f"network: its output has shape {out}, not one score per class; end it with Flatten "
                         f"and Linear(out_features=<number of classes>)")
     classes = out[0]
-    names = getattr(data, "classes", None)
-    if names is not None and len(names) != classes:
-        shown = ", ".join(map(str, names[:12])) + (", ..." if len(names) > 12 else "")
-        raise SpecError(f"network: the last layer has {classes} outputs but the data has {len(names)} classes "
-                        f"({shown}); set the last Linear's out_features to {len(names)}")
     for split in ("train", "val", "test"):
         _check_labels(np.asarray(getattr(data, f"{split}_y")), classes, split)
 

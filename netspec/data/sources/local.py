@@ -9,7 +9,7 @@ from ...errors import DataError
 from ..cache import cached
 from ..files import ArchiveFiles, Files, open_files
 from ..types import RawImages
-from .image_tree import read_tree, tree_files
+from .image_tree import TreeShape, read_tree, tree_files
 from .python_batches import BATCH_FILES, batch_files, read_batches
 
 
@@ -33,13 +33,15 @@ def find_layout(files: Files, where: Path) -> Layout:
                     "or image folders train/<class>/*, test/<class>/* (or a .tar.gz of either)")
 
 
-def load_local(path: Path, cache: Path, progress: bool = True) -> RawImages:
-    """A local copy (folder or archive), decoded once and then read from the cache."""
+def load_local(path: Path, cache: Path, progress: bool = True, shape: TreeShape = TreeShape()) -> RawImages:
+    """A local copy (folder or archive), decoded once and then read from the cache. `shape`: the
+    channels and size an image tree is decoded to (part of the cache key when asked for)."""
     files = open_files(path)
     # An archive is identified by its own size and mtime, known without reading it (a cached start
     # never opens it); a folder by the size and mtime of each file it holds.
     rels = [] if isinstance(files, ArchiveFiles) else local_files(files, find_layout(files, path), path)
-    return cached(cache, f"local-{files.fingerprint(rels)}", lambda: _read_local(files, path, progress))
+    return cached(cache, f"local-{files.fingerprint(rels)}{shape.key()}",
+                  lambda: _read_local(files, path, progress, shape))
 
 
 def local_files(files: Files, layout: Layout, where: Path) -> list[str]:
@@ -49,8 +51,11 @@ def local_files(files: Files, layout: Layout, where: Path) -> list[str]:
     return tree_files(files, layout.root, where)
 
 
-def _read_local(files: Files, path: Path, progress: bool) -> RawImages:
+def _read_local(files: Files, path: Path, progress: bool, shape: TreeShape) -> RawImages:
     layout = find_layout(files, path)
     if layout.kind == "batches":
+        if shape.key():
+            raise DataError(f"data.dir: {path} holds CIFAR-10's python batches (3x32x32); drop data.image_size "
+                            "and data.channels, which shape image-folder trees only")
         return read_batches(files, layout.root, path)
-    return read_tree(files, layout.root, path, progress)
+    return read_tree(files, layout.root, path, progress, shape)
