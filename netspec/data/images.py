@@ -46,9 +46,9 @@ def decode_pixels(data: bytes, name: str, channels: int, size: Optional[tuple[in
         if image.mode in _WIDE_GREY:
             notes.append(SCALED_16_BIT)
         if channels == 1:
-            pixels = _to_grey(image, name, where)
+            pixels = grey(image, name, where)
         else:
-            _check_colour_depth(image, name, where)
+            check_colour_depth(image, name, where)
             _check_opaque(image, name, where)
             pixels = to_rgb(image, name, where)
         if size is not None and pixels.size != (size[1], size[0]):
@@ -73,7 +73,7 @@ def to_rgb(image: Image.Image, name: str, where: str = "data.dir") -> Image.Imag
         raise DataError(f"{where}: cannot decode {name} ({err})") from None
 
 
-def _to_grey(image: Image.Image, name: str, where: str) -> Image.Image:
+def grey(image: Image.Image, name: str, where: str) -> Image.Image:
     """One channel: 16-bit grey scaled, grey as it is; colour refused (which weights of R, G, B would be
     a choice the user should make, not netspec)."""
     try:
@@ -87,7 +87,7 @@ def _to_grey(image: Image.Image, name: str, where: str) -> Image.Image:
                     "to grayscale, or set data.channels to 3 (and the network's input channels)")
 
 
-def _check_colour_depth(image: Image.Image, name: str, where: str) -> None:
+def check_colour_depth(image: Image.Image, name: str, where: str) -> None:
     # PIL opens a 48- or 64-bit PNG as 8-bit RGB by keeping each sample's high byte: read as if 8-bit.
     if image.format == "PNG" and any(";16" in str(tile.args) for tile in image.tile) and image.mode not in _WIDE_GREY:
         raise DataError(f"{where}: {name} has 16 bits per colour channel, which netspec does not read "

@@ -24,8 +24,8 @@ import numpy as np
 
 from netspec.runs import records, run_folder
 from netspec.protocol.backend import Backend, Model, load_backend
-from netspec.data import load_dataset, load_raw, scaled
-from netspec.data.images import open_image, to_rgb
+from netspec.data import IMAGE_SHAPE, load_dataset, load_raw, scaled
+from netspec.data.images import SCALED_16_BIT, check_colour_depth, grey, open_image, to_rgb
 from netspec.errors import DataError, SpecError
 from netspec.spec.experiment import DataConfig, Experiment
 from netspec.io import open_regular, parse_json_file, safe_output_dir
@@ -40,6 +40,9 @@ MAX_IMAGE_BYTES = 4 * 2**20
 MAX_RESIZED_BYTES = 64 * 2**20
 """Largest image file predict --resize reads: a photo (its pixels are bounded too, by PIL's bomb check)."""
 EVALUATION_DIR = "evaluation"
+CELL_TEXT_UP_TO = 20
+"""Most classes whose confusion matrix carries a count in every cell (beyond: a heat map)."""
+MAX_FIGURE_INCHES = 16.0
 """Default output folder of `evaluate_run`, inside the run folder."""
 
 Log = Callable[[str], None]
@@ -57,6 +60,8 @@ class Preprocess:
     shift: np.ndarray
     scale: np.ndarray
     """Per channel: input = (pixels - shift) / scale."""
+    image_shape: tuple[int, int, int] = IMAGE_SHAPE
+    """(C, H, W) of the images the run was trained on (older runs: CIFAR-10's)."""
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NCHW pixels -> float32 network input, with the very arithmetic of training (data.scaled)."""
@@ -65,7 +70,8 @@ class Preprocess:
     def metadata(self) -> dict[str, str]:
         """The same facts as string key/values (an ONNX model's metadata_props)."""
         return {"classes": json.dumps(self.classes), "normalize_shift": json.dumps(self.shift.tolist()),
-                "normalize_scale": json.dumps(self.scale.tolist()), "input": run_folder.PREPROCESS_INPUT}
+                "normalize_scale": json.dumps(self.scale.tolist()), "input": run_folder.PREPROCESS_INPUT,
+                "image_shape": json.dumps(list(self.image_shape))}
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,23 @@ def load_run(run_dir: str | Path, log: Log = print) -> SavedRun:
                             "runs/<name>/<backend>/<run-id>/ written by a training run")
     experiment = Experiment.load(directory / run_folder.SPEC)
     weights = load_weights(directory / run_folder.WEIGHTS, experiment.network)
-    return SavedRun(directory, experiment, weights, read_preprocess(directory, experiment.data, log))
+    preprocess = read_preprocess(directory, experiment.data, log)
+    _check_fits(directory, experiment, preprocess)
+    return SavedRun(directory, experiment, weights, preprocess)
+
+
+def _check_fits(directory: Path, experiment: Experiment, preprocess: Preprocess) -> None:
+    """preprocess.json must describe the network's data: as many class names as outputs, images the
+    network takes (a file from elsewhere would otherwise end in an IndexError or nonsense)."""
+    path = directory / run_folder.PREPROCESS
+    outputs = tuple(experiment.network.output_shape)
+    if outputs != (len(preprocess.classes),):
+        raise DataError(f"{path}: names {len(preprocess.classes)} classes but the network gives "
+                        f"{'x'.join(map(str, outputs))} outputs; delete it to recompute it from the run's data")
+    want, have = tuple(experiment.network.input_shape), preprocess.image_shape
+    if want != have and want != (math.prod(have),):
+        raise DataError(f"{path}: says the images are {'x'.join(map(str, have))} but the network takes "
+                        f"{list(want)}; delete it to recompute it from the run's data")
 
 
 def trained_backend(directory: Path) -> Optional[str]:
@@ -106,13 +128,15 @@ def read_preprocess(directory: Path, data: DataConfig, log: Log = print) -> Prep
         log(f"{directory}: no {run_folder.PREPROCESS} (a run from an older netspec): "
             "recomputing the input scaling from its data config")
         dataset = load_dataset(data, progress=False)
-        return Preprocess(list(dataset.classes), np.asarray(dataset.shift), np.asarray(dataset.scale))
+        return Preprocess(list(dataset.classes), np.asarray(dataset.shift), np.asarray(dataset.scale),
+                          tuple(dataset.train_x.shape[1:]))
     try:
         content = records.check(records.Preprocess, parse_json_file(path), run_folder.PREPROCESS)
     except ValueError as err:  # UnreadableJSON too
         raise DataError(f"{path}: unreadable ({str(err).removeprefix(run_folder.PREPROCESS + ': ')}); "
                         "delete it to recompute it from the run's data") from None
-    return Preprocess(list(content.classes), np.asarray(content.shift, np.float64), np.asarray(content.scale, np.float64))
+    return Preprocess(list(content.classes), np.asarray(content.shift, np.float64), np.asarray(content.scale, np.float64),
+                      tuple(content.image_shape) if content.image_shape else IMAGE_SHAPE)
 
 
 def _backend(backend: Backend | str) -> Backend:
@@ -227,7 +251,9 @@ def _labelled_images(saved: SavedRun, data_dir: Optional[str | Path], split: str
         return getattr(data, f"{split}_x"), getattr(data, f"{split}_y"), data.source
     if split == "val":
         raise SpecError("split 'val' exists only in the run's own data; with a data folder use 'train' or 'test'")
-    raw = load_raw(DataConfig(source="cifar10", dir=str(data_dir)), progress=False)
+    shape = saved.preprocess.image_shape  # the copy is decoded to the run's images (a CIFAR-10 copy: as it is)
+    asked = {} if shape == IMAGE_SHAPE else {"channels": shape[0], "image_size": shape[1:]}
+    raw = load_raw(DataConfig(source="cifar10", dir=str(data_dir), **asked), progress=False)
     x, y = (raw.train_x, raw.train_y) if split == "train" else (raw.test_x, raw.test_y)
     return saved.preprocess.apply(x), _relabel(y, raw.classes, saved.preprocess.classes, data_dir), raw.origin
 
@@ -260,18 +286,24 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str], title: str) 
     """The matplotlib figure of plot_confusion."""
     plt = pyplot()
     k = len(classes)
-    size = max(4.8, 0.55 * k + 2.2)
+    # Past CELL_TEXT_UP_TO classes the cells are too small for counts: a heat map with a colour bar, and
+    # the class names in a smaller font (100 classes: a 16-inch figure, every name still there).
+    size = min(max(4.8, 0.55 * k + 2.2), MAX_FIGURE_INCHES)
     fig, ax = plt.subplots(figsize=(size, size), dpi=110)
-    ax.imshow(confusion, cmap="Blues")
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
+    shown = ax.imshow(confusion, cmap="Blues")
+    font = 9 if k <= CELL_TEXT_UP_TO else max(3.0, min(7.0, 600 / k / 1.5))
+    ax.set_xticks(range(k), classes, rotation=90 if k > CELL_TEXT_UP_TO else 45,
+                  ha="center" if k > CELL_TEXT_UP_TO else "right", fontsize=font)
+    ax.set_yticks(range(k), classes, fontsize=font)
+    if k > CELL_TEXT_UP_TO:
+        fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.02, label="images")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     # Centred on the figure (not the axes, which the labels push aside) and wrapped to its width: a
     # longer title would be cut at both edges.
     fig.suptitle(textwrap.fill(title, width=int(0.9 * size * 72 / (9 * 0.6))), fontsize=9)
     threshold = confusion.max() / 2 if confusion.size else 0
-    for (row, col), count in np.ndenumerate(confusion):
+    for (row, col), count in (np.ndenumerate(confusion) if k <= CELL_TEXT_UP_TO else ()):
         ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
                 color="white" if count > threshold else "black")  # readable on dark cells too
     fig.tight_layout()
@@ -301,14 +333,16 @@ class Prediction:
 
 def predict(run_dir: str | Path, backend: Backend | str, image_paths: Sequence[str | Path], top: int = 3,
             device: Optional[str] = None, log: Log = print, resize: bool = False) -> list[Prediction]:
-    """The `top` classes of each image file (PNG or JPEG, 32x32: the size the networks take). Other
-    sizes are refused unless `resize` (the whole image scaled to 32x32, bilinear, aspect not kept);
-    grayscale, palette and RGBA images are converted to RGB, and each prediction says so."""
+    """The `top` classes of each image file (PNG or JPEG of the size the run was trained on: 32x32 for
+    CIFAR-10). Other sizes are refused unless `resize` (the whole image scaled, bilinear, aspect not kept);
+    grayscale, palette and RGBA images are converted to RGB for an RGB run (a colour image is refused by
+    a grayscale one), 16-bit grey is scaled to 8 bits, and each prediction says what was done."""
     if top < 1:
         raise SpecError(f"top={top}: ask for at least 1 class")
     saved = load_run(run_dir, log)
-    images = [read_image(p, resize) for p in image_paths]
-    pixels = np.stack([i.pixels for i in images]) if images else np.zeros((0, 3, 32, 32), np.uint8)
+    shape = saved.preprocess.image_shape
+    images = [read_image(p, resize, shape) for p in image_paths]
+    pixels = np.stack([i.pixels for i in images]) if images else np.zeros((0, *shape), np.uint8)
     model = compile_run(saved, backend, device)
     train = saved.experiment.train
     probabilities = softmax(logits_of(model, saved.preprocess.apply(pixels), train.eval_batch_size, train.test_time_flip))
@@ -320,7 +354,7 @@ def predict(run_dir: str | Path, backend: Backend | str, image_paths: Sequence[s
 @dataclass(frozen=True)
 class InputImage:
     pixels: np.ndarray
-    """uint8 (3, 32, 32) RGB."""
+    """uint8 (C, H, W): the run's image shape."""
     notes: tuple[str, ...]
     """What was done to the file to make it that."""
 
@@ -330,13 +364,15 @@ _MODE_WORDS = {"L": "grayscale (its gray in all three channels)", "I;16": "16-bi
                "P": "a palette", "CMYK": "CMYK", "1": "black and white"}
 
 
-def read_image(path: str | Path, resize: bool = False) -> InputImage:
-    """One image file as a 32x32 RGB input; a one-line DataError naming the file if missing, unreadable
-    or (without `resize`) not 32x32."""
+def read_image(path: str | Path, resize: bool = False, shape: Sequence[int] = IMAGE_SHAPE) -> InputImage:
+    """One image file as the run's input, `shape` (C, H, W); a one-line DataError naming the file if
+    missing, unreadable, 16 bits per colour channel, colour for a grayscale run, or (without `resize`)
+    not H x W."""
     from PIL import Image
 
     path = Path(path)
-    limit = MAX_RESIZED_BYTES if resize else MAX_IMAGE_BYTES
+    channels, height, width = shape
+    limit = MAX_RESIZED_BYTES if resize or height * width > 32 * 32 else MAX_IMAGE_BYTES
     try:
         with open_regular(path) as f:  # a FIFO or a folder is refused without blocking
             # A 32x32 PNG or JPEG is a few KB: a larger file is not read whole before its header says so.
@@ -347,16 +383,24 @@ def read_image(path: str | Path, resize: bool = False) -> InputImage:
         raise DataError(f"{path}: cannot read the image ({err.strerror or err})") from None
     if len(content) > limit:
         raise DataError(f"{path}: larger than {limit:,} bytes, " + ("too large to resize" if resize else
-                        "not a 32x32 image; predict takes 32x32 PNG or JPEG files (or add --resize)"))
+                        f"not a {width}x{height} image; predict takes {width}x{height} PNG or JPEG files (or add --resize)"))
     notes = []
     with open_image(content, str(path), "predict") as image:
-        if image.size != (32, 32) and not resize:
-            raise DataError(f"{path}: the image is {image.width}x{image.height}; the network takes 32x32 images: "
-                            "resize it, or add --resize (the whole image scaled to 32x32)")
-        rgb = to_rgb(image, str(path), "predict")
-        if image.mode != "RGB":
-            notes.append(f"converted from {_MODE_WORDS.get(image.mode, image.mode)} to RGB")
-        if rgb.size != (32, 32):
-            notes.append(f"resized from {rgb.width}x{rgb.height} to 32x32")
-            rgb = rgb.resize((32, 32), Image.Resampling.BILINEAR)
-    return InputImage(np.ascontiguousarray(np.asarray(rgb).transpose(2, 0, 1)), tuple(notes))
+        if image.size != (width, height) and not resize:
+            raise DataError(f"{path}: the image is {image.width}x{image.height}; the network takes {width}x{height} "
+                            f"images: resize it, or add --resize (the whole image scaled to {width}x{height})")
+        if channels == 1:
+            converted = grey(image, str(path), "predict")
+        else:
+            check_colour_depth(image, str(path), "predict")
+            converted = to_rgb(image, str(path), "predict")
+            if image.mode != "RGB":
+                notes.append(f"converted from {_MODE_WORDS.get(image.mode, image.mode)} to RGB")
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            notes.append(SCALED_16_BIT)
+        if converted.size != (width, height):
+            notes.append(f"resized from {converted.width}x{converted.height} to {width}x{height}")
+            converted = converted.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(converted)
+    array = array[:, :, None] if array.ndim == 2 else array
+    return InputImage(np.ascontiguousarray(array.transpose(2, 0, 1)), tuple(notes))

@@ -99,12 +99,15 @@ class Preprocess(_Record):
     shift: list[Real] = Field(min_length=1, max_length=4096)
     scale: list[PositiveReal] = Field(min_length=1, max_length=4096)
     """Positive: a scale of 0 divides by zero (NaN probabilities), a negative one flips the images."""
+    image_shape: Optional[tuple[Annotated[int, Strict(), Field(gt=0, le=4096)], ...]] = Field(None, min_length=3, max_length=3)
+    """(C, H, W) of the data's images (runs before image trees of any shape: 3x32x32)."""
 
     @model_validator(mode="after")
     def _same_channels(self) -> "Preprocess":
-        if len(self.shift) != len(self.scale) or len(self.shift) not in (1, 3):
-            raise ValueError(f"{len(self.shift)} shift and {len(self.scale)} scale values; images have 3 channels: "
-                             "give 3 of each (or 1 for all)")
+        channels = self.image_shape[0] if self.image_shape else 3
+        if len(self.shift) != len(self.scale) or len(self.shift) not in (1, channels):
+            raise ValueError(f"{len(self.shift)} shift and {len(self.scale)} scale values; images have {channels} "
+                             f"channels: give {channels} of each (or 1 for all)")
         return self
 
 

@@ -474,6 +474,7 @@ def write_preprocess(directory: Path, data: Any) -> None:
     RunFolder(directory).write_json(PREPROCESS, {
         "classes": list(data.classes), "shift": np.asarray(data.shift, np.float64).tolist(),
         "scale": np.asarray(data.scale, np.float64).tolist(), "input": PREPROCESS_INPUT,
+        "image_shape": [int(n) for n in np.shape(data.train_x)[1:]],
     })
 
 
