@@ -182,10 +182,12 @@ def test_a_colour_tree_for_a_grey_network_and_shape_fields_without_a_tree(tmp_pa
 
 
 @pytest.mark.parametrize("backend_name", ["torch", "jax"])
-def test_a_three_class_tree_trains_on_both_backends(backend_name: str, tmp_path: Path) -> None:
+def test_a_three_class_tree_trains_on_both_backends(backend_name: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from netspec.protocol.backend import load_backend
     from netspec.runs.training_run import run_experiment
 
+    monkeypatch.setenv("NETSPEC_CACHE", str(tmp_path / "cache"))  # the run's cache and data identity stay in tmp
     root = write_photos(tmp_path / "tree", per_class=(8, 3))
     network = ns.Network(input_shape=(3, 16, 16), layers=[
         ns.Conv2d(out_channels=4, kernel_size=3), ns.ReLU(), ns.Flatten(), ns.Linear(out_features=3)])
