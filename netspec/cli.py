@@ -47,9 +47,10 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
                    help="override any field of the spec by its dotted path, e.g. train.lr=0.01 or network.layers.3.p=0.3 (repeatable)")
     p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N (weights and dropout)")
-    p.add_argument("--data", choices=["cifar10", "synthetic"], help="shorthand for --set data.source=...")
-    p.add_argument("--data-dir", help="a local CIFAR-10 copy: cifar-10-batches-py, an image-folder tree "
-                   "(train/<class>/*, test/<class>/*) or a .tar.gz of either (shorthand for --set data.dir=...)")
+    p.add_argument("--data", metavar="SOURCE", help="cifar10, synthetic or a tensorflow-datasets image set such as "
+                   "mnist or cifar100 (shorthand for --set data.source=...)")
+    p.add_argument("--data-dir", help="a local copy: an image-folder tree (train/<class>/*, test/<class>/*, any "
+                   "classes and size), cifar-10-batches-py, or a .tar.gz of either (shorthand for --set data.dir=...)")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
