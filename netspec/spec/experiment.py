@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_serializer, model_validator
 
 from netspec.errors import SpecError, did_you_mean
 from netspec.io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
@@ -102,6 +102,16 @@ class DataConfig(_Strict):
     (at most the source's own count)."""
     test_size: Optional[_images(True)] = None
     """Synthetic only: test images (default 10,000); a cap otherwise (at most the source's own count)."""
+
+    @model_serializer(mode="wrap")
+    def _unset_shape_left_out(self, handler: Any) -> dict[str, Any]:
+        # Written out only when set: every spec file and spec.json written before these fields reads
+        # back to its own text, and run ids (a hash of the dump) stay as they were.
+        content = handler(self)
+        for field in ("image_size", "channels"):
+            if content.get(field, 0) is None:
+                del content[field]
+        return content
 
     @model_validator(mode="after")
     def _shape_only_for_image_trees(self) -> "DataConfig":
