@@ -200,3 +200,15 @@ def test_a_three_class_tree_trains_on_both_backends(backend_name: str, tmp_path:
     preprocess = json.loads((folder / "preprocess.json").read_text())
     assert preprocess["classes"] == ["apple", "grass", "sky"] and preprocess["image_shape"] == [3, 16, 16]
     assert 0.0 <= metrics["test_acc"] <= 1.0
+
+
+def test_an_image_size_too_large_to_cache_is_one_line_before_decoding(tmp_path: Path) -> None:
+    root = write_photos(tmp_path / "tree")  # 18 images; the bound lowered to one byte less than they need
+    from netspec.data.sources import image_tree
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(image_tree, "MAX_CACHE_BYTES", 18 * 3 * 16 * 16 - 1)
+        with pytest.raises(DataError, match=r"18 images of 3x16x16 are 0.0 GiB, more than the 0 GiB netspec caches; "
+                                            r"set a smaller data.image_size"):
+            load(tmp_path, root, image_size=(16, 16))
+    assert not list((tmp_path / "cache").glob("local-*"))

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...errors import DataError
 from ...progress import track
+from ..cache import MAX_CACHE_BYTES
 from ..files import Files
 from ..images import GREY_MODES, IMAGE_SUFFIXES, decode_pixels, image_header
 from ..types import RawImages
@@ -57,6 +58,11 @@ def read_tree(files: Files, root: str, where: Path, progress: bool = True,
         raise DataError(f"data.dir: {where}: class {missing!r} is in train/ but not in test/; add test/{missing}/ "
                         f"with images of it or remove train/{missing}/")
     channels, size = _target_shape(files, [*train, *test], where, shape)
+    need = (len(train) + len(test)) * channels * size[0] * size[1]
+    if need > MAX_CACHE_BYTES:  # checked before decoding: the arrays and their cache file must fit
+        raise DataError(f"data.dir: {where}: {len(train) + len(test):,} images of {channels}x{size[0]}x{size[1]} are "
+                        f"{need / 2**30:,.1f} GiB, more than the {MAX_CACHE_BYTES / 2**30:.0f} GiB netspec caches; "
+                        "set a smaller data.image_size")
     notes: Counter[str] = Counter()
     train_x, train_y = _decode_all(files, train, channels, size, notes, f"decoding {where.name} train", progress)
     test_x, test_y = _decode_all(files, test, channels, size, notes, f"decoding {where.name} test", progress)
