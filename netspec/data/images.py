@@ -125,6 +125,8 @@ def open_image(data: bytes, name: str, where: str = "data.dir") -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.UnidentifiedImageError:  # its own text names a BytesIO object, not the file
+        raise DataError(f"{where}: cannot decode {name} (not a PNG or JPEG image); remove it or save it as PNG") from None
     except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise DataError(f"{where}: cannot decode {name} ({err})") from None
     if image.width * image.height > MAX_PIXELS:

@@ -231,7 +231,8 @@ def check_classes(network: Network, data: Splits) -> None:
     torch with an IndexError and let jax train on NaN)."""
     names = getattr(data, "classes", None)
     if names is not None:  # a Dataset: its images' shape and class names
-        check_network_meets_data(network, np.shape(data.train_x)[1:], names, getattr(data, "source", "the data"))
+        origin = str(getattr(data, "source", "the data")).split(";")[0]  # where from, not the split and scaling
+        check_network_meets_data(network, np.shape(data.train_x)[1:], names, origin)
     out = tuple(network.output_shape)
     if len(out) != 1:
         raise SpecError(f"network: its output has shape {out}, not one score per class; end it with Flatten "

@@ -148,7 +148,7 @@ def _removed_on_failure(data_dir: Path) -> Iterator[None]:
 def _cannot_prepare(reason: str, manual_dir: Path, name: str = CIFAR10) -> SetupError:
     if name != CIFAR10:
         return SetupError(f"{_title(name)} is neither prepared nor downloadable ({reason}): {ways_out(True, name)}, "
-                          f"or prepare it once where there is internet and copy {manual_dir.parent.parent / name} here")
+                          f"or prepare it where there is internet and copy its folder to {manual_dir.parent.parent / name.split(':')[0]}")
     return SetupError(f"CIFAR-10 could not be prepared with tensorflow-datasets ({reason}): {ways_out(True)}, "
                       f"or put {TFDS_ARCHIVE} in {manual_dir}")
 
