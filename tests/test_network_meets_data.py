@@ -98,3 +98,39 @@ def test_predict_refuses_a_16_bit_colour_png_and_scales_16_bit_grey(tmp_path: Pa
     Image.fromarray(np.full((32, 32), 65535, np.uint16)).save(grey)
     (p,) = predict(folder, "torch", [grey], device="cpu", log=lambda line: None)
     assert "16-bit samples scaled to 8 bits" in p.line() and abs(p.probabilities.sum() - 1) < 1e-6
+
+
+@pytest.mark.parametrize("data, shape", [({"source": "synthetic", "train_size": 100, "val_size": 20, "test_size": 20}, (3, 32, 32)),
+                                         ({}, (3, 32, 32)),
+                                         ({"dir": "photos", "image_size": [16, 20], "channels": 1}, (1, 16, 20))])
+def test_input_shape_left_to_the_data_gives_the_written_out_run_id(data: dict, shape: tuple[int, ...]) -> None:
+    from netspec.runs.identity import run_identity
+
+    layers = [{"type": "Flatten"}, {"type": "Linear", "out_features": 10}]
+    left = ns.Experiment.model_validate({"network": {"layers": layers}, "data": data})
+    written = ns.Experiment.model_validate({"network": {"input_shape": list(shape), "layers": layers}, "data": data})
+    assert left == written and tuple(left.network.input_shape) == shape
+    if "dir" not in data:  # (a tree's identity reads its files)
+        assert run_identity(left) == run_identity(written)
+
+
+@pytest.mark.parametrize("data, says", [({"source": "mnist"}, "'mnist' has its shape in its info"),
+                                        ({"dir": "photos", "image_size": [16, 16]}, "both data.channels and data.image_size")])
+def test_input_shape_left_to_data_that_does_not_state_it_is_one_line(tmp_path: Path, data: dict, says: str) -> None:
+    path = tmp_path / "left.json"
+    path.write_text(json.dumps({"network": {"layers": [{"type": "Flatten"}, {"type": "Linear", "out_features": 10}]},
+                                "data": {**data, "normalize": "per_channel"}}))
+    with pytest.raises(SpecError) as err:
+        ns.Experiment.load(path)
+    assert "network.input_shape is left to the data" in str(err.value) and says in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_shipped_cnn_without_its_input_shape_keeps_its_run_id(tmp_path: Path) -> None:
+    from netspec.runs.run_folder import run_id
+
+    content = json.loads((Path(__file__).resolve().parent.parent / "specs" / "cnn.json").read_text())
+    del content["network"]["input_shape"]
+    path = tmp_path / "cnn.json"
+    path.write_text(json.dumps(content))
+    assert run_id(ns.Experiment.load(path, ["data.source=synthetic"])) == "84894fb946"  # tests/test_shipped_run_ids.py

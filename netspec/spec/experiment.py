@@ -126,6 +126,23 @@ class DataConfig(_Strict):
         return self
 
 
+def data_shape(data: dict[str, Any]) -> Optional[list[int]]:
+    """(C, H, W) a data section (JSON) states without reading any image: CIFAR-10's for 'cifar10' and
+    'synthetic', an image tree's `channels` and `image_size` when both are set; else None."""
+    if data.get("dir") is None and data.get("source", "cifar10") in ("cifar10", "synthetic"):
+        return [3, 32, 32]
+    size, channels = data.get("image_size"), data.get("channels")
+    if data.get("dir") is not None and isinstance(size, (list, tuple)) and len(size) == 2 and channels in (1, 3):
+        return [channels, *size]
+    return None
+
+
+def _shape_hint(data: dict[str, Any]) -> str:
+    if data.get("dir") is not None:
+        return "an image tree states it with both data.channels and data.image_size"
+    return f"the tensorflow-datasets set {data.get('source')!r} has its shape in its info, read only at load"
+
+
 Beta = Annotated[Real, Field(ge=0.0, lt=1.0)]
 WeightDecay = Annotated[Real, Field(ge=0.0, le=1.0)]
 """A weight decay coefficient, in [0, 1]."""
@@ -353,6 +370,21 @@ class Experiment(_Strict):
     """The dataset and its split."""
     train: TrainConfig = TrainConfig()
     """The optimizer and the loop."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _input_shape_from_the_data(cls, content: Any) -> Any:
+        # A network may leave input_shape to the data where the data config states it; the filled-in
+        # shape is then part of the experiment as if written out (the same run id).
+        network = content.get("network") if isinstance(content, dict) else None
+        if isinstance(network, dict) and "input_shape" not in network and isinstance(content.get("data", {}), dict):
+            shape = data_shape(content.get("data", {}))
+            if shape is None:
+                raise ValueError(f"network.input_shape is left to the data, but the data does not state its shape "
+                                 f"before it is read ({_shape_hint(content.get('data', {}))}); write network.input_shape "
+                                 "(e.g. [1, 28, 28] for mnist)")
+            content = {**content, "network": {**network, "input_shape": shape}}
+        return content
 
     @model_validator(mode="after")
     def _augmentation_fits_the_images(self) -> "Experiment":
