@@ -200,6 +200,12 @@ def test_a_three_class_tree_trains_on_both_backends(backend_name: str, tmp_path:
     preprocess = json.loads((folder / "preprocess.json").read_text())
     assert preprocess["classes"] == ["apple", "grass", "sky"] and preprocess["image_shape"] == [3, 16, 16]
     assert 0.0 <= metrics["test_acc"] <= 1.0
+    if backend_name == "torch":  # evaluated on the tree again, given as a folder: decoded to the run's 3x16x16
+        from netspec.deploy.inference import evaluate_run
+
+        evaluation, out = evaluate_run(folder, backend_name, data_dir=root, device="cpu", log=lambda line: None)
+        assert evaluation.classes == ["apple", "grass", "sky"] and int(evaluation.confusion.sum()) == 9
+        assert "sky" in evaluation.summary() and (out / "confusion.png").is_file()
 
 
 def test_an_image_size_too_large_to_cache_is_one_line_before_decoding(tmp_path: Path) -> None:

@@ -118,3 +118,20 @@ def test_a_set_neither_prepared_nor_downloadable_is_one_line(monkeypatch: pytest
 def test_a_bad_source_name_is_refused_at_load() -> None:
     with pytest.raises(Exception, match="is not a data source"):
         ns.DataConfig(source="../../etc")
+
+
+def test_a_label_outside_the_sets_classes_is_one_line_and_not_cached(mocked: None, monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    real = tfds_source._tfds_arrays
+
+    def one_bad_label(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        x, y = real(*args, **kwargs)
+        y = y.copy()
+        y[3] = 10  # mnist has 10 classes: 0..9
+        return x, y
+
+    monkeypatch.setattr(tfds_source, "_tfds_arrays", one_bad_label)
+    with pytest.raises(ns.DataError) as err:
+        load_dataset(ns.DataConfig(source="mnist", normalize="per_channel"), progress=False)
+    assert "tensorflow-datasets mnist train: label 10 of example 3 is outside 0..9 (10 classes in its info)" in str(err.value)
+    assert not list((tmp_path / "cache").glob("*.npz"))
