@@ -70,7 +70,7 @@ def read_tree(files: Files, root: str, where: Path, progress: bool = True,
         print(f"netspec.data: {where}: {count} image(s): {note}", file=sys.stderr)
     resized = f", resized to {size[0]}x{size[1]}" if shape.size else ""
     return RawImages(train_x, train_y, test_x, test_y, classes,
-                     origin=f"image-folder tree in {where} ({len(classes)} classes interleaved, files by name; "
+                     origin=f"image-folder tree in {where} ({len(classes)} classes interleaved, files by name, "
                             f"{channels}x{size[0]}x{size[1]}{resized})")
 
 
