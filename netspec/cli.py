@@ -5,6 +5,7 @@
     netspec crosscheck specs/cnn.json                      # the backends number by number (exit 1 on a mismatch)
     netspec report runs/                                   # runs/report.md: tables and figures
     netspec export RUN_DIR --format onnx                   # the run's best weights as an ONNX model
+    netspec import model.onnx -o DIR                       # DIR/<name>.json + DIR/weights.npz, verified
     netspec evaluate RUN_DIR [--data-dir DIR]              # loss, accuracy, per-class accuracy, confusion matrix
     netspec predict RUN_DIR image.png ...                  # top classes with probabilities
     netspec schema -o schemas/                             # JSON Schemas of experiment and sweep files
@@ -279,6 +280,32 @@ def cmd_export(argv: list[str]) -> int:
     return 0 if check.ok else 1
 
 
+def cmd_import(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} import", description="Read an ONNX model into a spec and canonical weights "
+                                "(DIR/<name>.json, DIR/weights.npz), verified on every backend against onnxruntime "
+                                "(needs netspec[export]).")
+    p.add_argument("model", help="an .onnx file (untrusted: bounded, external data refused)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="the folder to write the spec and weights into")
+    p.add_argument("--name", help="the spec's name (default: the experiment's in the file, else the file's stem)")
+    p.add_argument("--backend", help="the backends that verify it (default: every installed one, e.g. torch,jax)")
+    args = p.parse_args(argv)
+    require("onnx", "export", "ONNX import", "the onnx package")
+    require("onnxruntime", "export", "the import's verification", "the onnxruntime package")
+    from netspec.deploy.import_check import cross_layer_note, import_and_verify
+    from netspec.protocol.backend import installed_backends
+
+    path, check = import_and_verify(args.model, args.out, _backends(args.backend or ",".join(installed_backends()), None),
+                                    args.name)
+    for line in check.lines():
+        print(line)
+    print(cross_layer_note(check))
+    if not check.ok:
+        print(f"nothing written to {args.out}: the import failed its verification", file=sys.stderr)
+        return 1
+    print(f"wrote {path} and {path.with_name('weights.npz')}")
+    return 0
+
+
 def _run_backend(run_dir: str, name: Optional[str], threads: Optional[int]) -> Backend:
     """The backend asked for, else the one the run was trained on (env.json), else the reference."""
     if not name:
@@ -334,6 +361,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "crosscheck": (cmd_crosscheck, "two backends number by number"),
     "report": (cmd_report, "report.md over a runs folder"),
     "export": (cmd_export, "a run's best weights as an ONNX model"),
+    "import": (cmd_import, "an ONNX model as a spec and weights, verified on every backend"),
     "evaluate": (cmd_evaluate, "a run on a split or another image copy, with a confusion matrix"),
     "predict": (cmd_predict, "the top classes of image files"),
     "schema": (cmd_schema, "JSON Schemas for editors"),
