@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import ValidationError
 
-from netspec.deploy.export import onnx_model
+from netspec.deploy.export import NETWORK_KEY, SPEC_KEY, onnx_model
 from netspec.errors import ShapeError, SpecError, format_validation_error, missing_package
 from netspec.spec.experiment import Experiment
 from netspec.spec.layers import (CELU, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten,
@@ -365,9 +365,9 @@ def _batchnorm(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -
     if (tensors["running_var"] < 0).any():
         raise _Unsupported("running_var has negative values; a variance is never negative")
     # ONNX's momentum weighs the running value (0.9 = PyTorch's 0.1)
-    momentum = 1.0 - float(attrs["momentum"]) if 0.0 <= float(attrs.get("momentum", 0.9)) < 1.0 else 0.1
-    eps = float(np.float32(attrs.get("epsilon", 1e-5)))
-    spec = BatchNorm(momentum=round(momentum, 6) or 0.1, eps=_float32_decimal(eps))
+    kept = float(attrs.get("momentum", 0.9))
+    momentum = round(1.0 - kept, 6) if 0.0 <= kept < 1.0 else 0.1
+    spec = BatchNorm(momentum=momentum, eps=_float32_decimal(float(attrs.get("epsilon", 1e-5))))
     g.values[node.output[0]] = g.layer(spec, [x], tensors)
 
 
@@ -615,14 +615,13 @@ _RULES: dict[str, Any] = {
     "Unsqueeze": _on_constants(_unsqueeze),
     "Squeeze": _on_constants(lambda attrs, x, *axes: np.squeeze(x, tuple(int(a) for a in (attrs.get("axes") or (axes[0] if axes else ()))) or None)),
     "Cast": _on_constants(lambda attrs, x: x),
+    "Transpose": _on_constants(lambda attrs, x: np.transpose(x, attrs.get("perm"))),  # a weight, unfolded
 }
 """ONNX operator -> its rule: it reads the node's inputs (activations or constants) and sets its output."""
 
 
 # ---- netspec's own metadata -----------------------------------------------------------------------
 
-NETWORK_KEY, SPEC_KEY = "network", "spec"
-"""metadata_props keys netspec's exporter writes: the network's JSON, and a run's whole experiment."""
 EVAL_ONLY = (Dropout, Dropout2d, Identity)
 """Layers the eval graph does not show (the exporter writes nothing for them)."""
 
