@@ -63,7 +63,7 @@ def _onnx() -> Any:
 
 
 @dataclass
-class _Act:
+class Activation:
     """An activation tensor: the layer that makes it (NETWORK_INPUT: the network's input) and its shape
     without the batch. `pooled`: a global pool's (C, 1, 1) seen as the GlobalPool's (C,)."""
 
@@ -73,18 +73,18 @@ class _Act:
 
 
 @dataclass
-class _Graph:
+class LayerGraph:
     """The layers read so far, their canonical weights, and the problems found (one line each)."""
 
     input_shape: Shape
     layers: list[dict[str, Any]] = field(default_factory=list)
     weights: Weights = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
-    """Tensor name -> _Act, or a numpy constant (initializers, Constant nodes, folded shape arithmetic)."""
+    """Tensor name -> Activation, or a numpy constant (initializers, Constant nodes, folded shape arithmetic)."""
     problems: list[str] = field(default_factory=list)
     consumers: dict[str, int] = field(default_factory=dict)
 
-    def layer(self, spec: LayerSpec, inputs: list[_Act], tensors: Optional[dict[str, np.ndarray]] = None) -> _Act:
+    def layer(self, spec: LayerSpec, inputs: list[Activation], tensors: Optional[dict[str, np.ndarray]] = None) -> Activation:
         """Append `spec` taking `inputs`; its output shape by netspec's own shape rule (ShapeError: a misfit)."""
         index = len(self.layers)
         shapes = [a.shape for a in inputs]
@@ -96,7 +96,25 @@ class _Graph:
         self.layers.append(data)
         for suffix, value in (tensors or {}).items():
             self.weights[f"{index}.{suffix}"] = value
-        return _Act(index, tuple(out))
+        return Activation(index, tuple(out))
+
+
+    def finish(self, source: str, out: Any) -> tuple[Network, Weights]:
+        """The network whose output is `out`, and its canonical weights; SpecError when the problems list is
+        not empty (all of them, one line each) or the output is not the last layer's."""
+        if self.problems:
+            raise SpecError(f"{source}: {len(self.problems)} problem(s) importing it:\n" + "\n".join(self.problems))
+        if not isinstance(out, Activation) or out.layer == NETWORK_INPUT:
+            raise SpecError(f"{source}: the output is not computed from the input by any layer netspec expresses")
+        if out.layer != len(self.layers) - 1:
+            raise SpecError(f"{source}: the output is layer {out.layer}'s, but layers after it feed nothing "
+                            "(a dead branch); give the model its one output")
+        try:
+            network = Network(input_shape=self.input_shape, layers=self.layers)
+        except ValidationError as err:
+            raise SpecError(f"{source}: the imported network does not validate: {format_validation_error(err, Network)}") from None
+        counters = {n: np.zeros((), np.int64) for n in network.param_infos() if n.endswith(".num_batches_tracked")}
+        return network, check_weights(network, {**self.weights, **counters}, source)  # the counter is no part of ONNX
 
 
 class _Unsupported(Exception):
@@ -213,14 +231,14 @@ def import_graph(model: Any, path: str | Path = "<model>") -> tuple[Network, Wei
     if len(model.graph.output) != 1:
         raise SpecError(f"{path}: the graph has {len(model.graph.output)} outputs; netspec's networks give one (the logits)")
     name, shape = _graph_input(onnx, model, path)
-    g = _Graph(shape)
+    g = LayerGraph(shape)
     for tensor in model.graph.initializer:
         try:
             g.values[tensor.name] = onnx.numpy_helper.to_array(tensor)
         except Exception as err:  # a raw_data length that does not fit its dims, an unknown type
             raise SpecError(f"{path}: initializer '{tensor.name}' does not decode ({err}); its data does not fit "
                             f"its shape {list(tensor.dims)}: export the model again") from None
-    g.values[name] = _Act(NETWORK_INPUT, shape)
+    g.values[name] = Activation(NETWORK_INPUT, shape)
     _check_order(model, path, set(g.values))
     for node in model.graph.node:
         for i in node.input:
@@ -241,36 +259,19 @@ def import_graph(model: Any, path: str | Path = "<model>") -> tuple[Network, Wei
             g.problems.append(f"{_where(node, position)}: {err}")
             for out in node.output:
                 g.values[out] = _Poisoned()
-    if g.problems:
-        raise SpecError(f"{path}: {len(g.problems)} problem(s) importing it:\n" + "\n".join(g.problems))
-    out = g.values[model.graph.output[0].name]
-    if not isinstance(out, _Act) or out.layer == NETWORK_INPUT:
-        raise SpecError(f"{path}: the graph's output is not computed from its input by any layer netspec expresses")
-    if out.layer != len(g.layers) - 1:
-        raise SpecError(f"{path}: the graph's output is layer {out.layer}'s, but layers after it feed nothing "
-                        "(a dead branch); export the model with its one output")
-    try:
-        network = Network(input_shape=g.input_shape, layers=g.layers)
-    except ValidationError as err:
-        raise SpecError(f"{path}: the imported network does not validate: {format_validation_error(err, Network)}") from None
-    tensors = {v.layer: name for name, v in g.values.items() if isinstance(v, _Act) and v.layer >= 0}  # the last
-    return network, check_weights(network, _with_counters(network, g.weights), str(path)), tensors
+    network, weights = g.finish(str(path), g.values[model.graph.output[0].name])
+    tensors = {v.layer: name for name, v in g.values.items() if isinstance(v, Activation) and v.layer >= 0}  # the last
+    return network, weights, tensors
 
 
 class _Poisoned:
     """The output of a node that could not be read: its consumers are named only if unsupported themselves."""
 
 
-def _with_counters(network: Network, weights: Weights) -> Weights:
-    """BatchNorm's num_batches_tracked is no part of ONNX: 0, as a fresh layer's."""
-    return {**weights, **{n: np.zeros((), np.int64) for n in network.param_infos()
-                          if n.endswith(".num_batches_tracked")}}
-
-
 # ---- one rule per operator ------------------------------------------------------------------------
 
-def _act(value: Any, what: str = "its input") -> _Act:
-    if not isinstance(value, _Act):
+def _act(value: Any, what: str = "its input") -> Activation:
+    if not isinstance(value, Activation):
         raise _Unsupported(f"{what} is a constant, not an activation; netspec's layers compute on the network's data")
     if value.pooled:
         raise _Unsupported("takes a global pool's (C, 1, 1) output; netspec's GlobalPool gives (C,): flatten it first")
@@ -321,7 +322,7 @@ def _window(attrs: dict[str, Any], kernel: tuple[int, int], op: str) -> tuple[tu
     return strides, pads  # type: ignore[return-value]
 
 
-def _conv(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _conv(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     x = _act(inputs[0])
     if len(x.shape) != 3:
         raise _Unsupported(f"takes {x.shape}; netspec's Conv2d needs (C, H, W)")
@@ -352,7 +353,7 @@ def _conv(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> Non
     g.values[node.output[0]] = g.layer(spec, [x], tensors)
 
 
-def _batchnorm(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _batchnorm(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     x = _act(inputs[0])
     if attrs.get("training_mode", 0):
         raise _Unsupported("training_mode=1 is not supported; export the model in eval mode")
@@ -377,21 +378,21 @@ def _float32_decimal(value: float) -> float:
 
 
 def _elementwise(spec: LayerSpec, allowed: Optional[dict[str, Any]] = None) -> Any:
-    def rule(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+    def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
         _only(attrs, allowed or {})
         g.values[node.output[0]] = g.layer(spec, [_act(inputs[0])])
     return rule
 
 
 def _alpha(make: Any, default: float) -> Any:
-    def rule(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+    def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
         _only(attrs, {"alpha": None})
         spec = make(_float32_decimal(float(attrs.get("alpha", default))))
         g.values[node.output[0]] = g.layer(spec, [_act(inputs[0])])
     return rule
 
 
-def _gelu(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _gelu(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     _only(attrs, {"approximate": None})
     approximate = _shown(attrs.get("approximate", b"none"))
     if approximate not in ("none", "tanh"):
@@ -400,7 +401,7 @@ def _gelu(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> Non
 
 
 def _pool(op: str) -> Any:
-    def rule(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+    def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
         x = _act(inputs[0])
         if len(node.output) > 1 and any(node.output[1:]):
             raise _Unsupported("outputs the max's indices; netspec's MaxPool2d gives the values only")
@@ -427,7 +428,7 @@ def _pool(op: str) -> Any:
 
 
 def _global_pool(mode: str) -> Any:
-    def rule(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+    def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
         _only(attrs, {})
         act = g.layer(GlobalPool(mode=mode), [_act(inputs[0])])  # type: ignore[arg-type]
         act.pooled = True  # (C, 1, 1) until a Flatten or Reshape makes it the GlobalPool's (C,)
@@ -437,7 +438,7 @@ def _global_pool(mode: str) -> Any:
 
 def _reduce(mode: str) -> Any:
     """ReduceMean/ReduceMax over H and W (x.mean((2, 3))): a GlobalPool."""
-    def rule(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+    def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
         x = _act(inputs[0])
         axes = attrs.get("axes", list(_const(inputs[1], "its axes")) if len(inputs) > 1 and inputs[1] is not None else [])
         axes = sorted(int(a) % 4 for a in axes)
@@ -450,25 +451,25 @@ def _reduce(mode: str) -> Any:
     return rule
 
 
-def _flat(g: _Graph, node: Any, x: _Act) -> None:
+def _flat(g: LayerGraph, node: Any, x: Activation) -> None:
     """Flatten to (N, -1): a pooled (C, 1, 1) is the GlobalPool's (C,) already."""
     if x.pooled:
-        g.values[node.output[0]] = _Act(x.layer, x.shape)
+        g.values[node.output[0]] = Activation(x.layer, x.shape)
     else:
         g.values[node.output[0]] = g.layer(Flatten(), [x])
 
 
-def _flatten(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _flatten(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     _only(attrs, {"axis": 1})
-    if isinstance(inputs[0], _Act):
+    if isinstance(inputs[0], Activation):
         _flat(g, node, inputs[0])
     else:
         raise _Unsupported("flattens a constant; netspec's Flatten takes the network's data")
 
 
-def _reshape(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _reshape(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     x, target = inputs[0], [int(s) for s in _const(inputs[1], "its shape").reshape(-1)]
-    if not isinstance(x, _Act):
+    if not isinstance(x, Activation):
         g.values[node.output[0]] = _const(x, "its data").reshape(target)
         return
     _only(attrs, {"allowzero": 0})
@@ -480,7 +481,7 @@ def _reshape(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> 
                        "(its Flatten)")
 
 
-def _gemm(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _gemm(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     x = _act(inputs[0])
     if attrs.get("transA", 0):
         raise _Unsupported("transA=1 is not supported; the data is Gemm's first input, untransposed")
@@ -500,7 +501,7 @@ def _gemm(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> Non
     g.values[node.output[0]] = g.layer(Linear(out_features=int(w.shape[0]), bias="bias" in tensors), [x], tensors)
 
 
-def _matmul(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _matmul(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     x = _act(inputs[0])
     w = _const(inputs[1], "its second input (the weight)")
     if len(x.shape) != 1 or w.ndim != 2 or w.shape[0] != x.shape[0]:
@@ -509,8 +510,8 @@ def _matmul(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> N
     g.values[node.output[0]] = g.layer(Linear(out_features=int(w.shape[1]), bias=False), [x], {"weight": weight})
 
 
-def _add(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
-    acts = [v for v in inputs if isinstance(v, _Act)]
+def _add(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+    acts = [v for v in inputs if isinstance(v, Activation)]
     consts = [v for v in inputs if isinstance(v, np.ndarray)]
     if len(acts) == len(inputs) and len(acts) >= 2:
         g.values[node.output[0]] = g.layer(Add(), [_act(a) for a in acts])
@@ -530,7 +531,7 @@ def _add(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None
                        "(a residual), a Linear or Conv2d holds biases")
 
 
-def _concat(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _concat(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     if all(isinstance(v, np.ndarray) for v in inputs):  # shape arithmetic: x.view(x.size(0), -1)
         g.values[node.output[0]] = np.concatenate([v.reshape(-1) for v in inputs], axis=int(attrs.get("axis", 0)))
         return
@@ -541,8 +542,8 @@ def _concat(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> N
     g.values[node.output[0]] = g.layer(Concat(), acts)
 
 
-def _scale(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
-    acts = [v for v in inputs if isinstance(v, _Act)]
+def _scale(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+    acts = [v for v in inputs if isinstance(v, Activation)]
     consts = [v for v in inputs if isinstance(v, np.ndarray)]
     if len(acts) == 1 and len(consts) == 1 and consts[0].size == 1 and (node.op_type == "Mul" or inputs[1] is consts[0]):
         c = float(consts[0].reshape(()))
@@ -558,7 +559,7 @@ def _scale(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> No
                        "constant number; netspec's Scale multiplies by a scalar")
 
 
-def _pass(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _pass(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     """Identity, and Dropout in eval form (its mask output unused, no training_mode)."""
     if node.op_type == "Dropout" and (len(inputs) > 2 and isinstance(inputs[2], np.ndarray) and bool(inputs[2])):
         raise _Unsupported("has training_mode true; export the model in eval mode")
@@ -568,13 +569,13 @@ def _pass(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> Non
 
 
 # shape arithmetic on constants (the view(x.size(0), -1) chain); nothing on activations
-def _shape(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _shape(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     x = inputs[0]
-    dims = np.array([BATCH, *x.shape], np.int64) if isinstance(x, _Act) else np.array(np.shape(x), np.int64)
+    dims = np.array([BATCH, *x.shape], np.int64) if isinstance(x, Activation) else np.array(np.shape(x), np.int64)
     g.values[node.output[0]] = dims[attrs.get("start", 0): attrs.get("end", None)]
 
 
-def _constant(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+def _constant(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     onnx = _onnx()
     (name, value), = attrs.items()
     if name == "value":
@@ -586,8 +587,8 @@ def _constant(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) ->
 
 
 def _on_constants(fn: Any) -> Any:
-    def rule(g: _Graph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
-        if any(isinstance(v, _Act) for v in inputs):
+    def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
+        if any(isinstance(v, Activation) for v in inputs):
             raise _Unsupported(f"operator {node.op_type} on activations is not supported; {UNSUPPORTED_HINT}")
         g.values[node.output[0]] = fn(attrs, *[_const(v, "an input") for v in inputs if v is not None])
     return rule
