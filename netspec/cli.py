@@ -55,7 +55,8 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The shorthand flags as --set items (one override mechanism), before the explicit --set ones."""
-    short = {"train.epochs": args.epochs, "train.seed": args.seed, "data.source": args.data, "data.dir": args.data_dir}
+    short = {"train.epochs": args.epochs, "train.seed": args.seed, "data.source": args.data, "data.dir": args.data_dir,
+             "train.init_weights": str(Path(args.weights).resolve()) if getattr(args, "weights", None) else None}
     return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
@@ -108,6 +109,9 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", metavar="RUN_DIR", help="continue that run's checkpoint (OUT/<name>/<backend>/"
                    "<run-id>, any backend: its weights, optimizer, schedule, shuffle and dropout stream) to train.epochs, "
                    "in a new run folder that records where it came from")
+    p.add_argument("--weights", metavar="WEIGHTS.npz", help="start from these canonical weights instead of the seed's "
+                   "draw (fine-tuning; e.g. netspec import's DIR/weights.npz); their fingerprint is in the run id "
+                   "(shorthand for --set train.init_weights=...)")
     _threads_option(p)
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
                    "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
