@@ -231,3 +231,44 @@ def test_a_file_over_the_bound_is_refused_before_reading(tmp_path: Path, monkeyp
 def test_a_bad_name_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="a spec's name is letters"):
         import_and_verify(tmp_path / "m.onnx", tmp_path / "out", BACKENDS, name="../escape")
+
+
+class ViewHead(torch.nn.Module):
+    """x.view(x.size(0), -1): a Shape-Gather-Unsqueeze-Concat-Reshape chain (or a constant shape when the
+    batch is fixed), and GELU, written as Erf arithmetic below opset 20 and as Gelu from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.gelu(self.conv(x))
+        return self.head(y.view(y.size(0), -1))
+
+
+@pytest.mark.parametrize("opset, dynamic", [(17, True), (17, False), (20, True)],
+                         ids=["opset17-batch-symbolic", "opset17-batch-fixed", "opset20"])
+def test_exporter_patterns(opset: int, dynamic: bool, tmp_path: Path) -> None:
+    import io
+    import warnings
+    module, buffer = ViewHead().eval(), io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, (torch.zeros(1, 3, 8, 8),), buffer, dynamo=False, opset_version=opset,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}} if dynamic else None)
+    imported = onnx_import.import_onnx(_file(tmp_path, buffer.getvalue()), log=lambda line: None)
+    assert [layer.type for layer in imported.network.layers] == ["Conv2d", "GELU", "Flatten", "Linear"]
+    original = Original("the torch module", lambda x: _torch_logits(module, x), lambda x: {})
+    assert verify(imported.network, imported.weights, original, BACKENDS).ok
+    assert verify(imported.network, imported.weights, onnx_original(imported.model, imported.tensors), BACKENDS).ok
+
+
+def test_a_scale_by_one_over_root_two_stays_a_scale() -> None:
+    """Only x / sqrt 2 that an Erf takes starts GELU's erf form; netspec's GELU export reads back as GELU."""
+    network = ns.Network(input_shape=(6,), layers=[ns.Linear(out_features=5), ns.GELU(), ns.Scale(factor=0.7071067811865476),
+                                                   ns.Linear(out_features=3)])
+    model = onnx_model(network, ns.init_weights(network))
+    del model.metadata_props[:]
+    again, _, _ = onnx_import.import_graph(model)
+    assert [layer.type for layer in again.layers] == ["Linear", "GELU", "Scale", "Linear"]
+    assert again.layers[2].factor == float(np.float32(2 ** -0.5))  # the file holds float32

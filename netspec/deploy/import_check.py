@@ -21,7 +21,7 @@ import numpy as np
 from netspec.check.bisection import locate
 from netspec.errors import SpecError
 from netspec.deploy.export import CHECK_RTOL
-from netspec.deploy.onnx_import import default_experiment, import_onnx
+from netspec.deploy.onnx_import import default_experiment, fixed_batch, import_onnx
 from netspec.io import safe_output_dir, write_json
 from netspec.protocol.backend import Backend
 from netspec.spec.experiment import Experiment
@@ -135,14 +135,26 @@ def onnx_original(model: Any, tensors: dict[int, str]) -> Original:
 
     input_name = next(i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
     output_name = model.graph.output[0].name
+    batch = fixed_batch(model)
+
+    def run(names: list[str], x: np.ndarray) -> list[np.ndarray]:
+        """The tensors for x; a file that fixes its batch size b runs b rows at a time (the last block
+        filled up with its first row, the extra rows dropped)."""
+        if batch is None:
+            return session(names).run(names, {input_name: x})
+        s, blocks = session(names), []
+        for start in range(0, len(x), batch):
+            block = x[start:start + batch]
+            filled = np.concatenate([block, np.repeat(block[:1], batch - len(block), axis=0)])
+            blocks.append([v[:len(block)] for v in s.run(names, {input_name: filled})])
+        return [np.concatenate(parts) for parts in zip(*blocks)]
 
     def logits(x: np.ndarray) -> np.ndarray:
-        return session([]).run([output_name], {input_name: x})[0]
+        return run([output_name], x)[0]
 
     def layers(x: np.ndarray) -> dict[int, np.ndarray]:
         names = list(tensors.values())
-        values = session(names).run(names, {input_name: x})
-        return dict(zip(tensors, values))
+        return dict(zip(tensors, run(names, x)))
 
     return Original("onnxruntime", logits, layers)
 

@@ -83,6 +83,9 @@ class LayerGraph:
     """Tensor name -> Activation, or a numpy constant (initializers, Constant nodes, folded shape arithmetic)."""
     problems: list[str] = field(default_factory=list)
     consumers: dict[str, int] = field(default_factory=dict)
+    consumer_ops: dict[str, list[str]] = field(default_factory=dict)
+    batch: Optional[int] = None
+    """The batch size the file fixes, if it does (a Reshape to (batch, -1) is then a Flatten too)."""
 
     def layer(self, spec: LayerSpec, inputs: list[Activation], tensors: Optional[dict[str, np.ndarray]] = None) -> Activation:
         """Append `spec` taking `inputs`; its output shape by netspec's own shape rule (ShapeError: a misfit)."""
@@ -202,6 +205,14 @@ def _graph_input(onnx: Any, model: Any, path: Path) -> tuple[str, Shape]:
     return value.name, shape
 
 
+def fixed_batch(model: Any) -> Optional[int]:
+    """The batch size a file fixes (torch.onnx.export without dynamic_axes writes its example's), or None."""
+    initializers = {t.name for t in model.graph.initializer}
+    value = next(i for i in model.graph.input if i.name not in initializers)
+    first = value.type.tensor_type.shape.dim[0]
+    return first.dim_value if first.HasField("dim_value") and first.dim_value > 0 else None
+
+
 def _check_order(model: Any, path: Path, known: set[str]) -> None:
     """Every node's inputs made before it: ONNX graphs are topologically sorted, so a name made later is a
     cycle (or a misordered graph) and a name made nowhere is dangling."""
@@ -232,6 +243,7 @@ def import_graph(model: Any, path: str | Path = "<model>") -> tuple[Network, Wei
         raise SpecError(f"{path}: the graph has {len(model.graph.output)} outputs; netspec's networks give one (the logits)")
     name, shape = _graph_input(onnx, model, path)
     g = LayerGraph(shape)
+    g.batch = fixed_batch(model)
     for tensor in model.graph.initializer:
         try:
             g.values[tensor.name] = onnx.numpy_helper.to_array(tensor)
@@ -243,6 +255,7 @@ def import_graph(model: Any, path: str | Path = "<model>") -> tuple[Network, Wei
     for node in model.graph.node:
         for i in node.input:
             g.consumers[i] = g.consumers.get(i, 0) + 1
+            g.consumer_ops.setdefault(i, []).append(node.op_type)
     for position, node in enumerate(model.graph.node):
         if any(isinstance(g.values.get(i), _Poisoned) for i in node.input):
             if node.op_type not in _RULES:  # still named: every unsupported node at once
@@ -252,6 +265,8 @@ def import_graph(model: Any, path: str | Path = "<model>") -> tuple[Network, Wei
             continue
         try:
             rule = _RULES.get(node.op_type)
+            if node.op_type in ("Div", "Mul", "Erf", "Add") and _gelu_step(g, node, [g.values[i] if i else None for i in node.input]):
+                continue
             if rule is None:
                 raise _Unsupported(f"operator {node.op_type} is not supported; {UNSUPPORTED_HINT}")
             rule(g, node, _attrs(onnx, node), [g.values[i] if i else None for i in node.input])
@@ -271,6 +286,9 @@ class _Poisoned:
 # ---- one rule per operator ------------------------------------------------------------------------
 
 def _act(value: Any, what: str = "its input") -> Activation:
+    if isinstance(value, _Gelu):
+        raise _Unsupported("takes a part of GELU's erf form (x / sqrt 2, erf, 1 + erf); netspec reads the whole "
+                           "0.5 x (1 + erf(x / sqrt 2)) as one GELU")
     if not isinstance(value, Activation):
         raise _Unsupported(f"{what} is a constant, not an activation; netspec's layers compute on the network's data")
     if value.pooled:
@@ -400,6 +418,45 @@ def _gelu(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) ->
     g.values[node.output[0]] = g.layer(GELU(approximate=approximate), [_act(inputs[0])])  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class _Gelu:
+    """A step of the erf form of GELU that exporters write below opset 20 (netspec's own, torch's):
+    x / sqrt(2) -> erf -> + 1 -> * x -> * 0.5. `step` is how far it got, `x` the activation it is of."""
+
+    x: Activation
+    step: str
+
+
+def _gelu_step(g: LayerGraph, node: Any, inputs: list[Any]) -> bool:
+    """Advance the erf form of GELU by one node; False when the node is not its next step."""
+    exprs = [v for v in inputs if isinstance(v, _Gelu)]
+    consts = [float(v.reshape(-1)[0]) for v in inputs if isinstance(v, np.ndarray) and v.size == 1]
+    acts = [v for v in inputs if isinstance(v, Activation)]
+    op, out = node.op_type, node.output[0]
+    if not exprs and g.consumer_ops.get(out) != ["Erf"]:  # a plain Scale unless an Erf alone takes it
+        return False
+    if op == "Div" and len(acts) == 1 and consts and inputs[0] is acts[0] and math.isclose(consts[0], math.sqrt(2), rel_tol=1e-6):
+        g.values[out] = _Gelu(acts[0], "scaled")
+    elif op == "Mul" and len(acts) == 1 and consts and math.isclose(consts[0], 1 / math.sqrt(2), rel_tol=1e-6):
+        g.values[out] = _Gelu(acts[0], "scaled")
+    elif not exprs:
+        return False
+    elif op == "Erf" and exprs[0].step == "scaled":
+        g.values[out] = _Gelu(exprs[0].x, "erf")
+    elif op == "Add" and exprs[0].step == "erf" and consts and consts[0] == 1.0:
+        g.values[out] = _Gelu(exprs[0].x, "one_plus")
+    elif op == "Mul" and exprs[0].step == "one_plus" and acts and acts[0] is exprs[0].x:
+        g.values[out] = _Gelu(exprs[0].x, "times_x")
+    elif op == "Mul" and exprs[0].step == "one_plus" and consts and consts[0] == 0.5:
+        g.values[out] = _Gelu(exprs[0].x, "half")
+    elif op == "Mul" and ((exprs[0].step == "times_x" and consts and consts[0] == 0.5)
+                          or (exprs[0].step == "half" and acts and acts[0] is exprs[0].x)):
+        g.values[out] = g.layer(GELU(), [_act(exprs[0].x)])
+    else:
+        return False
+    return True
+
+
 def _pool(op: str) -> Any:
     def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
         x = _act(inputs[0])
@@ -474,7 +531,7 @@ def _reshape(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any])
         return
     _only(attrs, {"allowzero": 0})
     features = math.prod(x.shape)
-    if len(target) == 2 and target[0] in (BATCH, 0, -1) and target[1] in (-1, features) and target != [-1, -1]:
+    if len(target) == 2 and target[0] in (BATCH, 0, -1, g.batch) and target[1] in (-1, features) and target != [-1, -1]:
         _flat(g, node, x)
         return
     raise _Unsupported(f"reshapes to {['N' if t == BATCH else t for t in target]}; netspec reshapes to (N, -1) only "
@@ -571,7 +628,7 @@ def _pass(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) ->
 # shape arithmetic on constants (the view(x.size(0), -1) chain); nothing on activations
 def _shape(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
     x = inputs[0]
-    dims = np.array([BATCH, *x.shape], np.int64) if isinstance(x, Activation) else np.array(np.shape(x), np.int64)
+    dims = np.array([g.batch or BATCH, *x.shape], np.int64) if isinstance(x, Activation) else np.array(np.shape(x), np.int64)
     g.values[node.output[0]] = dims[attrs.get("start", 0): attrs.get("end", None)]
 
 
@@ -590,7 +647,7 @@ def _on_constants(fn: Any) -> Any:
     def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
         if any(isinstance(v, Activation) for v in inputs):
             raise _Unsupported(f"operator {node.op_type} on activations is not supported; {UNSUPPORTED_HINT}")
-        g.values[node.output[0]] = fn(attrs, *[_const(v, "an input") for v in inputs if v is not None])
+        g.values[node.output[0]] = np.asarray(fn(attrs, *[_const(v, "an input") for v in inputs if v is not None]))
     return rule
 
 
