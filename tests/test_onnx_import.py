@@ -197,6 +197,12 @@ def _misfit_initializer(model: object) -> None:
     conv.CopyFrom(onnx.numpy_helper.from_array(np.zeros((4, 2, 5, 5), np.float32), conv.name))
 
 
+def _zero_kernel(model: object) -> None:
+    pool = next(n for n in model.graph.node if n.op_type == "MaxPool")  # type: ignore[attr-defined]
+    kernel = next(a for a in pool.attribute if a.name == "kernel_shape")
+    kernel.ints[:] = [0, 0]
+
+
 def _opset(version: int) -> object:
     def change(model: object) -> None:
         model.opset_import[0].version = version  # type: ignore[attr-defined]
@@ -207,9 +213,10 @@ def _opset(version: int) -> object:
     (_swap_first_nodes, "the graph has a cycle or is not in order"),
     (_dangle, "takes 'nowhere', which no node, input or initializer makes (a dangling name)"),
     (_misfit_initializer, "its weight has shape [4, 2, 5, 5], but its input needs [4, 3, 5, 5]"),
+    (_zero_kernel, "(MaxPool): its attributes or constants do not make a valid layer (kernel_size"),
     (_opset(7), "opset 7 is outside the supported 11..22"),
     (_opset(99), "opset 99 is outside the supported 11..22"),
-], ids=["cycle", "dangling", "initializer-shape", "opset-low", "opset-high"])
+], ids=["cycle", "dangling", "initializer-shape", "zero-kernel", "opset-low", "opset-high"])
 def test_a_damaged_graph_is_one_line(change: object, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _refused(tmp_path, _mutated(tmp_path, change), capsys)
     assert any(words in line for line in err) and len(err) <= 2  # a problem list has its heading line

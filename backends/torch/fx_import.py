@@ -25,7 +25,7 @@ from torch import fx, nn
 
 from netspec.deploy import import_check
 from netspec.deploy.import_check import Original
-from netspec.deploy.onnx_import import Activation, LayerGraph
+from netspec.deploy.onnx_import import Activation, LayerGraph, node_problem
 from netspec.errors import ShapeError, SpecError
 from netspec.protocol.backend import installed_backends, load_backend
 from netspec.spec import layers as L
@@ -172,8 +172,11 @@ class _Tracer:
                 continue
             try:
                 g.values[node.name] = self._node(traced, node)
-            except (_Unsupported, ShapeError, ValueError) as err:
+            except (_Unsupported, ShapeError) as err:
                 g.problems.append(f"{self._where(traced, node)}: {err}")
+                g.values[node.name] = _Poisoned()
+            except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:  # a layer netspec refuses
+                g.problems.append(f"{self._where(traced, node)}: {node_problem(err)}")
                 g.values[node.name] = _Poisoned()
             value = g.values[node.name]
             if isinstance(value, Activation) and value.layer >= 0:

@@ -120,6 +120,12 @@ class LayerGraph:
         return network, check_weights(network, {**self.weights, **counters}, source)  # the counter is no part of ONNX
 
 
+def node_problem(err: Exception) -> str:
+    """A node whose attributes or constants make no layer (a kernel of 0, an index out of range), in words."""
+    what = format_validation_error(err) if isinstance(err, ValidationError) else (str(err).splitlines() or [""])[0]
+    return f"its attributes or constants do not make a valid layer ({what or type(err).__name__}); export the model again"
+
+
 class _Unsupported(Exception):
     """One node's problem, in words (becomes `node 'name' (Op): words`)."""
 
@@ -272,6 +278,10 @@ def import_graph(model: Any, path: str | Path = "<model>") -> tuple[Network, Wei
             rule(g, node, _attrs(onnx, node), [g.values[i] if i else None for i in node.input])
         except (_Unsupported, ShapeError) as err:
             g.problems.append(f"{_where(node, position)}: {err}")
+            for out in node.output:
+                g.values[out] = _Poisoned()
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:  # a damaged node's values
+            g.problems.append(f"{_where(node, position)}: {node_problem(err)}")
             for out in node.output:
                 g.values[out] = _Poisoned()
     network, weights = g.finish(str(path), g.values[model.graph.output[0].name])
