@@ -7,6 +7,7 @@ itself, independent of netspec): 1e-4 of the largest logit, netspec.deploy.impor
 (float32 sums in another order differ by ~1e-6 of it; a misread layer by its whole size)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from netspec.deploy.import_check import (CHECK_BATCH, IMPORT_RTOL, Original, imp
                                          verify)
 from netspec.errors import SpecError  # noqa: E402
 from netspec.runs.run_folder import run_id  # noqa: E402
+from tests.helpers import tiny_experiment  # noqa: E402
 from tests.torch_originals import ResNet9, onnx_bytes, report_cnn, with_statistics  # noqa: E402
 
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.json"))
@@ -279,3 +281,18 @@ def test_a_scale_by_one_over_root_two_stays_a_scale() -> None:
     again, _, _ = onnx_import.import_graph(model)
     assert [layer.type for layer in again.layers] == ["Linear", "GELU", "Scale", "Linear"]
     assert again.layers[2].factor == 0.70710677  # the file holds float32: its shortest decimal
+
+
+def test_an_imported_model_fine_tunes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """netspec import's DIR/<name>.json and DIR/weights.npz are what train --weights takes."""
+    experiment = tiny_experiment("from_weights", epochs=1)
+    weights = ns.init_weights(experiment.network, seed=2)
+    (tmp_path / "m.onnx").write_bytes(onnx_model(experiment.network, weights).SerializeToString())
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "imported"), "--name", "from_weights"]) == 0
+    spec = tmp_path / "imported" / "from_weights.json"
+    assert main(["train", str(spec), "--weights", str(tmp_path / "imported" / "weights.npz"), "--out", str(tmp_path / "runs"),
+                 "--data", "synthetic", "--epochs", "1", "--set", "data.train_size=400", "--set", "data.val_size=100",
+                 "--set", "data.test_size=100", "--device", "cpu"]) == 0
+    (folder,) = (tmp_path / "runs" / "from_weights" / "torch").iterdir()
+    assert (folder / "metrics.json").is_file()
+    assert json.loads((folder / "spec.json").read_text())["train"]["init_weights"] == str(tmp_path / "imported" / "weights.npz")

@@ -85,21 +85,3 @@ def test_weights_that_do_not_fit_name_the_first_misfit(tmp_path: Path, capsys: p
         assert words in line, line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("spec.json"))
 
-
-def test_an_imported_model_fine_tunes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """netspec import's DIR/<name>.json and DIR/weights.npz are what train --weights takes."""
-    pytest.importorskip("onnx", reason="netspec import needs the onnx package")
-    pytest.importorskip("onnxruntime", reason="netspec import verifies with onnxruntime")
-    from netspec.deploy.export import onnx_model
-
-    experiment = _experiment()
-    weights = ns.init_weights(experiment.network, seed=2)
-    (tmp_path / "m.onnx").write_bytes(onnx_model(experiment.network, weights).SerializeToString())
-    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "imported"), "--name", "from_weights"]) == 0
-    spec = tmp_path / "imported" / "from_weights.json"
-    assert main(["train", str(spec), "--weights", str(tmp_path / "imported" / "weights.npz"), "--out", str(tmp_path / "runs"),
-                 "--data", "synthetic", "--epochs", "1", "--set", "data.train_size=400", "--set", "data.val_size=100",
-                 "--set", "data.test_size=100", "--device", "cpu"]) == 0
-    (folder,) = (tmp_path / "runs" / "from_weights" / "torch").iterdir()
-    assert (folder / "metrics.json").is_file()
-    assert json.loads((folder / "spec.json").read_text())["train"]["init_weights"] == str(tmp_path / "imported" / "weights.npz")
