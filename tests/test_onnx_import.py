@@ -237,6 +237,24 @@ def test_a_file_over_the_bound_is_refused_before_reading(tmp_path: Path, monkeyp
     assert "more than the 1,000 netspec reads" in line
 
 
+def test_metadata_that_is_not_the_graph_is_not_taken(tmp_path: Path) -> None:
+    """netspec's metadata is words in an untrusted file: a network other than the graph's (here one far
+    bigger than the file holds) is never taken, nor allocated; the graph's layers are."""
+    network = ns.Network(input_shape=(4,), layers=[ns.Linear(out_features=3), ns.Dropout(p=0.5)])
+    claimed = ns.Network(input_shape=(4,), layers=[ns.Linear(out_features=2**24), ns.Dropout(p=0.5)])
+    model = onnx_model(network, ns.init_weights(network), metadata={"network": claimed.model_dump_json()})
+    lines: list[str] = []
+    imported = onnx_import.import_onnx(_file(tmp_path, model.SerializeToString()), log=lines.append)
+    assert [layer.type for layer in imported.network.layers] == ["Linear"] and imported.experiment is None
+    assert len(lines) == 1 and "does not describe it" in lines[0]
+    other = ns.Network(input_shape=(4,), layers=[ns.Linear(out_features=3), ns.ReLU()])
+    model = onnx_model(network, ns.init_weights(network), metadata={"network": other.model_dump_json()})
+    lines.clear()
+    imported = onnx_import.import_onnx(_file(tmp_path, model.SerializeToString()), log=lines.append)
+    assert [layer.type for layer in imported.network.layers] == ["Linear"]
+    assert "names another network than its graph computes" in lines[0]
+
+
 def test_a_bad_name_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="a spec's name is letters"):
         import_and_verify(tmp_path / "m.onnx", tmp_path / "out", BACKENDS, name="../escape")
@@ -296,3 +314,27 @@ def test_an_imported_model_fine_tunes(tmp_path: Path, capsys: pytest.CaptureFixt
     (folder,) = (tmp_path / "runs" / "from_weights" / "torch").iterdir()
     assert (folder / "metrics.json").is_file()
     assert json.loads((folder / "spec.json").read_text())["train"]["init_weights"] == str(tmp_path / "imported" / "weights.npz")
+
+
+@pytest.mark.parametrize("form", ["gemm-transB0-alpha-beta", "matmul-add"])
+def test_gemm_and_matmul_forms_are_one_linear(form: str) -> None:
+    """Hand-built graphs (onnx.helper): Gemm without transB and with alpha, beta; MatMul then Add of a bias.
+    Each is one Linear whose logits are numpy's x @ W + b on the same numbers."""
+    h, rng = onnx.helper, np.random.default_rng(5)
+    w, b = rng.normal(size=(6, 3)).astype(np.float32), rng.normal(size=(3,)).astype(np.float32)
+    if form == "matmul-add":
+        nodes = [h.make_node("MatMul", ["x", "W"], ["m"]), h.make_node("Add", ["m", "B"], ["y"])]
+        want = lambda x: x @ w + b  # noqa: E731
+    else:
+        nodes = [h.make_node("Gemm", ["x", "W", "B"], ["y"], alpha=0.5, beta=2.0)]
+        want = lambda x: 0.5 * x @ w + 2.0 * b  # noqa: E731
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 6])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 3])],
+                         initializer=[onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(b, "B")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    network, weights, _ = onnx_import.import_graph(model)
+    assert [layer.model_dump(exclude={"id", "inputs"}) for layer in network.layers] == [
+        {"type": "Linear", "out_features": 3, "bias": True}]
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    for backend in BACKENDS:
+        np.testing.assert_allclose(backend.compile(network, weights).forward(x), want(x.astype(np.float64)), atol=1e-5)

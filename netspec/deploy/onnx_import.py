@@ -704,6 +704,9 @@ def restore_from_metadata(model: Any, network: Network, weights: Weights, tensor
         return unchanged
     try:
         stated = Network.model_validate_json(props[NETWORK_KEY])
+        # untrusted words: a network bigger than the file's own tensors is never allocated
+        if sum(math.prod(i.shape) for i in stated.param_infos().values()) > 2 * sum(w.size for w in weights.values()) + 2**16:
+            raise ValueError("it states more weights than the file holds")
         zeros = {n: np.zeros(i.shape, i.dtype) for n, i in stated.param_infos().items()}
         again, _, _ = import_graph(onnx_model(stated, zeros), "metadata")
     except (ValidationError, SpecError, ValueError) as err:
@@ -714,8 +717,9 @@ def restore_from_metadata(model: Any, network: Network, weights: Weights, tensor
         return unchanged
     kept = [i for i, layer in enumerate(stated.layers) if not isinstance(layer, EVAL_ONLY)]
     restored: Weights = {}
+    nodes = stated.nodes()
     for k, i in enumerate(kept):
-        for suffix, info in stated.layers[i].params(stated.nodes()[i].input_shape).items():
+        for suffix, info in stated.layers[i].params(nodes[i].input_shape).items():
             value = weights.get(f"{k}.{suffix}", np.zeros(info.shape, info.dtype))
             restored[f"{i}.{suffix}"] = value
     for k, i in enumerate(kept):  # affine=False: the graph's scale and shift must be PyTorch's 1 and 0
