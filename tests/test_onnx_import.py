@@ -338,3 +338,21 @@ def test_gemm_and_matmul_forms_are_one_linear(form: str) -> None:
     x = rng.normal(size=(4, 6)).astype(np.float32)
     for backend in BACKENDS:
         np.testing.assert_allclose(backend.compile(network, weights).forward(x), want(x.astype(np.float64)), atol=1e-5)
+
+
+def test_a_wrong_import_fails_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """An importer that misreads BatchNorm (its mean off by one, as a bug would) fails its own verification:
+    exit 1, the first layer named, nothing left in DIR."""
+    read = onnx_import._RULES["BatchNormalization"]
+
+    def misread(g: object, node: object, attrs: dict, inputs: list) -> None:
+        read(g, node, attrs, [*inputs[:3], inputs[3] + 1.0, *inputs[4:]])
+
+    monkeypatch.setitem(onnx_import._RULES, "BatchNormalization", misread)
+    path = _file(tmp_path, onnx_bytes(with_statistics(report_cnn(8)), (3, 32, 32), False))
+    assert main(["import", str(path), "-o", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr()
+    assert out.out.count("DISAGREES") == 2
+    assert "parts from onnxruntime at layer 1 (BatchNorm)" in out.out
+    assert list((tmp_path / "out").iterdir()) == []
