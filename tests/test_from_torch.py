@@ -46,8 +46,9 @@ def test_the_report_cnn_keeps_its_batchnorms_and_dropouts() -> None:
 
 
 def test_resnet9_residuals_written_with_plus(capsys: pytest.CaptureFixture[str]) -> None:
-    module = with_statistics(ResNet9(4))
+    module = with_statistics(ResNet9(4)).train()
     network, weights = ns.from_torch(module, (3, 16, 16))
+    assert module.training  # the caller's module keeps its mode
     printed = capsys.readouterr().out
     assert printed.count(": agrees") == 2  # the verification's lines, one per backend
     types = [layer.type for layer in network.layers]

@@ -360,12 +360,17 @@ def from_torch(module: nn.Module, input_shape: tuple[int, ...], verify: bool = T
     """`netspec.from_torch`: trace, then (verify) every installed backend against the module in eval mode
     on random inputs, each one's largest difference logged; SpecError naming the first layer that differs
     when one is beyond the tolerance."""
-    network, weights, original = trace(module, tuple(input_shape))
-    if verify:
-        check = import_check.verify(network, weights, original, [load_backend(n) for n in installed_backends()])
-        for line in check.lines():
-            log(line)
-        if not check.ok:
-            raise SpecError("from_torch: the traced network does not compute what the module does: "
-                            + (check.parting or "see the differences above"))
+    training = getattr(module, "training", False)
+    try:
+        network, weights, original = trace(module, tuple(input_shape))
+        if verify:
+            check = import_check.verify(network, weights, original, [load_backend(n) for n in installed_backends()])
+            for line in check.lines():
+                log(line)
+            if not check.ok:
+                raise SpecError("from_torch: the traced network does not compute what the module does: "
+                                + (check.parting or "see the differences above"))
+    finally:  # the caller's module keeps its mode (the trace and the check ran it in eval mode)
+        if isinstance(module, nn.Module):
+            module.train(training)
     return network, weights
