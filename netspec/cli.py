@@ -148,6 +148,9 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if args.source is not None:
+        if args.weights:
+            raise SpecError("--weights starts a new run from given weights, --from continues a run's checkpoint; "
+                            "give one of them")
         return _continue(args, overrides, backends)
     if _is_sweep(args.spec):
         from netspec.sweeps.sweep import run_sweep

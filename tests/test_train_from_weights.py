@@ -85,3 +85,9 @@ def test_weights_that_do_not_fit_name_the_first_misfit(tmp_path: Path, capsys: p
         assert words in line, line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("spec.json"))
 
+
+def test_weights_and_from_are_one_or_the_other(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, _experiment())
+    assert main(["train", str(spec), "--weights", "w.npz", "--from", str(tmp_path), "--out", str(tmp_path / "runs")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "give one of them" in line
