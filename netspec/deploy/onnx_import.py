@@ -50,7 +50,6 @@ MAX_NODES = 20_000
 """Most nodes in one graph: a bound on the import's work (the largest shipped spec exports ~60)."""
 BATCH = -(2**40)
 """The batch dimension inside folded shape arithmetic (x.view(x.size(0), -1)): a sentinel no real size equals."""
-PASS_THROUGH = {"Identity", "Dropout"}
 UNSUPPORTED_HINT = "netspec's layers are Conv2d, BatchNorm, Linear, pooling, activations, Add and Concat"
 
 
