@@ -25,7 +25,7 @@ from torch import fx, nn
 
 from netspec.deploy import import_check
 from netspec.deploy.import_check import Original
-from netspec.deploy.onnx_import import Activation, LayerGraph, node_problem
+from netspec.deploy.layer_graph import Activation, LayerGraph, node_problem
 from netspec.errors import ShapeError, SpecError
 from netspec.protocol.backend import installed_backends, load_backend
 from netspec.spec import layers as L

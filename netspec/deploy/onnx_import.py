@@ -1,6 +1,6 @@
 """ONNX import: an untrusted .onnx file into a Network and its canonical weights (issue 34).
 
-    network, weights, notes = import_onnx("model.onnx")
+    imported = import_onnx("model.onnx")      # .network, .weights, .experiment (netspec's own files)
 
 The subset read is what netspec's layers express, in the forms exporters write (torch.onnx.export's
 TorchScript exporter, netspec.deploy.export): Conv (groups 1, dilation 1), BatchNormalization (inference),
@@ -25,7 +25,7 @@ so the metadata never overrides what the graph computes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,7 +33,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from netspec.deploy.export import NETWORK_KEY, SPEC_KEY, onnx_model
-from netspec.errors import ShapeError, SpecError, format_validation_error, missing_package
+from netspec.deploy.layer_graph import Activation, LayerGraph, float32_decimal, node_problem
+from netspec.errors import ShapeError, SpecError, missing_package
 from netspec.spec.experiment import Experiment
 from netspec.spec.layers import (CELU, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten,
                                  GlobalPool, Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Shape,
@@ -59,70 +60,6 @@ def _onnx() -> Any:
     except ImportError:
         raise missing_package("ONNX import", "the onnx package", "export") from None
     return onnx
-
-
-@dataclass
-class Activation:
-    """An activation tensor: the layer that makes it (NETWORK_INPUT: the network's input) and its shape
-    without the batch. `pooled`: a global pool's (C, 1, 1) seen as the GlobalPool's (C,)."""
-
-    layer: int
-    shape: Shape
-    pooled: bool = False
-
-
-@dataclass
-class LayerGraph:
-    """The layers read so far, their canonical weights, and the problems found (one line each)."""
-
-    input_shape: Shape
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    weights: Weights = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)
-    """Tensor name -> Activation, or a numpy constant (initializers, Constant nodes, folded shape arithmetic)."""
-    problems: list[str] = field(default_factory=list)
-    consumers: dict[str, int] = field(default_factory=dict)
-    consumer_ops: dict[str, list[str]] = field(default_factory=dict)
-    batch: Optional[int] = None
-    """The batch size the file fixes, if it does (a Reshape to (batch, -1) is then a Flatten too)."""
-
-    def layer(self, spec: LayerSpec, inputs: list[Activation], tensors: Optional[dict[str, np.ndarray]] = None) -> Activation:
-        """Append `spec` taking `inputs`; its output shape by netspec's own shape rule (ShapeError: a misfit)."""
-        index = len(self.layers)
-        shapes = [a.shape for a in inputs]
-        out = spec.merged_shape(shapes) if spec.merges else spec.output_shape(shapes[0])
-        data = spec.model_dump(mode="json")
-        chained = len(inputs) == 1 and inputs[0].layer == (index - 1 if index else NETWORK_INPUT)
-        if not chained:
-            data["inputs"] = ["input" if a.layer == NETWORK_INPUT else a.layer for a in inputs]
-        self.layers.append(data)
-        for suffix, value in (tensors or {}).items():
-            self.weights[f"{index}.{suffix}"] = value
-        return Activation(index, tuple(out))
-
-
-    def finish(self, source: str, out: Any) -> tuple[Network, Weights]:
-        """The network whose output is `out`, and its canonical weights; SpecError when the problems list is
-        not empty (all of them, one line each) or the output is not the last layer's."""
-        if self.problems:
-            raise SpecError(f"{source}: {len(self.problems)} problem(s) importing it:\n" + "\n".join(self.problems))
-        if not isinstance(out, Activation) or out.layer == NETWORK_INPUT:
-            raise SpecError(f"{source}: the output is not computed from the input by any layer netspec expresses")
-        if out.layer != len(self.layers) - 1:
-            raise SpecError(f"{source}: the output is layer {out.layer}'s, but layers after it feed nothing "
-                            "(a dead branch); give the model its one output")
-        try:
-            network = Network(input_shape=self.input_shape, layers=self.layers)
-        except ValidationError as err:
-            raise SpecError(f"{source}: the imported network does not validate: {format_validation_error(err, Network)}") from None
-        counters = {n: np.zeros((), np.int64) for n in network.param_infos() if n.endswith(".num_batches_tracked")}
-        return network, check_weights(network, {**self.weights, **counters}, source)  # the counter is no part of ONNX
-
-
-def node_problem(err: Exception) -> str:
-    """A node whose attributes or constants make no layer (a kernel of 0, an index out of range), in words."""
-    what = format_validation_error(err) if isinstance(err, ValidationError) else (str(err).splitlines() or [""])[0]
-    return f"its attributes or constants do not make a valid layer ({what or type(err).__name__}); export the model again"
 
 
 class _Unsupported(Exception):
@@ -395,13 +332,8 @@ def _batchnorm(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any
     # ONNX's momentum weighs the running value (0.9 = PyTorch's 0.1)
     kept = float(attrs.get("momentum", 0.9))
     momentum = round(1.0 - kept, 6) if 0.0 <= kept < 1.0 else 0.1
-    spec = BatchNorm(momentum=momentum, eps=_float32_decimal(float(attrs.get("epsilon", 1e-5))))
+    spec = BatchNorm(momentum=momentum, eps=float32_decimal(float(attrs.get("epsilon", 1e-5))))
     g.values[node.output[0]] = g.layer(spec, [x], tensors)
-
-
-def _float32_decimal(value: float) -> float:
-    """The shortest decimal a float32 attribute stands for (1e-05, not 9.999999747378752e-06)."""
-    return float(np.format_float_positional(np.float32(value), unique=True, trim="-")) if value else value
 
 
 def _elementwise(spec: LayerSpec, allowed: Optional[dict[str, Any]] = None) -> Any:
@@ -414,7 +346,7 @@ def _elementwise(spec: LayerSpec, allowed: Optional[dict[str, Any]] = None) -> A
 def _alpha(make: Any, default: float) -> Any:
     def rule(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -> None:
         _only(attrs, {"alpha": None})
-        spec = make(_float32_decimal(float(attrs.get("alpha", default))))
+        spec = make(float32_decimal(float(attrs.get("alpha", default))))
         g.values[node.output[0]] = g.layer(spec, [_act(inputs[0])])
     return rule
 
@@ -615,7 +547,7 @@ def _scale(g: LayerGraph, node: Any, attrs: dict[str, Any], inputs: list[Any]) -
         c = float(consts[0].reshape(()))
         if np.isfinite(c) and c != 0:
             factor = c if node.op_type == "Mul" else 1.0 / c
-            g.values[node.output[0]] = g.layer(Scale(factor=_float32_decimal(factor)), [_act(acts[0])])
+            g.values[node.output[0]] = g.layer(Scale(factor=float32_decimal(factor)), [_act(acts[0])])
             return
     if not acts:  # constants only: fold
         a, b = (np.asarray(v) for v in inputs)
