@@ -356,3 +356,17 @@ def test_a_wrong_import_fails_and_leaves_nothing(tmp_path: Path, monkeypatch: py
     assert out.out.count("DISAGREES") == 2
     assert "parts from onnxruntime at layer 1 (BatchNorm)" in out.out
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_backend_that_computes_wrongly_is_located_by_the_bisection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every layer of the import agrees with onnxruntime in numpy, but jax flattens NHWC (the mutation of
+    tests/test_crosscheck_mutations.py): the cross-check's bisection names the layer where jax parts."""
+    from netspec_backends.jax.builders import BUILDERS as JAX_BUILDERS
+
+    module = with_statistics(report_cnn(4))
+    imported = onnx_import.import_onnx(_file(tmp_path, onnx_bytes(module, (3, 32, 32))), log=lambda line: None)
+    monkeypatch.setitem(JAX_BUILDERS, ns.Flatten, lambda s, site: lambda x, train: x.reshape(x.shape[0], -1))
+    check = verify(imported.network, imported.weights, onnx_original(imported.model, imported.tensors), BACKENDS)
+    assert [m.ok for m in check.matches] == [True, False]
+    flatten = next(i for i, layer in enumerate(imported.network.layers) if layer.type == "Flatten")
+    assert check.parting is not None and f"backends part at layer {flatten} (Flatten)" in check.parting
