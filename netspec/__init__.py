@@ -7,7 +7,7 @@
 Nothing here imports torch or jax; backends live in `netspec_backends` (the checkout's `backends/`) and are loaded on demand by name
 (`ns.load_backend("jax")`, through the entry points of pyproject.toml).
 """
-from netspec.protocol.backend import backend_names, load_backend
+from netspec.protocol.backend import backend_names, from_torch, load_backend
 from netspec.errors import DataError, NetspecError, SetupError, SpecError
 from netspec.spec.experiment import AdamConfig, DataConfig, Experiment, TrainConfig, load
 from netspec.spec.layers import (CELU, GELU, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d,
@@ -22,6 +22,6 @@ __all__ = [
     "Add", "AvgPool2d", "CELU", "Concat", "GELU", "GlobalPool", "Identity", "LeakyReLU", "Scale", "Sigmoid", "Tanh",
     "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "DataError", "Dropout", "Dropout2d", "Experiment", "Flatten",
     "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "NetspecError", "Network", "ReLU", "SetupError", "SpecError",
-    "TrainConfig", "Weights", "backend_names", "check_weights", "init_weights", "load", "load_backend", "load_weights",
+    "TrainConfig", "Weights", "backend_names", "check_weights", "from_torch", "init_weights", "load", "load_backend", "load_weights",
     "save_weights",
 ]

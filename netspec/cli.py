@@ -5,6 +5,7 @@
     netspec crosscheck specs/cnn.json                      # the backends number by number (exit 1 on a mismatch)
     netspec report runs/                                   # runs/report.md: tables and figures
     netspec export RUN_DIR --format onnx                   # the run's best weights as an ONNX model
+    netspec import model.onnx -o DIR                       # DIR/<name>.json + DIR/weights.npz, verified
     netspec evaluate RUN_DIR [--data-dir DIR]              # loss, accuracy, per-class accuracy, confusion matrix
     netspec predict RUN_DIR image.png ...                  # top classes with probabilities
     netspec schema -o schemas/                             # JSON Schemas of experiment and sweep files
@@ -55,7 +56,8 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The shorthand flags as --set items (one override mechanism), before the explicit --set ones."""
-    short = {"train.epochs": args.epochs, "train.seed": args.seed, "data.source": args.data, "data.dir": args.data_dir}
+    short = {"train.epochs": args.epochs, "train.seed": args.seed, "data.source": args.data, "data.dir": args.data_dir,
+             "train.init_weights": str(Path(args.weights).resolve()) if getattr(args, "weights", None) else None}
     return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
@@ -108,6 +110,9 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", metavar="RUN_DIR", help="continue that run's checkpoint (OUT/<name>/<backend>/"
                    "<run-id>, any backend: its weights, optimizer, schedule, shuffle and dropout stream) to train.epochs, "
                    "in a new run folder that records where it came from")
+    p.add_argument("--weights", metavar="WEIGHTS.npz", help="start from these canonical weights instead of the seed's "
+                   "draw (fine-tuning; e.g. netspec import's DIR/weights.npz); their fingerprint is in the run id "
+                   "(shorthand for --set train.init_weights=...)")
     _threads_option(p)
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
                    "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
@@ -144,6 +149,9 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
     if args.source is not None:
+        if args.weights:
+            raise SpecError("--weights starts a new run from given weights, --from continues a run's checkpoint; "
+                            "give one of them")
         return _continue(args, overrides, backends)
     if _is_sweep(args.spec):
         from netspec.sweeps.sweep import run_sweep
@@ -280,6 +288,32 @@ def cmd_export(argv: list[str]) -> int:
     return 0 if check.ok else 1
 
 
+def cmd_import(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} import", description="Read an ONNX model into a spec and canonical weights "
+                                "(DIR/<name>.json, DIR/weights.npz), verified on every backend against onnxruntime "
+                                "(needs netspec[export]).")
+    p.add_argument("model", help="an .onnx file (untrusted: bounded, external data refused)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="the folder to write the spec and weights into")
+    p.add_argument("--name", help="the spec's name (default: the experiment's in the file, else the file's stem)")
+    p.add_argument("--backend", help="the backends that verify it (default: every installed one, e.g. torch,jax)")
+    args = p.parse_args(argv)
+    require("onnx", "export", "ONNX import", "the onnx package")
+    require("onnxruntime", "export", "the import's verification", "the onnxruntime package")
+    from netspec.deploy.import_check import cross_layer_note, import_and_verify
+    from netspec.protocol.backend import installed_backends
+
+    path, check = import_and_verify(args.model, args.out, _backends(args.backend or ",".join(installed_backends()), None),
+                                    args.name)
+    for line in check.lines():
+        print(line)
+    print(cross_layer_note(check))
+    if not check.ok:
+        print(f"nothing written to {args.out}: the import failed its verification", file=sys.stderr)
+        return 1
+    print(f"wrote {path} and {path.with_name('weights.npz')}")
+    return 0
+
+
 def _run_backend(run_dir: str, name: Optional[str], threads: Optional[int]) -> Backend:
     """The backend asked for, else the one the run was trained on (env.json), else the reference."""
     if not name:
@@ -335,6 +369,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "crosscheck": (cmd_crosscheck, "two backends number by number"),
     "report": (cmd_report, "report.md over a runs folder"),
     "export": (cmd_export, "a run's best weights as an ONNX model"),
+    "import": (cmd_import, "an ONNX model as a spec and weights, verified on every backend"),
     "evaluate": (cmd_evaluate, "a run on a split or another image copy, with a confusion matrix"),
     "predict": (cmd_predict, "the top classes of image files"),
     "schema": (cmd_schema, "JSON Schemas for editors"),

@@ -49,6 +49,11 @@ class TorchBackend(BackendBase):
         except RuntimeError:
             pass
 
+    def from_torch(self, module: Any, input_shape: tuple[int, ...], verify: bool = True) -> Any:
+        """netspec.from_torch: a torch.nn.Module as a Network and canonical weights (fx_import.py)."""
+        from .fx_import import from_torch
+        return from_torch(module, input_shape, verify)
+
     def describe(self) -> dict[str, Any]:
         cuda = torch.cuda.is_available()
         return {

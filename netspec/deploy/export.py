@@ -43,6 +43,9 @@ DEFAULT_OPSET = 17
 """ONNX opset of exported models: supported by onnxruntime >= 1.14 and every current converter."""
 INPUT, OUTPUT = "images", "logits"
 ONNX_FILE = "model.onnx"
+NETWORK_KEY, SPEC_KEY = "network", "spec"
+"""metadata_props keys: the network's JSON (every export), a run's whole experiment (export_run), so that
+`netspec import` gives back the layers the eval graph cannot show and the run id (netspec.deploy.onnx_import)."""
 
 
 def _onnx() -> Any:
@@ -183,7 +186,7 @@ def onnx_model(network: Network, weights: Weights, opset: int = DEFAULT_OPSET,
     # The lowest IR version the opset allows, so older runtimes load the file too.
     model = helper.make_model(graph, opset_imports=opsets, producer_name="netspec", producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
-    helper.set_model_props(model, {"network": network.model_dump_json(), **(metadata or {})})
+    helper.set_model_props(model, {NETWORK_KEY: network.model_dump_json(), **(metadata or {})})
     onnx.checker.check_model(model, full_check=True)  # full_check: shape inference must agree too
     return model
 
@@ -258,6 +261,7 @@ def export_run(run_dir: str | Path, out_path: Optional[str | Path] = None, opset
     saved = load_run(run_dir, log)
     metadata = {**saved.preprocess.metadata(), "input": input_layout(saved.experiment.network.input_shape),
                 "run": saved.directory.name,
-                "experiment": json.dumps({"name": saved.experiment.name, "description": saved.experiment.description})}
+                "experiment": json.dumps({"name": saved.experiment.name, "description": saved.experiment.description}),
+                SPEC_KEY: saved.experiment.model_dump_json()}
     return export_onnx(saved.experiment.network, saved.weights,
                        saved.directory / ONNX_FILE if out_path is None else out_path, opset, metadata)

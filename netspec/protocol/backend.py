@@ -327,6 +327,13 @@ def load_backend(name: str) -> Backend:
                          f"{_INSTALL_HINT.format(name=name)}") from None
 
 
+def from_torch(module: Any, input_shape: tuple[int, ...] | list[int], verify: bool = True) -> tuple[Network, Weights]:
+    """A torch.nn.Module as a Network and its canonical weights, traced with torch.fx by the torch backend
+    (backends/torch/fx_import.py) and, with `verify`, checked on every installed backend against the
+    module itself (the largest differences printed). SpecError naming every call netspec does not express."""
+    return load_backend("torch").from_torch(module, tuple(input_shape), verify)  # type: ignore[attr-defined]
+
+
 def map_checkout_backends() -> None:
     """In a checkout that is not installed, `netspec_backends` is the folder backends/ beside netspec/:
     register it under that name once, as the installed distribution's package-dir mapping does."""

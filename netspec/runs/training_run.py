@@ -25,7 +25,7 @@ from netspec.spec.experiment import Experiment
 from netspec.runs.lr_plot import LR_PLOT, lr_png
 from netspec.spec.params import check_memory, check_trainable
 from netspec.runs.plots import plot_run
-from netspec.runs.identity import DEFAULTS_NOT_IN_IDENTITY, run_identity
+from netspec.runs.identity import DEFAULTS_NOT_IN_IDENTITY, initial_weights, run_identity
 from netspec.runs.run_folder import RunFolder
 from netspec.runs.tables import metrics_table, plural
 from netspec.runs.tensorboard import EVENTS_DIR, SCALARS, TensorBoardLog
@@ -267,7 +267,9 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     shown = shown_as or folder.path
     log, progress = options.log, options.progress
     name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
-    model = backend.compile(experiment.network, seed=experiment.train.seed, device=device,
+    # train.init_weights (train --weights): the run starts from them (a checkpoint's state, if any, replaces them)
+    initial = initial_weights(experiment) if experiment.train.init_weights is not None else None
+    model = backend.compile(experiment.network, initial, seed=experiment.train.seed, device=device,
                             precision=experiment.train.precision, compiled=experiment.train.compile)
     env = _write_setup(experiment, backend, model, folder, data, options.origin)
     threads = env.get("cpu_threads") if model.device == "cpu" else None

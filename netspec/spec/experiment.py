@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_serializer, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, Strict, model_serializer,
+                      model_validator)
 
 from netspec.errors import SpecError, did_you_mean
 from netspec.io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
@@ -334,11 +335,22 @@ class TrainConfig(_Strict):
     'tf32' (TF32 matmuls/convs on GPUs that have it, ~3-8x faster there, ~1e-3 relative error);
     'bf16' (bf16 matmuls/convs, float32 parameters, optimizer state, BatchNorm statistics and loss).
     On a CPU 'tf32' computes as 'float32'. Left out of the run id when 'float32'."""
+    init_weights: Optional[Annotated[str, Strict(), Field(min_length=1, max_length=4096)]] = None
+    """A .npz of canonical weights to start from instead of the seed's draw (fine-tuning; `train --weights`);
+    its content's fingerprint, not its path, is in the run id. None: weights drawn from `seed`."""
     compile: Literal["auto", "on", "off"] = "auto"
     """'auto': compiled training steps on a GPU (torch.compile, the whole step captured as a CUDA graph;
     jax: the steps of an epoch as one jitted scan), not on a CPU, where torch.compile costs 30-60 s per
     graph and a scan is slower than jitted steps; 'on' or 'off' force it ('off' for debugging). Never
     part of the run id (how, not what, is computed)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_init_weights(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Left out of the JSON while unset, so every spec file written before it keeps its saved form.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("init_weights", "") is None:
+            del data["init_weights"]
+        return data
 
     @model_validator(mode="after")
     def _lab_decay_only_with_lab(self) -> "TrainConfig":

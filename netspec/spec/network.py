@@ -170,10 +170,12 @@ class Network(BaseModel):
         return {f"{n.index}.{name}": info for n in self.nodes() for name, info in n.layer.params(n.input_shape).items()}
 
     def reference_forward(self, weights: dict[str, np.ndarray], x: np.ndarray, train: bool = False,
-                          masks: Optional[dict[int, np.ndarray]] = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                          masks: Optional[dict[int, np.ndarray]] = None,
+                          activations: Optional[dict[int, np.ndarray]] = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The network's meaning in float64 numpy, layer by layer (LayerSpec.reference) on canonical
         weights: the output for x (N, *input_shape) and the weights after the pass (a training pass moves
-        BatchNorm's running statistics). masks: layer index -> keep-mask of a dropout layer (train)."""
+        BatchNorm's running statistics). masks: layer index -> keep-mask of a dropout layer (train).
+        activations: a dict that receives every layer's output by index (the import check's per-layer view)."""
         after = dict(weights)
         outputs: dict[int, np.ndarray] = {NETWORK_INPUT: np.asarray(x, np.float64)}
         for node in self.nodes():
@@ -184,6 +186,8 @@ class Network(BaseModel):
             out, tensors = node.layer.reference(inputs if node.layer.merges else inputs[0], tensors, train,
                                                 (masks or {}).get(node.index))
             outputs[node.index] = out
+            if activations is not None:
+                activations[node.index] = out
             after.update({prefix + n: v for n, v in tensors.items()})
         return outputs[len(self.layers) - 1], after
 

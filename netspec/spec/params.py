@@ -5,6 +5,7 @@ from bit-identical weights; a weights file written from one backend loads in the
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import zipfile
@@ -116,6 +117,33 @@ def _check_values(value: np.ndarray, name: str, source: str) -> None:
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         raise SpecError(f"{source}: tensor '{name}' holds NaN or infinite values; these weights come from a "
                         "diverged or damaged run: train it again")
+
+
+def weights_fingerprint(weights: Weights) -> str:
+    """sha256 of the tensors by name, dtype, shape and bytes (not of the .npz file, whose zip entries carry
+    times): the same weights give the same fingerprint however they were saved."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        value = np.ascontiguousarray(weights[name])
+        digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def check_fit(network: Network, weights: Weights, source: str) -> Weights:
+    """check_weights, with a file that does not fit the network named by its first misfit tensor, in the
+    network's order (a missing one, else an unexpected one), in one line."""
+    infos = network.param_infos()
+    missing = [n for n in infos if n not in weights]
+    extra = [n for n in weights if n not in infos]
+    if missing or extra:
+        name = (missing or extra)[0]
+        layer = network.layers[int(name.split(".")[0])].type if missing else None
+        what = f"has no tensor '{name}' (layer {name.split('.')[0]}, {layer})" if missing else f"has tensor '{name}', which the network does not"
+        more = len(missing) + len(extra) - 1
+        raise SpecError(f"{source}: does not fit the network: it {what}" + (f" ({more} more misfit)" if more else "")
+                        + "; give weights saved for this network (netspec import or a run's weights.npz)")
+    return check_weights(network, weights, source)
 
 
 def save_weights(weights: Weights, path: str | Path) -> None:
