@@ -343,7 +343,7 @@ def test_gemm_and_matmul_forms_are_one_linear(form: str) -> None:
 def test_a_wrong_import_fails_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """An importer that misreads BatchNorm (its mean off by one, as a bug would) fails its own verification:
-    exit 1, the first layer named, nothing left in DIR."""
+    exit 1, the first layer named, nothing new left in DIR, and a weights file already there untouched."""
     read = onnx_import._RULES["BatchNormalization"]
 
     def misread(g: object, node: object, attrs: dict, inputs: list) -> None:
@@ -351,11 +351,14 @@ def test_a_wrong_import_fails_and_leaves_nothing(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setitem(onnx_import._RULES, "BatchNormalization", misread)
     path = _file(tmp_path, onnx_bytes(with_statistics(report_cnn(8)), (3, 32, 32), False))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "weights.npz").write_bytes(b"an earlier import's weights")
     assert main(["import", str(path), "-o", str(tmp_path / "out")]) == 1
     out = capsys.readouterr()
     assert out.out.count("DISAGREES") == 2
     assert "parts from onnxruntime at layer 1 (BatchNorm)" in out.out
-    assert list((tmp_path / "out").iterdir()) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["weights.npz"]
+    assert (tmp_path / "out" / "weights.npz").read_bytes() == b"an earlier import's weights"
 
 
 def test_a_backend_that_computes_wrongly_is_located_by_the_bisection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,9 @@ itself parts from the reference, and netspec.check.bisection names where.
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -173,27 +175,35 @@ def import_and_verify(model_path: str | Path, out_dir: str | Path, backends: lis
                       log: Callable[[str], None] = print) -> tuple[Path, ImportCheck]:
     """`netspec import`: read the ONNX file, write DIR/<name>.json (an experiment when the file carries
     netspec's or the network is CIFAR-10-shaped, else the network) and DIR/weights.npz, read both back and
-    verify them on every backend. A failed verification removes the two files (nothing half-imported
-    stays). Returns the spec's path and the check."""
+    verify them on every backend. Only a verified import replaces DIR's files: a failed one leaves DIR
+    as it was. Returns the spec's path and the check."""
     if name is not None and _safe_name(name) != name:
         raise SpecError(f"--name {name!r}: a spec's name is letters, digits, '_', '-' and '.' (not first), at most 100")
     imported = import_onnx(model_path, log)
     name = name or (imported.experiment.name if imported.experiment else _safe_name(Path(model_path).stem))
     out = safe_output_dir(out_dir)
-    spec_path, weights_path = out / f"{name}.json", out / WEIGHTS_FILE
-    experiment = imported.experiment or default_experiment(name, imported.network)
-    save_weights(imported.weights, weights_path)  # first: a spec never names weights that are not there
-    if experiment is not None:
-        write_json(experiment.model_copy(update={"name": name}), spec_path)
-        network = Experiment.load(spec_path).network  # read back, validated
-    else:
-        write_json(imported.network, spec_path)
-        network = Network.load(spec_path)
-    weights = load_weights(weights_path, network)
-    check = verify(network, weights, onnx_original(imported.model, imported.tensors), backends)
-    if not check.ok:
-        spec_path.unlink(missing_ok=True)
-        weights_path.unlink(missing_ok=True)
+    # Written into a staging folder, read back and verified there; only a verified pair replaces DIR's
+    # files (os.replace swaps a link at the name rather than following it). A failed import leaves
+    # nothing new in DIR and loses nothing that was already there.
+    staging = safe_output_dir(out, f".import-{os.getpid()}")
+    try:
+        staged_spec, staged_weights = staging / f"{name}.json", staging / WEIGHTS_FILE
+        experiment = imported.experiment or default_experiment(name, imported.network)
+        save_weights(imported.weights, staged_weights)
+        if experiment is not None:
+            write_json(experiment.model_copy(update={"name": name}), staged_spec)
+            network = Experiment.load(staged_spec).network  # read back, validated
+        else:
+            write_json(imported.network, staged_spec)
+            network = Network.load(staged_spec)
+        weights = load_weights(staged_weights, network)
+        check = verify(network, weights, onnx_original(imported.model, imported.tensors), backends)
+        spec_path, weights_path = out / f"{name}.json", out / WEIGHTS_FILE
+        if check.ok:
+            os.replace(staged_weights, weights_path)  # first: a spec never names weights that are not there
+            os.replace(staged_spec, spec_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return spec_path, check
 
 
