@@ -16,6 +16,7 @@ from netspec.spec.layers import (CELU, GELU, LAYER_TYPES, Add, AvgPool2d, BatchN
 from netspec.spec.network import Network
 from netspec.spec.params import Weights, check_weights, init_weights, load_weights, save_weights
 from netspec.version import __version__
+from netspec.api import TrainResult, train  # last: it imports the rooms above
 
 __all__ = [
     "__version__",
@@ -23,5 +24,5 @@ __all__ = [
     "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "DataError", "Dropout", "Dropout2d", "Experiment", "Flatten",
     "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "NetspecError", "Network", "ReLU", "SetupError", "SpecError",
     "TrainConfig", "Weights", "backend_names", "check_weights", "init_weights", "load", "load_backend", "load_weights",
-    "save_weights",
+    "save_weights", "TrainResult", "train",
 ]

@@ -10,12 +10,28 @@ from netspec.io import write_bytes_atomic
 from netspec.train.trainer import EpochRecord
 
 
-def pyplot():  # matplotlib, headless; imported on first use (it is slow to import)
-    import matplotlib
+class _Figures:
+    """The two pyplot calls netspec makes (`subplots`, `close`), on matplotlib's object API: a Figure with
+    its own Agg canvas. No pyplot global state and no matplotlib.use("Agg"), so a user's own backend (a
+    notebook's inline one, a GUI) is never switched by a run, and a figure is freed with its last reference."""
 
-    matplotlib.use("Agg")  # files only; works without a display
-    import matplotlib.pyplot as plt
-    return plt
+    @staticmethod
+    def subplots(*args: Any, figsize: tuple[float, float] | None = None, dpi: float | None = None,
+                 **kwargs: Any) -> tuple[Any, Any]:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, dpi=dpi)
+        FigureCanvasAgg(fig)  # renders to memory (PNG bytes); needs no display
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig: Any) -> None:
+        """Nothing to release: the figure was never registered with pyplot, so it goes with its last reference."""
+
+
+def pyplot() -> _Figures:  # matplotlib imported on first use (it is slow to import)
+    return _Figures()
 
 
 def _integer_locator():
