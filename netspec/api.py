@@ -30,9 +30,10 @@ TINY = {"train_size": 2_500, "val_size": 500, "test_size": 500}
 without a validation split, val_size 0, keeps none), so a first try of any spec takes seconds an epoch."""
 
 
-def tiny_overrides(experiment: Experiment) -> list[str]:
-    """The --set items that shrink `experiment`'s train, validation and test splits together (TINY)."""
-    val = 0 if experiment.data.val_size == 0 else TINY["val_size"]
+def tiny_overrides(val_size: Any) -> list[str]:
+    """The --set items that shrink an experiment whose data.val_size is `val_size` (its train, validation
+    and test splits together, TINY)."""
+    val = 0 if val_size == 0 else TINY["val_size"]
     train = TINY["train_size"] - TINY["val_size"] + val
     return [f"data.train_size={train}", f"data.val_size={val}", f"data.test_size={TINY['test_size']}"]
 
@@ -97,7 +98,7 @@ def _experiment(experiment: Experiment | str | Path, tiny: bool, epochs: Optiona
     else:
         raise SpecError(f"train takes an ns.Experiment or the path of a spec file, not {type(experiment).__name__}")
     short = [f"{k}={json.dumps(v)}" for k, v in (("train.epochs", epochs), ("train.seed", seed)) if v is not None]
-    items = (tiny_overrides(resolved) if tiny else []) + short + list(overrides)
+    items = (tiny_overrides(resolved.data.val_size) if tiny else []) + short + list(overrides)
     return resolved.with_overrides(items) if items else resolved
 
 

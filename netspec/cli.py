@@ -48,6 +48,8 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N (weights and dropout)")
     p.add_argument("--data", choices=["cifar10", "synthetic"], help="shorthand for --set data.source=...")
+    p.add_argument("--tiny", action="store_true", help="shrink train, validation and test together to 2,000 / 500 / "
+                   "500 images (a spec with val_size 0 keeps none) for a quick try of any spec; a run of its own id")
     p.add_argument("--data-dir", help="a local CIFAR-10 copy: cifar-10-batches-py, an image-folder tree "
                    "(train/<class>/*, test/<class>/*) or a .tar.gz of either (shorthand for --set data.dir=...)")
 
@@ -55,7 +57,14 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The shorthand flags as --set items (one override mechanism), before the explicit --set ones."""
     short = {"train.epochs": args.epochs, "train.seed": args.seed, "data.source": args.data, "data.dir": args.data_dir}
-    return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
+    tiny: list[str] = []
+    if getattr(args, "tiny", False):
+        from netspec.api import tiny_overrides
+        from netspec.io import read_json
+        data = read_json(args.spec)
+        section = data.get("data") if isinstance(data, dict) else None
+        tiny = tiny_overrides(section.get("val_size") if isinstance(section, dict) else None)
+    return tiny + [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
 def _threads_option(p: argparse.ArgumentParser) -> None:
@@ -299,6 +308,8 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} evaluate", description="Loss, accuracy, per-class accuracy and a "
                                 "confusion-matrix figure of a run's best weights.")
     _inference_options(p)
+    p.add_argument("--tiny", action="store_true", help="shrink train, validation and test together to 2,000 / 500 / "
+                   "500 images (a spec with val_size 0 keeps none) for a quick try of any spec; a run of its own id")
     p.add_argument("--data-dir", help="another local copy (image-folder tree, cifar-10-batches-py or a .tar.gz); "
                    "default: the run's own data")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")

@@ -27,8 +27,15 @@ class ProgressLine:
         width = 24
         filled = int(width * done / max(self.total, 1))
         bar = "=" * filled + (">" if filled < width else "") + " " * max(width - filled - 1, 0)
-        self.stream.write(f"\r{self.label} [{bar}] {done}/{self.total} {text}\033[K")
+        self.stream.write(f"\r{self.label} [{bar}] {done}/{self.total} {text}{self.eta(done)}\033[K")
         self.stream.flush()
+
+    def eta(self, done: int) -> str:
+        """' ETA 1:05' from the mean pace so far ('' before the first step or after the last)."""
+        if not 0 < done < self.total:
+            return ""
+        left = round(self.elapsed / done * (self.total - done))
+        return f" ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}" if left >= 3600 else f" ETA {left // 60}:{left % 60:02d}"
 
     def close(self) -> None:
         if self.enabled:

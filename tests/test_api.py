@@ -7,7 +7,6 @@ import json
 import pytest
 
 import netspec as ns
-from netspec.api import TINY, tiny_overrides
 
 SPEC = "specs/mlp.json"
 SYNTHETIC = ["data.source=synthetic"]
@@ -25,15 +24,6 @@ def test_a_typo_is_one_line_with_did_you_mean_and_pydantic_details(tmp_path) -> 
 def test_an_unknown_backend_names_the_closest() -> None:
     with pytest.raises(ns.SpecError, match=r"unknown \(did you mean 'torch'\?\)"):
         ns.train(SPEC, backend="trch")
-
-
-def test_tiny_shrinks_every_split_and_keeps_no_validation_split_as_none() -> None:
-    experiment = ns.Experiment.load(SPEC)
-    small = experiment.with_overrides(tiny_overrides(experiment))
-    assert (small.data.train_size - small.data.val_size, small.data.val_size, small.data.test_size) == (2000, 500, 500)
-    no_val = experiment.with_overrides(["data.val_size=0"])
-    shrunk = no_val.with_overrides(tiny_overrides(no_val))
-    assert (shrunk.data.train_size, shrunk.data.val_size) == (TINY["train_size"] - TINY["val_size"], 0)
 
 
 def test_train_returns_the_run_with_the_cli_thread_rule_and_the_users_backend_kept(tmp_path) -> None:
