@@ -44,3 +44,24 @@ def test_train_returns_the_run_with_the_cli_thread_rule_and_the_users_backend_ke
     assert result.experiment.train.epochs == 1
     again = ns.train(SPEC, tiny=True, epochs=1, overrides=SYNTHETIC, out=tmp_path, log=lines.append)
     assert again.folder == result.folder and any("reusing it" in line for line in lines)
+
+
+@pytest.mark.slow  # a jax compile: about 7 s
+def test_a_run_continued_on_another_backend_has_a_median_per_backend_and_marks_the_switch(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    import netspec.runs.plots as plots
+
+    figures: list = []
+    real = plots.curves_figure
+    monkeypatch.setattr(plots, "curves_figure", lambda *a, **k: figures.append(real(*a, **k)) or figures[-1])
+    options = dict(tiny=True, overrides=SYNTHETIC, out=tmp_path, log=lambda _: None)
+    first = ns.train(SPEC, backend="torch", epochs=1, **options)
+    figures.clear()
+    continued = ns.train(SPEC, backend="jax", epochs=3, source=first.folder, **options)
+    seconds = [r.seconds for r in continued.history]
+    assert seconds[0] == first.history[0].seconds  # the torch epoch, carried over in the checkpoint
+    by_backend = continued.metrics["median_epoch_seconds_by_backend"]
+    assert by_backend == {"torch": pytest.approx(seconds[0]), "jax": pytest.approx(sorted(seconds[1:])[0] / 2 + sorted(seconds[1:])[1] / 2)}
+    marks = [line for line in figures[0].axes[0].lines if line.get_label() == "torch -> jax (after epoch 1)"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [1.5, 1.5]
