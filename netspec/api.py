@@ -98,7 +98,10 @@ def _experiment(experiment: Experiment | str | Path, tiny: bool, epochs: Optiona
     else:
         raise SpecError(f"train takes an ns.Experiment or the path of a spec file, not {type(experiment).__name__}")
     short = [f"{k}={json.dumps(v)}" for k, v in (("train.epochs", epochs), ("train.seed", seed)) if v is not None]
-    items = (tiny_overrides(resolved.data.val_size) if tiny else []) + short + list(overrides)
+    items = short + list(overrides)
+    if tiny:  # sized after the caller's overrides (their val_size counts), which still win over it
+        val_size = resolved.with_overrides(items).data.val_size if items else resolved.data.val_size
+        items = tiny_overrides(val_size) + items
     return resolved.with_overrides(items) if items else resolved
 
 

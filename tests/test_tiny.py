@@ -30,3 +30,16 @@ def test_the_cli_flag_runs_the_same_small_experiment_as_the_api(tmp_path) -> Non
     assert (data["train_size"], data["val_size"], data["test_size"]) == (2500, 500, 500)
     result = ns.train(SPEC, tiny=True, epochs=1, overrides=["data.source=synthetic"], out=tmp_path, log=lambda _: None)
     assert result.folder == folder  # the same run id: reused, not trained again
+
+
+def test_a_run_without_validation_has_no_empty_val_columns_in_history_csv(tmp_path) -> None:
+    pytest.importorskip("torch")
+    import csv
+
+    result = ns.train(SPEC, tiny=True, epochs=1, overrides=["data.source=synthetic", "data.val_size=0"], out=tmp_path,
+                      log=lambda _: None)
+    with open(result.folder / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and not any(name.startswith("val_") for name in rows[0])
+    assert float(rows[0]["test_acc"]) == result.metrics["test_acc"]
+    assert result.experiment.data.val_size == 0 and result.experiment.data.train_size == 2000
