@@ -63,7 +63,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         from netspec.io import read_json
         data = read_json(args.spec)
         section = data.get("data") if isinstance(data, dict) else None
-        tiny = tiny_overrides(section.get("val_size") if isinstance(section, dict) else None)
+        val_size = section.get("val_size") if isinstance(section, dict) else None
+        for item in args.overrides:  # a --set data.val_size=0 counts as the spec's own (--set still wins after)
+            if item.partition("=")[0].strip() == "data.val_size":
+                val_size = item.partition("=")[2].strip()
+        tiny = tiny_overrides(0 if val_size in (0, "0") else val_size)
     return tiny + [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 

@@ -43,3 +43,12 @@ def test_a_run_without_validation_has_no_empty_val_columns_in_history_csv(tmp_pa
     assert len(rows) == 1 and not any(name.startswith("val_") for name in rows[0])
     assert float(rows[0]["test_acc"]) == result.metrics["test_acc"]
     assert result.experiment.data.val_size == 0 and result.experiment.data.train_size == 2000
+
+
+def test_the_cli_flag_with_val_size_0_set_keeps_no_validation_split(tmp_path) -> None:
+    pytest.importorskip("torch")
+    assert main(["train", SPEC, "--tiny", "--data", "synthetic", "--epochs", "1", "--set", "data.val_size=0",
+                 "--out", str(tmp_path)]) == 0
+    (folder,) = (tmp_path / "mlp" / "torch").iterdir()
+    data = json.loads((folder / "spec.json").read_text())["data"]
+    assert (data["train_size"], data["val_size"], data["test_size"]) == (2000, 0, 500)
