@@ -50,6 +50,8 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N (weights and dropout)")
     p.add_argument("--data", metavar="SOURCE", help="cifar10, synthetic or a tensorflow-datasets image set such as "
                    "mnist or cifar100 (shorthand for --set data.source=...)")
+    p.add_argument("--tiny", action="store_true", help="shrink train, validation and test together to 2,000 / 500 / "
+                   "500 images (a spec with val_size 0 keeps none) for a quick try of any spec; a run of its own id")
     p.add_argument("--data-dir", help="a local copy: an image-folder tree (train/<class>/*, test/<class>/*, any "
                    "classes and size), cifar-10-batches-py, or a .tar.gz of either (shorthand for --set data.dir=...)")
 
@@ -58,7 +60,18 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     """The shorthand flags as --set items (one override mechanism), before the explicit --set ones."""
     short = {"train.epochs": args.epochs, "train.seed": args.seed, "data.source": args.data, "data.dir": args.data_dir,
              "train.init_weights": str(Path(args.weights).resolve()) if getattr(args, "weights", None) else None}
-    return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
+    tiny: list[str] = []
+    if getattr(args, "tiny", False):
+        from netspec.api import tiny_overrides
+        from netspec.io import read_json
+        data = read_json(args.spec)
+        section = data.get("data") if isinstance(data, dict) else None
+        val_size = section.get("val_size") if isinstance(section, dict) else None
+        for item in args.overrides:  # a --set data.val_size=0 counts as the spec's own (--set still wins after)
+            if item.partition("=")[0].strip() == "data.val_size":
+                val_size = item.partition("=")[2].strip()
+        tiny = tiny_overrides(0 if val_size in (0, "0") else val_size)
+    return tiny + [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
 def _threads_option(p: argparse.ArgumentParser) -> None:
@@ -334,6 +347,8 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} evaluate", description="Loss, accuracy, per-class accuracy and a "
                                 "confusion-matrix figure of a run's best weights.")
     _inference_options(p)
+    p.add_argument("--tiny", action="store_true", help="shrink train, validation and test together to 2,000 / 500 / "
+                   "500 images (a spec with val_size 0 keeps none) for a quick try of any spec; a run of its own id")
     p.add_argument("--data-dir", help="another local copy (image-folder tree, cifar-10-batches-py or a .tar.gz); "
                    "default: the run's own data")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")

@@ -20,7 +20,12 @@ class NetspecError(Exception):
 
 
 class SpecError(NetspecError, ValueError):
-    """A spec (network, experiment or sweep) or a command-line override is invalid."""
+    """A spec (network, experiment or sweep) or a command-line override is invalid. `details`: pydantic's
+    own error list when the line came from a validation error (for a program to inspect), else []."""
+
+    def __init__(self, message: str, details: Optional[list[dict[str, Any]]] = None) -> None:
+        super().__init__(message)
+        self.details = details or []
 
 
 class DataError(NetspecError):

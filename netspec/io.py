@@ -142,7 +142,8 @@ def validate(model: type[M], data: Any, source: str | Path = "<spec>") -> M:
     try:
         return model.model_validate(without_schema_key(data))
     except ValidationError as err:
-        raise SpecError(f"{source}: {format_validation_error(err, model)}") from None
+        raise SpecError(f"{source}: {format_validation_error(err, model)}",
+                        details=err.errors(include_url=False)) from None
 
 
 SCHEMA_KEY = "$schema"

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from netspec.spec.experiment import TrainConfig
-from netspec.runs.plots import figure_png, pyplot
+from netspec.runs.plots import Switch, figure_png, pyplot
 from netspec.train.trainer import EpochRecord
 from netspec.train.schedules import learning_rates
 
@@ -26,12 +26,17 @@ def run_lrs(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: in
     return (np.concatenate(positions), np.concatenate(lrs)) if history else (empty, empty)
 
 
-def lr_figure(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str) -> Any:
+def lr_figure(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str,
+              switch: Switch | None = None) -> Any:
     """The matplotlib figure of lr.png (lr_png renders it)."""
     plt = pyplot()
     x, y = run_lrs(history, config, steps_per_epoch)
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     ax.plot(x, y, linewidth=1.4)
+    if switch is not None:  # steps of epoch e lie in [e - 1, e): the switch is at the source's last epoch
+        ax.axvline(switch.after_epoch, color="tab:red", linestyle=":", linewidth=1.2,
+                   label=f"{switch.before} -> {switch.after} (after epoch {switch.after_epoch})")
+        ax.legend()
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title(f"{title}: {config.schedule.type} schedule, {config.optimizer.type}")
@@ -48,6 +53,7 @@ def lr_figure(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: 
     return fig
 
 
-def lr_png(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str) -> bytes:
+def lr_png(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str,
+           switch: Switch | None = None) -> bytes:
     """The figure as PNG bytes (the run folder writes them atomically)."""
-    return figure_png(lr_figure(history, config, steps_per_epoch, title))
+    return figure_png(lr_figure(history, config, steps_per_epoch, title, switch))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,12 +11,42 @@ from netspec.io import write_bytes_atomic
 from netspec.train.trainer import EpochRecord
 
 
-def pyplot():  # matplotlib, headless; imported on first use (it is slow to import)
-    import matplotlib
+class _Figures:
+    """The two pyplot calls netspec makes (`subplots`, `close`), on matplotlib's object API: a Figure with
+    its own Agg canvas. No pyplot global state and no matplotlib.use("Agg"), so a user's own backend (a
+    notebook's inline one, a GUI) is never switched by a run, and a figure is freed with its last reference."""
 
-    matplotlib.use("Agg")  # files only; works without a display
-    import matplotlib.pyplot as plt
-    return plt
+    @staticmethod
+    def subplots(*args: Any, figsize: tuple[float, float] | None = None, dpi: float | None = None,
+                 **kwargs: Any) -> tuple[Any, Any]:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, dpi=dpi)
+        FigureCanvasAgg(fig)  # renders to memory (PNG bytes); needs no display
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig: Any) -> None:
+        """Nothing to release: the figure was never registered with pyplot, so it goes with its last reference."""
+
+
+def pyplot() -> _Figures:  # matplotlib imported on first use (it is slow to import)
+    return _Figures()
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Where a run continued from another backend's checkpoint (--from) changed backend."""
+
+    after_epoch: int
+    before: str
+    after: str
+
+    def mark(self, ax: Any) -> None:
+        """A dotted line between the last epoch of `before` and the first of `after`, in the legend."""
+        ax.axvline(self.after_epoch + 0.5, color="tab:red", linestyle=":", linewidth=1.2,
+                   label=f"{self.before} -> {self.after} (after epoch {self.after_epoch})")
 
 
 def _integer_locator():
@@ -49,8 +80,9 @@ def save_figure(fig: Any, path: Path) -> None:
 
 
 def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], ylabel: str, title: str,
-                  ylim: tuple[float, float] | None = None, best_epoch: int | None = None) -> Any:
-    """The matplotlib figure of `plot_curves` (tests look at its lines and ticks)."""
+                  ylim: tuple[float, float] | None = None, best_epoch: int | None = None,
+                  switch: Switch | None = None) -> Any:
+    """The matplotlib figure of `plot_curves` (tests look at its lines and ticks); `switch` marked when given."""
     fig, ax = pyplot().subplots(figsize=(6.4, 4.2), dpi=110)
     epochs: set[float] = set()
     for label, (x, y) in series.items():
@@ -59,6 +91,8 @@ def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], yl
         ax.plot([a for a, _ in points], [b for _, b in points], label=label, linewidth=1.6, marker="o", markersize=3.5)
     if best_epoch is not None:
         ax.axvline(best_epoch, color="0.35", linestyle="--", linewidth=1.0, label=f"best validation (epoch {best_epoch})")
+    if switch is not None:
+        switch.mark(ax)
     ax.set_xlabel("epoch")
     if epochs:  # half an epoch of margin: a single epoch gets a tick at its number, not at 0.945...1.050
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
@@ -74,7 +108,7 @@ def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], yl
     return fig
 
 
-def plot_run(history: list[EpochRecord], directory: Path, title: str) -> None:
+def plot_run(history: list[EpochRecord], directory: Path, title: str, switch: Switch | None = None) -> None:
     """acc.png and loss.png: train against validation per epoch, as in the lab report, with the
     epoch of the final test (the last best validation accuracy) marked. A run without a validation
     split (data.val_size 0) tests every epoch: its figures draw train against test, with no mark."""
@@ -85,7 +119,7 @@ def plot_run(history: list[EpochRecord], directory: Path, title: str) -> None:
     for key, ylabel in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
         series = {name: (epochs, [getattr(r, f"{split}_{key}") for r in history]) for name, split in (("train", "train"), against)}
         best = tested[-1] if tested and validated else None
-        plot_curves(series, ylabel, f"{title}: {ylabel}", directory / f"{key}.png", best_epoch=best)
+        save_figure(curves_figure(series, ylabel, f"{title}: {ylabel}", best_epoch=best, switch=switch), directory / f"{key}.png")
 
 
 SettingSeries = dict[str, list[tuple[Any, Sequence[float]]]]

@@ -201,7 +201,10 @@ class RunFolder:
         rows = [strict(dataclasses.asdict(r)) for r in history]
         self.write_json(HISTORY_JSON, rows)
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=[fl.name for fl in dataclasses.fields(EpochRecord)])
+        fields = [fl.name for fl in dataclasses.fields(EpochRecord)]
+        # no validation split (data.val_size 0): no empty val columns in the table (history.json keeps its nulls)
+        fields = [f for f in fields if not (f.startswith("val_") and all(row[f] is None for row in rows))]
+        writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         self.write_bytes(HISTORY_CSV, text.getvalue().encode())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -24,7 +25,7 @@ from netspec.errors import DivergedError, NetspecError, SetupError, SpecError
 from netspec.spec.experiment import Experiment
 from netspec.runs.lr_plot import LR_PLOT, lr_png
 from netspec.spec.params import check_memory, check_trainable
-from netspec.runs.plots import plot_run
+from netspec.runs.plots import Switch, plot_run
 from netspec.runs.identity import DEFAULTS_NOT_IN_IDENTITY, initial_weights, run_identity
 from netspec.runs.run_folder import RunFolder
 from netspec.runs.tables import metrics_table, plural
@@ -304,17 +305,37 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
         if events is not None:
             events.close()
     extra.update(timings, **_compute(model))  # again after training: a failed compile falls back to eager
-    plot_run(history, folder.path, f"{experiment.name} ({name})")
+    switch = _switch(options.origin, name)
+    if switch is not None:  # a median over both backends' epochs would describe neither
+        extra["median_epoch_seconds_by_backend"] = _medians_by_backend(history, switch)
+    plot_run(history, folder.path, f"{experiment.name} ({name})", switch=switch)
     cfg = experiment.train
-    folder.write_bytes(LR_PLOT, lr_png(history, cfg, len(data.train_y) // cfg.batch_size, f"{experiment.name} ({name})"))
+    folder.write_bytes(LR_PLOT, lr_png(history, cfg, len(data.train_y) // cfg.batch_size, f"{experiment.name} ({name})",
+                                       switch=switch))
     stopped = early_stop(history, cfg.early_stopping_patience) if len(history) < cfg.epochs else None
     if stopped is not None:  # only then: a run of every epoch keeps today's metrics.json
         extra["stopped_early"] = {"epoch": len(history), "reason": stopped}
     metrics = folder.write_finished(history, extra)  # last: the run is finished from here on
     if options.table:
         log(metrics_table({f"{experiment.name} [{name}]": metrics}))
-    log(f"median epoch {metrics['median_epoch_seconds']:.2f}s; files in {shown}")
+    by_backend = extra.get("median_epoch_seconds_by_backend")
+    medians = f" ({', '.join(f'{b} {t:.2f}s' for b, t in by_backend.items())})" if by_backend else ""
+    log(f"median epoch {metrics['median_epoch_seconds']:.2f}s{medians}; files in {shown}")
     return metrics
+
+
+def _switch(origin: Optional[Origin], backend: str) -> Optional[Switch]:
+    """Where a continued run changed backend: after the source's last epoch (None: not continued, or the same backend)."""
+    if origin is None or origin.backend == backend or origin.state.epoch == 0:
+        return None
+    return Switch(origin.state.epoch, origin.backend, backend)
+
+
+def _medians_by_backend(history: list[Any], switch: Switch) -> dict[str, float]:
+    """The median epoch seconds of the epochs up to the switch (the source's backend) and after it (this one)."""
+    before = [r.seconds for r in history if r.epoch <= switch.after_epoch]
+    after = [r.seconds for r in history if r.epoch > switch.after_epoch]
+    return {b: float(statistics.median(t)) for b, t in ((switch.before, before), (switch.after, after)) if t}
 
 
 def _write_setup(experiment: Experiment, backend: Backend, model: Model, folder: RunFolder, data: Any,

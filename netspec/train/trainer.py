@@ -385,15 +385,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def _chunks(batches: np.ndarray, progress: bool, project: bool) -> list[np.ndarray]:
+def _chunks(batches: np.ndarray, updates: int, project: bool) -> list[np.ndarray]:
     """The train_steps calls of an epoch: one (the fewest host reads), or up to
-    PROGRESS_UPDATES_PER_EPOCH for a progress bar; a projected epoch first times a few warm-up and a
+    `updates` (PROGRESS_UPDATES_PER_EPOCH for a bar, one per 10% for lines off a terminal); a projected epoch first times a few warm-up and a
     few measured steps."""
     head: list[np.ndarray] = []
     if project and len(batches) > 4 * PROJECTION_STEPS:
         head = [batches[:PROJECTION_STEPS], batches[PROJECTION_STEPS:2 * PROJECTION_STEPS]]
         batches = batches[2 * PROJECTION_STEPS:]
-    rest = np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches))) if progress else [batches]
+    rest = np.array_split(batches, min(updates, len(batches))) if updates > 1 else [batches]
     return head + rest
 
 
@@ -401,7 +401,7 @@ def _warm_up(model: Model, data: Any, batch_size: int, steps: int, progress: boo
     """Seconds of the model's warmup (compiling its training step for the calls an epoch makes: the whole
     epoch, or the largest of the progress bar's chunks), so that epoch times exclude it."""
     start = time.perf_counter()
-    chunks = min(PROGRESS_UPDATES_PER_EPOCH, steps) if ProgressLine(steps, "", enabled=progress).enabled else 1
+    chunks = min(ProgressLine(steps, "", enabled=progress).updates(PROGRESS_UPDATES_PER_EPOCH), steps)
     model.warmup(data, batch_size, -(-steps // max(chunks, 1)))
     return time.perf_counter() - start
 
@@ -413,7 +413,7 @@ def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, recipe
     batches = batch_index_matrix(order, batch_size)
     lrs = recipe.step_lrs(len(batches))
     bar = ProgressLine(len(batches), f"epoch {epoch}/{epochs}", enabled=progress)
-    chunks = _chunks(batches, bar.enabled, announce is not None)
+    chunks = _chunks(batches, bar.updates(PROGRESS_UPDATES_PER_EPOCH), announce is not None)
     loss_sum = acc_sum = 0.0
     done = 0
     start = time.perf_counter()
