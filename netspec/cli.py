@@ -83,8 +83,12 @@ def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
 
 def _is_sweep(path: str) -> bool:
     from netspec.io import read_json
+    from netspec.spec.search_file import is_search_file
     from netspec.spec.sweep_file import is_sweep_file
-    return is_sweep_file(read_json(path))
+    data = read_json(path)
+    if is_search_file(data):
+        raise SpecError(f"{path} is a search file; run it with: {PROG} search {path}")
+    return is_sweep_file(data)
 
 
 def _experiment_only(path: str, command: str) -> None:
@@ -168,6 +172,31 @@ def _continue(args: argparse.Namespace, overrides: list[str], backends: list[Bac
     from netspec.runs.training_run import run_experiment
     run_experiment(Experiment.load(args.spec, overrides), backends[0], out_root=args.out, device=args.device, force=args.force,
                    tensorboard=args.tensorboard, source=args.source)
+    return 0
+
+
+def cmd_search(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} search", description="An Optuna search over spec fields (a search file, "
+                "specs/searches/*.json); its study in OUT/searches/<name>/study.db, each trial ordinary run folders.")
+    _spec_options(p)
+    p.add_argument("--backend", help="the backend the trials train on (default: torch)")
+    p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
+    p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
+    p.add_argument("--trials", type=int, help="finished trials the study should hold (default: the file's \"trials\")")
+    _threads_option(p)
+    args = p.parse_args(argv)
+    require("optuna", "search", f"{PROG} search")  # before anything is loaded, printed or written
+    from netspec.runs.run_folder import check_output_root
+    from netspec.sweeps.search import run_search
+    backends = _backends(args.backend or backend_names()[0], args.threads)
+    if len(backends) != 1:
+        raise SpecError(f"--backend {args.backend!r}: a search trains on one backend; run it once per backend")
+    check_output_root(Path(args.out))
+    record = run_search(args.spec, backends[0], out_root=args.out, overrides=_overrides(args), device=args.device,
+                        trials=args.trials)
+    best = record["best"]
+    print(f"best trial {best['number']}: {best['params']} objective {best['value']:.4f}; its experiment: "
+          f"{Path(args.out) / 'searches' / record['name'] / best['file']}" if best else "no complete trial yet")
     return 0
 
 
@@ -330,6 +359,7 @@ def cmd_predict(argv: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "train": (cmd_train, "train an experiment or a sweep (the default command)"),
+    "search": (cmd_search, "an Optuna search over spec fields (netspec[search])"),
     "summary": (cmd_summary, "layers, output shapes and parameter counts"),
     "crosscheck": (cmd_crosscheck, "two backends number by number"),
     "report": (cmd_report, "report.md over a runs folder"),
