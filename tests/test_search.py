@@ -83,6 +83,17 @@ def test_a_search_prunes_records_its_runs_and_trains_nothing_the_second_time(tmp
     again = Lines()
     run_search(path, load_backend(backend), out, log=again, progress=False)
     assert again.trained() == 0 and "6 of 6 trials already finished" in again[0]
+    # The report's table shows the study's trials with the values Optuna holds, and its figures exist.
+    from netspec.sweeps.report import build_report
+    report = build_report(out, out / "report.md").read_text()
+    for trial in study.trials:
+        row = next(line for line in report.splitlines() if line.startswith(f"| {trial.number} |"))
+        assert trial.state.name.lower() in row
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert f"{trial.value:.4f}" in row
+    stem = f"search_tiny_{backend}"
+    for figure in ("history", "slice_lr", "slice_dropout"):
+        assert (out / "figures" / f"{stem}_{figure}.png").stat().st_size > 0
 
 
 def test_a_killed_search_resumes_and_trains_only_the_rest(tmp_path: Path) -> None:

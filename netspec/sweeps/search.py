@@ -209,7 +209,7 @@ def run_trial(trial: Any, experiments: list[Experiment], backend: Backend, out_r
             if i == 0:
                 watch(history)  # a run found finished: its epochs are reported now, and may prune the trial
         except TrialPruned as stop:
-            return TrialResult("pruned", values, run_ids, epoch=int(stop.args[0]), trained=trained)
+            return TrialResult("pruned", values, run_ids[:1], epoch=int(stop.args[0]), trained=trained)  # seed 0 ran
         except DivergedError:
             return TrialResult(DIVERGED, values, run_ids, trained=trained)
         values.append(objective.value(history))
@@ -348,7 +348,7 @@ def write_record(study: Any, search: Search, backend: str, folder: Path, log: Lo
         if t.state.name == "FAIL" and not t.user_attrs.get(DIVERGED):
             continue  # an interrupted trial, asked again under another number
         trials.append({"number": t.number, "state": "diverged" if t.state.name == "FAIL" else t.state.name.lower(),
-                       "params": t.params, "value": t.value, "seed_values": t.user_attrs.get("seed_values", []),
+                       "params": t.params, "value": t.value if t.state.name == "COMPLETE" else None, "seed_values": t.user_attrs.get("seed_values", []),
                        "run_ids": t.user_attrs.get("run_ids", []),
                        "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())}})
     record: dict[str, Any] = {
