@@ -58,6 +58,19 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
+def _track_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", nargs="?", const="mlflow", metavar="mlflow[=URI]", help="also log each run to MLflow, "
+                   "keyed by its run id (default store: OUT/mlflow.db; needs netspec[track])")
+
+
+def _tracker(args: argparse.Namespace):  # -> Optional[MlflowTracker]; the one line before anything is trained
+    if args.track is None:
+        return None
+    require("mlflow", "track", "--track mlflow")
+    from netspec.runs.tracking import MlflowTracker, parse_track
+    return MlflowTracker(parse_track(args.track, Path(args.out)), Path(args.out) / "mlartifacts")
+
+
 def _threads_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads to compute with (torch: any N; jax: 1, or every core "
                    "for more); default: OMP_NUM_THREADS if set, else for torch the physical cores less the "
@@ -114,6 +127,7 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     _threads_option(p)
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
                    "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
+    _track_option(p)
     p.add_argument("--seeds", type=int, help="repeat every run with seeds 0..N-1 (seed s adds s to train.seed and "
                    "train.shuffle_seed: weights, dropout masks and batch order; seed 0 is the run as written); "
                    "replaces a sweep file's \"seeds\"")
@@ -146,17 +160,23 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     from netspec.runs.run_folder import check_output_root
     check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
+    tracker = _tracker(args)
     if args.source is not None:
         return _continue(args, overrides, backends)
     if _is_sweep(args.spec):
         from netspec.sweeps.sweep import run_sweep
-        run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force,
-                  seeds=args.seeds, launcher=launcher, tensorboard=args.tensorboard)
+        manifest = run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device,
+                             force=args.force, seeds=args.seeds, launcher=launcher, tensorboard=args.tensorboard)
+        if tracker is not None:  # the sweep as a parent run, its points as children
+            tracker.log_folders([Path(args.out) / p["name"] / b / p["run_id"] for p in manifest["points"]
+                                 for b in manifest["backends"]], f"sweep/{manifest['name']}", f"sweep {manifest['name']}")
         return 0
     from netspec.spec.experiment import Experiment
     from netspec.sweeps.sweep import experiment_jobs
     jobs = experiment_jobs(Experiment.load(args.spec, overrides), backends, args.seeds)
     launcher.run(jobs, args.out, device=args.device, force=args.force, tensorboard=args.tensorboard)
+    if tracker is not None:
+        tracker.log_folders([job.directory(args.out) for job in jobs])
     if len(jobs) > 1:
         from netspec.sweeps.launchers import jobs_table
         print(jobs_table(jobs, args.out))
@@ -184,8 +204,10 @@ def cmd_search(argv: list[str]) -> int:
     p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
     p.add_argument("--trials", type=int, help="finished trials the study should hold (default: the file's \"trials\")")
     _threads_option(p)
+    _track_option(p)
     args = p.parse_args(argv)
     require("optuna", "search", f"{PROG} search")  # before anything is loaded, printed or written
+    tracker = _tracker(args)
     from netspec.runs.run_folder import check_output_root
     from netspec.sweeps.search import run_search
     backends = _backends(args.backend or backend_names()[0], args.threads)
@@ -194,6 +216,10 @@ def cmd_search(argv: list[str]) -> int:
     check_output_root(Path(args.out))
     record = run_search(args.spec, backends[0], out_root=args.out, overrides=_overrides(args), device=args.device,
                         trials=args.trials)
+    if tracker is not None:  # the search as a parent run, its trials' runs as children
+        tracker.log_folders([Path(args.out) / record["experiment"] / record["backend"] / r for t in record["trials"]
+                             for r in t["run_ids"]], f"search/{record['name']}/{record['backend']}",
+                            f"search {record['name']} [{record['backend']}]")
     best = record["best"]
     print(f"best trial {best['number']}: {best['params']} objective {best['value']:.4f}; its experiment: "
           f"{Path(args.out) / 'searches' / record['name'] / best['file']}" if best else "no complete trial yet")
