@@ -54,3 +54,44 @@ def test_an_unreachable_server_is_one_line_before_training(tmp_path: Path) -> No
     spec = write_spec(tmp_path, tiny_experiment("never", epochs=1))
     assert runner.main([str(spec), "--out", str(tmp_path / "runs"), "--track", f"mlflow=http://127.0.0.1:{port}"]) == 2
     assert not (tmp_path / "runs" / "never").exists()
+
+
+@pytest.mark.slow
+def test_a_real_tracking_server_on_localhost_gets_one_run_per_run_id(tmp_path: Path) -> None:
+    """`mlflow server` started here on 127.0.0.1 (a bounded wait for it to answer), two invocations of one run."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not answer within 120 s")
+                time.sleep(1)
+        spec = write_spec(tmp_path, tiny_experiment("served", epochs=2))
+        for _ in range(2):
+            assert runner.main([str(spec), "--out", str(tmp_path / "runs"), "--track", f"mlflow={uri}"]) == 0
+        runs = _runs(uri)
+        folder = next((tmp_path / "runs").glob("served/torch/*"))
+        assert [r.data.tags["netspec.run_id"] for r in runs] == [folder.name]
+        history = json.loads((folder / "history.json").read_text())
+        logged = MlflowClient(tracking_uri=uri).get_metric_history(runs[0].info.run_id, "val_loss")
+        assert sorted((m.step, m.value) for m in logged) == [(r["epoch"], pytest.approx(r["val_loss"])) for r in history]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
