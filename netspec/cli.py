@@ -205,9 +205,16 @@ def cmd_search(argv: list[str]) -> int:
     p.add_argument("--trials", type=int, help="finished trials the study should hold (default: the file's \"trials\")")
     _threads_option(p)
     _track_option(p)
+    p.add_argument("--launcher", choices=["local", "ray"], help="ray: trials as Ray tasks, in parallel, pruning "
+                   "still honoured (needs netspec[ray]); default local")
+    p.add_argument("--address", help="with --launcher ray: an existing cluster (default: a local Ray)")
     args = p.parse_args(argv)
     require("optuna", "search", f"{PROG} search")  # before anything is loaded, printed or written
+    if args.launcher == "ray":
+        require("ray", "ray", "--launcher ray")
     tracker = _tracker(args)
+    from netspec.sweeps.launchers import make_launcher
+    launcher = make_launcher(args.launcher, args.address)
     from netspec.runs.run_folder import check_output_root
     from netspec.sweeps.search import run_search
     backends = _backends(args.backend or backend_names()[0], args.threads)
@@ -215,7 +222,7 @@ def cmd_search(argv: list[str]) -> int:
         raise SpecError(f"--backend {args.backend!r}: a search trains on one backend; run it once per backend")
     check_output_root(Path(args.out))
     record = run_search(args.spec, backends[0], out_root=args.out, overrides=_overrides(args), device=args.device,
-                        trials=args.trials)
+                        trials=args.trials, launcher=launcher)
     if tracker is not None:  # the search as a parent run, its trials' runs as children
         tracker.log_folders([Path(args.out) / record["experiment"] / record["backend"] / r for t in record["trials"]
                              for r in t["run_ids"]], f"search/{record['name']}/{record['backend']}",

@@ -31,10 +31,11 @@ from typing import Any, Callable, Iterator, Optional
 from netspec.errors import DivergedError, SetupError, SpecError, missing_package
 from netspec.data import load_dataset
 from netspec.io import parse_json_file, safe_output_dir, write_json
-from netspec.protocol.backend import Backend
+from netspec.protocol.backend import Backend, load_backend
 from netspec.runs import run_folder
 from netspec.runs.records import check_history
 from netspec.runs.training_run import run_experiment
+from netspec.sweeps.launchers import RayLauncher
 from netspec.spec.experiment import Experiment
 from netspec.spec.search_file import Objective, Pruner, Search, SearchSpec, load_search, search_dir
 
@@ -254,9 +255,9 @@ def requeue_interrupted(study: Any, log: Log) -> int:
 
 def run_search(path: str | Path, backend: Backend, out_root: str | Path = "runs", overrides: Optional[list[str]] = None,
                device: Optional[str] = None, log: Log = print, progress: bool | None = None,
-               trials: Optional[int] = None) -> dict[str, Any]:
+               trials: Optional[int] = None, launcher: Any = None) -> dict[str, Any]:
     """Run the search until its study holds `trials` (default: the file's) finished trials; returns the record
-    written to OUT/searches/<name>/<backend>.json."""
+    written to OUT/searches/<name>/<backend>.json. `launcher`: a RayLauncher runs the trials as Ray tasks."""
     search = load_search(path, overrides)
     spec = search.spec
     if trials is not None and not 1 <= trials <= 1_000:
@@ -272,7 +273,9 @@ def run_search(path: str | Path, backend: Backend, out_root: str | Path = "runs"
         log(f"search {spec.name} [{backend.name}]: {len(done)} of {wanted} trials already finished in {folder / STUDY_DB} "
             f"(re-used, not trained again); {todo} to run")
         dataset = None
-        for k in range(todo):
+        if todo and isinstance(launcher, RayLauncher):
+            _run_on_ray(launcher, study, search, backend, out_root, todo, device, log)
+        for k in range(todo if not isinstance(launcher, RayLauncher) else 0):
             trial = study.ask()
             values = suggest(trial, spec)
             experiments = search.seeded(values)
@@ -285,6 +288,53 @@ def run_search(path: str | Path, backend: Backend, out_root: str | Path = "runs"
             _after_trial(study, search, trial, result, out_root, backend, log)
         record = write_record(study, search, backend.name, folder, log)
     return record
+
+
+def trial_task(storage: str, name: str, trial_id: int, experiments: list[str], backend: str, out_root: str,
+               device: Optional[str], objective: str, pruner: str) -> dict[str, Any]:
+    """A Ray task's body: one trial in a worker, reporting each epoch into the shared study (so the pruner,
+    which reads every trial from the storage, decides as in one process). Plain arguments: it pickles
+    without torch or jax."""
+    import dataclasses
+
+    optuna = _optuna()
+    study = optuna.load_study(study_name=name, storage=storage, pruner=make_pruner(optuna, Pruner.model_validate_json(pruner)))
+    trial = optuna.trial.Trial(study, trial_id)
+    result = run_trial(trial, [Experiment.model_validate_json(e) for e in experiments], load_backend(backend),
+                       Path(out_root), Objective.model_validate_json(objective), device, log=lambda line: None, progress=False)
+    return dataclasses.asdict(result)
+
+
+def _run_on_ray(launcher: RayLauncher, study: Any, search: Search, backend: Backend, out_root: Path, todo: int,
+                device: Optional[str], log: Log) -> None:
+    """Optuna trials as Ray tasks, as many at once as the cluster has room for: the driver asks and tells, the
+    workers train and report. Chosen over Ray Tune: the study stays the one SQLite study a local search
+    keeps, so a search may switch launchers between invocations and resume either way."""
+    import ray
+
+    started = launcher.connect(ray)
+    try:
+        remote = launcher.remote(ray, trial_task)
+        room = max(int(ray.cluster_resources().get("CPU", 1) // launcher.cpus_per_run), 1)
+        spec, folder = search.spec, search_dir(out_root, search.spec.name)
+        inflight: dict[Any, Any] = {}
+        asked = 0
+        while asked < todo or inflight:
+            while asked < todo and len(inflight) < room:
+                trial = study.ask()
+                values = suggest(trial, spec)
+                log(f"trial {trial.number} (ray): {_values_text(values)}")
+                ref = remote.remote(storage_url(folder), study.study_name, trial._trial_id,
+                                    [e.model_dump_json() for e in search.seeded(values)], backend.name, str(out_root),
+                                    device, spec.objective.model_dump_json(), spec.pruner.model_dump_json())
+                inflight[ref] = trial
+                asked += 1
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            trial = inflight.pop(ready[0])
+            _after_trial(study, search, trial, TrialResult(**ray.get(ready[0])), out_root, backend, log)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _same_data(search: Search, experiments: list[Experiment]) -> bool:
