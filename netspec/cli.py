@@ -60,7 +60,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _track_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", nargs="?", const="mlflow", metavar="mlflow[=URI]", help="also log each run to MLflow, "
-                   "keyed by its run id (default store: OUT/mlflow.db; needs netspec[track])")
+                   "keyed by its run id (default store: OUT/mlflow/mlflow.db; needs netspec[track])")
 
 
 def _tracker(args: argparse.Namespace):  # -> Optional[MlflowTracker]; the one line before anything is trained
@@ -68,7 +68,7 @@ def _tracker(args: argparse.Namespace):  # -> Optional[MlflowTracker]; the one l
         return None
     require("mlflow", "track", "--track mlflow")
     from netspec.runs.tracking import MlflowTracker, parse_track
-    return MlflowTracker(parse_track(args.track, Path(args.out)), Path(args.out) / "mlartifacts")
+    return MlflowTracker(parse_track(args.track, Path(args.out)), Path(args.out) / "mlflow" / "artifacts")
 
 
 def _threads_option(p: argparse.ArgumentParser) -> None:

@@ -6,8 +6,9 @@ figures, metrics.json and (where exported) model.onnx as artifacts. The MLflow r
 name and in the tag `netspec.key` (<backend>/<name>/<run-id>), and is looked up by that tag first, so logging
 the same run again (resumed, reused, in another sweep) updates it: params already there are kept, only the
 epochs MLflow lacks are added, artifacts are replaced. Sweeps and searches are parent runs (tag `netspec.key`
-sweep/<name> or search/<name>/<backend>) of their runs. The default store is OUT/mlflow.db with artifacts in
-OUT/mlartifacts: a local SQLite store, since MLflow 3 refuses new file stores (./mlruns) by default.
+sweep/<name> or search/<name>/<backend>) of their runs. The default store is OUT/mlflow/mlflow.db with artifacts in
+OUT/mlflow/artifacts (deep enough that no artifact folder looks like a run folder to the report): a local
+SQLite store, since MLflow 3 refuses new file stores (./mlruns) by default.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from netspec.errors import SetupError, missing_package
-from netspec.io import parse_json_file
+from netspec.io import parse_json_file, safe_output_dir
 from netspec.runs import run_folder
 from netspec.runs.records import check_history
 
@@ -38,7 +39,9 @@ def parse_track(text: Optional[str], out_root: Path) -> Optional[str]:
     kind, _, uri = text.partition("=")
     if kind != "mlflow":
         raise SetupError(f"--track {text!r}: the one tracker is mlflow (--track mlflow or --track mlflow=URI)")
-    return uri or f"sqlite:///{out_root.resolve() / 'mlflow.db'}"
+    if uri:
+        return uri
+    return f"sqlite:///{safe_output_dir(out_root, 'mlflow').resolve() / 'mlflow.db'}"
 
 
 def reachable(uri: str) -> None:
