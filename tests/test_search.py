@@ -186,3 +186,22 @@ def test_trials_as_ray_tasks_prune_and_resume_like_local_ones(tmp_path: Path) ->
         assert again.trained() == 0 and any("4 of 4 trials already finished" in line for line in again)
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("module, args, words", [
+    ("optuna", [], "netspec search needs optuna"),
+    ("mlflow", ["--track"], "--track mlflow needs mlflow"),
+])
+def test_without_the_package_the_command_is_one_line_before_anything_trains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, module: str, args: list,
+        words: str) -> None:
+    import sys
+
+    import runner
+
+    path = _search(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # how Python marks a module unimportable
+    assert runner.main(["search", str(path), "--out", str(tmp_path / "runs"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()
