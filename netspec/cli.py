@@ -74,6 +74,19 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return tiny + [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
+def _track_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", nargs="?", const="mlflow", metavar="mlflow[=URI]", help="also log each run to MLflow, "
+                   "keyed by its run id (default store: OUT/mlflow/mlflow.db; needs netspec[track])")
+
+
+def _tracker(args: argparse.Namespace):  # -> Optional[MlflowTracker]; the one line before anything is trained
+    if args.track is None:
+        return None
+    require("mlflow", "track", "--track mlflow")
+    from netspec.runs.tracking import MlflowTracker, parse_track
+    return MlflowTracker(parse_track(args.track, Path(args.out)), Path(args.out) / "mlflow" / "artifacts")
+
+
 def _threads_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads to compute with (torch: any N; jax: 1, or every core "
                    "for more); default: OMP_NUM_THREADS if set, else for torch the physical cores less the "
@@ -99,8 +112,12 @@ def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
 
 def _is_sweep(path: str) -> bool:
     from netspec.io import read_json
+    from netspec.spec.search_file import is_search_file
     from netspec.spec.sweep_file import is_sweep_file
-    return is_sweep_file(read_json(path))
+    data = read_json(path)
+    if is_search_file(data):
+        raise SpecError(f"{path} is a search file; run it with: {PROG} search {path}")
+    return is_sweep_file(data)
 
 
 def _experiment_only(path: str, command: str) -> None:
@@ -129,6 +146,7 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     _threads_option(p)
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into each run "
                    "folder (tensorboard --logdir OUT; needs netspec[tensorboard])")
+    _track_option(p)
     p.add_argument("--seeds", type=int, help="repeat every run with seeds 0..N-1 (seed s adds s to train.seed and "
                    "train.shuffle_seed: weights, dropout masks and batch order; seed 0 is the run as written); "
                    "replaces a sweep file's \"seeds\"")
@@ -161,6 +179,7 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
     from netspec.runs.run_folder import check_output_root
     check_output_root(Path(args.out))  # never a file, a source tree or a specs folder
     launcher = make_launcher(args.launcher, args.address, args.gpus_per_run)
+    tracker = _tracker(args)
     if args.source is not None:
         if args.weights:
             raise SpecError("--weights starts a new run from given weights, --from continues a run's checkpoint; "
@@ -168,13 +187,18 @@ def cmd_train(argv: list[str], prog: str = f"{PROG} train") -> int:
         return _continue(args, overrides, backends)
     if _is_sweep(args.spec):
         from netspec.sweeps.sweep import run_sweep
-        run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device, force=args.force,
-                  seeds=args.seeds, launcher=launcher, tensorboard=args.tensorboard)
+        manifest = run_sweep(args.spec, backends, out_root=args.out, overrides=overrides, device=args.device,
+                             force=args.force, seeds=args.seeds, launcher=launcher, tensorboard=args.tensorboard)
+        if tracker is not None:  # the sweep as a parent run, its points as children
+            tracker.log_folders([Path(args.out) / p["name"] / b / p["run_id"] for p in manifest["points"]
+                                 for b in manifest["backends"]], f"sweep/{manifest['name']}", f"sweep {manifest['name']}")
         return 0
     from netspec.spec.experiment import Experiment
     from netspec.sweeps.sweep import experiment_jobs
     jobs = experiment_jobs(Experiment.load(args.spec, overrides), backends, args.seeds)
     launcher.run(jobs, args.out, device=args.device, force=args.force, tensorboard=args.tensorboard)
+    if tracker is not None:
+        tracker.log_folders([job.directory(args.out) for job in jobs])
     if len(jobs) > 1:
         from netspec.sweeps.launchers import jobs_table
         print(jobs_table(jobs, args.out))
@@ -190,6 +214,44 @@ def _continue(args: argparse.Namespace, overrides: list[str], backends: list[Bac
     from netspec.runs.training_run import run_experiment
     run_experiment(Experiment.load(args.spec, overrides), backends[0], out_root=args.out, device=args.device, force=args.force,
                    tensorboard=args.tensorboard, source=args.source)
+    return 0
+
+
+def cmd_search(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} search", description="An Optuna search over spec fields (a search file, "
+                "specs/searches/*.json); its study in OUT/searches/<name>/study.db, each trial ordinary run folders.")
+    _spec_options(p)
+    p.add_argument("--backend", help="the backend the trials train on (default: torch)")
+    p.add_argument("--out", default="runs", help="root folder of the outputs (default: runs)")
+    p.add_argument("--device", help="cpu or gpu[:N] (default: a GPU when there is one)")
+    p.add_argument("--trials", type=int, help="finished trials the study should hold (default: the file's \"trials\")")
+    _threads_option(p)
+    _track_option(p)
+    p.add_argument("--launcher", choices=["local", "ray"], help="ray: trials as Ray tasks, in parallel, pruning "
+                   "still honoured (needs netspec[ray]); default local")
+    p.add_argument("--address", help="with --launcher ray: an existing cluster (default: a local Ray)")
+    args = p.parse_args(argv)
+    require("optuna", "search", f"{PROG} search")  # before anything is loaded, printed or written
+    if args.launcher == "ray":
+        require("ray", "ray", "--launcher ray")
+    tracker = _tracker(args)
+    from netspec.sweeps.launchers import make_launcher
+    launcher = make_launcher(args.launcher, args.address)
+    from netspec.runs.run_folder import check_output_root
+    from netspec.sweeps.search import run_search
+    backends = _backends(args.backend or backend_names()[0], args.threads)
+    if len(backends) != 1:
+        raise SpecError(f"--backend {args.backend!r}: a search trains on one backend; run it once per backend")
+    check_output_root(Path(args.out))
+    record = run_search(args.spec, backends[0], out_root=args.out, overrides=_overrides(args), device=args.device,
+                        trials=args.trials, launcher=launcher)
+    if tracker is not None:  # the search as a parent run, its trials' runs as children
+        tracker.log_folders([Path(args.out) / record["experiment"] / record["backend"] / r for t in record["trials"]
+                             for r in t["run_ids"]], f"search/{record['name']}/{record['backend']}",
+                            f"search {record['name']} [{record['backend']}]")
+    best = record["best"]
+    print(f"best trial {best['number']}: {best['params']} objective {best['value']:.4f}; its experiment: "
+          f"{Path(args.out) / 'searches' / record['name'] / best['file']}" if best else "no complete trial yet")
     return 0
 
 
@@ -380,6 +442,7 @@ def cmd_predict(argv: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "train": (cmd_train, "train an experiment or a sweep (the default command)"),
+    "search": (cmd_search, "an Optuna search over spec fields (netspec[search])"),
     "summary": (cmd_summary, "layers, output shapes and parameter counts"),
     "crosscheck": (cmd_crosscheck, "two backends number by number"),
     "report": (cmd_report, "report.md over a runs folder"),

@@ -39,7 +39,8 @@ Log = Callable[[str], None]
 def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Path = "runs",
                    device: Optional[str] = None, force: bool = False, dataset: Any = None,
                    log: Log = print, progress: bool | None = None, tensorboard: bool = False,
-                   table: bool = True, source: Optional[str | Path] = None) -> tuple[dict[str, Any], Path]:
+                   table: bool = True, source: Optional[str | Path] = None,
+                   watch: Optional[Callable[[list[Any]], None]] = None) -> tuple[dict[str, Any], Path]:
     """Train `experiment` on `backend` (a netspec.protocol.backend.Backend, e.g. `load_backend("jax")`) and write
     runs/<name>/<backend>/<run-id>/. Returns (metrics, folder).
 
@@ -49,10 +50,11 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
     `dataset` may be given to share one loaded dataset across runs (a sweep). `tensorboard` also writes
     TensorBoard event files; `table` logs the seven figures at the end (a sweep prints one table of all
     its runs instead). `source`: a run folder (of any backend) whose checkpoint this run continues, in
-    a folder of its own (see the module docstring).
+    a folder of its own (see the module docstring). `watch(history)` runs after each epoch is saved (a
+    search's pruner: it may raise to stop the run, which then stays resumable from that epoch's checkpoint).
     """
     origin = _origin(experiment, Path(source), log) if source is not None else None
-    options = _Options(log, progress, tensorboard, table, origin)
+    options = _Options(log, progress, tensorboard, table, origin, watch)
     backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
     folder = RunFolder.of(out_root, experiment, backend.name)
     if origin is not None:
@@ -259,6 +261,8 @@ class _Options:
     table: bool
     origin: Optional[Origin] = None
     """The run this one continues (recorded in env.json and metrics.json), or None."""
+    watch: Optional[Callable[[list[Any]], None]] = None
+    """Called with the history after each saved epoch (see run_experiment)."""
 
 
 def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: Any, start: Optional[TrainerState],
@@ -291,6 +295,8 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
         _write_views(folder, state, is_best)
         if events is not None:
             events.epoch(state.history[-1])
+        if options.watch is not None:  # last: everything of the epoch is saved when it stops the run
+            options.watch(state.history)
 
     extra: dict[str, Any] = {"backend": name, "device": model.device, "name": experiment.name, **_compute(model)}
     if options.origin is not None:

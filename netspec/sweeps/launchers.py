@@ -130,7 +130,7 @@ class RayLauncher:
             return []  # nothing to do: not even a connection to the cluster
         import ray
 
-        started_here = self._connect(ray)
+        started_here = self.connect(ray)
         try:
             self._submit_and_wait(ray, todo, out_root, device, force, log, tensorboard)
         finally:
@@ -138,7 +138,7 @@ class RayLauncher:
                 ray.shutdown()
         return todo
 
-    def _connect(self, ray: Any) -> bool:
+    def connect(self, ray: Any) -> bool:
         """Join the cluster at `address`, or start a local one; True when this call started it."""
         if ray.is_initialized():
             return False
@@ -154,11 +154,15 @@ class RayLauncher:
         return True
 
     def _remote(self, ray: Any) -> Any:
+        return self.remote(ray, self.task)
+
+    def remote(self, ray: Any, task: Callable[..., Any]) -> Any:
+        """`task` as a Ray remote function with this launcher's resources and retries (a search's trials too)."""
         # Default: one GPU per run on a cluster that has GPUs, none on a CPU-only one.
         gpus = self.gpus_per_run if self.gpus_per_run is not None else float(ray.cluster_resources().get("GPU", 0) > 0)
         check_fits(gpus, self.cpus_per_run, [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")])
         return ray.remote(num_gpus=gpus, num_cpus=self.cpus_per_run, max_retries=self.max_retries,
-                          retry_exceptions=[OSError], runtime_env={"env_vars": dict(WORKER_ENV)})(self.task)
+                          retry_exceptions=[OSError], runtime_env={"env_vars": dict(WORKER_ENV)})(task)
 
     def _submit_and_wait(self, ray: Any, todo: list[Job], out_root: str | Path, device: Optional[str], force: bool,
                          log: Log, tensorboard: bool = False) -> None:

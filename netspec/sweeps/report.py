@@ -27,6 +27,7 @@ from netspec.spec.experiment import Experiment, recipe_text
 from netspec.io import parse_json_file, refuse_link, safe_output_dir, validate, write_bytes_atomic
 from netspec.runs.plots import plot_curves, plot_result_vs_setting
 from netspec.runs.run_folder import RunFolder
+from netspec.sweeps.search_report import search_sections
 from netspec.runs.stats import MIN_PAIRS_TO_MARK, Difference, paired_difference, summarize
 from netspec.spec.sweep_file import SWEEPS_DIR, replicate_key
 from netspec.runs.tables import fmt_values, markdown_table, md_code, md_text, plural, summary_table
@@ -622,6 +623,7 @@ def build_report(root: Path, out: Path) -> Path:
         lines += ["## Sweeps", ""]
         for manifest in manifests:
             lines += _sweep_section(manifest, runs, out)
+    lines += search_sections(root, out, _warn)  # issue 33: searches (netspec.sweeps.search_report)
     lines += ["## Runs", ""]
     for group in groups:
         labels = dict.fromkeys(u for r in group.all_runs() for u in used_in.get((group.name, r.run_id), []))
