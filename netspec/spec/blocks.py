@@ -33,8 +33,11 @@ RESERVED = ("use", "id", "inputs")
 """Keys of a use that are not block arguments."""
 INPUT = "input"
 Ref = Union[int, str]
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_REF = re.compile(r"(?:([0-9]{1,6})\*)?\$([A-Za-z_][A-Za-z0-9_]{0,63})(?:([*/])([0-9]{1,6}))?")
+NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+REF_PATTERN = r"(?:([0-9]{1,6})\*)?\$(" + NAME_PATTERN + r")(?:([*/])([0-9]{1,6}))?"
+"""A parameter reference (the JSON Schema's pattern too)."""
+_NAME = re.compile(NAME_PATTERN)
+_REF = re.compile(REF_PATTERN)
 
 
 class _Expansion:

@@ -13,7 +13,9 @@ from netspec.errors import SpecError
 from netspec.spec.bases import read_with_bases
 from netspec.spec.blocks import expand_network
 
-_FRACTION = re.compile(r"([0-9]{1,6})/([1-9][0-9]{0,5})")
+FRACTION_PATTERN = r"([0-9]{1,6})/([1-9][0-9]{0,5})"
+"""A knot's epoch as a fraction of the run (the JSON Schema's pattern too)."""
+_FRACTION = re.compile(FRACTION_PATTERN)
 LATE_PREFIX = "network.layers."
 """Overrides under this path apply to the expanded (flat) layers."""
 

@@ -210,8 +210,11 @@ def _settings(spec: SweepSpec) -> list[list[tuple[Axis, Any]]]:
 
 
 def is_sweep_file(data: Any) -> bool:
-    """A sweep file has a base, axes or variants, and no network of its own."""
-    return isinstance(data, dict) and "network" not in data and bool({"base", "axes", "variants"} & set(data))
+    """A sweep file has a base, axes or variants, and no network of its own; an experiment file with a
+    base (netspec.spec.bases) has a section of an experiment (network, data or train) instead."""
+    if not isinstance(data, dict) or {"network", "data", "train"} & set(data):
+        return False
+    return bool({"base", "axes", "variants"} & set(data))
 
 
 def manifest_path(out_root: str | Path, name: str) -> Path:
