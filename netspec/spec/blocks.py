@@ -66,12 +66,14 @@ class _Expansion:
                 raise self.fail(where, f"no parameter {name!r}{did_you_mean(name, scope)}; declare it in "
                                 "network.params or the block's params")
             base = scope[name]
+            if not factor and not op:
+                return base
             if op == "/":
                 if not isinstance(base, int) or isinstance(base, bool) or base % int(number):
                     raise self.fail(where, f"{value!r}: ${name} = {base!r} is not a multiple of {number}; "
                                     "a division must be exact")
                 return base // int(number) * int(factor or 1)
-            if (factor or op) and (not isinstance(base, (int, float)) or isinstance(base, bool)):
+            if not isinstance(base, (int, float)) or isinstance(base, bool):
                 raise self.fail(where, f"{value!r}: ${name} = {base!r} is not a number and cannot be multiplied")
             return base * int(factor or 1) * (int(number) if op == "*" else 1)
         if isinstance(value, list):
