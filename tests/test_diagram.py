@@ -32,3 +32,17 @@ def test_summary_expand_prints_the_flat_layers(capsys: pytest.CaptureFixture[str
     assert main(["summary", RESNET9, "--set", "network.params.width=16", "--expand"]) == 0
     out = capsys.readouterr().out
     assert '"inputs": [\n   "layer1",\n   12\n  ]' in out and '"out_channels": 128' in out and '"use"' not in out
+
+
+def test_report_shows_each_experiments_network_once(tmp_path: Path) -> None:
+    from netspec.sweeps.report import build_report
+
+    spec = str(Path(__file__).resolve().parent.parent / "specs" / "mlp.json")
+    overrides = ["data.train_size=200", "data.val_size=50", "data.test_size=50", "train.epochs=1", "train.batch_size=50"]
+    args = ["train", spec, "--backend", "torch", "--data", "synthetic", "--out", str(tmp_path / "runs")]
+    assert main([*args, *(x for o in overrides for x in ("--set", o))]) == 0
+    report = build_report(tmp_path / "runs", tmp_path / "runs" / "report.md").read_text()
+    lines = [line for line in report.splitlines() if line.startswith("Network: ![mlp network](figures/network_")]
+    assert len(lines) == 1
+    figure = tmp_path / "runs" / lines[0].split("(", 1)[1].rstrip(")")
+    assert figure.read_bytes()[:4] == b"\x89PNG"
