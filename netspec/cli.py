@@ -258,6 +258,9 @@ def cmd_search(argv: list[str]) -> int:
 def cmd_summary(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} summary", description="Print a network's layers, output shapes and parameter counts.")
     _spec_options(p)
+    p.add_argument("--diagram", metavar="FILE", help="also draw the graph: FILE (.png or .svg) and its Mermaid text "
+                   "beside it (.mmd)")
+    p.add_argument("--expand", action="store_true", help="print the flat network JSON that blocks and params expand to")
     return _summary(p.parse_args(argv))
 
 
@@ -268,6 +271,11 @@ def _summary(args: argparse.Namespace) -> int:
     experiment = Experiment.load(args.spec, _overrides(args))
     print(f"{args.spec}: {experiment.name}" + (f" - {experiment.description}" if experiment.description else ""))
     print(experiment.network.summary())
+    if getattr(args, "expand", False):
+        print(json.dumps(experiment.network.model_dump(mode="json", exclude_defaults=True)["layers"], indent=1))
+    if getattr(args, "diagram", None):
+        from netspec.runs.diagram import write_diagram
+        print("wrote " + ", ".join(map(str, write_diagram(experiment.network, args.diagram))))
     return 0
 
 

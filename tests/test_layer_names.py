@@ -21,8 +21,8 @@ SYNTHETIC = "data.source=synthetic"
 
 
 def layer_index(layer_id: str) -> int:
-    layers = json.loads(Path(RESNET9).read_text())["network"]["layers"]
-    return next(i for i, layer in enumerate(layers) if layer.get("id") == layer_id)
+    layers = Experiment.load(RESNET9, [SYNTHETIC]).network.layers  # the flat form (the file uses blocks)
+    return next(i for i, layer in enumerate(layers) if layer.id == layer_id)
 
 
 @pytest.mark.parametrize("layer_id, field, value", [("layer1", "kernel_size", 3), ("layer3", "padding", 1)])

@@ -11,6 +11,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFu
 
 from netspec.errors import SpecError, did_you_mean
 from netspec.io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
+from netspec.spec.blocks import expand_network
+from netspec.spec.expand import flat_experiment
 from netspec.spec.layers import Real, check_float32
 from netspec.spec.network import Network
 
@@ -428,11 +430,9 @@ class Experiment(_Strict):
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Experiment":
         data = read_json(path)
-        if not isinstance(data, dict) or "network" not in data:
+        if not isinstance(data, dict) or ("network" not in data and "base" not in data):
             raise SpecError(f"{path}: not an experiment spec (no 'network' field); see specs/ for examples")
-        if overrides:
-            data = apply_overrides(data, overrides, source=str(path))
-        return validate(cls, data, path)
+        return validate(cls, flat_json(data, path, overrides or [], str(path)), path)
 
     def with_overrides(self, overrides: list[str]) -> "Experiment":
         data = apply_overrides(self.model_dump(mode="json"), overrides, source=self.name)
@@ -550,9 +550,14 @@ def apply_overrides(data: Any, overrides: list[str], source: str = "<spec>") -> 
 def load(path: str | Path) -> Network | Experiment:
     """Load a spec file: an Experiment when it has a 'network' field, else a Network."""
     data = read_json(path)
-    if isinstance(data, dict) and "network" in data:
-        return validate(Experiment, data, path)
-    return validate(Network, data, path)
+    if isinstance(data, dict) and ("network" in data or "base" in data):
+        return validate(Experiment, flat_json(data, path, [], str(path)), path)
+    return validate(Network, expand_network(data, str(path)), path)
+
+
+def flat_json(data: Any, path: str | Path | None, overrides: list[str], source: str) -> Any:
+    """An experiment file's JSON as the flat form that is validated and hashed (netspec.spec.expand)."""
+    return flat_experiment(data, path, overrides, source, TrainConfig.model_fields["epochs"].default, apply_overrides)
 
 
 def recipe_text(train: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from netspec.errors import ShapeError
 from netspec.io import read_json, validate, write_json
+from netspec.spec.blocks import expand_network
 from netspec.spec.layers import INPUT, Count, Layer, LayerSpec, ParamInfo, Shape
 
 SPEC_VERSION = 1
@@ -227,4 +228,4 @@ class Network(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "Network":
-        return validate(cls, read_json(path), path)
+        return validate(cls, expand_network(read_json(path), str(path)), path)

@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal, Optional, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from netspec.errors import SpecError
-from netspec.spec.experiment import MAX_SEED, Experiment, SafeName, apply_overrides, list_position
+from netspec.spec.bases import read_with_bases
+from netspec.spec.experiment import MAX_SEED, Experiment, SafeName, flat_json, list_position
 from netspec.io import UnreadableJSON, parse_json_file, read_json, validate
 
 SWEEPS_DIR = "sweeps"
@@ -151,12 +152,13 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None,
     for variant, relative in bases.items():
         base_path = path.parent / relative
         field = f"variants.{variant}" if variant else "base"
-        base = apply_overrides(_read_base(path, field, relative), overrides or [], source=str(base_path))
+        base = read_with_bases(base_path, _read_base(path, field, relative))
         for settings in _settings(spec):
             edits = [f"{p}={json.dumps(v)}" for axis, v in settings for p in axis.paths]
             words = [f"{axis.name}={v}" for axis, v in settings]
             label = ", ".join(([variant] if variant else []) + words) or "base"
-            experiment = validate(Experiment, apply_overrides(base, edits, source=f"{path} ({label})"), f"{path} ({label})")
+            flat = flat_json(base, None, [*(overrides or []), *edits], f"{path} ({label})")  # expanded after --set
+            experiment = validate(Experiment, flat, f"{path} ({label})")
             values = ({"variant": variant} if variant else {}) | {axis.name: v for axis, v in settings}
             arms.append(SweepPoint(label, experiment, settings=values, is_base=_is_base(base, settings)))
     arms = _mark_base(arms, first_variant=next(iter(bases)))
@@ -208,8 +210,11 @@ def _settings(spec: SweepSpec) -> list[list[tuple[Axis, Any]]]:
 
 
 def is_sweep_file(data: Any) -> bool:
-    """A sweep file has a base, axes or variants, and no network of its own."""
-    return isinstance(data, dict) and "network" not in data and bool({"base", "axes", "variants"} & set(data))
+    """A sweep file has a base, axes or variants, and no network of its own; an experiment file with a
+    base (netspec.spec.bases) has a section of an experiment (network, data or train) instead."""
+    if not isinstance(data, dict) or {"network", "data", "train"} & set(data):
+        return False
+    return bool({"base", "axes", "variants"} & set(data))
 
 
 def manifest_path(out_root: str | Path, name: str) -> Path:

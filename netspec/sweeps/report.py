@@ -24,7 +24,9 @@ from netspec.runs import records, run_folder
 from netspec.protocol.backend import backend_names
 from netspec.errors import SetupError, SpecError
 from netspec.spec.experiment import Experiment, recipe_text
+from netspec.spec.network import Network
 from netspec.io import parse_json_file, refuse_link, safe_output_dir, validate, write_bytes_atomic
+from netspec.runs.diagram import draw
 from netspec.runs.plots import plot_curves, plot_result_vs_setting
 from netspec.runs.run_folder import RunFolder
 from netspec.sweeps.search_report import search_sections
@@ -461,12 +463,24 @@ def _group_section(group: Group, used_in: list[str], out: Path) -> list[str]:
               + (f" (run ids {', '.join(md_text(r.run_id) for r in group.runs[first.backend].values())})"
                  if len(seeds) > 1 else ""), ""]
     lines += [_group_table(group), ""]
+    lines += _network_diagram(group.name, first, out)
     for backend, by_seed in group.runs.items():
         run = by_seed[min(by_seed)]
         images = [f"![{md_text(group.name)} {md_text(backend)} {k}]({_link(run.directory / f'{k}.png', out.parent)})"
                   for k in ("acc", "loss")]
         lines += [md_text(backend, line_start=True) + (f" (seed {run.replicate[1]})" if len(by_seed) > 1 else "") + ": " + " ".join(images), ""]
     return lines
+
+
+def _network_diagram(name: str, run: Run, out: Path) -> list[str]:
+    """The experiment's network once, as a figure (netspec.runs.diagram); nothing for a spec that does
+    not validate (its problem is reported with the run)."""
+    try:
+        network = Network.model_validate(run.spec["network"])
+    except (ValueError, KeyError, TypeError):
+        return []
+    path = draw(network, _figure(out, f"network_{run.run_id}.png"))
+    return [f"Network: ![{md_text(name)} network]({_link(path, out.parent)})", ""]
 
 
 def _group_table(group: Group) -> str:

@@ -1,0 +1,60 @@
+"""An experiment's JSON from its file to the flat form that is validated and hashed, in one order:
+bases merged (netspec.spec.bases), then the `--set` overrides outside network.layers (so
+`network.params.width=16` and `train.epochs=2` act on what the file says), then blocks and parameters
+expanded (netspec.spec.blocks) and schedule fractions turned into epochs, then the overrides of
+network.layers (by flat index or id, as on a flat spec)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from netspec.errors import SpecError
+from netspec.spec.bases import read_with_bases
+from netspec.spec.blocks import expand_network
+
+FRACTION_PATTERN = r"([0-9]{1,6})/([1-9][0-9]{0,5})"
+"""A knot's epoch as a fraction of the run (the JSON Schema's pattern too)."""
+_FRACTION = re.compile(FRACTION_PATTERN)
+LATE_PREFIX = "network.layers."
+"""Overrides under this path apply to the expanded (flat) layers."""
+
+
+def fraction_epochs(data: Any, default_epochs: int, source: str) -> Any:
+    """train.schedule.knots with each epoch written "p/q" (that fraction of train.epochs) as epochs:
+    p * epochs / q, so `--epochs N` keeps a recipe's shape and the given length its exact epochs."""
+    train = data.get("train") if isinstance(data, dict) else None
+    schedule = train.get("schedule") if isinstance(train, dict) else None
+    knots = schedule.get("knots") if isinstance(schedule, dict) else None
+    if not isinstance(knots, list) or not any(isinstance(k, list) and k and isinstance(k[0], str) for k in knots):
+        return data
+    epochs = train.get("epochs", default_epochs)
+    if isinstance(epochs, bool) or not isinstance(epochs, int):
+        return data  # validation names the bad train.epochs
+    out = []
+    for i, knot in enumerate(knots):
+        if isinstance(knot, list) and knot and isinstance(knot[0], str):
+            match = _FRACTION.fullmatch(knot[0])
+            if not match or int(match[1]) > int(match[2]):
+                raise SpecError(f"{source}: train.schedule.knots.{i}: {knot[0][:40]!r} is not a fraction of the run; "
+                                "write \"p/q\" with 0 <= p <= q (\"5/24\", \"1/1\") or an epoch number")
+            knot = [int(match[1]) * epochs / int(match[2]), *knot[1:]]
+        out.append(knot)
+    return {**data, "train": {**train, "schedule": {**schedule, "knots": out}}}
+
+
+def flat_experiment(data: Any, path: str | Path | None, overrides: list[str], source: str, default_epochs: int,
+                    apply: Callable[[Any, list[str], str], Any]) -> Any:
+    """The flat JSON of an experiment read from `path` (None: no file, so no base), with `overrides`."""
+    if path is not None:
+        data = read_with_bases(path, data)
+    late = [o for o in overrides if o.strip().startswith(LATE_PREFIX)]
+    early = [o for o in overrides if o not in late]
+    if early:
+        data = apply(data, early, source)
+    if isinstance(data, dict) and "network" in data:
+        data = {**data, "network": expand_network(data["network"], source)}
+        data = fraction_epochs(data, default_epochs, source)
+    if late:
+        data = apply(data, late, source)
+    return data
