@@ -324,9 +324,9 @@ def _crosscheck(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(argv: list[str]) -> int:
-    p = _Parser(prog=f"{PROG} schema", description="Write the JSON Schemas of experiment and sweep files "
+    p = _Parser(prog=f"{PROG} schema", description="Write the JSON Schemas of experiment, sweep and search files "
                                 "(editors validate a spec whose \"$schema\" points to them).")
-    p.add_argument("-o", "--out", help="a folder: writes experiment.schema.json and sweep.schema.json there "
+    p.add_argument("-o", "--out", help="a folder: writes experiment.schema.json, sweep.schema.json and search.schema.json there "
                    "(default: print the experiment schema)")
     args = p.parse_args(argv)
     from netspec.spec.schema import SCHEMAS, write_schemas

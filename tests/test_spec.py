@@ -192,7 +192,7 @@ SCHEMA_DIR = ROOT / "specs" / "schema"
 
 def test_schema_command_writes_a_schema_for_every_layer(tmp_path: Path) -> None:
     assert runner.main(["schema", "-o", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.schema.json", "sweep.schema.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.schema.json", "search.schema.json", "sweep.schema.json"]
     schema = json.loads((tmp_path / "experiment.schema.json").read_text())
     for layer in ns.LAYER_TYPES:
         assert layer.__name__ in schema["$defs"]
@@ -211,7 +211,7 @@ def test_the_repositorys_schemas_are_current() -> None:
 def test_every_spec_file_points_editors_to_its_schema_and_validates(path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     data = json.loads(path.read_text())
-    kind = "sweep" if path.parent.name == "sweeps" else "experiment"
+    kind = {"sweeps": "sweep", "searches": "search"}.get(path.parent.name, "experiment")
     schema_path = (path.parent / data["$schema"]).resolve()
     assert schema_path == SCHEMA_DIR / f"{kind}.schema.json"
     jsonschema.validate(data, json.loads(schema_path.read_text()))

@@ -17,6 +17,7 @@ from netspec.spec.blocks import MAX_BLOCKS, NAME_PATTERN, REF_PATTERN, RESERVED
 from netspec.spec.expand import FRACTION_PATTERN
 from netspec.spec.experiment import Experiment
 from netspec.io import SCHEMA_KEY, write_bytes_atomic
+from netspec.spec.search_file import SearchSpec
 from netspec.spec.sweep_file import SweepSpec
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -89,11 +90,16 @@ def sweep_schema() -> dict[str, Any]:
     return _schema(SweepSpec, "netspec sweep")
 
 
-SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {"experiment": experiment_schema, "sweep": sweep_schema}
+def search_schema() -> dict[str, Any]:
+    return _schema(SearchSpec, "netspec search")
+
+
+SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {"experiment": experiment_schema, "sweep": sweep_schema,
+                                                     "search": search_schema}
 
 
 def write_schemas(folder: Path) -> list[Path]:
-    """<folder>/experiment.schema.json and <folder>/sweep.schema.json."""
+    """<folder>/<kind>.schema.json for each kind of spec file (experiment, sweep, search)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, make in SCHEMAS.items():
