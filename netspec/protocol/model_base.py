@@ -35,7 +35,7 @@ from netspec.errors import SpecError
 from netspec.spec.experiment import TrainConfig
 from netspec.spec.network import Network
 from netspec.protocol.augment import Draws, packed
-from netspec.protocol.optimizer_state import OptimizerState, from_arrays as optimizer_from_arrays, to_arrays as optimizer_arrays
+from netspec.protocol.optimizer_state import DamagedState, OptimizerState, from_arrays as optimizer_from_arrays, to_arrays as optimizer_arrays
 from netspec.spec.params import Weights, check_weights
 
 # ---- a model's training state as plain arrays ------------------------------------------------------
@@ -78,6 +78,9 @@ def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tup
     if missing:
         raise SpecError(f"training state lacks {missing[0]!r} ({len(missing)} missing); it is not a state of this network")
     weights = {name: state[name] for name in infos}
+    for name, value in weights.items():  # a NaN weight is a damaged state, not a run to go on with
+        if np.asarray(value).dtype.kind != "f" or not np.isfinite(value).all():
+            raise DamagedState(f"training state's {name!r} is not finite floats")
     trainable = [n for n, info in infos.items() if info.trainable]
     return weights, optimizer_from_arrays(state, trainable), check_stream(state[DROPOUT_RNG])
 

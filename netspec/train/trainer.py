@@ -212,6 +212,8 @@ class TrainerState:
             return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
         rng = meta["shuffle_rng"]
+        if rng is not None:
+            _check_shuffle(arrays["shuffle.order"], arrays["shuffle.key"], rng["pos"])
         shuffle_rng = None if rng is None else {
             "bit_generator": "MT19937", "state": {"key": np.asarray(arrays["shuffle.key"], np.uint32), "pos": int(rng["pos"])},
             "has_gauss": int(rng["has_gauss"]), "gauss": float(rng["gauss"])}
@@ -220,6 +222,16 @@ class TrainerState:
                    best_val_acc=math.nan if best is None else float(best), lr=float(meta["lr"]),
                    order=arrays.get("shuffle.order") if rng is not None else None, shuffle_rng=shuffle_rng,
                    model=prefixed("model."), best_weights=prefixed("best.") or None)
+
+
+def _check_shuffle(order: np.ndarray, key: np.ndarray, pos: Any) -> None:
+    """A saved shuffle state is what EpochOrder writes: the order a permutation of 0..n-1, the MT19937 key
+    624 uint32 words at a position in [0, 624]; ValueError (a damaged state) otherwise."""
+    order, key = np.asarray(order), np.asarray(key)
+    if order.ndim != 1 or order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), np.arange(len(order))):
+        raise ValueError(f"shuffle.order is not an order of the training split (a permutation of 0..{len(order) - 1})")
+    if key.shape != (624,) or key.dtype != np.uint32 or not isinstance(pos, int) or not 0 <= pos <= 624:
+        raise ValueError("shuffle.key is not a numpy MT19937 state (624 uint32 words, a position in [0, 624])")
 
 
 # ---- checks before any training ----------------------------------------------------------------------
