@@ -47,7 +47,7 @@ def without(key: str) -> Callable[[dict], dict]:
      "model.adam.exp_avg.0.weight holds 6 non-finite values"),
     (lambda s: {**s, "adam.exp_avg_sq.0.bias": np.array([np.inf, 0], np.float32)}, np.arange(8),
      "model.adam.exp_avg_sq.0.bias holds 1 non-finite values"),
-    (lambda s: {**s, "0.weight": np.full((2, 3), np.nan, np.float32)}, np.arange(8), "'0.weight' is not finite floats"),
+    (lambda s: {**s, "0.weight": np.full((2, 3), np.nan, np.float32)}, np.arange(8), "'0.weight' is not finite numbers"),
     (without("adam.exp_avg_sq.0.weight"), np.arange(8), "lacks 'adam.exp_avg_sq.0.weight'"),
     (without("adam.step"), np.arange(8), "lacks 'adam.step'"),
     (lambda s: s, np.arange(8) + 100, "shuffle.order is not an order of the training split"),

@@ -38,7 +38,7 @@ import numpy as np
 
 from netspec.runs import records
 from netspec.errors import SetupError, SpecError
-from netspec.protocol.model_base import DROPOUT_RNG, check_stream, unpack_training_state
+from netspec.protocol.model_base import DROPOUT_RNG, check_stream, finite_numbers, unpack_training_state
 from netspec.spec.experiment import Experiment
 from netspec.runs.identity import run_identity
 from netspec.io import (  # noqa: F401 - atomic_write: the one writer, re-exported
@@ -398,8 +398,8 @@ def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network
     except SpecError as err:
         raise NotFit(str(err)) from None
     for key, value in arrays.items():
-        if key.startswith("best.") and (value.dtype.kind != "f" or not np.isfinite(value).all()):
-            raise ValueError(f"{key} is not finite floats")
+        if key.startswith("best.") and not finite_numbers(value):
+            raise ValueError(f"{key} is not finite numbers")
 
 
 def _check_stream(model: dict[str, np.ndarray]) -> None:
