@@ -73,3 +73,30 @@ def test_the_backend_check_refuses_a_nan_moment_too() -> None:
         unpack_training_state(NETWORK, state)
     weights, optimizer, stream = unpack_training_state(NETWORK, model_state())
     assert optimizer is not None and optimizer.step == 3 and stream == (0, 3)
+
+
+def test_shuffle_first_epoch_shuffles_epoch_one_with_the_same_seeded_stream() -> None:
+    """Page's protocol: every epoch shuffled. Written out independently: numpy's RandomState(seed) shuffles
+    arange(n) in place once per epoch, from epoch 1 on (the default starts one epoch later)."""
+    from netspec.train.trainer import epoch_orders
+
+    rng, order = np.random.RandomState(7), np.arange(10)
+    expected = []
+    for _ in range(3):
+        rng.shuffle(order)
+        expected.append(order.copy())
+    got = epoch_orders(10, 7, shuffle_first=True)
+    for want in expected:
+        np.testing.assert_array_equal(next(got), want)
+    default = epoch_orders(10, 7)
+    np.testing.assert_array_equal(next(default), np.arange(10))
+    np.testing.assert_array_equal(next(default), expected[0])
+
+
+def test_shuffle_first_epoch_is_in_the_run_id_only_when_true() -> None:
+    from netspec.runs.run_folder import run_id
+
+    base = ns.Experiment.model_validate({"name": "x", "network": NETWORK.model_dump(), "data": {"source": "synthetic"}})
+    on = base.model_copy(update={"train": base.train.model_copy(update={"shuffle_first_epoch": True})})
+    off = base.model_copy(update={"train": base.train.model_copy(update={"shuffle_first_epoch": False})})
+    assert run_id(off) == run_id(base) != run_id(on)

@@ -21,6 +21,7 @@ DEFAULTS_NOT_IN_IDENTITY: dict[str, Any] = {"train": {
     "augment": {"crop_padding": 0, "pad_mode": "zeros", "flip": False, "cutout": 0},
     "early_stopping_patience": None,
     "test_time_flip": False,
+    "shuffle_first_epoch": False,
 }}
 """Fields added after runs existed, left out of the id while they hold their default, so every run id
 made before them stays the same (a non-default value is in the id). A nested dict is a section: its

@@ -2,7 +2,8 @@
 netspec/protocol/backend.py only (no torch or jax here).
 
 Per epoch: one optimizer step per consecutive slice of a seeded numpy order of the training split
-(first epoch in file order, then reshuffled in place after every epoch, as the lab's framework),
+(first epoch in file order unless train.shuffle_first_epoch, then reshuffled in place after every
+epoch, as the lab's framework),
 train loss/accuracy as the mean over the epoch's batches, validation loss/accuracy, and the test set
 evaluated each time validation accuracy reaches (>=) its best so far: that is the "final test".
 
@@ -117,10 +118,10 @@ class EpochOrder:
     after every epoch, as the lab's framework did. Identical for every backend. Its state (the last
     epoch's order and the RNG's) is part of TrainerState, so a resumed run draws the same orders."""
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, shuffle_first: bool = False) -> None:
         self.rng = np.random.RandomState(seed)
         self.order = np.arange(n)
-        self.started = False
+        self.started = shuffle_first  # True: epoch 1 is shuffled too (train.shuffle_first_epoch)
 
     def next(self) -> np.ndarray:
         if self.started:
@@ -136,9 +137,9 @@ class EpochOrder:
         self.rng.set_state(rng_state)
 
 
-def epoch_orders(n: int, seed: int) -> Iterator[np.ndarray]:
+def epoch_orders(n: int, seed: int, shuffle_first: bool = False) -> Iterator[np.ndarray]:
     """The orders of EpochOrder, one per epoch (for code that only reads them)."""
-    orders = EpochOrder(n, seed)
+    orders = EpochOrder(n, seed, shuffle_first)
     while True:
         yield orders.next()
 
@@ -288,7 +289,7 @@ def fit(model: Model, experiment: Experiment, data: Splits,
     state = state or TrainerState([], -1.0, cfg.lr, None, None, {}, None)
     if state.epoch > cfg.epochs:
         raise ValueError(f"a state after epoch {state.epoch} for a run of {cfg.epochs} epochs")
-    orders = EpochOrder(n_train, cfg.shuffle_seed)
+    orders = EpochOrder(n_train, cfg.shuffle_seed, cfg.shuffle_first_epoch)
     if state.order is not None and state.shuffle_rng is not None:
         orders.restore(state.order, state.shuffle_rng)
         model.set_training_state(state.model)
