@@ -924,6 +924,10 @@ def untrusted_cases() -> list[Case]:
              setup=text(json.dumps(TINY)[:-1] + ', "description": "\\ud800"}')),
         Case("Conv2d of 100,000 channels at batch 50", "tracebacks", [train("tiny.json", "--set", "train.batch_size=50", "--set",
              'network.layers.0={"type":"Conv2d","out_channels":100000,"kernel_size":3,"padding":1}')], setup=tiny_),
+        Case("crosscheck: a Conv2d of 100,000 channels", "tracebacks", [Step(["crosscheck", "bad.json"])],
+             setup=spec(network={"input_shape": [3, 32, 32], "layers": [
+                 {"type": "Conv2d", "out_channels": 100000, "kernel_size": 3, "padding": 1}, {"type": "Flatten"},
+                 {"type": "Linear", "out_features": 10}]}), says=("bound of 4 GiB",)),
         Case("crosscheck: a network with no parameters", "tracebacks", [Step(["crosscheck", "bad.json"])],
              setup=spec(network={"input_shape": [10], "layers": [{"type": "ReLU"}]})),
         Case("train: a network with no parameters", "tracebacks", [train("bad.json")],
