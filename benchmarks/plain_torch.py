@@ -134,7 +134,7 @@ def train_plain(experiment: Experiment, data: Dataset, device: torch.device, log
                           torch.as_tensor(getattr(data, f"{name}_y"), device=device))
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = split("train"), split("val"), split("test")
     padded = pad_split(train_x, cfg.augment)
-    orders = epoch_orders(len(train_y), cfg.shuffle_seed)
+    orders = epoch_orders(len(train_y), cfg.shuffle_seed, cfg.shuffle_first_epoch)
     history = [] if history is None else history
     lab = LrSchedule(cfg.lr, cfg.lr_decay)
     best = -1.0

@@ -126,12 +126,14 @@ def checkpoint(tmp_path: Path, model: dict[str, np.ndarray], lr: float = 1e-3) -
 
 def adam_state(moment: np.ndarray, step: Any = 3) -> dict[str, np.ndarray]:
     return {"0.weight": np.zeros((2, 3), np.float32), "adam.exp_avg.0.weight": moment,
-            "adam.exp_avg_sq.0.weight": np.zeros((2, 3), np.float32), "adam.step": np.array(step)}
+            "adam.exp_avg_sq.0.weight": np.zeros((2, 3), np.float32), "adam.step": np.array(step),
+            "0.bias": np.zeros(2, np.float32), "adam.exp_avg.0.bias": np.zeros(2, np.float32),
+            "adam.exp_avg_sq.0.bias": np.zeros(2, np.float32), "rng.dropout": np.array([0, 3], np.int64)}
 
 
 @pytest.mark.parametrize("state, lr, says", [
     (adam_state(np.zeros((3, 2), np.float32)), 1e-3, "does not fit the network (model.adam.exp_avg.0.weight has shape (3, 2)"),
-    (adam_state(np.zeros((2, 3), np.float32), step=-5), 1e-3, "does not fit the network (model.adam.step is -5"),
+    (adam_state(np.zeros((2, 3), np.float32), step=-5), 1e-3, "damaged checkpoint (model.adam.step is -5"),
     (adam_state(np.zeros((2, 3), np.float32)), -0.01, "lr: must be greater than or equal to 0"),
 ], ids=["transposed-moment", "negative-step", "negative-lr"])
 def test_a_checkpoint_that_does_not_fit_is_not_trusted(tmp_path: Path, state: dict, lr: float, says: str) -> None:

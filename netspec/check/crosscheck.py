@@ -26,7 +26,7 @@ from netspec.errors import SpecError
 from netspec.spec.experiment import TrainConfig
 from netspec.check.mask_check import check_masks, dropout_layers
 from netspec.spec.network import Network
-from netspec.spec.params import Weights, check_trainable, init_weights
+from netspec.spec.params import Weights, check_trainable, init_weights, training_bytes
 from netspec.train.schedules import learning_rates
 
 F64_RTOL = 1e-9
@@ -46,6 +46,10 @@ LR_FACTORS = (1.0, 0.5)
 """The steps are split into one train_steps call per factor, at lr * factor: the lr changes between
 calls, as the trainer's LrSchedule does."""
 TINY = 1e-300
+MAX_CROSSCHECK_BYTES = 4 * 2**30
+"""Largest network the cross-check compiles, as training_bytes at its batch, doubled for float64 and for
+its two backends: it compares networks of the size netspec's specs have (ResNet-9 is ~0.1 GiB here); a
+network of 100,000 channels would end in an XLA runtime failure deep in a compile, so it is refused first."""
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,17 @@ TIERS = {"float64": ("float64", F64_RTOL, F64_STEPS_RTOL), "float32": ("highest"
 """tier -> (backend precision, one-pass tolerance, tolerance of what follows; inf: reported)."""
 
 
+def check_crosscheck_size(network: Network, batch_size: int) -> None:
+    """One SpecError line, before any compile, when the network is beyond MAX_CROSSCHECK_BYTES."""
+    need, index = training_bytes(network, batch_size)
+    need *= 2 * 2  # float64, two backends
+    if need > MAX_CROSSCHECK_BYTES:
+        layer = network.layers[index]
+        raise SpecError(f"network: the cross-check of this network needs about {need / 2**30:,.1f} GiB (two backends in "
+                        f"float64 at batch {batch_size}), beyond its bound of {MAX_CROSSCHECK_BYTES / 2**30:g} GiB; layer "
+                        f"{index} ({layer.type}) is the largest: cross-check a smaller variant of it")
+
+
 def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: int = 0, batch_size: int = 8,
                    steps: int = 10, train_config: Optional[TrainConfig] = None,
                    tiers: tuple[str, ...] = tuple(TIERS)) -> CrosscheckReport:
@@ -310,6 +325,7 @@ def run_crosscheck(network: Network, reference: Backend, other: Backend, seed: i
     if len(network.output_shape) != 1:
         raise SpecError(f"the cross-check needs flat logits (classes,), but the network outputs {network.output_shape}; end it with a Linear")
     check_trainable(network)
+    check_crosscheck_size(network, batch_size)
     config = train_config or TrainConfig()
     net = network  # dropout on: both backends draw the same masks
     weights = init_weights(net, seed)

@@ -35,7 +35,7 @@ from netspec.errors import SpecError
 from netspec.spec.experiment import TrainConfig
 from netspec.spec.network import Network
 from netspec.protocol.augment import Draws, packed
-from netspec.protocol.optimizer_state import OptimizerState, from_arrays as optimizer_from_arrays, to_arrays as optimizer_arrays
+from netspec.protocol.optimizer_state import DamagedState, OptimizerState, from_arrays as optimizer_from_arrays, to_arrays as optimizer_arrays
 from netspec.spec.params import Weights, check_weights
 
 # ---- a model's training state as plain arrays ------------------------------------------------------
@@ -61,6 +61,12 @@ def check_stream(rng: Any) -> tuple[int, int]:
     return seed, step
 
 
+def finite_numbers(value: Any) -> bool:
+    """A tensor of a state: finite floats, or integers (a BatchNorm's num_batches_tracked)."""
+    value = np.asarray(value)
+    return value.dtype.kind in "iu" or (value.dtype.kind == "f" and bool(np.isfinite(value).all()))
+
+
 def pack_training_state(weights: Weights, optimizer: Optional[OptimizerState], rng: tuple[int, int]) -> dict[str, np.ndarray]:
     """The flat dict get_training_state returns (its pieces already canonical)."""
     state = {name: np.array(value) for name, value in weights.items()}
@@ -78,6 +84,9 @@ def unpack_training_state(network: Network, state: dict[str, np.ndarray]) -> tup
     if missing:
         raise SpecError(f"training state lacks {missing[0]!r} ({len(missing)} missing); it is not a state of this network")
     weights = {name: state[name] for name in infos}
+    for name, value in weights.items():  # a NaN weight is a damaged state, not a run to go on with
+        if not finite_numbers(value):
+            raise DamagedState(f"training state's {name!r} is not finite numbers")
     trainable = [n for n, info in infos.items() if info.trainable]
     return weights, optimizer_from_arrays(state, trainable), check_stream(state[DROPOUT_RNG])
 

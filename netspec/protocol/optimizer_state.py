@@ -50,8 +50,44 @@ def to_arrays(state: OptimizerState) -> dict[str, np.ndarray]:
     return arrays
 
 
+class DamagedState(SpecError):
+    """A training state's array holds what no optimizer writes (a NaN moment, a negative step): the state
+    is damaged, not merely of another network."""
+
+
+def check_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> None:
+    """Every optimizer array of a training state, before any use (the one check, for a checkpoint read back
+    and for a backend's set_training_state): a slot is a finite float array of its parameter's shape, a
+    step one integer count >= 0. Keys are '<prefix><kind>.<slot>.<tensor>' and '<prefix><kind>.step'.
+    SpecError for a shape that does not fit, DamagedState for a value no optimizer writes."""
+    for key, value in arrays.items():
+        kind, _, rest = key[len(prefix):].partition(".") if key.startswith(prefix) else ("", "", "")
+        if kind not in SLOTS:
+            continue
+        value = np.asarray(value)
+        if rest == "step":
+            if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+                raise DamagedState(f"{key} is {value.tolist()!r}, not a count of steps")
+            continue
+        slot, _, name = rest.partition(".")
+        param = arrays.get(prefix + name)
+        if slot not in SLOTS[kind] or param is None:
+            raise SpecError(f"{key} is a slot of no parameter of {kind}")
+        if value.shape != np.shape(param):
+            raise SpecError(f"{key} has shape {value.shape}, its parameter {np.shape(param)}")
+        if value.dtype.kind != "f" or not np.isfinite(value).all():
+            raise DamagedState(f"{key} holds {_what(value)}; an optimizer's state is finite floats")
+
+
+def _what(value: np.ndarray) -> str:
+    if value.dtype.kind != "f":
+        return f"{value.dtype} values"
+    return f"{int(np.count_nonzero(~np.isfinite(value)))} non-finite values"
+
+
 def from_arrays(arrays: dict[str, np.ndarray], trainable: list[str]) -> Optional[OptimizerState]:
     """The optimizer state in a training state (None when it holds none); a missing tensor is a SpecError."""
+    check_arrays(arrays)
     kinds = [kind for kind in SLOTS if any(key.startswith(f"{kind}.") for key in arrays)]
     if not kinds:
         return None

@@ -25,6 +25,7 @@ DEFAULTS_NOT_IN_IDENTITY: dict[str, Any] = {"data": {"image_size": None, "channe
     "early_stopping_patience": None,
     "test_time_flip": False,
     "init_weights": None,
+    "shuffle_first_epoch": False,
 }}
 """Fields added after runs existed, left out of the id while they hold their default, so every run id
 made before them stays the same (a non-default value is in the id). A nested dict is a section: its

@@ -38,7 +38,7 @@ import numpy as np
 
 from netspec.runs import records
 from netspec.errors import SetupError, SpecError
-from netspec.protocol.model_base import DROPOUT_RNG, check_stream
+from netspec.protocol.model_base import DROPOUT_RNG, check_stream, finite_numbers, unpack_training_state
 from netspec.spec.experiment import Experiment
 from netspec.runs.identity import run_identity
 from netspec.io import (  # noqa: F401 - atomic_write: the one writer, re-exported
@@ -51,7 +51,7 @@ from netspec.io import (  # noqa: F401 - atomic_write: the one writer, re-export
     safe_output_dir,
     write_bytes_atomic,
 )
-from netspec.protocol.optimizer_state import SLOTS
+from netspec.protocol.optimizer_state import DamagedState, check_arrays as check_optimizer_arrays
 from netspec.spec.network import Network
 from netspec.spec.params import Weights
 from netspec.train.schedules import schedule_spans_the_run
@@ -381,34 +381,35 @@ class NotFit(ValueError):
 
 
 def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network]) -> None:
-    """The model's training state in a checkpoint, before any backend sees it: every optimizer slot (an
-    Adam moment, a momentum buffer) has its parameter's shape, a step is one count >= 0, and (given the
-    network) every weight its shape."""
-    prefixes = [f"model.{kind}.{slot}." for kind, slots in SLOTS.items() for slot in slots]
-    for key, value in arrays.items():
-        for prefix in prefixes:
-            param = arrays.get("model." + key[len(prefix):]) if key.startswith(prefix) else None
-            if param is not None and value.shape != param.shape:
-                raise NotFit(f"{key} has shape {value.shape}, its parameter {param.shape}")
-    for step_key in (f"model.{kind}.step" for kind in SLOTS):
-        step = arrays.get(step_key)
-        if step is not None and (step.shape != () or step.dtype.kind not in "iu" or int(step) < 0):
-            raise NotFit(f"{step_key} is {step.tolist()!r}, not a count of steps")
-    _check_stream(arrays)
-    for name, info in (network.param_infos() if network is not None else {}).items():
+    """The checkpoint's arrays before anything uses them, in one place: the model's training state through
+    the checks every backend's set_training_state runs (netspec.protocol: every weight, optimizer slot and
+    step, and the dropout stream; given the network, every tensor of it present and of its shape), and the
+    best weights alike. NotFit for a state of another network, ValueError for values none writes."""
+    model = {key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")}
+    infos = network.param_infos() if network is not None else {}
+    for name, info in infos.items():
         for key in (f"model.{name}", f"best.{name}"):
             if key in arrays and arrays[key].shape != tuple(info.shape):
                 raise NotFit(f"{key} has shape {arrays[key].shape}, the network's is {tuple(info.shape)}")
+    try:
+        check_optimizer_arrays(arrays, prefix="model.")
+        _check_stream(model)
+        if network is not None:
+            unpack_training_state(network, model)
+    except DamagedState as err:
+        raise ValueError(str(err)) from None
+    except SpecError as err:
+        raise NotFit(str(err)) from None
+    for key, value in arrays.items():
+        if key.startswith("best.") and not finite_numbers(value):
+            raise ValueError(f"{key} is not finite numbers")
 
 
-def _check_stream(arrays: dict[str, np.ndarray]) -> None:
+def _check_stream(model: dict[str, np.ndarray]) -> None:
     """The dropout stream, int64 [seed, step]: an older netspec's framework RNG bytes do not fit (the run
     starts again rather than continue with other masks)."""
-    if "model." + DROPOUT_RNG in arrays:
-        try:
-            check_stream(arrays["model." + DROPOUT_RNG])
-        except SpecError as err:
-            raise NotFit(str(err)) from None
+    if DROPOUT_RNG in model:
+        check_stream(model[DROPOUT_RNG])
 
 
 def _first_line(err: BaseException) -> str:

@@ -331,6 +331,9 @@ class TrainConfig(_Strict):
     """Seed of the weight initialization, the dropout masks and the augmentation draws."""
     shuffle_seed: Seed = 42
     """Seed of the numpy permutations of the training set (first epoch in file order, as the lab)."""
+    shuffle_first_epoch: Annotated[bool, Strict()] = False
+    """Whether epoch 1 is shuffled too (True: as Page's ResNet-9 code, which shuffles every epoch); False,
+    the default: epoch 1 in file order, as the lab's framework. Left out of the run id when False."""
     precision: Literal["float32", "tf32", "bf16"] = "float32"
     """How matmuls and convolutions compute, the same on every backend: 'float32' (true float32, TF32
     off: the default, as in Keras and Lightning, reproducible, and what the cross-check validates);

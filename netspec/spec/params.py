@@ -8,13 +8,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from netspec.errors import SpecError
-from netspec.io import atomic_write, check_npz
+from netspec.io import DamagedNpz, atomic_write, load_npz
 from netspec.spec.network import Network
 
 Weights = dict[str, np.ndarray]
@@ -157,32 +156,36 @@ file can inflate to any size)."""
 
 
 def load_weights(path: str | Path, network: Network | None = None) -> Weights:
-    """Read weights written by `save_weights`; checked against `network` when given.
-
-    Arrays only: `allow_pickle` stays off, since a pickled object array in a file from elsewhere could
-    run code when loaded."""
+    """Read weights written by `save_weights`; checked against `network` when given (names, shapes, real
+    finite values). The one validated reader of weights files: netspec.io.load_npz (no pickles, a FIFO or
+    folder refused without blocking, every member's declared size checked before numpy allocates it, at
+    most MAX_WEIGHTS_BYTES in all); any failure is one SpecError line naming the file."""
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):  # a .npy: np.load gave a bare array
-            raise ValueError("it is a single .npy array, not an .npz archive")
-        with archive:
-            _check_weights_size(archive, path)
-            check_npz(archive.zip, MAX_WEIGHTS_BYTES)  # each array's declared shape, before numpy allocates it
-            weights = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        weights = load_npz(path, MAX_WEIGHTS_BYTES)
+    except DamagedNpz as err:
+        raise SpecError(f"{path}: cannot read weights ({_not_npz(path) or _weights_problem(err.reason)}); give a .npz "
+                        "written by netspec") from None
+    except (OSError, SpecError) as err:  # absent, unreadable, a FIFO, or members beyond the bound
         raise SpecError(f"{path}: cannot read weights ({_weights_problem(err)}); give a .npz written by netspec") from None
     return check_weights(network, weights, str(path)) if network is not None else weights
 
 
-def _check_weights_size(archive: np.lib.npyio.NpzFile, path: str | Path) -> None:
-    total = sum(info.file_size for info in archive.zip.infolist())
-    if total > MAX_WEIGHTS_BYTES:
-        raise SpecError(f"{path}: its arrays add up to {total:,} bytes, more than the {MAX_WEIGHTS_BYTES:,} "
-                        "netspec reads; give a .npz written by netspec")
+def _not_npz(path: str | Path) -> str:
+    """What a file that is no zip is instead, from its first bytes ('' when neither): a bare .npy, or a pickle."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return ""
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a single .npy array, not an .npz archive"
+    if head[:1] == b"\x80":
+        return _weights_problem("allow_pickle")
+    return ""
 
 
-def _weights_problem(err: Exception) -> str:
+def _weights_problem(err: Exception | str) -> str:
     # numpy's words for a pickled object array name the switch to turn on; say why it stays off.
     if "allow_pickle" in str(err):
         return "it holds pickled Python objects, refused because loading them could run code"
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return str(err).splitlines()[0] if str(err) else type(err).__name__  # type: ignore[union-attr]

@@ -2,7 +2,8 @@
 netspec/protocol/backend.py only (no torch or jax here).
 
 Per epoch: one optimizer step per consecutive slice of a seeded numpy order of the training split
-(first epoch in file order, then reshuffled in place after every epoch, as the lab's framework),
+(first epoch in file order unless train.shuffle_first_epoch, then reshuffled in place after every
+epoch, as the lab's framework),
 train loss/accuracy as the mean over the epoch's batches, validation loss/accuracy, and the test set
 evaluated each time validation accuracy reaches (>=) its best so far: that is the "final test".
 
@@ -118,10 +119,10 @@ class EpochOrder:
     after every epoch, as the lab's framework did. Identical for every backend. Its state (the last
     epoch's order and the RNG's) is part of TrainerState, so a resumed run draws the same orders."""
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, shuffle_first: bool = False) -> None:
         self.rng = np.random.RandomState(seed)
         self.order = np.arange(n)
-        self.started = False
+        self.started = shuffle_first  # True: epoch 1 is shuffled too (train.shuffle_first_epoch)
 
     def next(self) -> np.ndarray:
         if self.started:
@@ -137,9 +138,9 @@ class EpochOrder:
         self.rng.set_state(rng_state)
 
 
-def epoch_orders(n: int, seed: int) -> Iterator[np.ndarray]:
+def epoch_orders(n: int, seed: int, shuffle_first: bool = False) -> Iterator[np.ndarray]:
     """The orders of EpochOrder, one per epoch (for code that only reads them)."""
-    orders = EpochOrder(n, seed)
+    orders = EpochOrder(n, seed, shuffle_first)
     while True:
         yield orders.next()
 
@@ -213,6 +214,8 @@ class TrainerState:
             return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
         rng = meta["shuffle_rng"]
+        if rng is not None:
+            _check_shuffle(arrays["shuffle.order"], arrays["shuffle.key"], rng["pos"])
         shuffle_rng = None if rng is None else {
             "bit_generator": "MT19937", "state": {"key": np.asarray(arrays["shuffle.key"], np.uint32), "pos": int(rng["pos"])},
             "has_gauss": int(rng["has_gauss"]), "gauss": float(rng["gauss"])}
@@ -221,6 +224,16 @@ class TrainerState:
                    best_val_acc=math.nan if best is None else float(best), lr=float(meta["lr"]),
                    order=arrays.get("shuffle.order") if rng is not None else None, shuffle_rng=shuffle_rng,
                    model=prefixed("model."), best_weights=prefixed("best.") or None)
+
+
+def _check_shuffle(order: np.ndarray, key: np.ndarray, pos: Any) -> None:
+    """A saved shuffle state is what EpochOrder writes: the order a permutation of 0..n-1, the MT19937 key
+    624 uint32 words at a position in [0, 624]; ValueError (a damaged state) otherwise."""
+    order, key = np.asarray(order), np.asarray(key)
+    if order.ndim != 1 or order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), np.arange(len(order))):
+        raise ValueError(f"shuffle.order is not an order of the training split (a permutation of 0..{len(order) - 1})")
+    if key.shape != (624,) or key.dtype != np.uint32 or not isinstance(pos, int) or not 0 <= pos <= 624:
+        raise ValueError("shuffle.key is not a numpy MT19937 state (624 uint32 words, a position in [0, 624])")
 
 
 # ---- checks before any training ----------------------------------------------------------------------
@@ -276,7 +289,7 @@ def fit(model: Model, experiment: Experiment, data: Splits,
     state = state or TrainerState([], -1.0, cfg.lr, None, None, {}, None)
     if state.epoch > cfg.epochs:
         raise ValueError(f"a state after epoch {state.epoch} for a run of {cfg.epochs} epochs")
-    orders = EpochOrder(n_train, cfg.shuffle_seed)
+    orders = EpochOrder(n_train, cfg.shuffle_seed, cfg.shuffle_first_epoch)
     if state.order is not None and state.shuffle_rng is not None:
         orders.restore(state.order, state.shuffle_rng)
         model.set_training_state(state.model)
