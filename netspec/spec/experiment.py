@@ -297,6 +297,10 @@ class AugmentConfig(_Strict):
         return self.crop_padding > 0 or self.flip or self.cutout > 0
 
 
+OMITTED_AT_DEFAULT: dict[str, Any] = {"init_weights": None, "shuffle_first_epoch": False}
+"""train fields left out of a saved spec while they hold these values (see TrainConfig's serializer)."""
+
+
 class TrainConfig(_Strict):
     """Optimizer and loop settings."""
 
@@ -350,11 +354,14 @@ class TrainConfig(_Strict):
     part of the run id (how, not what, is computed)."""
 
     @model_serializer(mode="wrap")
-    def _omit_unset_init_weights(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Left out of the JSON while unset, so every spec file written before it keeps its saved form.
+    def _omit_later_fields_at_default(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Fields added after spec files existed are left out of the JSON while they hold their default,
+        # so every file written before them keeps its saved form.
         data = handler(self)
-        if isinstance(data, dict) and data.get("init_weights", "") is None:
-            del data["init_weights"]
+        if isinstance(data, dict):
+            for name, default in OMITTED_AT_DEFAULT.items():
+                if name in data and data[name] == default:
+                    del data[name]
         return data
 
     @model_validator(mode="after")
