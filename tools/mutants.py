@@ -357,6 +357,23 @@ MUTANTS += [
 ]
 
 
+# --- issue 37: meaning against outside references (torch.nn wired by hand), options at non-default values --
+OUTSIDE_GRAPH = ("tests/test_graph_outside_reference.py",)
+OPTIONS_VS_TORCH = ("tests/test_layer_options_vs_torch.py",)
+MUTANTS += [
+    Mutant("netspec/spec/network.py", "inputs = tuple(self._resolve(index, ref, ids) for ref in self._refs(index))",
+           "inputs = tuple(sorted(self._resolve(index, ref, ids) for ref in self._refs(index)))",
+           "a layer's inputs sorted (Concat of [b, a] joins [a, b]) in every backend and the numpy reference", OUTSIDE_GRAPH),
+    Mutant("netspec/spec/layers.py", "        if len(set(shapes)) > 1:\n            raise ShapeError(f\"Add needs",
+           "        if len({s[0] for s in shapes}) > 1:\n            raise ShapeError(f\"Add needs",
+           "Add accepts (C, H, W) + (C, 1, 1) by broadcasting", OUTSIDE_GRAPH),
+    Mutant("backends/jax/builders.py", "count_include_pad=s.count_include_pad)", "count_include_pad=True)",
+           "jax AvgPool2d ignores count_include_pad: false", OPTIONS_VS_TORCH),
+    Mutant("netspec/spec/layers.py", "return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)",
+           "return (kh - 1 - (kh - 1) // 2, (kh - 1) // 2), (kw - 1 - (kw - 1) // 2, (kw - 1) // 2)",
+           "Conv2d padding 'same' with an even kernel puts the extra zero at the top and left", OPTIONS_VS_TORCH),
+]
+
 def snapshot(dest: Path, worktree: bool) -> None:
     """The repository's files in `dest`: HEAD (git archive), or the working tree's tracked and
     untracked-but-not-ignored files as they are."""
