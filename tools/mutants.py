@@ -374,6 +374,22 @@ MUTANTS += [
            "Conv2d padding 'same' with an even kernel puts the extra zero at the top and left", OPTIONS_VS_TORCH),
 ]
 
+# --- issue 37: every number the report prints, against the metrics file it came from ----------------------
+REPORT_NUMBERS = ("tests/test_report_numbers.py",)
+MUTANTS += [
+    Mutant("netspec/sweeps/report.py", 'r.metrics.get("test_acc"), r.metrics.get("best_val_acc"), r.metrics.get("val_acc")]',
+           'r.metrics.get("best_val_acc"), r.metrics.get("test_acc"), r.metrics.get("val_acc")]',
+           "per-seed appendix with final test and best validation swapped", REPORT_NUMBERS),
+    Mutant("netspec/sweeps/report.py", "return paired_difference([a[s].metrics[key] for s in common], [b[s].metrics[key] for s in common])",
+           "return paired_difference(values(a, key)[:len(common)], values(b, key)[:len(common)])",
+           "differences paired by list order, not by seed", REPORT_NUMBERS),
+    Mutant("netspec/sweeps/report.py", "        run = by_seed[min(by_seed)]\n        images =", "        run = first\n        images =",
+           "every backend's section links the first backend's figures", REPORT_NUMBERS),
+    Mutant("netspec/runs/tables.py", "rows = [[label, *(m.get(key) for m in columns.values())]",
+           'rows = [[label, *(m.get({"test_acc": "best_val_acc", "best_val_acc": "test_acc"}.get(key, key)) for m in columns.values())]',
+           "the table a run ends with: final test and best validation swapped", REPORT_NUMBERS),
+]
+
 def snapshot(dest: Path, worktree: bool) -> None:
     """The repository's files in `dest`: HEAD (git archive), or the working tree's tracked and
     untracked-but-not-ignored files as they are."""
