@@ -390,6 +390,19 @@ MUTANTS += [
            "the table a run ends with: final test and best validation swapped", REPORT_NUMBERS),
 ]
 
+# --- issue 37: what a resumed or repeated run keeps --------------------------------------------------------
+RESUME_KEEPS = ("tests/test_resume_keeps.py",)
+MUTANTS += [
+    Mutant("netspec/runs/tensorboard.py", "purge_step=first_epoch,", "purge_step=1,",
+           "a resumed run's TensorBoard events purged from step 1", RESUME_KEEPS),
+    Mutant("netspec/runs/training_run.py", "sorted(shorter, key=lambda pair: -pair[0])", "sorted(shorter, key=lambda pair: pair[0])",
+           "an extension starts from the shortest finished sibling (epochs trained again)", RESUME_KEEPS),
+    Mutant("netspec/io.py", "        os.chmod(tmp, 0o666 & ~_umask())", "        pass",
+           "output files keep mkstemp's mode 0600", RESUME_KEEPS),
+    Mutant("netspec/io.py", "        os.chmod(tmp, 0o666 & ~_umask())", "        os.chmod(tmp, 0o644)",
+           "output files 0644 whatever the umask", RESUME_KEEPS),
+]
+
 def snapshot(dest: Path, worktree: bool) -> None:
     """The repository's files in `dest`: HEAD (git archive), or the working tree's tracked and
     untracked-but-not-ignored files as they are."""
@@ -407,10 +420,22 @@ def snapshot(dest: Path, worktree: bool) -> None:
             shutil.copy2(source, dest / rel)
 
 
+def python_path(copy: Path) -> str:
+    """PYTHONPATH for the copy: its own netspec and backends, and `netspec_backends` (the name the
+    backends' entry points load, an installed package mapped to some other checkout) linked to the
+    copy's backends/, so a backend mutant is the code the tests load."""
+    shim = copy / ".mutant-shim"
+    if not shim.is_dir():
+        shim.mkdir()
+        (shim / "netspec").symlink_to(copy / "netspec")
+        (shim / "netspec_backends").symlink_to(copy / "backends")
+    return f"{shim}{os.pathsep}{copy}"
+
+
 def run_pytest(copy: Path, args: Sequence[str]) -> tuple[int, float, str]:
     """(exit code, seconds, output tail) of pytest -x -q on `args` inside the copy; no bytecode or
     cache written (a mutated file could otherwise be served from a stale .pyc of the same size)."""
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(copy)}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": python_path(copy)}
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],
@@ -421,9 +446,10 @@ def run_pytest(copy: Path, args: Sequence[str]) -> tuple[int, float, str]:
 
 
 def check_imports_from(copy: Path) -> None:
-    """The tests must import the copy's netspec and backends, not an installed (editable) one."""
-    code = "import netspec, backends; print(netspec.__file__); print(backends.__file__)"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(copy)}
+    """The tests must import the copy's netspec and backends (by either name), not an installed (editable) one."""
+    code = ("import netspec, backends, netspec_backends.torch, netspec_backends.jax as j; "
+            "print(netspec.__file__, backends.__file__, netspec_backends.torch.__file__, j.__file__)")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": python_path(copy)}
     out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, check=True, capture_output=True, text=True).stdout
     for path in out.split():
         if not Path(path).resolve().is_relative_to(copy.resolve()):
