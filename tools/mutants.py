@@ -403,6 +403,15 @@ MUTANTS += [
            "output files 0644 whatever the umask", RESUME_KEEPS),
 ]
 
+# --- issue 37: what identifies data, what a finished run reads back ------------------------------------------
+DATA_IDENTITY = ("tests/test_data_identity_edges.py",)
+MUTANTS += [
+    Mutant("netspec/data/sources/python_batches.py", 'OTHER_FILES = ("test_batch", "batches.meta")', 'OTHER_FILES = ("batches.meta",)',
+           "the test batch of a python-batches folder left out of the data identity and cache key", DATA_IDENTITY),
+    Mutant("netspec/data/safe_unpickle.py", '    ("numpy", "dtype"): np.dtype,\n', '    ("numpy", "dtype"): np.dtype,\n    ("numpy", "zeros"): np.zeros,\n',
+           "the restricted unpickler admits numpy.zeros (allocates without bound)", DATA_IDENTITY),
+]
+
 def snapshot(dest: Path, worktree: bool) -> None:
     """The repository's files in `dest`: HEAD (git archive), or the working tree's tracked and
     untracked-but-not-ignored files as they are."""
