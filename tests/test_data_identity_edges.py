@@ -95,3 +95,38 @@ def test_constructors_that_allocate_at_will_are_refused(module: str, name: str) 
     data = b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"J\x00\x00\x00\x40\x85R."  # name(2**30)
     with pytest.raises(pickle.UnpicklingError):
         safe_unpickle.loads(data)
+
+
+def test_class_folders_in_another_order_are_remapped_by_name() -> None:
+    """A --data-dir whose classes come in another order: each label becomes the run's index of its name
+    (written out by hand here), and a class the run lacks is one DataError line."""
+    from netspec.deploy.inference import _relabel
+    from netspec.errors import DataError
+
+    run_classes = ["cat", "dog", "frog"]
+    data_classes = ["frog", "cat", "dog"]  # label 0 of the copy is a frog
+    got = _relabel(np.array([0, 1, 2, 2, 0]), data_classes, run_classes, "copy")
+    np.testing.assert_array_equal(got, [2, 0, 1, 1, 2])
+    with pytest.raises(DataError, match="not classes of the run"):
+        _relabel(np.array([0]), ["horse"], run_classes, "copy")
+
+
+def test_a_bf16_run_is_evaluated_in_bf16(tmp_path: Path) -> None:
+    """`netspec evaluate` of a bf16 run gives the test loss the run itself recorded (the same bf16
+    forward); a float32 forward differs by ~1e-3 here. Tolerance 1e-6 relative: the trainer sums batch
+    losses in float32, the evaluation in float64."""
+    import json
+
+    from netspec.cli import main
+    from netspec.deploy.inference import evaluate_run
+    from netspec.runs.run_folder import run_dir
+    from tests.helpers import tiny_experiment, write_spec
+
+    experiment = tiny_experiment(epochs=1)
+    experiment = experiment.model_copy(update={"train": experiment.train.model_copy(update={"precision": "bf16"})})
+    assert main([str(write_spec(tmp_path, experiment)), "--out", str(tmp_path / "runs"), "--device", "cpu"]) == 0
+    folder = run_dir(tmp_path / "runs", experiment, "torch")
+    recorded = json.loads((folder / "metrics.json").read_text())
+    evaluation, _ = evaluate_run(folder, "torch", log=lambda line: None)
+    assert evaluation.loss == pytest.approx(recorded["test_loss"], rel=1e-6)
+    assert evaluation.accuracy == pytest.approx(recorded["test_acc"], abs=1e-12)

@@ -410,6 +410,10 @@ MUTANTS += [
            "the test batch of a python-batches folder left out of the data identity and cache key", DATA_IDENTITY),
     Mutant("netspec/data/safe_unpickle.py", '    ("numpy", "dtype"): np.dtype,\n', '    ("numpy", "dtype"): np.dtype,\n    ("numpy", "zeros"): np.zeros,\n',
            "the restricted unpickler admits numpy.zeros (allocates without bound)", DATA_IDENTITY),
+    Mutant("netspec/deploy/inference.py", "device=device,\n                                     precision=saved.experiment.train.precision)",
+           "device=device)", "a bf16 run evaluated in float32", DATA_IDENTITY),
+    Mutant("netspec/deploy/inference.py", "return np.array([index[c] for c in data_classes], np.int64)[labels]",
+           "return np.asarray(labels, np.int64)", "a --data-dir's class folders in another order taken as the run's", DATA_IDENTITY),
 ]
 
 def snapshot(dest: Path, worktree: bool) -> None:
