@@ -175,8 +175,8 @@ MUTANTS: list[Mutant] = [
     Mutant("netspec/sweeps/report.py", 'fmt_values(values(r, "best_val_acc")),\n                         fmt_values(values(o, "best_val_acc"))',
            'fmt_values(values(r, "val_acc")),\n                         fmt_values(values(o, "val_acc"))',
            "sweep 'best val' columns show the last epoch's validation accuracy", REPORT),
-    Mutant("netspec/sweeps/report.py", '*(fmt_values(values(s, "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
-           '*(fmt_values(values(group.runs[reference], "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
+    Mutant("netspec/sweeps/report.py", '*(seconds_text(values(s, "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
+           '*(seconds_text(values(group.runs[reference], "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
            "run table's epoch-seconds row repeats the first backend", REPORT),
     # --- what a user would lose (issue 25), each written from the bug's side -------------------------
     Mutant("netspec/runs/training_run.py", "    if is_best and state.best_weights is not None:\n        folder.write_weights(state.best_weights)",
