@@ -14,6 +14,7 @@ import os
 import stat
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -190,6 +191,18 @@ def open_regular(path: str | Path) -> IO[bytes]:
 
 # ---- writing: one atomic writer, folders that are netspec's own -------------------------------------------
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and back: POSIX has no read-only call), under a lock so
+    two writer threads never see each other's momentary 0."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write `path` through a unique temporary file in its own folder, then rename it into place. The
     rename replaces whatever has the name, a symbolic link included, and never follows one: a link planted
@@ -205,7 +218,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a lab group
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would make it: mkstemp's 0600 hides results from a lab group
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)

@@ -175,8 +175,8 @@ MUTANTS: list[Mutant] = [
     Mutant("netspec/sweeps/report.py", 'fmt_values(values(r, "best_val_acc")),\n                         fmt_values(values(o, "best_val_acc"))',
            'fmt_values(values(r, "val_acc")),\n                         fmt_values(values(o, "val_acc"))',
            "sweep 'best val' columns show the last epoch's validation accuracy", REPORT),
-    Mutant("netspec/sweeps/report.py", '*(fmt_values(values(s, "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
-           '*(fmt_values(values(group.runs[reference], "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
+    Mutant("netspec/sweeps/report.py", '*(seconds_text(values(s, "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
+           '*(seconds_text(values(group.runs[reference], "median_epoch_seconds")) for s in group.runs.values()),\n                 *("-"',
            "run table's epoch-seconds row repeats the first backend", REPORT),
     # --- what a user would lose (issue 25), each written from the bug's side -------------------------
     Mutant("netspec/runs/training_run.py", "    if is_best and state.best_weights is not None:\n        folder.write_weights(state.best_weights)",
@@ -357,6 +357,65 @@ MUTANTS += [
 ]
 
 
+# --- issue 37: meaning against outside references (torch.nn wired by hand), options at non-default values --
+OUTSIDE_GRAPH = ("tests/test_graph_outside_reference.py",)
+OPTIONS_VS_TORCH = ("tests/test_layer_options_vs_torch.py",)
+MUTANTS += [
+    Mutant("netspec/spec/network.py", "inputs = tuple(self._resolve(index, ref, ids) for ref in self._refs(index))",
+           "inputs = tuple(sorted(self._resolve(index, ref, ids) for ref in self._refs(index)))",
+           "a layer's inputs sorted (Concat of [b, a] joins [a, b]) in every backend and the numpy reference", OUTSIDE_GRAPH),
+    Mutant("netspec/spec/layers.py", "        if len(set(shapes)) > 1:\n            raise ShapeError(f\"Add needs",
+           "        if len({s[0] for s in shapes}) > 1:\n            raise ShapeError(f\"Add needs",
+           "Add accepts (C, H, W) + (C, 1, 1) by broadcasting", OUTSIDE_GRAPH),
+    Mutant("backends/jax/builders.py", "count_include_pad=s.count_include_pad)", "count_include_pad=True)",
+           "jax AvgPool2d ignores count_include_pad: false", OPTIONS_VS_TORCH),
+    Mutant("netspec/spec/layers.py", "return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)",
+           "return (kh - 1 - (kh - 1) // 2, (kh - 1) // 2), (kw - 1 - (kw - 1) // 2, (kw - 1) // 2)",
+           "Conv2d padding 'same' with an even kernel puts the extra zero at the top and left", OPTIONS_VS_TORCH),
+]
+
+# --- issue 37: every number the report prints, against the metrics file it came from ----------------------
+REPORT_NUMBERS = ("tests/test_report_numbers.py",)
+MUTANTS += [
+    Mutant("netspec/sweeps/report.py", 'r.metrics.get("test_acc"), r.metrics.get("best_val_acc"), r.metrics.get("val_acc")]',
+           'r.metrics.get("best_val_acc"), r.metrics.get("test_acc"), r.metrics.get("val_acc")]',
+           "per-seed appendix with final test and best validation swapped", REPORT_NUMBERS),
+    Mutant("netspec/sweeps/report.py", "return paired_difference([a[s].metrics[key] for s in common], [b[s].metrics[key] for s in common])",
+           "return paired_difference(values(a, key)[:len(common)], values(b, key)[:len(common)])",
+           "differences paired by list order, not by seed", REPORT_NUMBERS),
+    Mutant("netspec/sweeps/report.py", "        run = by_seed[min(by_seed)]\n        images =", "        run = first\n        images =",
+           "every backend's section links the first backend's figures", REPORT_NUMBERS),
+    Mutant("netspec/runs/tables.py", "rows = [[label, *(m.get(key) for m in columns.values())]",
+           'rows = [[label, *(m.get({"test_acc": "best_val_acc", "best_val_acc": "test_acc"}.get(key, key)) for m in columns.values())]',
+           "the table a run ends with: final test and best validation swapped", REPORT_NUMBERS),
+]
+
+# --- issue 37: what a resumed or repeated run keeps --------------------------------------------------------
+RESUME_KEEPS = ("tests/test_resume_keeps.py",)
+MUTANTS += [
+    Mutant("netspec/runs/tensorboard.py", "purge_step=first_epoch,", "purge_step=1,",
+           "a resumed run's TensorBoard events purged from step 1", RESUME_KEEPS),
+    Mutant("netspec/runs/training_run.py", "sorted(shorter, key=lambda pair: -pair[0])", "sorted(shorter, key=lambda pair: pair[0])",
+           "an extension starts from the shortest finished sibling (epochs trained again)", RESUME_KEEPS),
+    Mutant("netspec/io.py", "        os.chmod(tmp, 0o666 & ~_umask())", "        pass",
+           "output files keep mkstemp's mode 0600", RESUME_KEEPS),
+    Mutant("netspec/io.py", "        os.chmod(tmp, 0o666 & ~_umask())", "        os.chmod(tmp, 0o644)",
+           "output files 0644 whatever the umask", RESUME_KEEPS),
+]
+
+# --- issue 37: what identifies data, what a finished run reads back ------------------------------------------
+DATA_IDENTITY = ("tests/test_data_identity_edges.py",)
+MUTANTS += [
+    Mutant("netspec/data/sources/python_batches.py", 'OTHER_FILES = ("test_batch", "batches.meta")', 'OTHER_FILES = ("batches.meta",)',
+           "the test batch of a python-batches folder left out of the data identity and cache key", DATA_IDENTITY),
+    Mutant("netspec/data/safe_unpickle.py", '    ("numpy", "dtype"): np.dtype,\n', '    ("numpy", "dtype"): np.dtype,\n    ("numpy", "zeros"): np.zeros,\n',
+           "the restricted unpickler admits numpy.zeros (allocates without bound)", DATA_IDENTITY),
+    Mutant("netspec/deploy/inference.py", "device=device,\n                                     precision=saved.experiment.train.precision)",
+           "device=device)", "a bf16 run evaluated in float32", DATA_IDENTITY),
+    Mutant("netspec/deploy/inference.py", "return np.array([index[c] for c in data_classes], np.int64)[labels]",
+           "return np.asarray(labels, np.int64)", "a --data-dir's class folders in another order taken as the run's", DATA_IDENTITY),
+]
+
 def snapshot(dest: Path, worktree: bool) -> None:
     """The repository's files in `dest`: HEAD (git archive), or the working tree's tracked and
     untracked-but-not-ignored files as they are."""
@@ -374,10 +433,22 @@ def snapshot(dest: Path, worktree: bool) -> None:
             shutil.copy2(source, dest / rel)
 
 
+def python_path(copy: Path) -> str:
+    """PYTHONPATH for the copy: its own netspec and backends, and `netspec_backends` (the name the
+    backends' entry points load, an installed package mapped to some other checkout) linked to the
+    copy's backends/, so a backend mutant is the code the tests load."""
+    shim = copy / ".mutant-shim"
+    if not shim.is_dir():
+        shim.mkdir()
+        (shim / "netspec").symlink_to(copy / "netspec")
+        (shim / "netspec_backends").symlink_to(copy / "backends")
+    return f"{shim}{os.pathsep}{copy}"
+
+
 def run_pytest(copy: Path, args: Sequence[str]) -> tuple[int, float, str]:
     """(exit code, seconds, output tail) of pytest -x -q on `args` inside the copy; no bytecode or
     cache written (a mutated file could otherwise be served from a stale .pyc of the same size)."""
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(copy)}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": python_path(copy)}
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],
@@ -388,9 +459,10 @@ def run_pytest(copy: Path, args: Sequence[str]) -> tuple[int, float, str]:
 
 
 def check_imports_from(copy: Path) -> None:
-    """The tests must import the copy's netspec and backends, not an installed (editable) one."""
-    code = "import netspec, backends; print(netspec.__file__); print(backends.__file__)"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(copy)}
+    """The tests must import the copy's netspec and backends (by either name), not an installed (editable) one."""
+    code = ("import netspec, backends, netspec_backends.torch, netspec_backends.jax as j; "
+            "print(netspec.__file__, backends.__file__, netspec_backends.torch.__file__, j.__file__)")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": python_path(copy)}
     out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, check=True, capture_output=True, text=True).stdout
     for path in out.split():
         if not Path(path).resolve().is_relative_to(copy.resolve()):

@@ -145,7 +145,9 @@ def _backend(backend: Backend | str) -> Backend:
 
 def compile_run(saved: SavedRun, backend: Backend | str, device: Optional[str] = None) -> Model:
     """The run's network with its best weights on `backend` (a name or a Backend object)."""
-    return _backend(backend).compile(saved.experiment.network, saved.weights, device=device)
+    # in the precision it trained in: a bf16 run's own test figures are bf16 ones
+    return _backend(backend).compile(saved.experiment.network, saved.weights, device=device,
+                                     precision=saved.experiment.train.precision)
 
 
 def logits_of(model: Model, inputs: np.ndarray, batch_size: int, flip: bool = False) -> np.ndarray:
