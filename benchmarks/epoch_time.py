@@ -40,7 +40,7 @@ from netspec.spec import layers as spec
 from netspec.spec.experiment import Experiment, TrainConfig
 from netspec.spec.network import Network
 from netspec.spec.params import Weights, init_weights
-from netspec.train.trainer import batch_index_matrix
+from netspec.training.trainer import batch_index_matrix
 from tests.references import torch_nn_network  # the same torch.nn reference the tests use
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"

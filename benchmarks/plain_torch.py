@@ -29,9 +29,9 @@ from netspec.data import Dataset, load_dataset
 from netspec.spec.experiment import AugmentConfig, Experiment
 from netspec.protocol.param_groups import groups_of, tensor_rules
 from netspec.spec.params import init_weights
-from netspec.train.schedules import learning_rates
+from netspec.training.schedules import learning_rates
 from netspec.runs.tables import metrics_table
-from netspec.train.trainer import EpochRecord, LrSchedule, batch_index_matrix, early_stop, epoch_orders, shape_inputs, summarize
+from netspec.training.trainer import EpochRecord, LrSchedule, batch_index_matrix, early_stop, epoch_orders, shape_inputs, summarize
 
 
 def plain_optimizer(module: torch.nn.Module, experiment: Experiment) -> tuple[torch.optim.Optimizer, list[float]]:

@@ -25,7 +25,7 @@ from netspec.protocol.augment import batch_draws
 from netspec.protocol.backend import installed_backends, load_backend
 from netspec.spec.experiment import Experiment, TrainConfig
 from netspec.spec.params import init_weights
-from netspec.train.schedules import learning_rates
+from netspec.training.schedules import learning_rates
 
 RECIPES: dict[str, dict[str, Any]] = {
     "adam (plain)": {},

@@ -16,23 +16,7 @@ from netspec.spec.layers import (CELU, GELU, LAYER_TYPES, Add, AvgPool2d, BatchN
 from netspec.spec.network import Network
 from netspec.spec.params import Weights, check_weights, init_weights, load_weights, save_weights
 from netspec.version import __version__
-from netspec.api import TrainResult  # last: it imports the rooms above
-from netspec.api import train as _train
-import netspec.train as train  # the training room, which ns.train(...) calls: see _CallableRoom
-
-
-class _CallableRoom(type(train)):  # type: ignore[misc]
-    """`netspec.train` is both the package of the training loop and, called, the API's `train`
-    (netspec.api.train): binding the function to the name would hide the package from
-    `import netspec.train.trainer` and from mock paths."""
-
-    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return _train(*args, **kwargs)
-
-    __call__.__doc__ = _train.__doc__
-
-
-train.__class__ = _CallableRoom
+from netspec.api import TrainResult, train  # last: it imports the rooms above
 
 __all__ = [
     "__version__",

@@ -5,7 +5,7 @@
     result.metrics["test_acc"], result.folder, result.history[-1].val_loss
 
 It is `netspec train` for one experiment on one backend, in the caller's process: the CLI's thread rule
-(netspec.train.threads: every backend computes with `threads` CPU threads, default the physical cores less
+(netspec.training.threads: every backend computes with `threads` CPU threads, default the physical cores less
 the machine's load), the CLI's one-line errors (a bad spec is an `ns.SpecError` whose `details` carry
 pydantic's error list), the same run folders, ids and reuse of finished runs.
 """
@@ -22,8 +22,8 @@ from netspec.protocol.backend import backend_names, load_backend
 from netspec.runs import run_folder
 from netspec.runs.training_run import run_experiment
 from netspec.spec.experiment import Experiment
-from netspec.train.threads import check_threads
-from netspec.train.trainer import EpochRecord, record_from_dict
+from netspec.training.threads import check_threads
+from netspec.training.trainer import EpochRecord, record_from_dict
 
 TINY = {"train_size": 2_500, "val_size": 500, "test_size": 500}
 """What `tiny` makes of any experiment's data: 2,000 training, 500 validation and 500 test images (a spec

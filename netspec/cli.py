@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from netspec.protocol.backend import Backend, backend_names, load_backend
 from netspec.errors import NetspecError, SpecError, did_you_mean, require
-from netspec.train.threads import check_threads
+from netspec.training.threads import check_threads
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-# The `netspec` command's default CPU threads (netspec.train.threads) follow OMP_NUM_THREADS: one, as below,
+# The `netspec` command's default CPU threads (netspec.training.threads) follow OMP_NUM_THREADS: one, as below,
 # for commands run in this process and in the subprocesses tests start.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

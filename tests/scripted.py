@@ -77,7 +77,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class ScriptedSplits:
-    """A dataset with the Splits shape the trainer reads (netspec.train.trainer.Splits)."""
+    """A dataset with the Splits shape the trainer reads (netspec.training.trainer.Splits)."""
 
     train_x: np.ndarray
     train_y: np.ndarray

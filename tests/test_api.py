@@ -65,3 +65,14 @@ def test_a_run_continued_on_another_backend_has_a_median_per_backend_and_marks_t
     assert by_backend == {"torch": pytest.approx(seconds[0]), "jax": pytest.approx(sorted(seconds[1:])[0] / 2 + sorted(seconds[1:])[1] / 2)}
     marks = [line for line in figures[0].axes[0].lines if line.get_label() == "torch -> jax (after epoch 1)"]
     assert len(marks) == 1 and list(marks[0].get_xdata()) == [1.5, 1.5]
+
+
+def test_train_is_a_plain_function_beside_the_training_room() -> None:
+    """ns.train is netspec.api.train itself (help() and signature() see its parameters), and the training
+    loop's room keeps its own name, netspec.training."""
+    import inspect
+
+    import netspec.training.trainer  # noqa: F401
+    from netspec import api
+
+    assert ns.train is api.train and "backend" in inspect.signature(ns.train).parameters

@@ -129,7 +129,7 @@ def test_the_core_import_graph_has_no_cycle() -> None:
 # never a later one. The root's small utilities come first; the command line and the package's public
 # names (netspec/__init__.py) come last, since they gather everything.
 ROOMS = ("netspec.errors", "netspec.io", "netspec.version", "netspec.progress",
-         "netspec.spec", "netspec.data", "netspec.protocol", "netspec.train", "netspec.check", "netspec.runs",
+         "netspec.spec", "netspec.data", "netspec.protocol", "netspec.training", "netspec.check", "netspec.runs",
          "netspec.deploy", "netspec.sweeps", "netspec.api", "netspec.cli", "netspec.__main__", "netspec")
 
 
@@ -158,8 +158,8 @@ def test_a_planted_back_import_is_named() -> None:
     """The rule itself catches: the spec language reaching for the trainer is reported by name."""
     core = _core_module_names()
     graph = {module: {name for name, _, _ in _imports(module, path, core)} for module, path in core.items()}
-    graph["netspec.spec.layers"] = graph["netspec.spec.layers"] | {"netspec.train.trainer"}
-    assert back_imports(graph) == ["netspec.spec.layers imports netspec.train.trainer (a later room)"]
+    graph["netspec.spec.layers"] = graph["netspec.spec.layers"] | {"netspec.training.trainer"}
+    assert back_imports(graph) == ["netspec.spec.layers imports netspec.training.trainer (a later room)"]
 
 
 def test_layout_md_names_every_module_of_the_tree() -> None:

@@ -28,7 +28,7 @@ import netspec as ns
 from netspec.protocol.backend import installed_backends, load_backend
 from netspec.errors import SetupError, SpecError
 from netspec.spec.layers import LAYER_TYPES
-from netspec.train.trainer import batch_index_matrix
+from netspec.training.trainer import batch_index_matrix
 from netspec.spec import reference as ref
 from netspec.check.random_networks import random_layer
 

@@ -12,7 +12,7 @@ import pytest
 
 import netspec as ns
 from netspec.runs.run_folder import RunFolder
-from netspec.train.trainer import EpochRecord, TrainerState
+from netspec.training.trainer import EpochRecord, TrainerState
 
 NETWORK = ns.Network(input_shape=(3,), layers=[ns.Linear(out_features=2)])  # 0.weight (2, 3), 0.bias (2,)
 
@@ -78,7 +78,7 @@ def test_the_backend_check_refuses_a_nan_moment_too() -> None:
 def test_shuffle_first_epoch_shuffles_epoch_one_with_the_same_seeded_stream() -> None:
     """Page's protocol: every epoch shuffled. Written out independently: numpy's RandomState(seed) shuffles
     arange(n) in place once per epoch, from epoch 1 on (the default starts one epoch later)."""
-    from netspec.train.trainer import epoch_orders
+    from netspec.training.trainer import epoch_orders
 
     rng, order = np.random.RandomState(7), np.arange(10)
     expected = []

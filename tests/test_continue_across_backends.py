@@ -22,7 +22,7 @@ from netspec.check.crosscheck import F64_STEPS_RTOL
 from netspec.errors import SetupError, SpecError
 from netspec.data import load_dataset
 from netspec.runs.run_folder import RunFolder, run_id, trajectory_id
-from netspec.train.trainer import TrainerState, fit
+from netspec.training.trainer import TrainerState, fit
 from netspec.runs.training_run import run_experiment
 
 pytestmark = pytest.mark.skipif(not {"torch", "jax"} <= set(installed_backends()), reason="needs torch and jax")

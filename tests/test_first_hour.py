@@ -151,7 +151,7 @@ def test_jax_computes_on_one_thread_when_asked() -> None:
 ])
 def test_the_default_threads_are_the_free_physical_cores(omp: str, cores: int, load: float, expected: int,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from netspec.train import threads
+    from netspec.training import threads
 
     monkeypatch.setenv("OMP_NUM_THREADS", omp)
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
@@ -160,7 +160,7 @@ def test_the_default_threads_are_the_free_physical_cores(omp: str, cores: int, l
 
 
 def test_usable_cores_count_physical_cores_within_the_affinity() -> None:
-    from netspec.train.threads import usable_cores
+    from netspec.training.threads import usable_cores
 
     assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
 

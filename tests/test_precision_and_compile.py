@@ -12,7 +12,7 @@ import netspec as ns
 from netspec.protocol.backend import installed_backends, load_backend
 from netspec.errors import SpecError
 from netspec.runs.identity import run_identity
-from netspec.train.trainer import fit
+from netspec.training.trainer import fit
 from tests.helpers import stand_in_cuda_graphs, tiny_experiment
 
 BACKENDS = installed_backends()

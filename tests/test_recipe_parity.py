@@ -25,7 +25,7 @@ from netspec.protocol.augment import apply_plan, batch_draws, draw, plan as inde
 from netspec.protocol.backend import installed_backends, load_backend
 from netspec.check.crosscheck import run_crosscheck
 from netspec.spec.params import init_weights
-from netspec.train.schedules import learning_rates
+from netspec.training.schedules import learning_rates
 from tests.references import load_into, torch_nn_network
 
 BACKENDS = installed_backends()

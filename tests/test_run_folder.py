@@ -18,7 +18,7 @@ import pytest
 import netspec as ns
 from netspec.runs import run_folder
 from netspec.runs.run_folder import CHECKPOINT, HISTORY_JSON, METRICS, WEIGHTS, RunFolder, write_json_atomic
-from netspec.train.trainer import fit
+from netspec.training.trainer import fit
 from netspec.runs.training_run import run_experiment
 from tests.scripted import Script, ScriptedBackend, ScriptedModel, scripted_data
 

@@ -9,7 +9,7 @@ import pytest
 
 from netspec.errors import SpecError
 from netspec.spec.experiment import Experiment
-from netspec.train.schedules import learning_rates, schedule_beyond_the_run
+from netspec.training.schedules import learning_rates, schedule_beyond_the_run
 
 RECIPE = Path(__file__).resolve().parent.parent / "specs" / "resnet9_recipe.json"
 SYNTHETIC = "data.source=synthetic"

@@ -1,4 +1,4 @@
-"""The learning rate per step (netspec/train/schedules.py) against independent references: values worked out by
+"""The learning rate per step (netspec/training/schedules.py) against independent references: values worked out by
 hand for Page's piecewise linear schedule and the cosine, and PyTorch's own schedulers stepped once per
 optimizer step for onecycle and step."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import netspec as ns
-from netspec.train.schedules import learning_rates
+from netspec.training.schedules import learning_rates
 
 STEPS_PER_EPOCH = 10
 
@@ -99,7 +99,7 @@ def test_a_schedule_past_the_run_says_what_the_run_does_instead() -> None:
     """The ResNet-9 recipe's knots [0, 5, 24] run with --epochs 2: the lr ramps to 2/5 of its peak and
     never decays; one line says so (and a schedule that fits says nothing)."""
     from netspec.spec.experiment import Experiment
-    from netspec.train.schedules import schedule_beyond_the_run
+    from netspec.training.schedules import schedule_beyond_the_run
 
     spec = str(Path(__file__).resolve().parent.parent / "specs" / "resnet9_recipe.json")
     recipe = Experiment.load(spec, ["data.source=synthetic"])

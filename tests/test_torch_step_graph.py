@@ -125,7 +125,7 @@ def test_a_failed_capture_leaves_compiled_ungraphed_steps(captures: list[ReplayB
 def test_the_trainer_runs_graphed_steps_as_it_runs_ungraphed_ones(captures: list[ReplayByCalling]) -> None:
     """fit end to end (warmup, progress chunks, evaluation between epochs): the same history."""
     from netspec.data import load_dataset
-    from netspec.train.trainer import fit
+    from netspec.training.trainer import fit
     from tests.helpers import tiny_experiment
 
     experiment = tiny_experiment(epochs=3, dropout=0.2, batch_size=25).with_overrides([f"train.lr={2.0**-7}"])

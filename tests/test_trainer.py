@@ -10,7 +10,7 @@ import pytest
 import netspec as ns
 import runner
 from netspec.runs import run_folder
-from netspec.train.trainer import EpochRecord, LrSchedule, epoch_orders, shape_inputs, summarize
+from netspec.training.trainer import EpochRecord, LrSchedule, epoch_orders, shape_inputs, summarize
 from tests.helpers import tiny_experiment, write_spec
 
 RUN_FILES = ["metrics.json", "history.json", "history.csv", "acc.png", "loss.png", "best_weights.npz", "spec.json", "env.json"]

@@ -19,7 +19,7 @@ import pytest
 
 import netspec as ns
 from netspec.runs import run_folder
-from netspec.train.trainer import EpochRecord, fit, record_from_dict
+from netspec.training.trainer import EpochRecord, fit, record_from_dict
 from netspec.runs.training_run import run_experiment
 from tests.scripted import Evaluation, Script, ScriptedBackend, ScriptedModel, ScriptedSplits, scripted_data
 
@@ -175,7 +175,7 @@ def test_lr_schedule(losses: list[float], decay: float, lrs: list[float]) -> Non
 # --- batch order: file order first, then an in-place RandomState shuffle after every epoch ----------
 
 def lab_orders(n: int, seed: int, epochs: int) -> list[list[int]]:
-    """The lab framework's orders, written out independently of netspec.train.trainer.epoch_orders."""
+    """The lab framework's orders, written out independently of netspec.training.trainer.epoch_orders."""
     order, rng, out = list(range(n)), np.random.RandomState(seed), []
     for _ in range(epochs):
         out.append(list(order))
@@ -213,7 +213,7 @@ def test_batch_larger_than_the_training_split_is_a_spec_error() -> None:
 # --- a long first epoch on a CPU is announced ------------------------------------------------------
 
 def test_a_long_first_epoch_on_a_cpu_is_projected_from_its_first_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    import netspec.train.trainer as trainer
+    import netspec.training.trainer as trainer
 
     monkeypatch.setattr(trainer, "LONG_EPOCH_S", 0.0)  # every epoch counts as long
     script = epoch_script([[1.0] * 20, [1.0] * 20])

@@ -22,7 +22,7 @@ from netspec import io as nio
 from netspec.runs import run_folder
 from netspec.errors import DataError, NetspecError, SetupError, SpecError
 from netspec.runs.run_folder import RunFolder
-from netspec.train.trainer import EpochRecord, TrainerState
+from netspec.training.trainer import EpochRecord, TrainerState
 
 
 @contextmanager

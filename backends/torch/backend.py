@@ -7,7 +7,7 @@ from typing import Any, Optional
 import torch
 
 from netspec.protocol.backend import BackendBase, request_device
-from netspec.train.threads import default_threads
+from netspec.training.threads import default_threads
 
 from .model import TorchModel
 
@@ -40,7 +40,7 @@ class TorchBackend(BackendBase):
         return device_words(device)
 
     def set_threads(self, threads: Optional[int]) -> None:
-        """None: the usable cores less the machine's load (netspec.train.threads.default_threads), since
+        """None: the usable cores less the machine's load (netspec.training.threads.default_threads), since
         OpenMP's spinning threads slow each other down on a busy CPU."""
         threads = default_threads() if threads is None else threads
         torch.set_num_threads(threads)

@@ -27,7 +27,7 @@ from netspec.spec.experiment import TrainConfig
 from netspec.check.mask_check import check_masks, dropout_layers
 from netspec.spec.network import Network
 from netspec.spec.params import Weights, check_trainable, init_weights, training_bytes
-from netspec.train.schedules import learning_rates
+from netspec.training.schedules import learning_rates
 
 F64_RTOL = 1e-9
 """float64, one pass. Rounding leaves ~1e-15; the smallest bug of the mutation tests ~1e-5."""

@@ -2,7 +2,7 @@
 the class count, checked when the data is loaded, before any model or run folder is made.
 
 One line names both sides and the field to change. An input given flat (an MLP's [784] for 1x28x28
-images) fits images with as many values: the trainer reshapes them (netspec.train.trainer.shape_inputs).
+images) fits images with as many values: the trainer reshapes them (netspec.training.trainer.shape_inputs).
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from netspec.spec.experiment import DataConfig, Experiment
 from netspec.io import open_regular, parse_json_file, safe_output_dir
 from netspec.spec.params import Weights, load_weights
 from netspec.runs.plots import pyplot, save_figure
-from netspec.train.trainer import shape_inputs
+from netspec.training.trainer import shape_inputs
 
 SPLITS = ("train", "val", "test")
 EVALUATION_JSON, CONFUSION_PNG = "evaluation.json", "confusion.png"

@@ -170,7 +170,7 @@ class Backend(Protocol):
 
     def set_threads(self, threads: Optional[int]) -> None:
         """Compute on the CPU with `threads` threads from now on, process-wide, as far as the framework
-        allows; None: the backend's default for a possibly shared machine (netspec.train.threads). Never
+        allows; None: the backend's default for a possibly shared machine (netspec.training.threads). Never
         part of a run id; describe()'s "cpu_threads" says what it uses."""
 
 

@@ -1,4 +1,4 @@
-"""lr.png: the learning rate of every step of a run, as the schedule gave it (netspec.train.schedules)."""
+"""lr.png: the learning rate of every step of a run, as the schedule gave it (netspec.training.schedules)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,8 +7,8 @@ import numpy as np
 
 from netspec.spec.experiment import TrainConfig
 from netspec.runs.plots import Switch, figure_png, pyplot
-from netspec.train.trainer import EpochRecord
-from netspec.train.schedules import learning_rates
+from netspec.training.trainer import EpochRecord
+from netspec.training.schedules import learning_rates
 
 LR_PLOT = "lr.png"
 

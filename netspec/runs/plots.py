@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from netspec.io import write_bytes_atomic
-from netspec.train.trainer import EpochRecord
+from netspec.training.trainer import EpochRecord
 
 
 class _Figures:

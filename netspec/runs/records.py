@@ -32,7 +32,7 @@ class _Record(BaseModel):
 
 
 class EpochRow(_Record):
-    """One epoch of history.json (netspec.train.trainer.EpochRecord), and of a checkpoint's history."""
+    """One epoch of history.json (netspec.training.trainer.EpochRecord), and of a checkpoint's history."""
 
     epoch: Epoch
     train_loss: Loss

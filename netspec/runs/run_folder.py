@@ -54,9 +54,9 @@ from netspec.io import (  # noqa: F401 - atomic_write: the one writer, re-export
 from netspec.protocol.optimizer_state import DamagedState, check_arrays as check_optimizer_arrays
 from netspec.spec.network import Network
 from netspec.spec.params import Weights
-from netspec.train.schedules import schedule_spans_the_run
+from netspec.training.schedules import schedule_spans_the_run
 from netspec.spec.sweep_file import SWEEPS_DIR, is_sweep_file
-from netspec.train.trainer import EpochRecord, TrainerState, summarize
+from netspec.training.trainer import EpochRecord, TrainerState, summarize
 from netspec.version import __version__
 
 METRICS, HISTORY_JSON, HISTORY_CSV = "metrics.json", "history.json", "history.csv"

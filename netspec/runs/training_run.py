@@ -30,8 +30,8 @@ from netspec.runs.identity import DEFAULTS_NOT_IN_IDENTITY, initial_weights, run
 from netspec.runs.run_folder import RunFolder
 from netspec.runs.tables import metrics_table, plural
 from netspec.runs.tensorboard import EVENTS_DIR, SCALARS, TensorBoardLog
-from netspec.train.schedules import schedule_beyond_the_run, schedule_spans_the_run
-from netspec.train.trainer import TrainerState, check_classes, early_stop, fit, record_from_dict
+from netspec.training.schedules import schedule_beyond_the_run, schedule_spans_the_run
+from netspec.training.trainer import TrainerState, check_classes, early_stop, fit, record_from_dict
 
 Log = Callable[[str], None]
 

@@ -312,7 +312,7 @@ class TrainConfig(_Strict):
     """The lab framework's rule: lr *= lr_decay when an epoch's train loss exceeds the max of the three
     before (the report used 0.9995; 1.0 turns it off). Only with schedule 'lab'."""
     schedule: Schedule = LabSchedule()
-    """The learning rate per step (netspec.train.schedules): lab (default), constant, piecewise_linear,
+    """The learning rate per step (netspec.training.schedules): lab (default), constant, piecewise_linear,
     onecycle, cosine, step."""
     param_groups: ParamGroups = ParamGroups()
     """Weight decay and lr multipliers per kind of tensor."""

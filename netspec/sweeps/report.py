@@ -33,7 +33,7 @@ from netspec.sweeps.search_report import search_sections
 from netspec.runs.stats import MIN_PAIRS_TO_MARK, Difference, paired_difference, summarize
 from netspec.spec.sweep_file import SWEEPS_DIR, replicate_key
 from netspec.runs.tables import fmt_values, markdown_table, md_code, md_text, plural, summary_table
-from netspec.train.trainer import SUMMARY_FIELDS
+from netspec.training.trainer import SUMMARY_FIELDS
 
 FIGURES = "figures"
 RUNS_CSV = "runs.csv"

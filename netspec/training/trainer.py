@@ -31,7 +31,7 @@ from netspec.spec.experiment import Experiment, TrainConfig
 from netspec.spec.network import Network
 from netspec.spec.params import Weights
 from netspec.progress import ProgressLine
-from netspec.train.schedules import learning_rates
+from netspec.training.schedules import learning_rates
 
 # How often the progress bar reads metrics back during an epoch when it is shown: each read is one
 # host synchronisation, so it happens per chunk of steps, never per step.
@@ -358,7 +358,7 @@ def _evaluate(model: Model, data: Any, cfg: TrainConfig) -> tuple[float, float]:
 @dataclass(frozen=True)
 class _Recipe:
     """What an epoch's train_steps calls are given besides the batches: the lr of every step
-    (netspec.train.schedules, from the lab schedule's lr) and the augmentation plan of every image."""
+    (netspec.training.schedules, from the lab schedule's lr) and the augmentation plan of every image."""
 
     config: TrainConfig
     lr: float
