@@ -63,8 +63,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     tiny: list[str] = []
     if getattr(args, "tiny", False):
         from netspec.api import tiny_overrides
+        from netspec.spec.bases import read_with_bases
         from netspec.io import read_json
-        data = read_json(args.spec)
+        data = read_with_bases(args.spec, read_json(args.spec))  # the val_size a base gives counts too
         section = data.get("data") if isinstance(data, dict) else None
         val_size = section.get("val_size") if isinstance(section, dict) else None
         for item in args.overrides:  # a --set data.val_size=0 counts as the spec's own (--set still wins after)
@@ -417,8 +418,6 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} evaluate", description="Loss, accuracy, per-class accuracy and a "
                                 "confusion-matrix figure of a run's best weights.")
     _inference_options(p)
-    p.add_argument("--tiny", action="store_true", help="shrink train, validation and test together to 2,000 / 500 / "
-                   "500 images (a spec with val_size 0 keeps none) for a quick try of any spec; a run of its own id")
     p.add_argument("--data-dir", help="another local copy (image-folder tree, cifar-10-batches-py or a .tar.gz); "
                    "default: the run's own data")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")

@@ -36,7 +36,7 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
 # ---- errors that say what was meant (item 3) ----------------------------------------------------
 
 @pytest.mark.parametrize("argv, expected", [
-    (["trian", "specs/mlp.json"], "error: unknown command 'trian' (did you mean 'train'?); use one of train, summary, "),
+    (["trian", "specs/mlp.json"], "error: unknown command 'trian' (did you mean 'train'?); use one of train, search, summary, "),
     (["summry", "specs/mlp.json"], "error: unknown command 'summry' (did you mean 'summary'?)"),
     (["train", "specs/mlp.json", "--backend", "torhc"], "unknown backend 'torhc' (did you mean 'torch'?); use one of torch, jax"),
     (["summary", "specs/mlp.json", "--set", "trian.lr=0.1"], "error: specs/mlp.json: unknown field 'trian' (did you mean 'train'?)"),

@@ -55,11 +55,12 @@ class DamagedState(SpecError):
     is damaged, not merely of another network."""
 
 
-def check_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> None:
+def check_arrays(arrays: dict[str, np.ndarray], prefix: str = "", trainable: Optional[list[str]] = None) -> None:
     """Every optimizer array of a training state, before any use (the one check, for a checkpoint read back
     and for a backend's set_training_state): a slot is a finite float array of its parameter's shape, a
     step one integer count >= 0. Keys are '<prefix><kind>.<slot>.<tensor>' and '<prefix><kind>.step'.
-    SpecError for a shape that does not fit, DamagedState for a value no optimizer writes."""
+    SpecError for a shape that does not fit, DamagedState for a value no optimizer writes. A slot's parameter
+    is found among the arrays (its shape then checked) or, for optimizer arrays alone, in `trainable`."""
     for key, value in arrays.items():
         kind, _, rest = key[len(prefix):].partition(".") if key.startswith(prefix) else ("", "", "")
         if kind not in SLOTS:
@@ -71,9 +72,9 @@ def check_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> None:
             continue
         slot, _, name = rest.partition(".")
         param = arrays.get(prefix + name)
-        if slot not in SLOTS[kind] or param is None:
+        if slot not in SLOTS[kind] or (param is None and name not in (trainable or ())):
             raise SpecError(f"{key} is a slot of no parameter of {kind}")
-        if value.shape != np.shape(param):
+        if param is not None and value.shape != np.shape(param):
             raise SpecError(f"{key} has shape {value.shape}, its parameter {np.shape(param)}")
         if value.dtype.kind != "f" or not np.isfinite(value).all():
             raise DamagedState(f"{key} holds {_what(value)}; an optimizer's state is finite floats")
@@ -87,7 +88,7 @@ def _what(value: np.ndarray) -> str:
 
 def from_arrays(arrays: dict[str, np.ndarray], trainable: list[str]) -> Optional[OptimizerState]:
     """The optimizer state in a training state (None when it holds none); a missing tensor is a SpecError."""
-    check_arrays(arrays)
+    check_arrays(arrays, trainable=trainable)
     kinds = [kind for kind in SLOTS if any(key.startswith(f"{kind}.") for key in arrays)]
     if not kinds:
         return None
