@@ -272,12 +272,28 @@ def _summary(args: argparse.Namespace) -> int:
     experiment = Experiment.load(args.spec, _overrides(args))
     print(f"{args.spec}: {experiment.name}" + (f" - {experiment.description}" if experiment.description else ""))
     print(experiment.network.summary())
+    _print_block_uses(args.spec, _overrides(args))
     if getattr(args, "expand", False):
         print(json.dumps(experiment.network.model_dump(mode="json", exclude_defaults=True)["layers"], indent=1))
     if getattr(args, "diagram", None):
         from netspec.runs.diagram import write_diagram
         print("wrote " + ", ".join(map(str, write_diagram(experiment.network, args.diagram))))
     return 0
+
+
+def _print_block_uses(path: str, overrides: list[str]) -> None:
+    """Which flat layers each block use of the file became (nothing for a flat network)."""
+    from netspec.io import read_json
+    from netspec.spec.blocks import block_uses
+    from netspec.spec.expand import short_form
+    from netspec.spec.experiment import apply_overrides
+
+    data, _ = short_form(read_json(path), path, overrides, path, apply_overrides)
+    uses = block_uses(data.get("network") if isinstance(data, dict) else None, path)
+    if uses:
+        print("block uses (their flat layers above; --expand prints them):")
+        for first, last, text in uses:
+            print(f"  {f'{first}-{last}' if last > first else str(first):<8} {text}")
 
 
 def cmd_crosscheck(argv: list[str]) -> int:

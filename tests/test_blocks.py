@@ -54,6 +54,22 @@ def test_blocks_expand_to_the_hand_written_flat_spec(tmp_path: Path) -> None:
     assert "3.weight" in blocked.network.param_infos()
 
 
+def test_summary_shows_where_each_block_use_landed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The hand-written flat spec above puts conv_bn at layers 0-2 and residual (conv_bn + Add) at 3-6."""
+    from netspec.cli import main
+
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(short(SHORT)))
+    assert main(["summary", str(path), "--set", "network.params.width=2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    uses = out[out.index("block uses (their flat layers above; --expand prints them):") + 1:]
+    assert [line.split() for line in uses] == [["0-2", "conv_bn(c=2)"], ["3-6", "residual(c=2)"]]
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps(hand_written(2)))
+    assert main(["summary", str(flat)]) == 0
+    assert "block uses" not in capsys.readouterr().out
+
+
 def test_set_network_params_changes_the_width_before_expansion(tmp_path: Path) -> None:
     narrow = load(tmp_path, short(SHORT), ["network.params.width=2"])
     assert narrow == load(tmp_path, hand_written(2))

@@ -47,6 +47,8 @@ class _Expansion:
         self.source, self.params, self.blocks = source, params, blocks
         self.flat: list[dict[str, Any]] = []
         self.references = 0
+        self.uses: list[tuple[int, int, str]] = []
+        """(first, last flat index, 'block(arg=value, ...)') of each use among the network's own layers."""
 
     def fail(self, where: str, what: str) -> SpecError:
         return SpecError(f"{self.source}: {where}: {what}")
@@ -195,6 +197,9 @@ class _Expansion:
                     f"{where} > ")
         if len(self.flat) == start:
             raise self.fail(where, "the block has no layers")
+        if block is None:
+            shown = ", ".join(f"{k}={inner[k]}" for k in args)
+            self.uses.append((start, len(self.flat) - 1, f"{name}({shown})"))
         if "id" in item:
             if block is None:
                 self.flat[-1] = {"id": item["id"], **{k: v for k, v in self.flat[-1].items() if k != "id"}}
@@ -245,6 +250,17 @@ def expand_network(network: Any, source: str) -> Any:
     expansion = _Expansion(source, params, blocks)
     expansion.layers(network.get("layers"), params, None, None, False, (), "")
     return {**{k: v for k, v in network.items() if k not in ("params", "blocks")}, "layers": expansion.flat}
+
+
+def block_uses(network: Any, source: str) -> list[tuple[int, int, str]]:
+    """Where each block use among a network JSON's own layers lands in its flat form: (first, last flat
+    index, 'block(arg=value, ...)' with the arguments resolved), for `netspec summary`. Empty for a flat network."""
+    if not isinstance(network, dict) or not ("blocks" in network or _has_uses(network.get("layers"))):
+        return []
+    expansion = _Expansion(source, _check_params(network.get("params", {}), source),
+                           _check_blocks(network.get("blocks", {}), source))
+    expansion.layers(network.get("layers"), expansion.params, None, None, False, (), "")
+    return expansion.uses
 
 
 def _has_uses(layers: Any) -> bool:

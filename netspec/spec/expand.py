@@ -43,15 +43,24 @@ def fraction_epochs(data: Any, default_epochs: int, source: str) -> Any:
     return {**data, "train": {**train, "schedule": {**schedule, "knots": out}}}
 
 
-def flat_experiment(data: Any, path: str | Path | None, overrides: list[str], source: str, default_epochs: int,
-                    apply: Callable[[Any, list[str], str], Any]) -> Any:
-    """The flat JSON of an experiment read from `path` (None: no file, so no base), with `overrides`."""
+def short_form(data: Any, path: str | Path | None, overrides: list[str], source: str,
+               apply: Callable[[Any, list[str], str], Any]) -> tuple[Any, list[str]]:
+    """An experiment's JSON as its file says it, before expansion: its bases merged (`path` None: no file,
+    so no base) and the overrides that edit what the file says applied. Also returns the overrides left
+    for the flat layers (`network.layers.X...`, X a flat index or id)."""
     if path is not None:
         data = read_with_bases(path, data)
     late = [o for o in overrides if o.strip().startswith(LATE_PREFIX)]
     early = [o for o in overrides if o not in late]
     if early:
         data = apply(data, early, source)
+    return data, late
+
+
+def flat_experiment(data: Any, path: str | Path | None, overrides: list[str], source: str, default_epochs: int,
+                    apply: Callable[[Any, list[str], str], Any]) -> Any:
+    """The flat JSON of an experiment read from `path` (None: no file, so no base), with `overrides`."""
+    data, late = short_form(data, path, overrides, source, apply)
     if isinstance(data, dict) and "network" in data:
         data = {**data, "network": expand_network(data["network"], source)}
         data = fraction_epochs(data, default_epochs, source)
