@@ -99,8 +99,8 @@ MUTANTS: list[Mutant] = [
            "lr schedule starts one epoch late", TRAINER),
     Mutant("netspec/training/trainer.py", 'record.test_loss, record.test_acc = _evaluate(model, splits["test"]',
            'record.test_loss, record.test_acc = _evaluate(model, splits["val"]', "test figures read from the validation split", TRAINER),
-    Mutant("netspec/training/trainer.py", "np.array_split(batches, min(PROGRESS_UPDATES_PER_EPOCH, len(batches)))",
-           "np.array_split(batches, PROGRESS_UPDATES_PER_EPOCH)", "empty train_steps calls when an epoch has < 20 steps", TRAINER),
+    Mutant("netspec/training/trainer.py", "np.array_split(batches, min(updates, len(batches)))",
+           "np.array_split(batches, updates)", "empty train_steps calls when an epoch has < 20 steps", TRAINER),
     Mutant("netspec/training/trainer.py", "_Recipe(cfg, schedule.lr, epoch, shape)",
            "_Recipe(cfg, cfg.lr, epoch, shape)", "steps ignore the lr schedule", TRAINER),
     # --- data: splits and normalization --------------------------------------------------------------
