@@ -286,7 +286,7 @@ def _print_block_uses(path: str, overrides: list[str]) -> None:
     from netspec.io import read_json
     from netspec.spec.blocks import block_uses
     from netspec.spec.expand import short_form
-    from netspec.spec.experiment import apply_overrides
+    from netspec.spec.overrides import apply_overrides
 
     data, _ = short_form(read_json(path), path, overrides, path, apply_overrides)
     uses = block_uses(data.get("network") if isinstance(data, dict) else None, path)
