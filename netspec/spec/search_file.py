@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 
 from netspec.errors import SpecError, did_you_mean
 from netspec.io import read_json, validate
-from netspec.spec.experiment import Experiment, SafeName
+from netspec.spec.experiment import Experiment
+from netspec.spec.fields import SafeName
 from netspec.spec.overrides import apply_overrides, list_position
 from netspec.spec.sweep_file import _read_base, seed_list, with_seed
 
