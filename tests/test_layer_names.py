@@ -11,7 +11,8 @@ import pytest
 from netspec.cli import main
 from netspec.errors import SpecError
 from netspec.runs.run_folder import run_id
-from netspec.spec.experiment import Experiment, set_path
+from netspec.spec.experiment import Experiment
+from netspec.spec.overrides import set_path
 from netspec.spec.sweep_file import load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -139,7 +139,7 @@ def test_a_deep_set_value_is_one_line_through_the_cli(capsys: pytest.CaptureFixt
 
 
 def test_set_values_up_to_the_bound_still_parse() -> None:
-    from netspec.spec.experiment import MAX_SET_DEPTH, parse_value
+    from netspec.spec.overrides import MAX_SET_DEPTH, parse_value
 
     assert parse_value("[" * MAX_SET_DEPTH + "]" * MAX_SET_DEPTH) is not None
     assert parse_value('"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["') == "[" * 42  # inside a string: no nesting

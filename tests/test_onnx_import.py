@@ -21,7 +21,7 @@ ort = pytest.importorskip("onnxruntime", reason="the import's verification runs 
 
 import netspec as ns  # noqa: E402
 from netspec.cli import main  # noqa: E402
-from netspec.deploy import onnx_import  # noqa: E402
+from netspec.deploy import onnx_import, onnx_rules  # noqa: E402
 from netspec.deploy.export import SPEC_KEY, onnx_model  # noqa: E402
 from netspec.deploy.import_check import (CHECK_BATCH, IMPORT_RTOL, Original, import_and_verify, onnx_original,  # noqa: E402
                                          verify)
@@ -344,12 +344,12 @@ def test_a_wrong_import_fails_and_leaves_nothing(tmp_path: Path, monkeypatch: py
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """An importer that misreads BatchNorm (its mean off by one, as a bug would) fails its own verification:
     exit 1, the first layer named, nothing new left in DIR, and a weights file already there untouched."""
-    read = onnx_import._RULES["BatchNormalization"]
+    read = onnx_rules._RULES["BatchNormalization"]
 
     def misread(g: object, node: object, attrs: dict, inputs: list) -> None:
         read(g, node, attrs, [*inputs[:3], inputs[3] + 1.0, *inputs[4:]])
 
-    monkeypatch.setitem(onnx_import._RULES, "BatchNormalization", misread)
+    monkeypatch.setitem(onnx_rules._RULES, "BatchNormalization", misread)
     path = _file(tmp_path, onnx_bytes(with_statistics(report_cnn(8)), (3, 32, 32), False))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "weights.npz").write_bytes(b"an earlier import's weights")

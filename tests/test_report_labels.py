@@ -93,7 +93,7 @@ def test_more_than_two_differences_are_counted_and_no_difference_falls_back_to_t
 
 def test_sweep_overlay_figures_name_the_seed_they_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from netspec.spec.sweep_file import load_sweep
-    from netspec.sweeps import report
+    from netspec.sweeps import report_sections
     from netspec.sweeps.sweep import run_sweep
     from tests.helpers import write_json, write_spec
     from tests.scripted import Script, ScriptedBackend
@@ -107,7 +107,7 @@ def test_sweep_overlay_figures_name_the_seed_they_show(tmp_path: Path, monkeypat
     idle = Script(step_losses=[], step_accs=[], val=[], test=[])
     run_sweep(sweep_path, [ScriptedBackend(idle, name="torch")], runs, log=lambda line: None)
     titles: list[str] = []
-    monkeypatch.setattr(report, "plot_curves", lambda series, ylabel, title, path, **kw: titles.append(title))
+    monkeypatch.setattr(report_sections, "plot_curves", lambda series, ylabel, title, path, **kw: titles.append(title))
     write_report(runs)
     overlays = [t for t in titles if t.startswith("rates")]
     assert overlays and all("(torch, seed 0)" in t for t in overlays), titles

@@ -10,7 +10,7 @@ import pytest
 
 import netspec as ns
 from netspec.runs import run_folder
-from netspec.sweeps.report import collect_runs, finished
+from netspec.sweeps.report_runs import collect_runs, finished
 from netspec.sweeps.sweep import write_report
 from tests.helpers import tiny_experiment
 from tests.test_report_tables import finish_run

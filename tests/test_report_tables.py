@@ -297,7 +297,7 @@ def test_runs_csv_rows_equal_the_runs_metrics(seeded: SeededReport) -> None:
 def test_an_experiments_header_names_its_recipe() -> None:
     """Runs of one network trained two ways must not read alike in report.md: the header line of an
     experiment names its optimizer, schedule and augmentation (Page's recipe here, written out by hand)."""
-    from netspec.sweeps.report import settings_text
+    from netspec.sweeps.report_runs import settings_text
 
     spec = {"train": {"epochs": 24, "batch_size": 512, "lr": 0.4,
                       "optimizer": {"type": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},

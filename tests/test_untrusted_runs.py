@@ -190,7 +190,7 @@ def test_json_a_guess_would_decide_is_refused(tmp_path: Path, text: str, says: s
 
 
 def test_a_manifest_is_validated_before_the_report_uses_it(tmp_path: Path) -> None:
-    from netspec.sweeps.report import read_manifests
+    from netspec.sweeps.report_runs import read_manifests
 
     sweeps = tmp_path / "sweeps"
     sweeps.mkdir()

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpecError
-from netspec.spec.experiment import DataConfig
+from netspec.spec.data_config import DataConfig
 from netspec.spec.params import physical_memory
 from .cache import cache_root
 from .images import decode_image

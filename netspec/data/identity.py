@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import SetupError
-from netspec.spec.experiment import DataConfig
+from netspec.spec.data_config import DataConfig
 from ..io import write_bytes_atomic
 from .cache import cache_root, digest
 from .files import ArchiveFiles, Files, open_files

@@ -27,7 +27,8 @@ from netspec.protocol.backend import Backend, Model, load_backend
 from netspec.data import IMAGE_SHAPE, load_dataset, load_raw, scaled
 from netspec.data.images import SCALED_16_BIT, check_colour_depth, grey, open_image, to_rgb
 from netspec.errors import DataError, SpecError
-from netspec.spec.experiment import DataConfig, Experiment
+from netspec.spec.data_config import DataConfig
+from netspec.spec.experiment import Experiment
 from netspec.io import open_regular, parse_json_file, safe_output_dir
 from netspec.spec.params import Weights, load_weights
 from netspec.runs.plots import pyplot, save_figure

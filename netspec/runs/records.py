@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError, model_validator
 
 from netspec.errors import format_validation_error
-from netspec.spec.experiment import SafeName
+from netspec.spec.fields import SafeName
 
 Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Accuracy = Optional[Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]]

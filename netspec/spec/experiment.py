@@ -1,149 +1,20 @@
-"""Experiment = network + data + training settings, and `--set key=value` overrides on any field."""
+"""Experiment = network + data + training settings; `--set key=value` on any field (netspec.spec.overrides)."""
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, Strict, model_serializer,
-                      model_validator)
+from pydantic import Field, SerializerFunctionWrapHandler, Strict, model_serializer, model_validator
 
-from netspec.errors import SpecError, did_you_mean
-from netspec.io import MalformedJSON, UnreadableJSON, parse_json_text, read_json, validate, write_json
+from netspec.errors import SpecError
+from netspec.io import read_json, validate, write_json
 from netspec.spec.blocks import expand_network
+from netspec.spec.data_config import DataConfig, _shape_hint, data_shape
 from netspec.spec.expand import flat_experiment
-from netspec.spec.layers import Real, check_float32
+from netspec.spec.fields import MAX_BATCH, MAX_EPOCHS, MAX_LR, SafeName, Seed, _Strict
+from netspec.spec.layers import Real
 from netspec.spec.network import Network
-
-MAX_NAME_LENGTH = 100
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-
-
-def _check_name(name: str) -> str:
-    # A name becomes a folder or file name under --out (runs/<name>/..., runs/sweeps/<name>.json):
-    # '/', '\\' or a leading '.' ('..', a hidden file) would let it point anywhere.
-    if len(name) > MAX_NAME_LENGTH or not _SAFE_NAME.fullmatch(name):
-        raise ValueError(f"{name[:120]!r} is not a safe file name: use letters, digits, '_', '-' and '.' "
-                         f"(not first), at most {MAX_NAME_LENGTH} characters, e.g. 'cnn_lr-0.01'")
-    return name
-
-
-SafeName = Annotated[str, Strict(), AfterValidator(_check_name)]
-"""An experiment's or sweep's name: a safe file name, since outputs are named after it."""
-
-MAX_SEED = 2**32 - 1
-Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
-"""A seed as numpy takes it (0 .. 2**32 - 1); numpy refuses a negative one with a traceback."""
-MAX_IMAGES = 1_000_000
-"""Most images in a split (CIFAR-10 has 60,000 in all): synthetic data is made at this size in memory."""
-MAX_BATCH = 65_536
-MAX_EPOCHS = 100_000
-MAX_LR = 10.0
-"""Largest learning rate: Adam's steps are about lr in size, so anything above diverges at once."""
-
-
-def _images(positive: bool) -> Any:
-    return Annotated[int, Strict(), Field(gt=0, le=MAX_IMAGES) if positive else Field(ge=0, le=MAX_IMAGES)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _fits_float32(self) -> "_Strict":
-        check_float32(self)  # every real-valued setting (lr, eps, betas, knots...) of every section
-        return self
-
-
-MAX_IMAGE_SIDE = 4096
-ImageSide = Annotated[int, Strict(), Field(gt=0, le=MAX_IMAGE_SIDE)]
-_DATA_SOURCE = re.compile(r"[a-z][a-z0-9_]*(/[a-z0-9_]+)?(:[0-9]+(\.[0-9]+){0,2})?")
-
-
-def _check_source(name: str) -> str:
-    # A TFDS name ('mnist', 'cifar100:3.0.2', 'imagenette/160px') becomes a folder under the cache.
-    if len(name) > MAX_NAME_LENGTH or not _DATA_SOURCE.fullmatch(name):
-        raise ValueError(f"{name[:80]!r} is not a data source: use 'cifar10', 'synthetic' or a tensorflow-datasets "
-                         "name such as 'mnist', 'cifar100' or 'fashion_mnist' (lowercase, digits, '_')")
-    return name
-
-
-DataSource = Annotated[str, Strict(), AfterValidator(_check_source)]
-"""'cifar10', 'synthetic' or a tensorflow-datasets name (checked against TFDS when the data is loaded)."""
-
-
-class DataConfig(_Strict):
-    """Where the images come from and how they are split and scaled."""
-
-    source: DataSource = "cifar10"
-    """'cifar10' (TFDS, or a local copy given by `dir`), 'synthetic' (seeded, learnable, CIFAR-shaped), or
-    the name of any tensorflow-datasets image-classification set ('mnist', 'fashion_mnist', 'cifar100',
-    'svhn_cropped', ...: its `image` and `label` features, its train and test splits)."""
-    dir: Optional[Annotated[str, Strict(), Field(min_length=1, max_length=4096)]] = None
-    """A local copy: an image-folder tree (train/<class>/*, test/<class>/*, any class count, grey or RGB,
-    any size), CIFAR-10's cifar-10-batches-py, or a .tar.gz of either; decoded once, then cached (netspec.data)."""
-    image_size: Optional[tuple[ImageSide, ImageSide]] = None
-    """[height, width] the network gets from an image tree: every image scaled to it (the whole image,
-    bilinear, aspect not kept) once, when the cache is built. Unset: the images' own size, which must
-    then be the same for all (32x32 for CIFAR-10). Left out of the run id while unset."""
-    channels: Optional[Literal[1, 3]] = None
-    """Channels the network gets from an image tree: 1 (grayscale) or 3 (RGB; grey images repeated).
-    Unset: 1 if every image is grayscale, else 3. Left out of the run id while unset."""
-    val_size: _images(False) = 10_000
-    """Images held out of the training set for validation (the report: 10,000 of 50,000)."""
-    split: Literal["tail", "stratified"] = "tail"
-    """'tail': validation is the last `val_size` images in the source's order (the report);
-    'stratified': a seeded random split with equal class shares (the choice for image-folder trees, which
-    have no original order: netspec.data interleaves their classes, so 'tail' still takes every class)."""
-    normalize: Literal["report", "per_channel"] = "report"
-    """'report': (x - 128) / 255 as the lab's framework; 'per_channel': mean/std of the training split."""
-    seed: Seed = 42
-    """Seed of the stratified split and of synthetic data."""
-    train_size: Optional[_images(True)] = None
-    """Synthetic only: training images before the validation split (default 50,000); a cap otherwise
-    (at most the source's own count)."""
-    test_size: Optional[_images(True)] = None
-    """Synthetic only: test images (default 10,000); a cap otherwise (at most the source's own count)."""
-
-    @model_serializer(mode="wrap")
-    def _unset_shape_left_out(self, handler: Any) -> dict[str, Any]:
-        # Written out only when set: every spec file and spec.json written before these fields reads
-        # back to its own text, and run ids (a hash of the dump) stay as they were.
-        content = handler(self)
-        for field in ("image_size", "channels"):
-            if content.get(field, 0) is None:
-                del content[field]
-        return content
-
-    @model_validator(mode="after")
-    def _shape_only_for_image_trees(self) -> "DataConfig":
-        shaped = [f for f in ("image_size", "channels") if getattr(self, f) is not None]
-        if shaped and self.dir is None:
-            raise ValueError(f"{shaped[0]} shapes an image-folder tree (data.dir), but data.source "
-                             f"{self.source!r} has its own shape; drop data.{shaped[0]} (the network takes the "
-                             "source's shape) or give data.dir")
-        if self.dir is not None and self.source not in ("cifar10", "synthetic"):
-            raise ValueError(f"data.dir is a local copy, but data.source names the tensorflow-datasets set "
-                             f"{self.source!r}; drop one of them")
-        return self
-
-
-def data_shape(data: dict[str, Any]) -> Optional[list[int]]:
-    """(C, H, W) a data section (JSON) states without reading any image: CIFAR-10's for 'cifar10' and
-    'synthetic', an image tree's `channels` and `image_size` when both are set; else None."""
-    if data.get("dir") is None and data.get("source", "cifar10") in ("cifar10", "synthetic"):
-        return [3, 32, 32]
-    size, channels = data.get("image_size"), data.get("channels")
-    if data.get("dir") is not None and isinstance(size, (list, tuple)) and len(size) == 2 and channels in (1, 3):
-        return [channels, *size]
-    return None
-
-
-def _shape_hint(data: dict[str, Any]) -> str:
-    if data.get("dir") is not None:
-        return "an image tree states it with both data.channels and data.image_size"
-    return f"the tensorflow-datasets set {data.get('source')!r} has its shape in its info, read only at load"
+from netspec.spec.overrides import apply_overrides
 
 
 Beta = Annotated[Real, Field(ge=0.0, lt=1.0)]
@@ -447,114 +318,6 @@ class Experiment(_Strict):
     def with_overrides(self, overrides: list[str]) -> "Experiment":
         data = apply_overrides(self.model_dump(mode="json"), overrides, source=self.name)
         return validate(Experiment, data, f"{self.name} with {' '.join(overrides)}")
-
-
-MAX_SET_DEPTH = 32
-"""Deepest nesting of lists and objects in one `--set` value (a value is a number, a string or a short list)."""
-
-
-def _bracket_depth(text: str) -> int:
-    """The deepest nesting of [ and { in `text`, outside double-quoted strings; a scan, no recursion."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth = max(depth - 1, 0)
-    return deepest
-
-
-def parse_value(text: str, key: str = "") -> Any:
-    """A value from the command line: JSON when it parses (numbers, true, null, lists), else a string.
-    Nested more than MAX_SET_DEPTH deep: one SpecError line, checked before the parser recurses."""
-    if _bracket_depth(text) > MAX_SET_DEPTH:
-        raise SpecError(f"--set {key or 'value'}={text[:20]}...: nested more than {MAX_SET_DEPTH} levels deep; "
-                        "give a number, a string or a short list")
-    try:
-        return parse_json_text(text, MAX_SET_DEPTH)
-    except MalformedJSON:
-        return text
-    except UnreadableJSON as err:
-        raise SpecError(f"--set {key or 'value'}={text[:40]}: {err}; {err.advice}") from None
-
-
-_INDEX = re.compile(r"-?[0-9]+")
-MAX_IDS_LISTED = 6
-"""How many layer ids the message for an unknown one lists before '...'."""
-
-
-def _item_ids(node: list[Any]) -> dict[str, int]:
-    """The ids the items of a JSON list carry (layers: `"id": "layer1"`), each to its first index."""
-    ids: dict[str, int] = {}
-    for index, item in enumerate(node):
-        if isinstance(item, dict) and isinstance(item.get("id"), str):
-            ids.setdefault(item["id"], index)
-    return ids
-
-
-def list_position(node: list[Any], key: str) -> int | None:
-    """The index a dotted path's `key` names in a JSON list: an index (negative counts from the end)
-    or the `id` of one of its items (a layer's id: 'network.layers.layer1.p' is the layer whose id is
-    'layer1'); None where it names neither. An index wins over an id spelled like one."""
-    if _INDEX.fullmatch(key):
-        return int(key) if -len(node) <= int(key) < len(node) else None
-    return _item_ids(node).get(key)
-
-
-def _no_such_item(node: list[Any], key: str, parent: str, where: str, dotted: str, source: str) -> str:
-    """The one line for a path's key that names no item of a list: layers are named by index or id."""
-    if parent != "layers" or not node or _INDEX.fullmatch(key):
-        return f"{source}: --set {dotted}: '{where}' needs an index below {len(node)}"
-    ids = list(_item_ids(node))
-    if not ids:
-        return (f"{source}: --set {dotted}: no layer has id {key!r}; use a layer's index (0-{len(node) - 1}) "
-                f"(none of these layers has an id)")
-    listed = ", ".join(ids[:MAX_IDS_LISTED]) + (", ..." if len(ids) > MAX_IDS_LISTED else "")
-    return (f"{source}: --set {dotted}: no layer has id {key!r}{did_you_mean(key, ids)}; use a layer's index "
-            f"(0-{len(node) - 1}) or one of its ids: {listed}")
-
-
-def set_path(data: Any, dotted: str, value: Any, source: str = "<spec>") -> Any:
-    """Return a copy of `data` (JSON-like) with `dotted` ('network.layers.3.p') set to `value`. A list's
-    item is named by its index or, for items with an `id` (layers), by that id ('network.layers.layer1.p'):
-    resolved here, before validation, so the experiment is the one the equivalent index gives."""
-    keys = dotted.split(".")
-    root = json.loads(json.dumps(data))
-    node = root
-    for depth, key in enumerate(keys):
-        last = depth == len(keys) - 1
-        where = ".".join(keys[: depth + 1])
-        if isinstance(node, list):
-            position = list_position(node, key)
-            if position is None:
-                raise SpecError(_no_such_item(node, key, keys[depth - 1] if depth else "", where, dotted, source))
-            key = position
-        elif isinstance(node, dict):
-            if key not in node and not last:
-                node[key] = {}
-        else:
-            raise SpecError(f"{source}: --set {dotted}: '{'.'.join(keys[:depth])}' is a value, not a section")
-        if last:
-            node[key] = value
-        else:
-            node = node[key]
-    return root
-
-
-def apply_overrides(data: Any, overrides: list[str], source: str = "<spec>") -> Any:
-    """Apply 'key=value' strings in order."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise SpecError(f"{source}: --set {item!r} must look like key=value, e.g. train.lr=0.01")
-        data = set_path(data, key.strip(), parse_value(text, key.strip()), source)
-    return data
 
 
 def load(path: str | Path) -> Network | Experiment:

@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 
 from netspec.errors import SpecError, did_you_mean
 from netspec.io import read_json, validate
-from netspec.spec.experiment import Experiment, SafeName, apply_overrides, list_position
+from netspec.spec.experiment import Experiment
+from netspec.spec.fields import SafeName
+from netspec.spec.overrides import apply_overrides, list_position
 from netspec.spec.sweep_file import _read_base, seed_list, with_seed
 
 MAX_TRIALS = 1_000

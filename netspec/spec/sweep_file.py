@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 
 from netspec.errors import SpecError
 from netspec.spec.bases import read_with_bases
-from netspec.spec.experiment import MAX_SEED, Experiment, SafeName, flat_json, list_position
+from netspec.spec.experiment import Experiment, flat_json
+from netspec.spec.fields import MAX_SEED, SafeName
+from netspec.spec.overrides import list_position
 from netspec.io import UnreadableJSON, parse_json_file, read_json, validate
 
 SWEEPS_DIR = "sweeps"
