@@ -1,4 +1,4 @@
-"""A layer type is defined once (netspec/spec/layers.py) and then needs exactly one entry in each per-type
+"""A layer type is defined once (its family module in netspec/spec/layers/) and then needs exactly one entry in each per-type
 table: each backend's builders, the ONNX exporter's rules and the random-layer generators; and its class
 states its numpy meaning (LayerSpec.reference). This test fails while any table misses a type (or
 holds one that is not in the union), naming the table and the type."""
@@ -20,7 +20,7 @@ def per_type_tables() -> dict[str, set[type]]:
     tables = {
         "netspec/deploy/export.py _BUILDERS": set(export._BUILDERS),
         "netspec/check/random_networks.py RANDOM_LAYERS": set(testing.RANDOM_LAYERS),
-        "LayerSpec.reference (netspec/spec/layers.py)": {t for t in LAYER_TYPES if t.reference is not LayerSpec.reference},
+        "LayerSpec.reference (the class in netspec/spec/layers/)": {t for t in LAYER_TYPES if t.reference is not LayerSpec.reference},
     }
     for name in installed_backends():
         package = type(load_backend(name)).__module__.rsplit(".", 1)[0]
