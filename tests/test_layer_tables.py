@@ -32,7 +32,7 @@ def per_type_tables() -> dict[str, set[type]]:
         tables["tests/references.py TORCH_NN"] = set(importlib.import_module("tests.references").TORCH_NN)
     for name in installed_backends():
         package = type(load_backend(name)).__module__.rsplit(".", 1)[0]
-        tables[f"{package.replace('.', '/')}/builders.py BUILDERS"] = set(importlib.import_module(f"{package}.builders").BUILDERS)
+        tables[f"{package.replace('netspec_backends', 'backends').replace('.', '/')}/builders.py BUILDERS"] = set(importlib.import_module(f"{package}.builders").BUILDERS)
     return tables
 
 

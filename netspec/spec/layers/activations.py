@@ -1,4 +1,4 @@
-"""Element-wise activations: ReLU, GELU, CELU, LeakyReLU, Tanh, Sigmoid.
+"""Element-wise activations: ReLU, GELU, CELU, LeakyReLU, Tanh, Sigmoid, Softplus.
 
 One family of netspec.spec.layers (its docstring says what a layer type is)."""
 from __future__ import annotations
@@ -71,3 +71,17 @@ class Sigmoid(LayerSpec):
 
     def reference(self, x, tensors, train=False, mask=None):
         return 1.0 / (1.0 + np.exp(-x)), tensors
+
+
+class Softplus(LayerSpec):
+    """log(1 + exp(beta * x)) / beta, element-wise, and x itself where beta * x > threshold (PyTorch's Softplus)."""
+
+    type: Literal["Softplus"] = "Softplus"
+    beta: Real = Field(1.0, gt=0.0)
+    """The sharpness (> 0): larger is closer to ReLU."""
+    threshold: Real = 20.0
+    """Above it (beta * x > threshold) the output is x, where log(1 + exp(beta * x)) / beta equals x in float32."""
+
+    def reference(self, x, tensors, train=False, mask=None):
+        scaled = self.beta * x
+        return np.where(scaled > self.threshold, x, np.logaddexp(0.0, scaled) / self.beta), tensors
