@@ -23,6 +23,10 @@ def per_type_tables() -> dict[str, set[type]]:
     tables = {
         "netspec/deploy/export.py _BUILDERS": set(export._BUILDERS),
         "netspec/check/random_networks.py RANDOM_LAYERS": set(testing.RANDOM_LAYERS),
+        # a generator that random networks never call tests nothing: single-input types are drawn from these
+        # two tuples (activations from their family), merges by the blocks (residual Add, branch Concat)
+        "netspec/check/random_networks.py _IMAGE_KINDS or _FLAT_KINDS (what random networks draw)": {
+            *testing._IMAGE_KINDS, *testing._FLAT_KINDS, *(t for t in LAYER_TYPES if t.merges)},
         "LayerSpec.reference (the class in netspec/spec/layers/)": {t for t in LAYER_TYPES if t.reference is not LayerSpec.reference},
         "netspec/__init__.py __all__ (and its import from netspec.spec.layers)": {
             value for value in map(lambda name: getattr(ns, name), ns.__all__)
