@@ -160,3 +160,19 @@ def test_a_trained_resnet9_matches_its_backend(backend: str) -> None:
     model.train_steps(model.to_device(x, y), np.arange(8).reshape(2, 4), 1e-3)
     session = session_of(export.onnx_model(network, model.get_weights()).SerializeToString())
     assert max_difference(session, model, network) < 1e-4  # logits of ~10; 32 layers of float32 sums
+
+
+@pytest.mark.parametrize("fields", [{}, {"beta": 3.0, "threshold": 1.0}, {"beta": 0.5, "threshold": -2.0}])
+def test_softplus_exports_as_torch_nn_softplus(fields: dict) -> None:
+    """ONNX's Softplus has no beta or threshold: at the defaults it is used as is, otherwise written out
+    around it. Against torch.nn.Softplus in float64, on inputs across the threshold (and past 20, where
+    the default's linear branch starts). Tolerance: onnxruntime computes in float32, 1e-6 relative."""
+    torch = pytest.importorskip("torch", reason="torch.nn.Softplus is the reference")
+    network = ns.Network(input_shape=(9,), layers=[ns.Softplus(**fields)])
+    graph = export.onnx_model(network, {})
+    ops = [node.op_type for node in graph.graph.node]
+    assert ops == (["Softplus"] if not fields else ["Mul", "Greater", "Softplus", "Div", "Where"])
+    x = np.array([[-30.0, -4.0, -1.0, -0.1, 0.0, 0.3, 1.5, 19.0, 25.0]], np.float32)
+    (got,) = session_of(graph.SerializeToString()).run(None, {export.INPUT: x})
+    expected = torch.nn.Softplus(**fields)(torch.from_numpy(x.astype(np.float64))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)

@@ -63,6 +63,9 @@ OPTION_VALUES: dict[tuple[str, str], list[tuple[dict[str, Any], tuple[int, ...]]
     ("GELU", "approximate"): [({"approximate": "tanh"}, FLAT)],
     ("CELU", "alpha"): [({"alpha": 0.3}, FLAT)],
     ("LeakyReLU", "negative_slope"): [({"negative_slope": 0.2}, IMAGE), ({"negative_slope": -1.5}, FLAT)],
+    # thresholds inside the inputs' range (standard normal), so both sides of beta * x > threshold are hit
+    ("Softplus", "beta"): [({"beta": 3.0, "threshold": 1.0}, IMAGE), ({"beta": 0.5}, FLAT)],
+    ("Softplus", "threshold"): [({"threshold": 0.5}, IMAGE), ({"threshold": -1.0}, FLAT)],
 }
 
 NO_TORCH_COUNTERPART: dict[tuple[str, str], str] = {
@@ -106,6 +109,8 @@ def torch_module(layer: LayerSpec, shape: tuple[int, ...], w: dict[str, torch.Te
         m = nn.CELU(alpha=layer.alpha)
     elif kind == "LeakyReLU":
         m = nn.LeakyReLU(negative_slope=layer.negative_slope)
+    elif kind == "Softplus":
+        m = nn.Softplus(beta=layer.beta, threshold=layer.threshold)
     else:
         m = {"ReLU": nn.ReLU, "Flatten": nn.Flatten, "Identity": nn.Identity, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid}[kind]()
     m = m.double()
@@ -126,7 +131,8 @@ def test_every_field_is_covered() -> None:
     """Each (type, field) of the layer classes has non-default values or a stated reason; every type is tried."""
     fields = {(t.__name__, f) for t in LAYER_TYPES for f in t.model_fields if f not in GRAPH_FIELDS}
     covered = set(OPTION_VALUES) | set(NO_TORCH_COUNTERPART)
-    assert fields == covered, f"not covered: {sorted(fields - covered)}; no such field: {sorted(covered - fields)}"
+    assert fields == covered, (f"tests/test_layer_options_vs_torch.py OPTION_VALUES (or NO_TORCH_COUNTERPART) and torch_module: "
+                               f"not covered: {sorted(fields - covered)}; no such field: {sorted(covered - fields)}")
     types = {t.__name__ for t in LAYER_TYPES}
     tried = {t for t, _ in OPTION_VALUES} | set(BASE_LAYERS) | MERGES | {t for t, _ in NO_TORCH_COUNTERPART}
     assert types == tried, f"layer types never tried: {sorted(types - tried)}"

@@ -1,10 +1,12 @@
-"""A layer type is defined once (netspec/spec/layers.py) and then needs exactly one entry in each per-type
-table: each backend's builders, the ONNX exporter's rules and the random-layer generators; and its class
-states its numpy meaning (LayerSpec.reference). This test fails while any table misses a type (or
+"""A layer type is defined once (its family module in netspec/spec/layers/) and then needs exactly one entry in each per-type
+table: each backend's builders, the ONNX exporter's rules, the random-layer generators, the tests' torch.nn
+references and `ns.__all__`; its class states its numpy meaning (LayerSpec.reference), and the docs' layer
+table is written from the classes (tools/layer_table.py). This test fails while any table misses a type (or
 holds one that is not in the union), naming the table and the type."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import pytest
 
@@ -14,17 +16,27 @@ from netspec.check import random_networks as testing
 from netspec.protocol.backend import installed_backends, load_backend
 from netspec.errors import SetupError
 from netspec.spec.layers import LAYER_TYPES, Layer, LayerSpec
+from tools import layer_table
 
 
 def per_type_tables() -> dict[str, set[type]]:
     tables = {
         "netspec/deploy/export.py _BUILDERS": set(export._BUILDERS),
         "netspec/check/random_networks.py RANDOM_LAYERS": set(testing.RANDOM_LAYERS),
-        "LayerSpec.reference (netspec/spec/layers.py)": {t for t in LAYER_TYPES if t.reference is not LayerSpec.reference},
+        # a generator that random networks never call tests nothing: single-input types are drawn from these
+        # two tuples (activations from their family), merges by the blocks (residual Add, branch Concat)
+        "netspec/check/random_networks.py _IMAGE_KINDS or _FLAT_KINDS (what random networks draw)": {
+            *testing._IMAGE_KINDS, *testing._FLAT_KINDS, *(t for t in LAYER_TYPES if t.merges)},
+        "LayerSpec.reference (the class in netspec/spec/layers/)": {t for t in LAYER_TYPES if t.reference is not LayerSpec.reference},
+        "netspec/__init__.py __all__ (and its import from netspec.spec.layers)": {
+            value for value in map(lambda name: getattr(ns, name), ns.__all__)
+            if isinstance(value, type) and issubclass(value, LayerSpec)},
     }
+    if importlib.util.find_spec("torch"):  # the tests' torch.nn constructions need torch itself
+        tables["tests/references.py TORCH_NN"] = set(importlib.import_module("tests.references").TORCH_NN)
     for name in installed_backends():
         package = type(load_backend(name)).__module__.rsplit(".", 1)[0]
-        tables[f"{package.replace('.', '/')}/builders.py BUILDERS"] = set(importlib.import_module(f"{package}.builders").BUILDERS)
+        tables[f"{package.replace('netspec_backends', 'backends').replace('.', '/')}/builders.py BUILDERS"] = set(importlib.import_module(f"{package}.builders").BUILDERS)
     return tables
 
 
@@ -55,3 +67,15 @@ def test_a_missing_builder_is_one_line_naming_the_type_and_the_backend(backend: 
         impl.compile(network, device="cpu")
     assert str(err.value).startswith(f"layer 1 (ReLU): the {backend} backend has no builder for ReLU")
     assert "\n" not in str(err.value)
+
+
+def test_the_docs_layer_table_is_the_one_written_from_the_classes() -> None:
+    """docs/spec-format.md documents every layer type and every field (default, description): a new type
+    or field, or a changed docstring, fails here until the page is rewritten."""
+    page = layer_table.PAGE.read_text()
+    assert layer_table.page_table(page) == layer_table.render(), (
+        "docs/spec-format.md: its layer table is not the one the layer classes give; "
+        "run `python tools/layer_table.py --write`")
+    for kind in LAYER_TYPES:  # independent of render(): each type and each of its fields is on the page
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{kind.__name__}` |"))
+        assert all(f"`{name}`" in row for name in kind.model_fields if name not in LayerSpec.model_fields and name != "type")

@@ -93,6 +93,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Sigmoid: lambda layer, site: nn.Sigmoid(),
     spec.Add: lambda layer, site: Add(),
     spec.Concat: lambda layer, site: Concat(),
+    spec.Softplus: lambda layer, site: nn.Softplus(layer.beta, layer.threshold),
 }
 """Every layer type of the spec union (tests/test_layer_tables.py checks it against netspec.spec.layers.LAYER_TYPES)."""
 

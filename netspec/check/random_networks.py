@@ -7,9 +7,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from netspec.spec.layers import (CELU, GELU, INPUT, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten,
-                     GlobalPool, Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Shape, Sigmoid, Tanh,
-                     pair)
+from netspec.spec.layers import (CELU, GELU, INPUT, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout,
+                                 Dropout2d, Flatten, GlobalPool, Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale,
+                                 Shape, Sigmoid, Softplus, Tanh, activations, pair)
 from netspec.spec.network import Network
 
 RandomLayer = Callable[[np.random.Generator, Shape], LayerSpec]
@@ -80,10 +80,13 @@ RANDOM_LAYERS: dict[type[LayerSpec], RandomLayer] = {
     Sigmoid: lambda rng, shape: Sigmoid(),
     Add: _merge(Add),
     Concat: _merge(Concat),
+    Softplus: lambda rng, shape: Softplus(beta=float(rng.choice([1.0, 0.5, 3.0])),
+                                          threshold=float(rng.choice([20.0, 1.0]))),
 }
 """One random-configuration generator per layer type."""
 
-_ACTIVATIONS = (ReLU, GELU, CELU, LeakyReLU, Tanh, Sigmoid)
+_ACTIVATIONS = tuple(kind for kind in LAYER_TYPES if kind.__module__ == activations.__name__)
+"""Every type of the activations family, in the union's order: a new activation is drawn with no edit here."""
 _IMAGE_KINDS = (Conv2d, Conv2d, MaxPool2d, AvgPool2d, Dropout2d, BatchNorm, Dropout, Flatten, GlobalPool, Identity, Scale,
                 *_ACTIVATIONS)
 _FLAT_KINDS = (Linear, Linear, Linear, BatchNorm, Dropout, Flatten, Identity, Scale, *_ACTIVATIONS)

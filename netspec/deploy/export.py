@@ -16,7 +16,8 @@ Linear -> Gemm(transB=1) (its weight is (out, in)); Conv2d -> Conv with explicit
 Flatten -> Flatten(axis=1) (row-major over C, H, W: PyTorch's order); AvgPool2d -> AveragePool
 (count_include_pad as the spec's); GlobalPool -> GlobalAveragePool/GlobalMaxPool + Flatten; Scale -> Mul;
 GELU -> Erf (or Tanh) arithmetic (Gelu itself needs opset 20); CELU -> Celu; LeakyReLU -> LeakyRelu;
-Tanh, Sigmoid -> themselves; Add -> Sum; Concat -> Concat(axis=1); Dropout, Dropout2d, Identity -> nothing.
+Tanh, Sigmoid -> themselves; Softplus -> Softplus (beta, threshold other than 1, 20: Where/Mul/Div around it);
+Add -> Sum; Concat -> Concat(axis=1); Dropout, Dropout2d, Identity -> nothing.
 A graph's layers take the tensors their inputs name.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from netspec.errors import missing_package
 from netspec.deploy.inference import load_run
 from netspec.io import safe_output_dir, write_bytes_atomic
 from netspec.spec.layers import (CELU, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten, GlobalPool,
-                     Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, Tanh, pair)
+                     Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, Softplus, Tanh, pair)
 from netspec.spec.network import NETWORK_INPUT, Network
 from netspec.spec.params import Weights, check_weights
 from netspec.version import __version__
@@ -140,6 +141,20 @@ def _gelu(g: _GraphBuilder, i: int, layer: GELU) -> None:
     g.add("Mul", i, [g.constant(f"{i}.half", 0.5)], first=g.add("Mul", i, [x], first=g.add("Add", i, [g.constant(f"{i}.one", 1.0)])))
 
 
+def _softplus(g: _GraphBuilder, i: int, layer: Softplus) -> None:
+    """ONNX's Softplus is log(1 + exp(x)): no beta, no threshold. At PyTorch's defaults (1, 20) it is the
+    layer (above 20, log(1 + exp(x)) is x to float32's precision); otherwise the layer written out:
+    Where(beta x > threshold, x, Softplus(beta x) / beta)."""
+    if (layer.beta, layer.threshold) == (1.0, 20.0):
+        g.add("Softplus", i, [])
+        return
+    x, beta = g.current, g.constant(f"{i}.beta", layer.beta)
+    scaled = g.add("Mul", i, [beta], first=x)
+    above = g.add("Greater", i, [g.constant(f"{i}.threshold", layer.threshold)], first=scaled)
+    soft = g.add("Div", i, [beta], first=g.add("Softplus", i, [], first=scaled))
+    g.add("Where", i, [x, soft], first=above)
+
+
 def _identity(g: _GraphBuilder, i: int, layer: LayerSpec) -> None:
     """Dropout in eval mode, Identity: nothing to compute."""
 
@@ -159,6 +174,7 @@ _BUILDERS: dict[type, Callable[[_GraphBuilder, int, Any], None]] = {
     Sigmoid: lambda g, i, layer: g.add("Sigmoid", i, []),
     Add: lambda g, i, layer: g.add("Sum", i, [], merge=True),
     Concat: lambda g, i, layer: g.add("Concat", i, [], merge=True, axis=1),
+    Softplus: _softplus,
 }
 """Layer type -> its ONNX rule; tests/test_layer_tables.py checks it covers netspec.spec.layers.LAYER_TYPES."""
 

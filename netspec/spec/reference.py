@@ -1,7 +1,7 @@
 """The spec's semantics as plain numpy, in float64: what each layer computes, written as simply as it
 can be (loops where loops are clearest), never for speed.
 
-Each layer class in netspec/spec/layers.py states its meaning with these kernels (`LayerSpec.reference`);
+Each layer class in netspec/spec/layers/ states its meaning with these kernels (`LayerSpec.reference`);
 the contract suite's layer harness, the random-network tests and the exporter's checks compare every
 backend with them. They share no code with any backend, so a bug in one is not a bug in both.
 Arguments are already pairs where a spec allows an int or a pair (netspec.spec.layers.pair).
