@@ -38,10 +38,11 @@ def test_python_api_builds_the_same_network_as_the_spec_file() -> None:
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_every_spec_file_round_trips_exactly(path: Path, tmp_path: Path) -> None:
     experiment = ns.Experiment.load(path)
-    experiment.save(tmp_path / "a.json")
+    beside = json.loads(path.read_text())["$schema"]  # saved as if beside it
+    experiment.save(tmp_path / "a.json", schema=beside)
     again = ns.Experiment.load(tmp_path / "a.json")
     assert again == experiment
-    again.save(tmp_path / "b.json")
+    again.save(tmp_path / "b.json", schema=beside)
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
     raw = json.loads(path.read_text())
     if "base" in raw or "blocks" in raw["network"] or "params" in raw["network"]:
@@ -215,6 +216,22 @@ def test_every_spec_file_points_editors_to_its_schema_and_validates(path: Path) 
     schema_path = (path.parent / data["$schema"]).resolve()
     assert schema_path == SCHEMA_DIR / f"{kind}.schema.json"
     jsonschema.validate(data, json.loads(schema_path.read_text()))
+
+
+def test_a_saved_spec_points_editors_to_a_schema_that_resolves_from_where_it_is(tmp_path: Path) -> None:
+    """Saved outside the checkout, the reference is the schema's absolute file URI; inside it, a path
+    relative to the file (specs/ itself: "schema/experiment.schema.json", as the shipped files say)."""
+    from urllib.parse import unquote, urlparse
+
+    from netspec.spec.experiment import schema_reference
+
+    (tmp_path / "deep").mkdir()
+    ns.Experiment.load(ROOT / "specs" / "mlp.json").save(tmp_path / "deep" / "mine.json")
+    reference = json.loads((tmp_path / "deep" / "mine.json").read_text())["$schema"]
+    assert urlparse(reference).scheme == "file" and Path(unquote(urlparse(reference).path)) == SCHEMA_DIR / "experiment.schema.json"
+    assert schema_reference(ROOT / "specs" / "mine.json") == "schema/experiment.schema.json"
+    assert (ROOT / "specs" / "sweeps" / schema_reference(ROOT / "specs" / "sweeps" / "x.json")).resolve() == \
+        SCHEMA_DIR / "experiment.schema.json"
 
 
 def test_the_schema_key_is_the_editors_and_never_changes_a_run(tmp_path: Path) -> None:

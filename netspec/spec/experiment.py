@@ -1,6 +1,7 @@
 """Experiment = network + data + training settings; `--set key=value` on any field (netspec.spec.overrides)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -172,6 +173,24 @@ OMITTED_AT_DEFAULT: dict[str, Any] = {"init_weights": None, "shuffle_first_epoch
 """train fields left out of a saved spec while they hold these values (see TrainConfig's serializer)."""
 
 
+SCHEMA_FOLDER = Path(__file__).resolve().parents[2] / "specs" / "schema"
+"""The checkout's schemas (`netspec schema -o specs/schema` writes them; a test keeps them current)."""
+AUTO_SCHEMA = "auto"
+
+
+def schema_reference(path: str | Path, kind: str = "experiment") -> Optional[str]:
+    """The "$schema" of a spec file saved at `path`, so that an editor finds the schema from wherever the
+    file is: relative to the file inside the checkout (the repository's own files stay portable), else the
+    schema's absolute file URI; None where netspec runs without the checkout's specs/ (nothing to point to)."""
+    target = SCHEMA_FOLDER / f"{kind}.schema.json"
+    if not target.is_file():
+        return None
+    folder = Path(path).resolve().parent
+    if folder.is_relative_to(SCHEMA_FOLDER.parent.parent):
+        return os.path.relpath(target, folder)
+    return target.as_uri()
+
+
 class TrainConfig(_Strict):
     """Optimizer and loop settings."""
 
@@ -303,10 +322,10 @@ class Experiment(_Strict):
                              f"{side} (Page's recipe: 8 on 32x32)")
         return self
 
-    def save(self, path: str | Path, schema: Optional[str] = "schema/experiment.schema.json") -> None:
-        """Write the experiment as a spec file that starts with `"$schema": schema` (the repository's
-        convention: specs/schema/ beside the specs, written by `netspec schema -o`); None leaves it out."""
-        write_json(self, path, schema)
+    def save(self, path: str | Path, schema: Optional[str] = AUTO_SCHEMA) -> None:
+        """Write the experiment as a spec file that starts with `"$schema": schema`: by default a reference
+        that resolves from where the file is saved (schema_reference); None leaves it out."""
+        write_json(self, path, schema_reference(path) if schema == AUTO_SCHEMA else schema)
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Experiment":
