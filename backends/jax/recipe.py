@@ -1,4 +1,4 @@
-"""The training recipe in jax (issue 23), with PyTorch's semantics: Adam (L2 weight decay), AdamW
+"""The training recipe in jax, with PyTorch's semantics: Adam (L2 weight decay), AdamW
 (decoupled) and SGD (momentum, Nesterov, dampening 0, L2) as small pure functions over the params
 tree, per-tensor weight decay and lr multipliers by the spec's rules, label smoothing as
 F.cross_entropy's, and the augmentation gather of netspec.protocol.augment's plans.

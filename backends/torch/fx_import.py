@@ -1,4 +1,4 @@
-"""A torch.nn.Module into a netspec Network and canonical weights, by torch.fx (issue 34; reached as
+"""A torch.nn.Module into a netspec Network and canonical weights, by torch.fx (reached as
 `netspec.from_torch`, through the torch backend of the registry).
 
     network, weights, original = trace(module, (3, 32, 32))

@@ -1,4 +1,4 @@
-"""The training recipe in torch (issue 23): torch.optim's own optimizers with the spec's parameter
+"""The training recipe in torch: torch.optim's own optimizers with the spec's parameter
 groups, their state in canonical names, and the augmentation gather of netspec.protocol.augment's plans.
 
 Semantics are PyTorch's by construction: Adam/AdamW/SGD are torch.optim's (fused: one kernel per

@@ -1,4 +1,4 @@
-"""Divergence bisection (issue 24, item 4): where two backends part, not only that they do.
+"""Divergence bisection: where two backends part, not only that they do.
 
 When the float64 cross-check fails, `locate` walks the training computation in order and stops at the
 first quantity that differs, on the cross-check's inputs, weights and dropout stream (same seed):

@@ -288,7 +288,7 @@ def _train(tier: _Tier, models: tuple[Any, Any], data: list[Any], batches: np.nd
 
 
 def _recipe_lrs(config: TrainConfig, steps: int) -> np.ndarray:
-    """Each step's lr under config's schedule, its `steps` spread over config.epochs (issue 23)."""
+    """Each step's lr under config's schedule, its `steps` spread over config.epochs."""
     return learning_rates(np.arange(steps), max(1, steps // config.epochs), config)
 
 

@@ -1,5 +1,5 @@
 """Each dropout layer's mask, read from what the layer does in a training pass of a backend, against the
-numpy reference (netspec.protocol.counter_hash.keep_mask): the cross-check's first rows (issue 24).
+numpy reference (netspec.protocol.counter_hash.keep_mask): the cross-check's first rows.
 
 A unit whose input is not 0 and whose output is 0 was dropped; a unit whose input is 0 says nothing
 and is not counted. Masks are integers: equal or wrong, so any differing unit fails. numpy only.

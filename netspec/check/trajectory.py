@@ -1,4 +1,4 @@
-"""The cross-check with dropout on (issue 24): masks compared first, then whole trajectories.
+"""The cross-check with dropout on: masks compared first, then whole trajectories.
 
 Both backends draw every dropout mask from one stream (netspec.protocol.counter_hash.keep_mask of the run's seed,
 the step, the layer and the position), so the cross-check no longer turns dropout off:

@@ -1,4 +1,4 @@
-"""ONNX import: an untrusted .onnx file into a Network and its canonical weights (issue 34).
+"""ONNX import: an untrusted .onnx file into a Network and its canonical weights.
 
     imported = import_onnx("model.onnx")      # .network, .weights, .experiment (netspec's own files)
 

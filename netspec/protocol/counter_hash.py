@@ -2,7 +2,7 @@
 
 Random draws that must be identical across frameworks, and resumable without any RNG state, are made
 here in numpy rather than by a framework's generator: augmentation (netspec.protocol.augment) hashes
-(seed, stream, epoch, image, slot), and issue 24 reuses it for dropout masks.
+(seed, stream, epoch, image, slot), and dropout masks reuse it.
 
 The bit recipe (all arithmetic on unsigned 32-bit words, wrapping modulo 2**32):
 
@@ -17,7 +17,7 @@ The bit recipe (all arithmetic on unsigned 32-bit words, wrapping modulo 2**32):
 Each coordinate is folded in through its own fmix32 round, so (a, b) and (b, a) hash apart, and
 distinct coordinates give uncorrelated words. Any word above 2**32 - 1 is reduced modulo 2**32.
 
-Dropout masks (issue 24), the same bits in numpy (keep_mask, the reference), torch and jax:
+Dropout masks, the same bits in numpy (keep_mask, the reference), torch and jax:
 
     key(seed, step, layer) = hash32(seed, STREAM_DROPOUT, step, layer)
                              (seed: the run's train.seed; step: the model's count of training passes,

@@ -5,7 +5,7 @@ running the same experiment again goes on from it (bit-identical to never having
 run of the same trajectory (the same experiment but for train.epochs) starts from the checkpoint of
 the longest shorter one, copied into its own folder, so finished folders are never changed. A run may
 also continue another run's checkpoint, of any backend (`source`, `netspec train --from RUN_DIR`): the
-dropout stream and every other piece of the state are framework-neutral (issue 24), so the result is
+dropout stream and every other piece of the state are framework-neutral, so the result is
 the source's run continued; it gets its own folder, `<run-id>-from-<backend>-<source run id>`, and
 records its source in env.json and metrics.json.
 """

@@ -112,7 +112,7 @@ def build_report(root: Path, out: Path) -> Path:
         lines += ["## Sweeps", ""]
         for manifest in manifests:
             lines += _sweep_section(manifest, runs, out)
-    lines += search_sections(root, out, _warn)  # issue 33: searches (netspec.sweeps.search_report)
+    lines += search_sections(root, out, _warn)  # searches (netspec.sweeps.search_report)
     lines += ["## Runs", ""]
     for group in groups:
         labels = dict.fromkeys(u for r in group.all_runs() for u in used_in.get((group.name, r.run_id), []))
