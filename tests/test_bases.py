@@ -1,4 +1,4 @@
-"""Issue 31 item 3: an experiment file names a base (relative to itself) and overrides sections of it;
+"""An experiment file names a base (relative to itself) and overrides sections of it;
 objects merge key by key, a changed "type" replaces; a chain is bounded and a cycle is one line."""
 from __future__ import annotations
 

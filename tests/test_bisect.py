@@ -1,4 +1,4 @@
-"""Divergence bisection (issue 24, item 4): each parity bug of tests/test_crosscheck_mutations.py, injected
+"""Divergence bisection: each parity bug of tests/test_crosscheck_mutations.py, injected
 into one backend, is located at the layer and quantity it was injected into; identical backends part nowhere.
 The expected places are written from the mutations' definitions, not from the bisection's output."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 31 items 1-2: blocks and network parameters expand at load into the flat layers a hand-written
+"""Blocks and network parameters expand at load into the flat layers a hand-written
 spec states (the same layer ids, weight names and run id); every bad use is one SpecError line naming
 the use, the block and the field; fuzzed block files end in a SpecError, never a traceback or a hang."""
 from __future__ import annotations

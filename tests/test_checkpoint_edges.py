@@ -1,4 +1,4 @@
-"""Issue 36, checkpoints: every scalar and array of a checkpoint is checked before use, in one place
+"""Checkpoints: every scalar and array of a checkpoint is checked before use, in one place
 (run_folder._check_state_arrays over netspec.protocol's checks): a negative Adam step, NaN moments, a
 missing Adam key or an out-of-range shuffle order is a damaged checkpoint, named, not trusted (the run
 starts over), never a traceback and never taken for divergence. Milliseconds each: no training."""

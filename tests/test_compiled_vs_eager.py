@@ -1,8 +1,8 @@
-"""Compiled and graphed steps against eager references on a CPU, mask by mask and step by step (issue 25,
-item 2). A GPU trains through these paths by default ('auto' compiles there), so each must be checked
+"""Compiled and graphed steps against eager references on a CPU, mask by mask and step by step.
+A GPU trains through these paths by default ('auto' compiles there), so each must be checked
 against something that does not share its code:
 
-- torch's hashed dropout masks (backends/torch/layers.py, the masks of every step since issue 24):
+- torch's hashed dropout masks (backends/torch/layers.py, the masks of every step):
   their keep rate within a binomial tolerance, kept values x / (1 - p) and dropped ones 0, masks of
   different seeds or layers independent (P(both kept) = keep^2);
 - torch's compiled (and stand-in graphed) steps and jax's scan, through the model's protocol only: two

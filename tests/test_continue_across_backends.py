@@ -1,4 +1,4 @@
-"""A run started on one backend continues on the other (issue 24, item 2): `train --from RUN_DIR`.
+"""A run started on one backend continues on the other: `train --from RUN_DIR`.
 
 The checkpoint holds nothing framework-specific (weights, the optimizer's moments, the schedule, the
 shuffle's numpy state and the dropout stream as [seed, step]), so a small MLP with dropout trained 2

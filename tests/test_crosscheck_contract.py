@@ -1,4 +1,4 @@
-"""The cross-check's own contract (issue 25, item 3): what it compares and how tightly.
+"""The cross-check's own contract: what it compares and how tightly.
 
 The check is run on torch against torch (bit-identical, every row 0) and against a torch model that
 differs from it in one running statistic only, by a known relative amount, at a known moment (the
@@ -180,7 +180,7 @@ class _NoDropoutBackend(_OffBackend):
 
 
 def test_dropout_stays_on_and_every_mask_is_checked() -> None:
-    """Both backends draw the same masks (issue 24), so the check keeps both kinds of dropout on: one
+    """Both backends draw the same masks, so the check keeps both kinds of dropout on: one
     mask row per dropout layer and backend, each naming its layer; a backend that drops nothing fails
     its mask rows, and its passes differ too."""
     torch = load_backend("torch")

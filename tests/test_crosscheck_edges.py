@@ -1,4 +1,4 @@
-"""Issue 36, the cross-check at its edges: a network far too big is refused by a size bound before any
+"""The cross-check at its edges: a network far too big is refused by a size bound before any
 backend compiles (one line: the bound and the network's size)."""
 from __future__ import annotations
 

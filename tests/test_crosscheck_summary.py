@@ -1,4 +1,4 @@
-"""Issue 35: lr.png's lr axis is logarithmic when every lr is positive; crosscheck prints a summary
+"""The lr axis of lr.png is logarithmic when every lr is positive; crosscheck prints a summary
 first (the full table with --verbose), and a reported row that does not fail says why it is tolerated."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What identifies data (issue 37, item 5): the test batch of a python-batches folder is part of the
+"""What identifies data: the test batch of a python-batches folder is part of the
 run id's data identity and of the cache key, and the restricted unpickler admits exactly the
 constructors CIFAR-10's files need, no more.
 

@@ -1,4 +1,4 @@
-"""Issue 31 item 6: `summary --diagram` writes the graph as a figure and as Mermaid text whose edges are
+"""`summary --diagram` writes the graph as a figure and as Mermaid text whose edges are
 the graph's (ResNet-9's two residual arcs from layer1 and layer3 to the Adds at 13 and 28)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One dropout stream for both backends (issue 24): every mask is netspec.protocol.counter_hash.keep_mask's, bit for
+"""One dropout stream for both backends: every mask is netspec.protocol.counter_hash.keep_mask's, bit for
 bit, in torch and jax, eager and compiled; the stream's state is (seed, step), framework-neutral.
 
 The reference is numpy: keep_mask, itself checked here against hash32 of the five words written in

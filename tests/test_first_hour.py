@@ -1,4 +1,4 @@
-"""What a new user meets in the first hour (issue 26), run as the user runs it: the `netspec`
+"""What a new user meets in the first hour, run as the user runs it: the `netspec`
 command in a subprocess, where what it prints is the point."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`train --from RUN` of a run whose spec differs names the differing fields and the fix (issue 35, item 5)."""
+"""`train --from RUN` of a run whose spec differs names the differing fields and the fix."""
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,4 @@
-"""netspec.from_torch (issue 34): plain torch.nn modules, traced with torch.fx, come in as a Network and
+"""netspec.from_torch: plain torch.nn modules, traced with torch.fx, come in as a Network and
 canonical weights that both backends compute as the module does (eval mode); unsupported modules and
 calls are named by their qualified names, all at once.
 

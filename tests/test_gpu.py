@@ -1,4 +1,4 @@
-"""GPU-only checks (issue 12): no host synchronisation inside a graphed or eager torch epoch
+"""GPU-only checks: no host synchronisation inside a graphed or eager torch epoch
 (torch.cuda.set_sync_debug_mode('error')), no transfer inside a jax epoch, the precision switches on a
 GPU, compiled vs eager steps, CUDA-graphed vs ungraphed steps. Skipped without CUDA; `python -m benchmarks.gpu_check` runs them."""
 from __future__ import annotations

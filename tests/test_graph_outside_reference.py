@@ -1,4 +1,4 @@
-"""Graph meaning checked against references independent of netspec's graph code (issue 37, item 1).
+"""Graph meaning checked against references independent of netspec's graph code.
 
 tests/test_graph.py and the random-graph tests compare backends with a numpy reference that resolves
 inputs through the same Network.nodes(): a bug there (inputs sorted, so Concat of [b, a] joins [a, b])

@@ -1,4 +1,4 @@
-"""Image-folder trees of any size, channel count and class count (issue 32): data.image_size and
+"""Image-folder trees of any size, channel count and class count: data.image_size and
 data.channels, the one resize rule, the cache and run identity, and every bad file as one line with no
 cache entry left behind."""
 from __future__ import annotations

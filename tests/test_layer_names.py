@@ -1,4 +1,4 @@
-"""Issue 31 item 4, names instead of indices: `--set` and sweep axis paths name a layer by its `id`
+"""Names instead of indices: `--set` and sweep axis paths name a layer by its `id`
 (`network.layers.layer1.kernel_size`) wherever they name it by index, resolved on the spec dict before
 validation, so the experiment and its run id are the ones the index gives; an unknown id is one line."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Every field of every layer type at a non-default value, through each backend in float64, against
-torch.nn itself (issue 37, item 2): the reference is PyTorch's module, not netspec's own numpy meaning.
+torch.nn itself: the reference is PyTorch's module, not netspec's own numpy meaning.
 
 The cases are generated from the layer classes (netspec.spec.layers.LAYER_TYPES and their
 model_fields): a field added to a layer type without a row in OPTION_VALUES (non-default values and the

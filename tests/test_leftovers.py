@@ -1,4 +1,4 @@
-"""Issue 36's leftovers: a damaged .npz, a refused report output and a too-deep --set value are each one line."""
+"""A damaged .npz, a refused report output and a too-deep --set value are each one line."""
 from __future__ import annotations
 
 import io

@@ -1,4 +1,4 @@
-"""Issue 36, locks: a second process that wants a run another process holds says once that it waits, and
+"""Locks: a second process that wants a run another process holds says once that it waits, and
 for which process (its pid), then gets the lock when the holder lets go."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The network meets the data (issue 32): its input shape against the images' shape and its outputs
+"""The network meets the data: its input shape against the images' shape and its outputs
 against the class count, one line naming both sides and what to change, before any run folder exists;
-and a run folder whose preprocess.json does not fit its network (issue 36: was an IndexError)."""
+and a run folder whose preprocess.json does not fit its network (was an IndexError)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""netspec import (issue 34): ONNX files written by torch.onnx.export from plain torch.nn originals come in
+"""netspec import: ONNX files written by torch.onnx.export from plain torch.nn originals come in
 as specs with canonical weights, and both backends compute what the original computes; every shipped
 spec round-trips through export and import with its layers and run id; bad files are one line each.
 

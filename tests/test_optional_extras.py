@@ -1,4 +1,4 @@
-"""The first hour (issue 35): an optional package a flag needs is checked before anything starts or is
+"""The first hour: an optional package a flag needs is checked before anything starts or is
 written, in one line that names the pip extra; a sweep's missing base names the sweep file and its field."""
 from __future__ import annotations
 

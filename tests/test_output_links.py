@@ -1,4 +1,4 @@
-"""Writes never follow a link planted in a tree from elsewhere (issue 21, class 1).
+"""Writes never follow a link planted in a tree from elsewhere.
 
 A symbolic link is planted at every name a run, an export, an evaluation, a sweep manifest and a
 report write, each pointing at a file outside the output folder; after they all ran, every file

@@ -1,4 +1,4 @@
-"""Precision and compiled steps on a CPU (issue 12): the precision switches and dtypes, compiled vs eager
+"""Precision and compiled steps on a CPU: the precision switches and dtypes, compiled vs eager
 histories, one compile per run, bit-exact resume with compiled steps, and no host read inside an epoch
 except at the chunk boundaries (torch: counted reads; jax: jax.transfer_guard('disallow'))."""
 from __future__ import annotations

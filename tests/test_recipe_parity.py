@@ -1,4 +1,4 @@
-"""The training recipe on both backends (issue 23) against independent references.
+"""The training recipe on both backends against independent references.
 
 - Optimizers, parameter groups, per-step lrs, label smoothing and augmentation in one: a backend's
   train_steps call in float64 against torch.nn built-ins stepped by torch.optim's own SGD/Adam/AdamW

@@ -1,5 +1,5 @@
 """report.md's "Experiments in brief" names the experiments that share a name by what differs between
-them (issue 35 item 7), prints seconds to 2 decimals, and titles the sweep's per-epoch overlay figures
+them, prints seconds to 2 decimals, and titles the sweep's per-epoch overlay figures
 with the seed they show.
 
 Runs are finished by writing their folders (run_folder.write_history, write_metrics) from made-up

@@ -1,5 +1,5 @@
 """Every number the report and the tables print, read back and compared with the metrics.json it came
-from, column by column and seed by seed (issue 37, item 3). tests/test_report_tables.py checks most
+from, column by column and seed by seed. tests/test_report_tables.py checks most
 tables; here: every column of the per-seed appendix (by the run id each row names), differences paired by
 seed when arms finished different seeds (list order would pair seed 0 with seed 1), each backend's figure
 links naming that backend's own run folder, and the table a finished run prints (metrics_table).

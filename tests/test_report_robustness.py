@@ -71,7 +71,7 @@ def test_nothing_to_report_is_one_line(tmp_path: Path) -> None:
         write_report(tmp_path / "empty")
 
 
-# ---- user strings in markdown (issue 21, class 2) ---------------------------------------------------
+# ---- user strings in markdown ---------------------------------------------------
 
 HOSTILE_LABELS = ["a | b", "<img src=x onerror=alert(1)>", "x\n## heading", "`code` [link](http://x) & ![i](y)"]
 

@@ -1,4 +1,4 @@
-"""Exact resume, extension, --force, divergence and class checks, end to end (issue 11, items 1, 2, 4).
+"""Exact resume, extension, --force, divergence and class checks, end to end.
 
 A run killed with SIGKILL at a random moment and run again with the same command must end bit for bit
 where the uninterrupted run ends: history (timings aside), metrics and best_weights.npz bytes, on every
@@ -216,7 +216,7 @@ def test_impossible_class_setups_are_one_line_before_training(backend_name: str,
     assert not list(tmp_path.glob("[ab]/*/*/spec.json"))  # nothing written, nothing trained
 
 
-# ---- the training recipe (issue 23): optimizer state, schedule position, augmentation stream --------------
+# ---- the training recipe: optimizer state, schedule position, augmentation stream --------------
 
 RECIPE = {"optimizer": {"type": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, "lr": 0.05,
           "schedule": {"type": "piecewise_linear", "knots": [[0, 0.2], [1, 1], [3, 0]]}, "label_smoothing": 0.1,

@@ -1,4 +1,4 @@
-"""What a resumed or repeated run keeps (issue 37, item 4): a resumed run's TensorBoard events are not
+"""What a resumed or repeated run keeps: a resumed run's TensorBoard events are not
 purged from step 1, an extension starts from the longest finished run of its trajectory (the epochs
 trained are counted), and every output file's mode follows the umask (never mkstemp's 0600).
 

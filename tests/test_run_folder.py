@@ -1,4 +1,4 @@
-"""RunFolder's promises (issue 11, item 2) on the scripted backend: atomic files with unique temporary
+"""RunFolder's promises on the scripted backend: atomic files with unique temporary
 names, strict JSON, damaged files detected in one line and rebuilt, one process per run (the lock)."""
 from __future__ import annotations
 

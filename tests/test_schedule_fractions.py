@@ -1,4 +1,4 @@
-"""Issue 31 item 5: knots whose epoch is "p/q" are that fraction of train.epochs, so `--epochs N` keeps
+"""Knots whose epoch is "p/q" are that fraction of train.epochs, so `--epochs N` keeps
 the recipe's shape (the lr reaches 0 at the last step) and the shipped 24-epoch run its exact lrs."""
 from __future__ import annotations
 

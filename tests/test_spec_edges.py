@@ -1,4 +1,4 @@
-"""Hostile and odd values (issue 36): each is one line at load (a SpecError, `error: ...` and exit 2 on the
+"""Hostile and odd values: each is one line at load (a SpecError, `error: ...` and exit 2 on the
 command line) naming the field and what to do, never a traceback later; the boundary values still load.
 Fast: nothing here compiles or trains."""
 from __future__ import annotations
@@ -85,7 +85,7 @@ FLOAT_FIELDS = [(layer, name) for layer in LAYER_TYPES for name, field in layer.
 
 
 def test_the_float_fields_are_found() -> None:
-    # Not vacuous: the layers' real-valued fields as of issue 36 are all among those checked below.
+    # Not vacuous: the layers' real-valued fields are all among those checked below.
     assert {("BatchNorm", "momentum"), ("BatchNorm", "eps"), ("Dropout", "p"), ("Dropout2d", "p"), ("Scale", "factor"),
             ("CELU", "alpha"), ("LeakyReLU", "negative_slope")} <= {(layer.__name__, name) for layer, name in FLOAT_FIELDS}
 

@@ -1,4 +1,4 @@
-"""TFDS image sets by name (issue 32), through tensorflow-datasets' own mock (`tfds.testing.mock_data`,
+"""TFDS image sets by name, through tensorflow-datasets' own mock (`tfds.testing.mock_data`,
 MockPolicy.USE_CODE: the sets' features from TFDS's code, random examples, no download): a grayscale
 set (mnist, 1x28x28) and a 100-class set (cifar100), loaded, cached, trained on both backends from the
 shipped specs, evaluated with a 100-class confusion matrix; and the one-line refusals."""

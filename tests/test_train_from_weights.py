@@ -1,4 +1,4 @@
-"""train --weights (issue 34): a new run starts from given canonical weights (fine-tuning), their
+"""train --weights: a new run starts from given canonical weights (fine-tuning), their
 fingerprint part of the run id; weights that do not fit the network are one line naming the first misfit
 tensor. Absent weights leave every run id as it was (tests/test_shipped_run_ids.py)."""
 from __future__ import annotations

@@ -236,7 +236,7 @@ def test_an_epoch_line_says_which_figure_is_which() -> None:
                                "test loss 1.5000 acc 0.4300  3.1s 12,903 img/s")
 
 
-# --- the recipe (issue 23): per-step lrs, augmentation plans, early stopping, flip TTA ---------------
+# --- the recipe: per-step lrs, augmentation plans, early stopping, flip TTA ---------------
 
 def recipe_train(script: Script, train: dict[str, Any], progress: bool = False, n_train: int = 8,
                  batch_size: int = 2) -> tuple[ScriptedModel, list[EpochRecord], ns.Experiment]:

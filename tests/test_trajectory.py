@@ -1,4 +1,4 @@
-"""The cross-check with dropout on (issue 24, item 3): masks checked against the numpy reference first, the
+"""The cross-check with dropout on: masks checked against the numpy reference first, the
 float64 tier through steps that drop units, and the trajectory mode (`crosscheck --steps N`).
 
 A wrong mask must fail the check as a mask, in the backend that drew it: here jax's masks are made

@@ -1,4 +1,4 @@
-"""Run folders, manifests, checkpoints and launches from elsewhere (issue 21, classes 3-8): every file read
+"""Run folders, manifests, checkpoints and launches from elsewhere: every file read
 back is validated by one schema per file kind (netspec.runs.records) and named in one line when it fails,
 nothing blocks on a FIFO or allocates what a header declares, and launches refuse what can never run.
 All without training: each test is milliseconds."""

@@ -1,4 +1,4 @@
-"""What a user would lose, each checked against an independent reference (issue 25, item 1).
+"""What a user would lose, each checked against an independent reference.
 
 - the best weights: a run whose last epoch is not its best keeps the best epoch's model in
   best_weights.npz, and evaluate, predict and export use it (the reference: the model's weights

@@ -1,4 +1,4 @@
-"""Bad input is one line before any training (issue 11, items 3-5): safe names, bounded and finite
+"""Bad input is one line before any training: safe names, bounded and finite
 numbers, resources checked before allocation, and run ids that follow the data's content, not the
 spelling of its path. Fast: nothing here trains."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Originals written in plain torch.nn, not built by netspec (issue 34's imports start from these): the
+"""Originals written in plain torch.nn, not built by netspec: the
 report's CNN and a torchvision-style ResNet-9 (Page's DAWNBench network), small in width for speed, with
 BatchNorm statistics moved off their initial values so that a lost or misread BatchNorm shows."""
 from __future__ import annotations
