@@ -1200,7 +1200,9 @@ def all_cases() -> list[Case]:
 # ---- the runner -----------------------------------------------------------------------------------
 
 def _env(work: Path) -> dict[str, str]:
-    env = {**os.environ, "NETSPEC_CACHE": str(work.parent / "cache"), "PYTHONPATH": str(REPO),
+    # the caller's PYTHONPATH after REPO: a checkout's shim names its netspec_backends (else the installed one answers)
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH", ""))))
+    env = {**os.environ, "NETSPEC_CACHE": str(work.parent / "cache"), "PYTHONPATH": path,
            "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("PYTHONWARNINGS", None)
     return env
