@@ -197,13 +197,16 @@ def _message(error: dict[str, Any], model: Optional[type[BaseModel]]) -> tuple[t
                "in the section")
         loc = ()
     elif kind == "literal_error":
-        choices = _quoted(str(ctx.get("expected", "")))
+        expected = str(ctx.get("expected", ""))
+        choices = _quoted(expected)
         given = error.get("input")
         given = repr(given) if isinstance(given, str) else _as_json(given)
         what = f"{given} is not a choice"
         if len(loc) > 1 and loc[-1] == "type":  # optimizer: type: 'sgd' reads as an unknown optimizer
             what, loc = f"unknown {loc[-2]} {given}", loc[:-1]
-        msg = f"{what}{did_you_mean(error.get('input'), choices)}; netspec has {', '.join(map(repr, choices))}"
+        # numbers (channels: Literal[1, 3]) come unquoted in pydantic's "1 or 3": show them as they are
+        shown = ", ".join(map(repr, choices)) if choices else expected
+        msg = f"{what}{did_you_mean(error.get('input'), choices)}; netspec has {shown}"
     elif kind == "missing":
         msg = f"missing required field '{loc[-1]}'; add it"
         loc = loc[:-1]

@@ -218,3 +218,12 @@ def test_an_image_size_too_large_to_cache_is_one_line_before_decoding(tmp_path: 
                                             r"set a smaller data.image_size"):
             load(tmp_path, root, image_size=(16, 16))
     assert not list((tmp_path / "cache").glob("local-*"))
+
+
+def test_channels_2_names_the_choices() -> None:
+    """Issue 36's corpus: a Literal of numbers listed no choice at all ('netspec has ')."""
+    from netspec.io import validate
+
+    with pytest.raises(SpecError) as err:
+        validate(DataConfig, {"channels": 2}, "d.json")
+    assert str(err.value).endswith("channels: 2 is not a choice; netspec has 1 or 3")

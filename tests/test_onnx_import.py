@@ -230,6 +230,14 @@ def test_a_truncated_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "not a complete ONNX model" in line and "truncated" in line
 
 
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "m.onnx")  # no writer: a plain open() would wait forever (issue 36's corpus)
+    with pytest.raises(SpecError, match="a FIFO, not a file"):
+        onnx_import.read_model(tmp_path / "m.onnx")
+
+
 def test_a_file_over_the_bound_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(onnx_import, "MAX_ONNX_BYTES", 1000)

@@ -47,7 +47,9 @@ TIMEOUT_S = 180
 OUTCOMES = ("clean", "traceback", "silent", "lost data", "hang/OOM")
 GROUPS = ("data", "numbers", "processes", "specs", "outputs", "weights",
           # issue 21: run folders, reports and launches from elsewhere, one group per class of fault
-          "links", "markup", "overwrite", "hangs", "records", "tracebacks", "leftovers", "messages")
+          "links", "markup", "overwrite", "hangs", "records", "tracebacks", "leftovers", "messages",
+          # issue 36: the newest surfaces (blocks, bases, fractions, image data, searches, tracking, import, --weights)
+          "surfaces")
 NET = {"input_shape": [3, 32, 32], "layers": [
     {"type": "Conv2d", "out_channels": 4, "kernel_size": 5, "stride": 3}, {"type": "BatchNorm"}, {"type": "ReLU"},
     {"type": "Dropout2d", "p": 0.1}, {"type": "Flatten"}, {"type": "Linear", "out_features": 16}, {"type": "ReLU"},
@@ -967,6 +969,215 @@ def untrusted_cases() -> list[Case]:
     ]
     return cases
 
+# ---- issue 36: the newest surfaces ------------------------------------------------------------------
+
+def blocks(layers: list, blocks_: dict, params: Optional[dict] = None) -> Callable[[Path], None]:
+    """bad.json: TINY with a short-form network of these blocks, uses and network parameters."""
+    network = {"input_shape": [3, 32, 32], "blocks": blocks_, "layers": layers, **({"params": params} if params else {})}
+    return spec(network=network)
+
+
+HEAD = [{"type": "Flatten"}, {"type": "Linear", "out_features": 10}]
+RELU = {"params": [], "layers": [{"type": "ReLU"}]}
+
+
+def fan_out(depth: int, width: int) -> dict:
+    """Blocks b0..b{depth}: each uses the next `width` times, so b0 expands to width**depth layers."""
+    out = {f"b{i}": {"params": [], "layers": [{"use": f"b{i + 1}"}] * width} for i in range(depth)}
+    return {**out, f"b{depth}": RELU}
+
+
+def bases(*files: tuple[str, object]) -> Callable[[Path], None]:
+    def setup(work: Path) -> None:
+        for name, content in files:
+            write(work / name, content) if not isinstance(content, bytes) else write_bytes(work / name, content)
+    return setup
+
+
+def knots(*values: object) -> Callable[[Path], None]:
+    return spec(train={**TINY["train"], "schedule": {"type": "piecewise_linear", "knots": [[v, 0.1] for v in values]}})
+
+
+def searchfile(**changes: object) -> Callable[[Path], None]:
+    body = {"version": 1, "name": "se", "base": "tiny.json", "space": [
+        {"name": "lr", "paths": ["train.lr"], "type": "loguniform", "low": 0.001, "high": 0.1}],
+        "objective": {"metric": "val_acc", "at": "best"}, "trials": 2, "seeds": 1}
+    return chain(lambda w: write(w / "tiny.json", {**TINY, "train": {**TINY["train"], "epochs": 1}}),
+                 lambda w: write(w / "se.json", {**body, **changes}))
+
+
+def study(content: Optional[bytes] = None, link_to: Optional[str] = None, folder: bool = False) -> Callable[[Path], None]:
+    """Plant out/searches/se/study.db: damaged bytes, a link out of the folder, or a folder."""
+    def setup(work: Path) -> None:
+        path = work / "out" / "searches" / "se" / "study.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            path.mkdir()
+        elif link_to:
+            link(path, victim(work, link_to))
+        else:
+            path.write_bytes(content or b"")
+    return setup
+
+
+def onnx_file(build: Callable[[], bytes], name: str = "m.onnx") -> Callable[[Path], None]:
+    return lambda work: write_bytes(work / name, build())
+
+
+def _onnx(nodes: list, inits: Optional[list] = None, out: str = "y", shape: Optional[list] = None) -> bytes:
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape or [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=inits or [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _onnx_cycle() -> bytes:
+    from onnx import helper
+    return _onnx([helper.make_node("Relu", ["x2"], ["x1"]), helper.make_node("Relu", ["x1"], ["x2"]),
+                  helper.make_node("Flatten", ["x2"], ["y"])])
+
+
+def _onnx_unknown_op() -> bytes:
+    from onnx import helper
+    return _onnx([helper.make_node("Hardmax", ["x"], ["h"]), helper.make_node("Flatten", ["h"], ["y"])])
+
+
+def _onnx_huge_initializer() -> bytes:
+    """A Gemm whose weight declares 2^31 floats through its dims but carries none."""
+    from onnx import TensorProto, helper
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[10, 2**31])  # make_tensor checks the count
+    return _onnx([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)], [weight])
+
+
+def _good_onnx() -> bytes:
+    from onnx import numpy_helper
+    from onnx import helper
+    w = numpy_helper.from_array(np.zeros((10, 3 * 32 * 32), np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(10, np.float32), "b")
+    return _onnx([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)], [w, b])
+
+
+def imported(*more: str) -> Step:
+    return Step(["import", "m.onnx", "-o", "out", *more])
+
+
+def surface_cases() -> list[Case]:
+    tiny_ = lambda work: write(work / "tiny.json", TINY)
+    weights = lambda path: train("tiny.json", "--weights", path)
+    search = Step(["search", "se.json", "--out", "out", "--device", "cpu", "--backend", "torch"])
+    unreachable = Step(train("tiny.json", "--track", "mlflow=http://10.255.255.1:5000").argv)
+    cases = [
+        # blocks and network parameters
+        Case("block uses itself", "surfaces", [train("bad.json")], setup=blocks([{"use": "a"}] + HEAD, {"a": {"params": [], "layers": [{"use": "a"}]}})),
+        Case("blocks use each other", "surfaces", [train("bad.json")],
+             setup=blocks([{"use": "a"}] + HEAD, {"a": {"params": [], "layers": [{"use": "b"}]}, "b": {"params": [], "layers": [{"use": "a"}]}})),
+        Case("block expansion of 10^8 layers", "surfaces", [train("bad.json")], setup=blocks([{"use": "b0"}] + HEAD, fan_out(8, 10))),
+        Case("blocks nested 9 deep", "surfaces", [train("bad.json")], setup=blocks([{"use": "b0"}] + HEAD, fan_out(9, 1))),
+        Case("block unknown", "surfaces", [train("bad.json")], setup=blocks([{"use": "nope"}] + HEAD, {"a": RELU})),
+        Case("block use lacks a parameter", "surfaces", [train("bad.json")],
+             setup=blocks([{"use": "c"}] + HEAD, {"c": {"params": ["n"], "layers": [{"type": "Conv2d", "out_channels": "$n", "kernel_size": 3}]}})),
+        Case("block params not a list", "surfaces", [train("bad.json")], setup=blocks([{"use": "a"}] + HEAD, {"a": {"params": "n", "layers": []}})),
+        Case("blocks is a list", "surfaces", [train("bad.json")], setup=spec(network={**NET, "blocks": [1, 2]})),
+        Case("network param undefined", "surfaces", [train("bad.json")],
+             setup=blocks([{"type": "Conv2d", "out_channels": "$w", "kernel_size": 3}] + HEAD, {}, {"x": 4})),
+        Case("network param a string", "surfaces", [train("bad.json")],
+             setup=blocks([{"type": "Conv2d", "out_channels": "$w", "kernel_size": 3}] + HEAD, {}, {"w": "wide"})),
+        Case("network param inexact division", "surfaces", [train("bad.json")],
+             setup=blocks([{"type": "Conv2d", "out_channels": "$w/3", "kernel_size": 3}] + HEAD, {}, {"w": 4})),
+        Case("network param 10^300", "surfaces", [train("bad.json")],
+             setup=blocks([{"type": "Conv2d", "out_channels": "2*$w", "kernel_size": 3}] + HEAD, {}, {"w": 10**300})),
+        Case("network param true", "surfaces", [train("bad.json")],
+             setup=blocks([{"type": "Conv2d", "out_channels": "$w", "kernel_size": 3}] + HEAD, {}, {"w": True})),
+        Case("--set a network param to a list", "surfaces",
+             [train("bad.json", "--set", "network.params.w=[1,2]")],
+             setup=blocks([{"type": "Conv2d", "out_channels": "$w", "kernel_size": 3}] + HEAD, {}, {"w": 4})),
+        # bases
+        Case("base cycle of two files", "surfaces", [train("a.json")],
+             setup=bases(("a.json", {"base": "b.json", "name": "a"}), ("b.json", {"base": "a.json", "name": "b"}))),
+        Case("base is itself", "surfaces", [train("a.json")], setup=bases(("a.json", {"base": "a.json", "name": "a"}))),
+        Case("base chain 9 long", "surfaces", [train("b0.json")],
+             setup=bases(*[(f"b{i}.json", {"base": f"b{i + 1}.json"}) for i in range(9)], ("b9.json", TINY))),
+        Case("base missing", "surfaces", [train("a.json")], setup=bases(("a.json", {"base": "none.json", "name": "a"}))),
+        Case("base is a folder", "surfaces", [train("a.json")], setup=chain(bases(("a.json", {"base": "d", "name": "a"})), lambda w: (w / "d").mkdir())),
+        Case("base damaged JSON", "surfaces", [train("a.json")], setup=bases(("a.json", {"base": "b.json"}), ("b.json", b"{\"network\": "))),
+        Case("base a number", "surfaces", [train("a.json")], setup=bases(("a.json", {**TINY, "base": 7}))),
+        Case("base a link to a FIFO", "surfaces", [train("a.json")],
+             setup=chain(bases(("a.json", {"base": "f.json", "name": "a"})), lambda w: os.mkfifo(w / "f.json"))),
+        # fraction knots
+        *[Case(f"knot {v!r:.30}", "surfaces", [train("bad.json")], setup=knots("0/1", v, "1/1"))
+          for v in ("0/0", "3/2", "-1/2", "1/2/3", "a/b", "9" * 5000 + "/" + "9" * 5001, " 1/2")],
+        # image_size, channels, TFDS names
+        Case("image_size [0, 32]", "surfaces", [train("tiny.json", "--data-dir", "tree", "--set", "data.image_size=[0,32]")],
+             setup=chain(tiny_, tree_setup())),
+        Case("image_size 100000 square", "surfaces",
+             [train("tiny.json", "--data-dir", "tree", "--set", "data.image_size=[100000,100000]")], setup=chain(tiny_, tree_setup())),
+        Case("channels 2", "surfaces", [train("tiny.json", "--data-dir", "tree", "--set", "data.channels=2")], setup=chain(tiny_, tree_setup())),
+        Case("image_size on synthetic data", "surfaces", [train("tiny.json", "--set", "data.image_size=[16,16]")], setup=tiny_),
+        Case("TFDS name unknown", "surfaces", [train("tiny.json", "--data", "no_such_dataset_xyz")], setup=tiny_),
+        Case("TFDS name a path", "surfaces", [train("tiny.json", "--data", "../../etc/passwd")], setup=tiny_),
+        Case("TFDS name not an image set", "surfaces", [train("tiny.json", "--data", "imdb_reviews")], setup=tiny_),
+        # search files and study databases
+        Case("search trials 0", "surfaces", [search], setup=searchfile(trials=0)),
+        Case("search space empty", "surfaces", [search], setup=searchfile(space=[])),
+        Case("search path names no field", "surfaces", [search], setup=searchfile(space=[
+            {"name": "lr", "paths": ["train.lrr"], "type": "uniform", "low": 0.1, "high": 0.2}])),
+        Case("search base cycle", "surfaces", [search], setup=chain(searchfile(base="se.json"))),
+        Case("search low a string", "surfaces", [search], setup=searchfile(space=[
+            {"name": "lr", "paths": ["train.lr"], "type": "uniform", "low": "a", "high": 0.2}])),
+        Case("study.db damaged", "surfaces", [search], setup=chain(searchfile(), study(b"SQLite format 3\x00" + b"\xff" * 2000))),
+        Case("study.db empty", "surfaces", [search], setup=chain(searchfile(), study(b"")), says=("study.db",)),
+        Case("study.db a link out of the folder", "surfaces", [search], setup=chain(searchfile(), study(link_to="db"))),
+        Case("study.db a folder", "surfaces", [search], setup=chain(searchfile(), study(folder=True))),
+        Case("train of a search file", "surfaces", [train("se.json")], setup=searchfile()),
+        # MLflow URIs
+        Case("--track mlflow at an address that answers or not", "surfaces", [unreachable], setup=tiny_),
+        Case("--track mlflow at a closed port", "surfaces", [train("tiny.json", "--track", "mlflow=http://127.0.0.1:9")],
+             setup=tiny_, says=("no tracking server answers",)),
+        Case("--track mlflow=ftp://x", "surfaces", [train("tiny.json", "--track", "mlflow=ftp://x")], setup=tiny_),
+        Case("--track nope", "surfaces", [train("tiny.json", "--track", "nope")], setup=tiny_),
+        Case("--track mlflow=http://[::1", "surfaces", [train("tiny.json", "--track", "mlflow=http://[::1")], setup=tiny_),
+        Case("--track mlflow=sqlite in a missing folder", "surfaces",
+             [train("tiny.json", "--track", "mlflow=sqlite:///nowhere/x/y.db")], setup=tiny_),
+        Case("--track mlflow=file store", "surfaces", [train("tiny.json", "--track", "mlflow=file:./mlruns")], setup=tiny_),
+        # ONNX import
+        Case("import: garbage", "surfaces", [imported()], setup=text(b"\x08\x07garbage" * 50, "m.onnx")),
+        Case("import: empty file", "surfaces", [imported()], setup=text(b"", "m.onnx")),
+        Case("import: missing file", "surfaces", [imported()]),
+        Case("import: a cycle", "surfaces", [imported()], setup=onnx_file(_onnx_cycle)),
+        Case("import: unknown op", "surfaces", [imported()], setup=onnx_file(_onnx_unknown_op)),
+        Case("import: a 2^31-float initializer without data", "surfaces", [imported()], setup=onnx_file(_onnx_huge_initializer)),
+        Case("import: truncated", "surfaces", [imported()], setup=onnx_file(lambda: _good_onnx()[:200])),
+        Case("import: a FIFO", "surfaces", [imported()], setup=lambda w: os.mkfifo(w / "m.onnx")),
+        Case("import: -o is a file", "surfaces", [imported()], setup=chain(onnx_file(_good_onnx), text("x", "out"))),
+        Case("import: weights.npz planted as a link", "surfaces", [imported()], expect=0,
+             setup=chain(onnx_file(_good_onnx), lambda w: (w / "out").mkdir(), lambda w: link(w / "out" / "weights.npz", victim(w, "v.npz")))),
+        Case("import: --name escapes", "surfaces", [imported("--name", "../../x")], setup=onnx_file(_good_onnx)),
+        # train --weights
+        Case("--weights garbage", "surfaces", [weights("w.npz")], setup=chain(tiny_, text(b"garbage" * 10, "w.npz"))),
+        Case("--weights missing", "surfaces", [weights("w.npz")], setup=tiny_),
+        Case("--weights a folder", "surfaces", [weights("d")], setup=chain(tiny_, lambda w: (w / "d").mkdir())),
+        Case("--weights a FIFO", "surfaces", [weights("f.npz")], setup=chain(tiny_, lambda w: os.mkfifo(w / "f.npz"))),
+        Case("--weights /dev/zero", "surfaces", [weights("/dev/zero")], setup=tiny_),
+        Case("--weights pickled object", "surfaces", [weights("w.npz")],
+             setup=chain(tiny_, text(npz(x=np.array([Evil()], dtype=object)), "w.npz")),
+             check=lambda w: "pickle ran" if (w / "PWNED").exists() else None),
+        Case("--weights of another network", "surfaces", [weights("w.npz")], setup=chain(tiny_, text(npz(**{"0.weight": np.zeros(3, np.float32)}), "w.npz"))),
+        Case("--weights declares 4 GB", "surfaces", [weights("w.npz")], setup=chain(tiny_, lambda w: _zip_bomb_at(w / "w.npz"))),
+    ]
+    import importlib.util
+    if importlib.util.find_spec("onnx") is None:  # the import cases build their files with onnx (netspec[export])
+        cases = [c for c in cases if not c.name.startswith("import:")]
+    return cases
+
+
+def _zip_bomb_at(path: Path) -> None:
+    """A .npz whose member header declares 2^40 float32 values (the 'declares 4 GB' class at a path of one's own)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        header = b"\x93NUMPY\x01\x00" + b"{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }".ljust(118) + b"\n"
+        z.writestr("0.weight.npy", header + b"\x00" * 64)
+    path.write_bytes(out.getvalue())
+
 
 SWEEP = {"name": "sw", "base": "../tiny.json", "axes": [{"name": "lr", "paths": ["train.lr"], "values": [0.01, 0.02]}]}
 
@@ -986,13 +1197,15 @@ def _json_edit(path: Path, at: Optional[tuple] = None, value: object = None, **f
 
 def all_cases() -> list[Case]:
     return (spec_cases() + number_cases() + data_cases() + process_cases() + output_cases() + weight_cases()
-            + untrusted_cases())
+            + untrusted_cases() + surface_cases())
 
 
 # ---- the runner -----------------------------------------------------------------------------------
 
 def _env(work: Path) -> dict[str, str]:
-    env = {**os.environ, "NETSPEC_CACHE": str(work.parent / "cache"), "PYTHONPATH": str(REPO),
+    # the caller's PYTHONPATH after REPO: a checkout's shim names its netspec_backends (else the installed one answers)
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH", ""))))
+    env = {**os.environ, "NETSPEC_CACHE": str(work.parent / "cache"), "PYTHONPATH": path,
            "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("PYTHONWARNINGS", None)
     return env

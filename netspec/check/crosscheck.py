@@ -67,6 +67,9 @@ class Row:
     """inf: reported, not asserted."""
     reason: str = ""
     """Why a reported (not asserted) row is tolerated, in a few words (tolerated_reason); '' otherwise."""
+    nonfinite: int = 0
+    """How many elements are NaN or inf in either backend (float32 overflow): compared as equal where both
+    hold the same non-finite value, max_abs and rel are over the finite rest; NaN when they differ there."""
 
     @property
     def score(self) -> float:
@@ -113,10 +116,10 @@ class CrosscheckReport:
         cells = [header] + [
             (r.tier, r.quantity, r.tensor or "-", f"{r.max_abs:.2e}", f"{r.rel:.2e}",
              f"{r.tolerance:.0e}" if r.asserted else "reported", ("ok" if r.ok else "FAIL") if r.asserted else "-",
-             r.reason)
+             "; ".join(filter(None, (_nonfinite_note(r), r.reason))))
             for r in self.rows
         ]
-        if not any(r.reason for r in self.rows):
+        if not any(r.reason or r.nonfinite for r in self.rows):
             cells = [c[:-1] for c in cells]
         widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
         lines = ["  ".join(f"{c[i]:{'<<<>>><<'[i]}{widths[i]}}" for i in range(len(c))).rstrip() for c in cells]
@@ -137,6 +140,9 @@ class CrosscheckReport:
         backends = self.title.split(":", 1)[0].removeprefix("cross-check ")
         lines = [f"{verdict}: {backends}, {len(rows)} rows compared ({len(asserted)} asserted, "
                  f"{len(rows) - len(asserted)} reported only)"]
+        if overflowed := [r for r in rows if r.nonfinite]:
+            lines.append(f"  {len(overflowed)} rows hold NaN or inf (the network overflows its float type), first "
+                         f"{overflowed[0].name}: {_nonfinite_note(overflowed[0])}; scale its layers down")
         cells: list[tuple[str, ...]] = []
         for tier in dict.fromkeys(r.tier for r in rows):
             checked = [r for r in asserted if r.tier == tier]
@@ -154,6 +160,14 @@ class CrosscheckReport:
         widths = [max(len(c[i]) for c in cells) for i in range(4)] if cells else []
         lines += ["  " + "  ".join(f"{c[i]:<{widths[i]}}" for i in range(4)).rstrip() for c in cells]
         return "\n".join(lines + [self.title])
+
+
+def _nonfinite_note(row: Row) -> str:
+    """The table's words for a row holding NaN or inf ('' for a finite one)."""
+    if not row.nonfinite:
+        return ""
+    agree = "the same in both backends" if not math.isnan(row.max_abs) else "NOT the same in both backends"
+    return f"{row.nonfinite} non-finite values, {agree}"
 
 
 BIAS_BEFORE_BATCHNORM = "bias before BatchNorm: the normalization cancels it, no effect on the output"
@@ -193,7 +207,15 @@ def synthetic_batch(network: Network, n: int, rng: np.random.Generator) -> tuple
 
 
 def _max_abs(a: np.ndarray) -> float:
+    """max|a| over the finite elements (an overflowed element has no scale; Row.nonfinite counts it)."""
+    a = np.asarray(a)[np.isfinite(a)]
     return float(np.max(np.abs(a))) if np.size(a) else 0.0
+
+
+def _nonfinite(a: np.ndarray, b: np.ndarray) -> tuple[int, bool]:
+    """How many elements are non-finite in a or b, and whether both hold the same value at each of them."""
+    bad = ~np.isfinite(a) | ~np.isfinite(b)
+    return int(bad.sum()), bool(np.array_equal(a[bad], b[bad], equal_nan=True))
 
 
 def _scales(weights: Weights, floor: float = 0.0, trainable: frozenset[str] = frozenset()) -> dict[str, float]:
@@ -218,9 +240,12 @@ class _Tier:
             tolerance: Optional[float] = None) -> None:
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         scale = _max_abs(b) if scale is None else scale
-        max_abs = _max_abs(a - b) if a.shape == b.shape else math.nan
+        nonfinite, same = _nonfinite(a, b) if a.shape == b.shape else (0, False)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: counted in nonfinite, masked by _max_abs
+            max_abs = _max_abs(a - b) if a.shape == b.shape and same else math.nan
         tolerance = self.tolerance if tolerance is None else tolerance
-        self.report.rows.append(Row(self.name, quantity, tensor, max_abs, max_abs / (scale + TINY), tolerance))
+        self.report.rows.append(Row(self.name, quantity, tensor, max_abs, max_abs / (scale + TINY), tolerance,
+                                    nonfinite=nonfinite))
 
     def exact(self, quantity: str, a: float, b: float) -> None:
         """Accuracies: any difference fails (an argmax flip), when this stage is asserted."""
@@ -253,8 +278,8 @@ def _one_pass(tier: _Tier, models: tuple[Any, Any], x: np.ndarray, y: np.ndarray
     floor = GRAD_FLOOR * max(map(_max_abs, grads_ref.values()), default=0.0)
     tier.weights("grad", grads_other, grads_ref, {name: max(_max_abs(g), floor) for name, g in grads_ref.items()})
     tier.rel("train logits", "", other.forward(x, train=True), ref.forward(x, train=True))
-    w_ref = ref.get_weights()
-    tier.weights("running stat", other.get_weights(), w_ref, _scales(w_ref), [n for n in w_ref if n not in grads_ref])
+    w_ref = ref.get_weights(finite=False)
+    tier.weights("running stat", other.get_weights(finite=False), w_ref, _scales(w_ref), [n for n in w_ref if n not in grads_ref])
 
 
 def _evaluate(tier: _Tier, quantity: str, models: tuple[Any, Any], data: list[Any], batch_size: int) -> None:
@@ -279,10 +304,10 @@ def _train(tier: _Tier, models: tuple[Any, Any], data: list[Any], batches: np.nd
     quantity = f"after {len(batches)} steps"
     tier.rel(f"{quantity} loss sum", "", sums[1, 0], sums[0, 0])
     tier.exact(f"{quantity} acc sum", sums[1, 1], sums[0, 1])
-    w_ref = models[0].get_weights()
+    w_ref = models[0].get_weights(finite=False)
     scale = max(config.param_groups.norm_bias_lr_scale, 1.0)
     reach = scale * sum(float(np.sum(c)) * f for f, c in zip(LR_FACTORS, np.array_split(lrs, len(LR_FACTORS))))
-    tier.weights(quantity, models[1].get_weights(), w_ref, _scales(w_ref, reach, trainable))
+    tier.weights(quantity, models[1].get_weights(finite=False), w_ref, _scales(w_ref, reach, trainable))
     tier.rel(f"{quantity} eval logits", "", models[1].forward(x), models[0].forward(x))
     _evaluate(tier, f"{quantity} evaluate", models, data, len(x))
 

@@ -36,6 +36,7 @@ from netspec.deploy.export import NETWORK_KEY, SPEC_KEY, onnx_model
 from netspec.deploy.layer_graph import Activation, LayerGraph, node_problem
 from netspec.deploy.onnx_rules import _RULES, UNSUPPORTED_HINT, _gelu_step, _onnx, _Unsupported
 from netspec.errors import ShapeError, SpecError
+from netspec.io import open_regular
 from netspec.spec.experiment import Experiment
 from netspec.spec.layers import BatchNorm, Dropout, Dropout2d, Identity, LayerSpec, Shape
 from netspec.spec.network import NETWORK_INPUT, Network
@@ -69,7 +70,7 @@ def read_model(path: str | Path) -> Any:
         if size > MAX_ONNX_BYTES:
             raise SpecError(f"{path}: {size:,} bytes, more than the {MAX_ONNX_BYTES:,} netspec reads (protobuf's "
                             "limit); a model that big keeps its weights in external data, which import refuses")
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO or device would block or never end
             data = f.read(MAX_ONNX_BYTES + 1)
     except OSError as err:
         raise SpecError(f"{path}: cannot read it ({err.strerror or err}); give an .onnx file") from None

@@ -102,8 +102,9 @@ class Model(Protocol):
         """Train-mode mean cross-entropy and its gradient for every trainable tensor (canonical names
         and layouts). Changes nothing: no parameter update, no running statistics update, no RNG draw."""
 
-    def get_weights(self) -> Weights:
-        """Parameters and running statistics as canonical numpy arrays (copies)."""
+    def get_weights(self, finite: bool = True) -> Weights:
+        """Parameters and running statistics as canonical numpy arrays (copies); NaN or inf raise
+        SpecError unless `finite=False`."""
 
     def set_weights(self, weights: Weights) -> None:
         """Load canonical weights (checked against the network)."""

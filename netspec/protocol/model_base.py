@@ -230,9 +230,10 @@ class ModelBase:
         return self._loss_and_grads(x, check_labels(self.network, y, len(x)))
 
     @scoped
-    def get_weights(self) -> Weights:
-        """Copies, in canonical order, names, layouts and dtypes (checked as any weights are)."""
-        return check_weights(self.network, self._get_weights(), f"{self.backend_name} model", self.float_dtype)
+    def get_weights(self, finite: bool = True) -> Weights:
+        """Copies, in canonical order, names, layouts and dtypes (checked as any weights are; NaN or inf
+        refused unless `finite=False`, for the cross-check of a run that overflowed)."""
+        return check_weights(self.network, self._get_weights(), f"{self.backend_name} model", self.float_dtype, finite)
 
     @scoped
     def set_weights(self, weights: Weights) -> None:

@@ -40,8 +40,31 @@ def parse_track(text: Optional[str], out_root: Path) -> Optional[str]:
     if kind != "mlflow":
         raise SetupError(f"--track {text!r}: the one tracker is mlflow (--track mlflow or --track mlflow=URI)")
     if uri:
-        return uri
+        return check_uri(uri)
     return f"sqlite:///{safe_output_dir(out_root, 'mlflow').resolve() / 'mlflow.db'}"
+
+
+URI_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+"""The tracking stores MLflow 3 opens for new runs (its file store is in maintenance mode and refuses them)."""
+
+
+def check_uri(uri: str) -> str:
+    """A --track URI MLflow can open, else one line (before anything trains): a known scheme, a port that
+    parses, and for sqlite a folder that exists (a typo would put the store somewhere unseen)."""
+    try:
+        parsed = urlparse(uri)
+        parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number or an unclosed [IPv6
+    except ValueError as err:
+        raise SetupError(f"--track mlflow={uri}: not a URI ({err}); give http(s)://HOST:PORT or sqlite:///PATH.db") from None
+    if parsed.scheme.split("+")[0] not in URI_SCHEMES:
+        raise SetupError(f"--track mlflow={uri}: MLflow opens no new tracking store there; give an http(s) server, "
+                         "sqlite:///PATH.db or a database URI (postgresql://...)")
+    if parsed.scheme == "sqlite" and uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise SetupError(f"--track mlflow={uri}: the folder {str(folder)!r} does not exist; create it or give "
+                             "another sqlite:///PATH.db")
+    return uri
 
 
 def reachable(uri: str) -> None:
@@ -81,12 +104,18 @@ class MlflowTracker:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise missing_package("--track mlflow", "mlflow", "track") from None
+        from mlflow.exceptions import MlflowException
         reachable(uri)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(EXPERIMENT)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            EXPERIMENT, artifact_location=artifacts.resolve().as_uri() if artifacts else None)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(EXPERIMENT)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+                EXPERIMENT, artifact_location=artifacts.resolve().as_uri() if artifacts else None)
+        except MlflowException as err:  # something answers, but not as an MLflow tracking store does
+            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise SetupError(f"--track mlflow={uri}: the tracking store refused netspec ({first}); check the URI "
+                             "(an MLflow server: mlflow server --port PORT)") from None
 
     def _run(self, key: str, name: str, tags: dict[str, str]) -> str:
         """The MLflow run tagged `key`, made the first time."""

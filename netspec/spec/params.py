@@ -89,9 +89,11 @@ def init_weights(network: Network, seed: int = 0) -> Weights:
     return weights
 
 
-def check_weights(network: Network, weights: Weights, source: str = "weights", float_dtype: str = "float32") -> Weights:
+def check_weights(network: Network, weights: Weights, source: str = "weights", float_dtype: str = "float32",
+                  finite: bool = True) -> Weights:
     """Check names, shapes and dtypes against the network; return copies in order, floats as
-    `float_dtype` (float64 for a float64 model) and integers as int64."""
+    `float_dtype` (float64 for a float64 model) and integers as int64. `finite=False` lets NaN and inf
+    through: the cross-check compares what two backends hold, overflowed or not."""
     infos = network.param_infos()
     missing = sorted(set(infos) - set(weights))
     extra = sorted(set(weights) - set(infos))
@@ -102,18 +104,18 @@ def check_weights(network: Network, weights: Weights, source: str = "weights", f
         value = np.asarray(weights[name])
         if value.shape != tuple(info.shape):
             raise SpecError(f"{source}: tensor '{name}' has shape {value.shape}, the network needs {tuple(info.shape)}")
-        _check_values(value, name, source)
+        _check_values(value, name, source, finite)
         out[name] = value.astype(float_dtype if np.dtype(info.dtype).kind == "f" else info.dtype, copy=True)
     return out
 
 
-def _check_values(value: np.ndarray, name: str, source: str) -> None:
+def _check_values(value: np.ndarray, name: str, source: str, finite: bool = True) -> None:
     """Real, finite numbers only: a string or complex array would fail deep in a backend, and NaN or
     infinite weights would evaluate to plausible-looking numbers (a NaN loss, chance accuracy)."""
     if value.dtype.kind not in "biuf":
         raise SpecError(f"{source}: tensor '{name}' has dtype {value.dtype}; weights are real numbers: "
                         "give a .npz written by netspec")
-    if value.dtype.kind == "f" and not np.isfinite(value).all():
+    if finite and value.dtype.kind == "f" and not np.isfinite(value).all():
         raise SpecError(f"{source}: tensor '{name}' holds NaN or infinite values; these weights come from a "
                         "diverged or damaged run: train it again")
 
