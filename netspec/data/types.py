@@ -13,7 +13,7 @@ IMAGE_SHAPE = (3, 32, 32)
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Images float32 NCHW (N, 3, 32, 32), normalized; labels int64 in 0..len(classes)-1."""
+    """Images float32 NCHW (N, C, H, W: the data's channels and size), normalized; labels int64 in 0..len(classes)-1."""
 
     train_x: np.ndarray
     train_y: np.ndarray

@@ -327,7 +327,7 @@ class Prediction:
     """Softmax probability of every class, in the run's class order."""
 
     notes: tuple[str, ...] = ()
-    """What was done to the file to make it a 32x32 RGB input ('converted from grayscale to RGB')."""
+    """What was done to the file to make it the run's input ('converted from grayscale to RGB')."""
 
     def line(self) -> str:
         notes = f" ({'; '.join(self.notes)})" if self.notes else ""
