@@ -234,7 +234,8 @@ def test_a_saved_experiment_starts_with_its_schema(tmp_path: Path) -> None:
     path = tmp_path / "e.json"
     small_mlp().save(path)
     content = json.loads(path.read_text())
-    assert next(iter(content)) == "$schema" and content["$schema"] == "schema/experiment.schema.json"
+    assert next(iter(content)) == "$schema"  # outside the checkout: the schema's absolute file URI
+    assert content["$schema"] == (ROOT / "specs" / "schema" / "experiment.schema.json").as_uri()
     assert ns.load(path) == small_mlp()
 
 
