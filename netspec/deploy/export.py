@@ -239,15 +239,21 @@ of the logits' size; a wrong operator or layout differs by their whole size."""
 
 @dataclass(frozen=True)
 class ExportCheck:
-    """The exported model's logits against the backend's, on CHECK_BATCH random inputs."""
+    """One backend's logits against another model's (the exported file, or an imported original), on
+    CHECK_BATCH random inputs."""
 
     backend: str
     largest_difference: float
     largest_logit: float
 
     @property
+    def tolerance(self) -> float:
+        """CHECK_RTOL of the largest logit (at least 1): the rule the export's and the import's checks share."""
+        return CHECK_RTOL * max(1.0, self.largest_logit)
+
+    @property
     def ok(self) -> bool:
-        return self.largest_difference <= CHECK_RTOL * max(1.0, self.largest_logit)
+        return self.largest_difference <= self.tolerance
 
     def line(self) -> str:
         verdict = "agrees" if self.ok else "DISAGREES"

@@ -22,7 +22,7 @@ import numpy as np
 
 from netspec.check.bisection import locate
 from netspec.errors import SpecError
-from netspec.deploy.export import CHECK_RTOL
+from netspec.deploy.export import CHECK_RTOL, ExportCheck
 from netspec.deploy.onnx_import import default_experiment, fixed_batch, import_onnx
 from netspec.io import safe_output_dir, write_json
 from netspec.protocol.backend import Backend
@@ -47,15 +47,8 @@ class Original:
     layers: Callable[[np.ndarray], dict[int, np.ndarray]]
 
 
-@dataclass(frozen=True)
-class BackendMatch:
-    backend: str
-    largest_difference: float
-    largest_logit: float
-
-    @property
-    def ok(self) -> bool:
-        return self.largest_difference <= IMPORT_RTOL * max(1.0, self.largest_logit)
+BackendMatch = ExportCheck
+"""A backend against the import's original: the export check's record and tolerance rule."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +65,7 @@ class ImportCheck:
     def lines(self) -> list[str]:
         out = [f"{m.backend} against {self.original} on {CHECK_BATCH} random inputs (eval mode): largest difference "
                f"{m.largest_difference:.1e} (largest logit {m.largest_logit:.2f}, tolerance "
-               f"{IMPORT_RTOL * max(1.0, m.largest_logit):.1e}): {'agrees' if m.ok else 'DISAGREES'}" for m in self.matches]
+               f"{m.tolerance:.1e}): {'agrees' if m.ok else 'DISAGREES'}" for m in self.matches]
         return out + ([self.parting] if self.parting else [])
 
 
