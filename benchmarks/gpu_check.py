@@ -3,7 +3,7 @@
     python -m benchmarks.gpu_check --out DIR [--tiny] [--data-dir PATH] [--budget-s 470]
 
 In order, within --budget-s seconds overall:
-  (a) the GPU-only tests (`pytest -m gpu tests/test_gpu.py`: no host sync in a graphed epoch, TF32 and
+  (a) the GPU-only tests (`pytest -m gpu tests/backends/test_gpu.py`: no host sync in a graphed epoch, TF32 and
       bf16 switches on the GPU, compiled vs eager and CUDA-graphed vs ungraphed steps), at most 95 s;
   (b) the benchmark table (benchmarks/epoch_time.py: both backends, tf32/bf16, compiled/eager, against
       the frameworks' built-in layers), at most 150 s, on --bench-size images per epoch;
@@ -19,7 +19,7 @@ matters: environment, test outcome, the table, each run's metrics and per-epoch 
 --runs-dir.
 
 --tiny runs the same stages on a CPU in well under a minute (synthetic data, a narrow CNN, one or two
-epochs, the tiny benchmark); the test suite runs it that way (tests/test_gpu_check.py).
+epochs, the tiny benchmark); the test suite runs it that way (tests/project/test_gpu_check.py).
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def environment() -> dict[str, Any]:
 # ---- (a) the GPU-only tests -------------------------------------------------------------------------
 
 def gpu_tests(check: Check, timeout_s: float) -> dict[str, Any]:
-    command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")]
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / "backends" / "test_gpu.py")]
     check.log(" ".join(command))
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)

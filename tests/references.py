@@ -60,7 +60,7 @@ TORCH_NN = {
     spec.Concat: lambda layer, shape: _Lambda(lambda *xs: torch.cat(xs, dim=1)),
     spec.Softplus: lambda layer, shape: nn.Softplus(layer.beta, layer.threshold),
 }
-"""Layer type -> its torch.nn construction (layer, input shape) -> module; tests/test_layer_tables.py
+"""Layer type -> its torch.nn construction (layer, input shape) -> module; tests/spec/test_layer_tables.py
 checks it covers netspec.spec.layers.LAYER_TYPES."""
 
 

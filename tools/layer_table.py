@@ -1,7 +1,7 @@
 """The layer table of docs/spec-format.md, written from the layer classes (netspec.spec.layers.LAYER_TYPES):
 each type, its family module, what it computes (its docstring's first sentence) and every field with
 its default and description (the attribute docstrings, which the JSON Schema carries too). A test
-(tests/test_layer_tables.py) checks the page holds exactly this table, so no type or field goes undocumented.
+(tests/spec/test_layer_tables.py) checks the page holds exactly this table, so no type or field goes undocumented.
 
     python tools/layer_table.py            # print the table
     python tools/layer_table.py --write    # replace the table in docs/spec-format.md

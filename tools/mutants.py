@@ -47,23 +47,23 @@ class Mutant:
     """pytest arguments: the test files (and -k filters) that should catch it; kept small for speed."""
 
 
-TRAINER = ("tests/test_trainer_rules.py",)
-DATA = ("tests/test_data.py", "-k", "split or normalization")
-SHAPES = ("tests/test_shapes_and_counts.py",)
-TORCH_LAYERS = ("tests/test_backend_contract.py", "-k", "torch and layer_")
-JAX_LAYERS = ("tests/test_backend_contract.py", "-k", "jax and layer_")
-REPORT = ("tests/test_report_tables.py",)
-STEP_GRAPH = ("tests/test_torch_step_graph.py",)
-OUTCOMES = "tests/test_user_outcomes.py"
-BEST_WEIGHTS = ("tests/test_inference.py", "tests/test_export.py", OUTCOMES, "-k", "best")
-SEEDS = ("tests/test_sweep.py", OUTCOMES, "-k", "seeds")
-RESUME_DECAY = ("tests/test_run_folder.py", OUTCOMES, "-k", "resume or resumed or state")
-TEMP_FILES = ("tests/test_run_folder.py", OUTCOMES, "-k", "temporary or writer or atomic")
-BOOTSTRAP = ("tests/test_stats.py", OUTCOMES, "-k", "interval or difference or bootstrap")
-VAL_SIZE_SWEEP = ("tests/test_sweep.py", OUTCOMES, "-k", "sweep")
-EXPORT_POOL = ("tests/test_export.py", OUTCOMES, "-k", "export or layer")
-CROSSCHECK_CONTRACT = ("tests/test_crosscheck_contract.py",)
-COMPILED = ("tests/test_compiled_vs_eager.py",)
+TRAINER = ("tests/training/test_trainer_rules.py",)
+DATA = ("tests/data/test_data.py", "-k", "split or normalization")
+SHAPES = ("tests/spec/test_shapes_and_counts.py",)
+TORCH_LAYERS = ("tests/protocol/test_backend_contract.py", "-k", "torch and layer_")
+JAX_LAYERS = ("tests/protocol/test_backend_contract.py", "-k", "jax and layer_")
+REPORT = ("tests/sweeps/test_report_tables.py",)
+STEP_GRAPH = ("tests/backends/test_torch_step_graph.py",)
+OUTCOMES = "tests/commands/test_user_outcomes.py"
+BEST_WEIGHTS = ("tests/deploy/test_inference.py", "tests/deploy/test_export.py", OUTCOMES, "-k", "best")
+SEEDS = ("tests/sweeps/test_sweep.py", OUTCOMES, "-k", "seeds")
+RESUME_DECAY = ("tests/runs/test_run_folder.py", OUTCOMES, "-k", "resume or resumed or state")
+TEMP_FILES = ("tests/runs/test_run_folder.py", OUTCOMES, "-k", "temporary or writer or atomic")
+BOOTSTRAP = ("tests/runs/test_stats.py", OUTCOMES, "-k", "interval or difference or bootstrap")
+VAL_SIZE_SWEEP = ("tests/sweeps/test_sweep.py", OUTCOMES, "-k", "sweep")
+EXPORT_POOL = ("tests/deploy/test_export.py", OUTCOMES, "-k", "export or layer")
+CROSSCHECK_CONTRACT = ("tests/check/test_crosscheck_contract.py",)
+COMPILED = ("tests/backends/test_compiled_vs_eager.py",)
 
 MUTANTS: list[Mutant] = [
     # --- the trainer: the lab protocol and the seven figures ------------------------------------------
@@ -236,7 +236,7 @@ MUTANTS: list[Mutant] = [
 ]
 
 # --- one dropout stream for both backends (issue 24) --------------------------------------------------------
-STREAM = ("tests/test_dropout_stream.py",)
+STREAM = ("tests/protocol/test_dropout_stream.py",)
 MUTANTS += [
     Mutant("backends/torch/layers.py", "keys[self.layer], self.p, cached[1:])", "keys[0], self.p, cached[1:])",
            "eager dropout layers all take layer 0's key (stream)", STREAM),
@@ -258,10 +258,10 @@ MUTANTS += [
 ]
 
 # --- the training recipe (issue 23): schedules, augmentation, parameter groups, early stopping ------------
-SCHEDULES = ("tests/test_schedules.py",)
-GRAPH = ("tests/test_graph.py", "-k", "bad_graph")
-TORCH_GRAPHS = ("tests/test_torch_internals.py", "-k", "random_graphs")
-JAX_LAYER_HARNESS = ("tests/test_backend_contract.py", "-k", "jax and harness")
+SCHEDULES = ("tests/training/test_schedules.py",)
+GRAPH = ("tests/spec/test_graph.py", "-k", "bad_graph")
+TORCH_GRAPHS = ("tests/backends/test_torch_internals.py", "-k", "random_graphs")
+JAX_LAYER_HARNESS = ("tests/protocol/test_backend_contract.py", "-k", "jax and harness")
 MUTANTS += [
     # --- the layer graph (issue 22) --------------------------------------------------------------------
     Mutant("netspec/spec/network.py", "dead = [n for n in nodes[:-1] if n.index not in used]", "dead: list[Node] = []",
@@ -274,9 +274,9 @@ MUTANTS += [
            "jax Concat along H of NHWC data instead of the channels", JAX_LAYER_HARNESS),
 ]
 
-AUGMENT = ("tests/test_augment.py",)
-PARAM_GROUPS = ("tests/test_param_groups.py",)
-RECIPE_TRAINER = ("tests/test_trainer_rules.py", "-k", "step or augmentation or early or flip")
+AUGMENT = ("tests/protocol/test_augment.py",)
+PARAM_GROUPS = ("tests/protocol/test_param_groups.py",)
+RECIPE_TRAINER = ("tests/training/test_trainer_rules.py", "-k", "step or augmentation or early or flip")
 MUTANTS += [
     Mutant("netspec/training/schedules.py", "np.interp(s / steps_per_epoch,", "np.interp(s // steps_per_epoch,",
            "piecewise linear schedule evaluated per epoch, not per step", SCHEDULES),
@@ -306,9 +306,9 @@ MUTANTS += [
 ]
 
 # --- the recipe in the backends: optimizers, parameter groups, label smoothing, augmentation, flip TTA ------
-RECIPE_TORCH = ("tests/test_recipe_parity.py", "-k", "torch")
-RECIPE_JAX = ("tests/test_recipe_parity.py", "-k", "jax")
-RECIPE_RESUME = ("tests/test_resume.py", "-k", "recipe")
+RECIPE_TORCH = ("tests/training/test_recipe_parity.py", "-k", "torch")
+RECIPE_JAX = ("tests/training/test_recipe_parity.py", "-k", "jax")
+RECIPE_RESUME = ("tests/runs/test_resume.py", "-k", "recipe")
 MUTANTS += [
     Mutant("backends/torch/recipe.py", "momentum=opt.momentum, nesterov=opt.nesterov,", "momentum=opt.momentum, nesterov=False,",
            "torch: Nesterov momentum dropped", RECIPE_TORCH),
@@ -353,13 +353,13 @@ MUTANTS += [
 # divergence bisection (issue 24, item 4): it must name the FIRST layer where the backends part
 MUTANTS += [
     Mutant("netspec/check/bisection.py", "for k in range(last + 1):", "for k in reversed(range(last + 1)):",
-           "bisection: names the last differing layer instead of the first", ("tests/test_bisect.py",)),
+           "bisection: names the last differing layer instead of the first", ("tests/check/test_bisect.py",)),
 ]
 
 
 # --- issue 37: meaning against outside references (torch.nn wired by hand), options at non-default values --
-OUTSIDE_GRAPH = ("tests/test_graph_outside_reference.py",)
-OPTIONS_VS_TORCH = ("tests/test_layer_options_vs_torch.py",)
+OUTSIDE_GRAPH = ("tests/spec/test_graph_outside_reference.py",)
+OPTIONS_VS_TORCH = ("tests/protocol/test_layer_options_vs_torch.py",)
 MUTANTS += [
     Mutant("netspec/spec/network.py", "inputs = tuple(self._resolve(index, ref, ids) for ref in self._refs(index))",
            "inputs = tuple(sorted(self._resolve(index, ref, ids) for ref in self._refs(index)))",
@@ -375,7 +375,7 @@ MUTANTS += [
 ]
 
 # --- issue 37: every number the report prints, against the metrics file it came from ----------------------
-REPORT_NUMBERS = ("tests/test_report_numbers.py",)
+REPORT_NUMBERS = ("tests/sweeps/test_report_numbers.py",)
 MUTANTS += [
     Mutant("netspec/sweeps/report_sections.py", 'r.metrics.get("test_acc"), r.metrics.get("best_val_acc"), r.metrics.get("val_acc")]',
            'r.metrics.get("best_val_acc"), r.metrics.get("test_acc"), r.metrics.get("val_acc")]',
@@ -391,7 +391,7 @@ MUTANTS += [
 ]
 
 # --- issue 37: what a resumed or repeated run keeps --------------------------------------------------------
-RESUME_KEEPS = ("tests/test_resume_keeps.py",)
+RESUME_KEEPS = ("tests/runs/test_resume_keeps.py",)
 MUTANTS += [
     Mutant("netspec/runs/tensorboard.py", "purge_step=first_epoch,", "purge_step=1,",
            "a resumed run's TensorBoard events purged from step 1", RESUME_KEEPS),
@@ -404,7 +404,7 @@ MUTANTS += [
 ]
 
 # --- issue 37: what identifies data, what a finished run reads back ------------------------------------------
-DATA_IDENTITY = ("tests/test_data_identity_edges.py",)
+DATA_IDENTITY = ("tests/data/test_data_identity_edges.py",)
 MUTANTS += [
     Mutant("netspec/data/sources/python_batches.py", 'OTHER_FILES = ("test_batch", "batches.meta")', 'OTHER_FILES = ("batches.meta",)',
            "the test batch of a python-batches folder left out of the data identity and cache key", DATA_IDENTITY),

@@ -122,7 +122,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Concat: lambda s, site: _merge(lambda xs: jnp.concatenate(xs, axis=-1)),  # NHWC: channels last
     spec.Softplus: lambda s, site: _stateless(lambda x: jnp.where(s.beta * x > s.threshold, x, jax.nn.softplus(s.beta * x) / s.beta)),
 }
-"""Spec class -> builder; tests/test_layer_tables.py checks it covers netspec.spec.layers.LAYER_TYPES."""
+"""Spec class -> builder; tests/spec/test_layer_tables.py checks it covers netspec.spec.layers.LAYER_TYPES."""
 
 
 class SpecNet(nn.Module):

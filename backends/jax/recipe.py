@@ -7,7 +7,7 @@ Adam's direction is optax.scale_by_adam (torch's: eps outside the square root, e
 today's Adam step is unchanged. SGD is written out rather than taken from optax.sgd so that each
 operation is torch.optim.SGD's, in its order: g += wd * p; buf = momentum * buf + g (buf = g at the
 first step, the same as from zeros); d = g + momentum * buf (Nesterov) or buf; p -= lr * d. (optax's
-trace forms the same two expressions; tests/test_recipe_parity.py checks the result against
+trace forms the same two expressions; tests/training/test_recipe_parity.py checks the result against
 torch.optim in float64.) The augmentation builds netspec.protocol.augment's index maps from the draws on the
 device and applies them as an exact gather and select, bit-identical to the numpy reference and to
 the torch backend.

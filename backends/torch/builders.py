@@ -95,7 +95,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Concat: lambda layer, site: Concat(),
     spec.Softplus: lambda layer, site: nn.Softplus(layer.beta, layer.threshold),
 }
-"""Every layer type of the spec union (tests/test_layer_tables.py checks it against netspec.spec.layers.LAYER_TYPES)."""
+"""Every layer type of the spec union (tests/spec/test_layer_tables.py checks it against netspec.spec.layers.LAYER_TYPES)."""
 
 
 def build_module(network: Network) -> nn.Module:

@@ -1,5 +1,5 @@
 """Test machinery: random valid layers and networks, for the contract suite, the cross-check tests and
-fuzzing. RANDOM_LAYERS has one generator per layer type (tests/test_layer_tables.py checks that it
+fuzzing. RANDOM_LAYERS has one generator per layer type (tests/spec/test_layer_tables.py checks that it
 covers netspec.spec.layers.LAYER_TYPES), so a new layer type is drawn into every random network."""
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ _BUILDERS: dict[type, Callable[[_GraphBuilder, int, Any], None]] = {
     Concat: lambda g, i, layer: g.add("Concat", i, [], merge=True, axis=1),
     Softplus: _softplus,
 }
-"""Layer type -> its ONNX rule; tests/test_layer_tables.py checks it covers netspec.spec.layers.LAYER_TYPES."""
+"""Layer type -> its ONNX rule; tests/spec/test_layer_tables.py checks it covers netspec.spec.layers.LAYER_TYPES."""
 
 
 def onnx_model(network: Network, weights: Weights, opset: int = DEFAULT_OPSET,

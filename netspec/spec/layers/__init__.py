@@ -5,7 +5,7 @@ an input shape, the tensors it owns (names, shapes, initializer, trainable or bu
 a small float64 numpy forward pass (`reference`, built on netspec.spec.reference) that the contract
 suite, the random-network tests and the exporter's checks compare every backend with. Besides this
 class (and its place in `Layer` below), a new layer type needs one builder per backend, one ONNX rule
-and one random generator (docs/design.md, "Adding a layer type"); tests/test_layer_tables.py fails,
+and one random generator (docs/design.md, "Adding a layer type"); tests/spec/test_layer_tables.py fails,
 naming the table, while any of them misses it. Input sizes are never written: the network infers them.
 Shapes exclude the batch dimension: (F,) or (C, H, W). Semantics follow PyTorch's conventions
 (docs/design.md, "Semantics live once"); every backend implements these and redefines nothing.

@@ -1,0 +1,1 @@
+"""The test suite, a folder per room of the house (docs/layout.md)."""
