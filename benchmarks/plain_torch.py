@@ -31,7 +31,10 @@ from netspec.protocol.param_groups import groups_of, tensor_rules
 from netspec.spec.params import init_weights
 from netspec.training.schedules import learning_rates
 from netspec.runs.tables import metrics_table
-from netspec.training.trainer import EpochRecord, LrSchedule, batch_index_matrix, early_stop, epoch_orders, shape_inputs, summarize
+from netspec.runs.records import summarize
+from netspec.training.history import EpochRecord
+from netspec.training.schedules import LabLrRule
+from netspec.training.trainer import batch_index_matrix, early_stop, epoch_orders, shape_inputs
 
 
 def plain_optimizer(module: torch.nn.Module, experiment: Experiment) -> tuple[torch.optim.Optimizer, list[float]]:
@@ -136,7 +139,7 @@ def train_plain(experiment: Experiment, data: Dataset, device: torch.device, log
     padded = pad_split(train_x, cfg.augment)
     orders = epoch_orders(len(train_y), cfg.shuffle_seed, cfg.shuffle_first_epoch)
     history = [] if history is None else history
-    lab = LrSchedule(cfg.lr, cfg.lr_decay)
+    lab = LabLrRule(cfg.lr, cfg.lr_decay)
     best = -1.0
     for epoch in range(1, cfg.epochs + 1):
         batches = batch_index_matrix(next(orders), cfg.batch_size)

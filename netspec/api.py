@@ -23,7 +23,7 @@ from netspec.runs import run_folder
 from netspec.runs.training_run import run_experiment
 from netspec.spec.experiment import Experiment
 from netspec.training.threads import check_threads
-from netspec.training.trainer import EpochRecord, record_from_dict
+from netspec.training.history import EpochRecord, record_from_dict
 
 TINY = {"train_size": 2_500, "val_size": 500, "test_size": 500}
 """What `tiny` makes of any experiment's data: 2,000 training, 500 validation and 500 test images (a spec

@@ -4,10 +4,12 @@
   keys or lone surrogates; spec files' problems as one SpecError line naming the file;
 - .npz arrays whose headers are checked before numpy allocates what they declare;
 - the one atomic writer (`atomic_write`: replaces a link at the name, never follows it) and the folders
-  netspec names inside a tree (`safe_output_dir`: never a link).
+  netspec names inside a tree (`safe_output_dir`: never a link);
+- strict JSON text (non-finite numbers as null) and .npz bytes that are equal for equal arrays.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -319,3 +321,34 @@ def load_npz(path: str | Path, max_bytes: int, names: Optional[Iterable[str]] = 
                 OverflowError, OSError) as err:
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             raise DamagedNpz(path, first) from None
+
+
+# ---- strict JSON and reproducible .npz bytes (what run folders are written as) ------------------------
+
+def strict(value: Any) -> Any:
+    """A JSON-able copy with non-finite floats as null (strict JSON has no NaN or Infinity) and numpy
+    scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(strict(data), indent=2, allow_nan=False) + "\n"
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz as np.savez writes it (np.load reads it), but with a fixed timestamp on every member, so
+    equal arrays give equal bytes: a resumed run's best_weights.npz is byte for byte the uninterrupted one's."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    return buffer.getvalue()

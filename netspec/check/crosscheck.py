@@ -44,7 +44,7 @@ ACC_TOLERANCE = 1e-12
 """Accuracies: exact (one flipped prediction fails), yet ranked finitely among the failing rows."""
 LR_FACTORS = (1.0, 0.5)
 """The steps are split into one train_steps call per factor, at lr * factor: the lr changes between
-calls, as the trainer's LrSchedule does."""
+calls, as the trainer's LabLrRule does."""
 TINY = 1e-300
 MAX_CROSSCHECK_BYTES = 4 * 2**30
 """Largest network the cross-check compiles, as training_bytes at its batch, doubled for float64 and for

@@ -7,23 +7,21 @@ import numpy as np
 
 from netspec.spec.experiment import TrainConfig
 from netspec.runs.plots import Switch, figure_png, pyplot
-from netspec.training.trainer import EpochRecord
-from netspec.training.schedules import learning_rates
+from netspec.training.history import EpochRecord
+from netspec.training.schedules import epoch_lrs
 
 LR_PLOT = "lr.png"
 
 
 def run_lrs(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch position of every step run, its lr): step s of epoch e at e - 1 + s / steps_per_epoch. The
-    lab schedule's lr of each epoch is the history's (it depends on the losses)."""
-    positions, lrs = [], []
-    for record in history:
-        first = (record.epoch - 1) * steps_per_epoch
-        steps = np.arange(first, first + steps_per_epoch)
-        positions.append(steps / steps_per_epoch)
-        lrs.append(learning_rates(steps, steps_per_epoch, config, lr=record.lr if config.schedule.type == "lab" else None))
-    empty = np.zeros(0)
-    return (np.concatenate(positions), np.concatenate(lrs)) if history else (empty, empty)
+    """(epoch position of every step run, its lr): step s of epoch e at e - 1 + s / steps_per_epoch, its lr
+    the one the trainer handed the model (schedules.epoch_lrs, with the lab rule's lr of each epoch read
+    from the history: it depends on the losses)."""
+    if not history:
+        return np.zeros(0), np.zeros(0)
+    positions = [np.arange((r.epoch - 1) * steps_per_epoch, r.epoch * steps_per_epoch) / steps_per_epoch for r in history]
+    lrs = [epoch_lrs(config, r.epoch, steps_per_epoch, r.lr) for r in history]
+    return np.concatenate(positions), np.concatenate(lrs)
 
 
 def lr_figure(history: list[EpochRecord], config: TrainConfig, steps_per_epoch: int, title: str,

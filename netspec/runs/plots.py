@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from netspec.io import write_bytes_atomic
-from netspec.training.trainer import EpochRecord
+from netspec.training.history import EpochRecord
 
 
 class _Figures:

@@ -13,7 +13,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError, model_validator
 
+import numpy as np
+
 from netspec.errors import format_validation_error
+from netspec.training.history import EpochRecord
 from netspec.spec.fields import SafeName
 
 Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -184,3 +187,32 @@ def check_history(data: Any, what: str, epochs: Optional[int] = None) -> list[Ep
         raise ValueError(f"{what}: does not hold the {epochs} epochs of metrics.json")
     return rows
 
+
+# ---- a history's figures (metrics.json's, the report's) --------------------------------------------------
+
+SUMMARY_FIELDS = {
+    "train_loss": "training loss",
+    "train_acc": "training accuracy",
+    "val_loss": "validation loss",
+    "val_acc": "validation accuracy",
+    "best_val_acc": "best validation accuracy",
+    "test_loss": "final test loss",
+    "test_acc": "final test accuracy",
+}
+"""The seven figures of each run's table in the lab report, in its order."""
+
+
+def summarize(history: list[EpochRecord]) -> dict[str, Any]:
+    """The report's seven figures (last epoch's train/val, best val, test at the last best val),
+    plus the best epoch and the epoch times."""
+    last = history[-1]
+    best = max(range(len(history)), key=lambda i: (history[i].val_acc, i))  # the last of equal bests
+    times = [r.seconds for r in history]
+    return {
+        "train_loss": last.train_loss, "train_acc": last.train_acc,
+        "val_loss": last.val_loss, "val_acc": last.val_acc,
+        "best_val_acc": history[best].val_acc,
+        "test_loss": history[best].test_loss, "test_acc": history[best].test_acc,
+        "best_epoch": history[best].epoch, "epochs": len(history),
+        "epoch_seconds": times, "median_epoch_seconds": float(np.median(times)),
+    }

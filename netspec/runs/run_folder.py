@@ -22,59 +22,50 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 import platform
 import secrets
 import shutil
 import socket
 import sys
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from netspec.runs import records
-from netspec.errors import SetupError, SpecError
-from netspec.protocol.model_base import DROPOUT_RNG, check_stream, finite_numbers, unpack_training_state
+from netspec.runs import checkpoint, records
+from netspec.runs.checkpoint import CHECKPOINT, Checkpoint, NotFit
+from netspec.errors import SetupError
 from netspec.spec.experiment import Experiment
 from netspec.runs.identity import run_identity
 from netspec.io import (  # noqa: F401 - atomic_write: the one writer, re-exported
     UnreadableJSON,
     atomic_write,
-    load_npz,
+    json_text,
+    npz_bytes,
     open_regular,
     parse_json_file,
-    parse_json_text,
     safe_output_dir,
+    strict,
     write_bytes_atomic,
 )
-from netspec.protocol.optimizer_state import DamagedState, check_arrays as check_optimizer_arrays
 from netspec.spec.network import Network
 from netspec.spec.params import Weights
 from netspec.training.schedules import schedule_spans_the_run
 from netspec.spec.sweep_file import SWEEPS_DIR, is_sweep_file
-from netspec.training.trainer import EpochRecord, TrainerState, summarize
+from netspec.training.history import EpochRecord
+from netspec.training.trainer import TrainerState
 from netspec.version import __version__
 
 METRICS, HISTORY_JSON, HISTORY_CSV = "metrics.json", "history.json", "history.csv"
 SPEC, ENV, WEIGHTS = "spec.json", "env.json", "best_weights.npz"
-CHECKPOINT = "checkpoint.npz"
 PREPROCESS = "preprocess.json"
 PREPROCESS_INPUT = "NCHW float32 = (pixels - shift) / scale per channel"
 FINISHED, DIVERGED = "finished", "diverged"
-CHECKPOINT_FORMAT = 1
-_CHECKPOINT_META = "meta.json"
-"""The checkpoint's JSON part, stored in the .npz as a uint8 array: one file, one atomic rename."""
 _ATTEMPT, _OLD = ".attempt-", ".old-"
 LOCKS = ".locks"
 """The folder of the output root that holds the runs' lock files."""
-MAX_CHECKPOINT_BYTES = 16 * 2**30
-"""Largest total of a checkpoint's arrays read back (checked from their headers first): weights, Adam's
-two moments and the best weights of the largest network check_memory lets train, with room."""
-
 Log = Callable[[str], None]
 
 
@@ -99,58 +90,34 @@ def trajectory_id(experiment: Experiment) -> str:
     return run_id(experiment.model_copy(update={"train": experiment.train.model_copy(update={"epochs": 0})}))
 
 
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """A run's trajectory id and length, computed once per run: its checkpoint records both, and a
+    checkpoint continues a run only when it is of the same trajectory and no longer."""
+
+    id: str
+    epochs: int
+
+    @classmethod
+    def of(cls, experiment: Experiment) -> "Trajectory":
+        return cls(trajectory_id(experiment), experiment.train.epochs)
+
+
 def run_dir(root: str | Path, experiment: Experiment, backend: str) -> Path:
     return RunFolder.of(root, experiment, backend).path
 
 
-# ---- strict JSON and atomic files ------------------------------------------------------------------
-
-def strict(value: Any) -> Any:
-    """A JSON-able copy with non-finite floats as null (strict JSON has no NaN or Infinity) and numpy
-    scalars as Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict(v) for v in value]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def json_text(data: Any) -> str:
-    return json.dumps(strict(data), indent=2, allow_nan=False) + "\n"
-
+# ---- atomic JSON files ------------------------------------------------------------------
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Strict JSON (no NaN literals), written atomically."""
     write_bytes_atomic(Path(path), json_text(data).encode())
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz as np.savez writes it (np.load reads it), but with a fixed timestamp on every member, so
-    equal arrays give equal bytes: a resumed run's best_weights.npz is byte for byte the uninterrupted one's."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, value in arrays.items():
-            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-    return buffer.getvalue()
-
-
 # ---- the folder ------------------------------------------------------------------------------------
 
 class DamagedError(Exception):
     """A file of a run folder that does not read back as what netspec wrote; str() is one line."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    state: TrainerState
-    trajectory: str
-    epochs: int
-    """The run's length (train.epochs) when it was written."""
 
 
 class RunFolder:
@@ -195,7 +162,7 @@ class RunFolder:
         self.write_bytes(SPEC, (experiment.model_dump_json(indent=2) + "\n").encode())
 
     def write_weights(self, weights: Weights) -> None:
-        self.write_bytes(WEIGHTS, _npz_bytes(dict(weights)))
+        self.write_bytes(WEIGHTS, npz_bytes(dict(weights)))
 
     def write_history(self, history: list[EpochRecord]) -> None:
         rows = [strict(dataclasses.asdict(r)) for r in history]
@@ -209,12 +176,9 @@ class RunFolder:
         writer.writerows(rows)
         self.write_bytes(HISTORY_CSV, text.getvalue().encode())
 
-    def write_checkpoint(self, state: TrainerState, trajectory: str, epochs: int) -> None:
-        """The trainer's state after its last epoch, as one .npz of plain arrays (its JSON part inside)."""
-        arrays, meta = state.encode()
-        meta = {"format": CHECKPOINT_FORMAT, "trajectory": trajectory, "epoch": state.epoch, "epochs": epochs, **meta}
-        arrays[_CHECKPOINT_META] = np.frombuffer(json_text(meta).encode(), np.uint8)
-        self.write_bytes(CHECKPOINT, _npz_bytes(arrays))
+    def write_checkpoint(self, state: TrainerState, trajectory: Trajectory) -> None:
+        """The trainer's state after its last epoch (netspec.runs.checkpoint)."""
+        self.write_bytes(CHECKPOINT, checkpoint.encode(Checkpoint(state, trajectory.id, trajectory.epochs)))
 
     def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """metrics.json, the last file of a run: from here on the run is done."""
@@ -222,7 +186,7 @@ class RunFolder:
         return metrics
 
     def write_finished(self, history: list[EpochRecord], extra: dict[str, Any]) -> dict[str, Any]:
-        return self.write_metrics({"status": FINISHED, **summarize(history), **extra})
+        return self.write_metrics({"status": FINISHED, **records.summarize(history), **extra})
 
     def write_diverged(self, epoch: int, message: str, extra: dict[str, Any]) -> dict[str, Any]:
         return self.write_metrics({"status": DIVERGED, "epoch": epoch, "epochs_done": epoch - 1, "message": message, **extra})
@@ -257,27 +221,17 @@ class RunFolder:
         if not path.exists():
             return None
         try:
-            arrays = load_npz(path, MAX_CHECKPOINT_BYTES)
-            meta = parse_json_text(arrays.pop(_CHECKPOINT_META).tobytes().decode())
-            checked = records.check(records.CheckpointMeta, meta, CHECKPOINT)
-            _check_state_arrays(arrays, network)
-            state = TrainerState.decode(arrays, meta)
-            return Checkpoint(state, checked.trajectory, checked.epochs)
+            return checkpoint.load(path, network)
         except NotFit as err:
             log(f"{path}: this checkpoint does not fit the network ({err}); it is not trusted: the run does not "
                 "resume from it")
-            return None
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        except checkpoint.DAMAGED as err:
             log(f"{path}: damaged checkpoint ({_first_line(err)}); it is not trusted: the run does not resume from it")
-            return None
+        return None
 
     def checkpoint_header(self) -> Optional[dict[str, Any]]:
         """The checkpoint's JSON part alone (cheap: one member of the zip), or None."""
-        try:
-            meta = load_npz(self.file(CHECKPOINT), MAX_CHECKPOINT_BYTES, names=[_CHECKPOINT_META])[_CHECKPOINT_META]
-            return parse_json_text(meta.tobytes().decode())
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError):
-            return None
+        return checkpoint.header(self.file(CHECKPOINT))
 
     # -- one process per run -------------------------------------------------------------------------
 
@@ -373,43 +327,6 @@ def _checked(check: Callable[[], Any]) -> Any:
         return check()
     except ValueError as err:
         raise DamagedError(str(err)) from None
-
-
-class NotFit(ValueError):
-    """A checkpoint whose arrays are not a training state of the network (a transposed moment, a weight of
-    another shape, a negative Adam step)."""
-
-
-def _check_state_arrays(arrays: dict[str, np.ndarray], network: Optional[Network]) -> None:
-    """The checkpoint's arrays before anything uses them, in one place: the model's training state through
-    the checks every backend's set_training_state runs (netspec.protocol: every weight, optimizer slot and
-    step, and the dropout stream; given the network, every tensor of it present and of its shape), and the
-    best weights alike. NotFit for a state of another network, ValueError for values none writes."""
-    model = {key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")}
-    infos = network.param_infos() if network is not None else {}
-    for name, info in infos.items():
-        for key in (f"model.{name}", f"best.{name}"):
-            if key in arrays and arrays[key].shape != tuple(info.shape):
-                raise NotFit(f"{key} has shape {arrays[key].shape}, the network's is {tuple(info.shape)}")
-    try:
-        check_optimizer_arrays(arrays, prefix="model.")
-        _check_stream(model)
-        if network is not None:
-            unpack_training_state(network, model)
-    except DamagedState as err:
-        raise ValueError(str(err)) from None
-    except SpecError as err:
-        raise NotFit(str(err)) from None
-    for key, value in arrays.items():
-        if key.startswith("best.") and not finite_numbers(value):
-            raise ValueError(f"{key} is not finite numbers")
-
-
-def _check_stream(model: dict[str, np.ndarray]) -> None:
-    """The dropout stream, int64 [seed, step]: an older netspec's framework RNG bytes do not fit (the run
-    starts again rather than continue with other masks)."""
-    if DROPOUT_RNG in model:
-        check_stream(model[DROPOUT_RNG])
 
 
 def _first_line(err: BaseException) -> str:

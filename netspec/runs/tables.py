@@ -5,7 +5,7 @@ import re
 from typing import Any, Sequence
 
 from netspec.runs.stats import summarize
-from netspec.training.trainer import SUMMARY_FIELDS
+from netspec.runs.records import SUMMARY_FIELDS
 
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 _INLINE = str.maketrans({"\\": "\\\\", "`": "\\`", "[": "\\[", "]": "\\]", "&": "&amp;", "<": "&lt;", ">": "&gt;"})

@@ -14,7 +14,7 @@ from typing import Any
 
 from netspec.errors import missing_package
 from netspec.io import safe_output_dir
-from netspec.training.trainer import EpochRecord
+from netspec.training.history import EpochRecord
 
 EVENTS_DIR = "tensorboard"
 SCALARS = {"train/loss": "train_loss", "train/acc": "train_acc", "val/loss": "val_loss", "val/acc": "val_acc",

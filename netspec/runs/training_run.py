@@ -27,11 +27,12 @@ from netspec.runs.lr_plot import LR_PLOT, lr_png
 from netspec.spec.params import check_memory, check_trainable
 from netspec.runs.plots import Switch, plot_run
 from netspec.runs.identity import DEFAULTS_NOT_IN_IDENTITY, initial_weights, run_identity
-from netspec.runs.run_folder import RunFolder
+from netspec.runs.run_folder import RunFolder, Trajectory
 from netspec.runs.tables import metrics_table, plural
 from netspec.runs.tensorboard import EVENTS_DIR, SCALARS, TensorBoardLog
 from netspec.training.schedules import schedule_beyond_the_run, schedule_spans_the_run
-from netspec.training.trainer import TrainerState, check_classes, early_stop, fit, record_from_dict
+from netspec.training.history import record_from_dict
+from netspec.training.trainer import TrainerState, check_classes, early_stop, fit
 
 Log = Callable[[str], None]
 
@@ -53,7 +54,8 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
     a folder of its own (see the module docstring). `watch(history)` runs after each epoch is saved (a
     search's pruner: it may raise to stop the run, which then stays resumable from that epoch's checkpoint).
     """
-    origin = _origin(experiment, Path(source), log) if source is not None else None
+    trajectory = Trajectory.of(experiment)  # once per run: its checkpoints and every one it may start from
+    origin = _origin(experiment, trajectory, Path(source), log) if source is not None else None
     options = _Options(log, progress, tensorboard, table, origin, watch)
     backend.device(device)  # a device asked for and absent is a SetupError, even where a finished run exists
     folder = RunFolder.of(out_root, experiment, backend.name)
@@ -72,12 +74,12 @@ def run_experiment(experiment: Experiment, backend: Backend, out_root: str | Pat
         data = dataset if dataset is not None else load_dataset(experiment.data)
         check_classes(experiment.network, data)  # before any folder or model is made
         if not force:
-            start = _start_state(experiment, folder, log, origin)
-            return _train(experiment, backend, folder, data, start, device, options), folder.path
+            start = _start_state(experiment, trajectory, folder, log, origin)
+            return _train(experiment, trajectory, backend, folder, data, start, device, options), folder.path
         attempt = folder.new_attempt()
         try:  # the attempt takes the run's place when it is done: the user is told the run's folder
             start = origin.state if origin is not None else None
-            metrics = _train(experiment, backend, attempt, data, start, device, options, shown_as=folder.path)
+            metrics = _train(experiment, trajectory, backend, attempt, data, start, device, options, shown_as=folder.path)
         except DivergedError:
             folder.replace_with(attempt)  # a diverged forced run is a result too
             raise
@@ -107,7 +109,7 @@ class Origin:
         return {"folder": str(self.folder), "backend": self.backend, "run_id": self.run_id, "epoch": self.state.epoch}
 
 
-def _origin(experiment: Experiment, source: Path, log: Log) -> Origin:
+def _origin(experiment: Experiment, trajectory: Trajectory, source: Path, log: Log) -> Origin:
     """The checkpoint of the run folder `source` (OUT/<name>/<backend>/<run-id>), checked to be a state of
     this experiment's trajectory no longer than it; one line (SetupError / SpecError) otherwise."""
     folder = RunFolder(source.resolve())
@@ -117,13 +119,12 @@ def _origin(experiment: Experiment, source: Path, log: Log) -> Origin:
     if checkpoint is None:
         raise SetupError(f"--from {source}: no checkpoint to continue (a run writes {run_folder.CHECKPOINT} after its "
                          f"first epoch; a damaged one is not trusted)")
-    trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
-    if checkpoint.trajectory != trajectory:
+    if checkpoint.trajectory != trajectory.id:
         raise SpecError(f"--from {source}: a run of another experiment (trajectory {checkpoint.trajectory}, this spec's "
-                        f"{trajectory}){_how_it_differs(experiment, folder, source, checkpoint.trajectory)}")
-    if checkpoint.state.epoch > epochs:
+                        f"{trajectory.id}){_how_it_differs(experiment, folder, source, checkpoint.trajectory)}")
+    if checkpoint.state.epoch > trajectory.epochs:
         raise SpecError(f"--from {source}: its checkpoint is after epoch {checkpoint.state.epoch}, beyond this run's "
-                        f"{epochs} epochs; raise train.epochs")
+                        f"{trajectory.epochs} epochs; raise train.epochs")
     backend = folder.path.parent.name
     log(f"{experiment.name}: continuing {folder.path} ({backend}, after epoch {checkpoint.state.epoch})")
     return Origin(folder.path, backend, folder.path.name, checkpoint.state)
@@ -204,12 +205,13 @@ def _shown(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _start_state(experiment: Experiment, folder: RunFolder, log: Log, origin: Optional[Origin] = None) -> Optional[TrainerState]:
+def _start_state(experiment: Experiment, trajectory: Trajectory, folder: RunFolder, log: Log,
+                 origin: Optional[Origin] = None) -> Optional[TrainerState]:
     """Where an unforced run starts: its own checkpoint, else the run it continues (`origin`), else that of
     the longest shorter run of the same trajectory (a finished run being extended), else nothing (epoch 0)."""
-    trajectory, epochs = run_folder.trajectory_id(experiment), experiment.train.epochs
+    epochs = trajectory.epochs
     own = folder.read_checkpoint(log, experiment.network)
-    if own is not None and own.trajectory == trajectory and own.state.epoch <= epochs:
+    if own is not None and own.trajectory == trajectory.id and own.state.epoch <= epochs:
         log(f"{experiment.name}: resuming {folder.path} after epoch {own.state.epoch} of {epochs}")
         return own.state
     if own is not None:
@@ -218,7 +220,7 @@ def _start_state(experiment: Experiment, folder: RunFolder, log: Log, origin: Op
         return origin.state
     shorter = [(header["epoch"], sibling) for sibling in folder.siblings()
                if (header := sibling.checkpoint_header()) is not None
-               and header.get("trajectory") == trajectory and isinstance(header.get("epoch"), int) and header["epoch"] < epochs]
+               and header.get("trajectory") == trajectory.id and isinstance(header.get("epoch"), int) and header["epoch"] < epochs]
     for done, sibling in sorted(shorter, key=lambda pair: -pair[0]):
         source = sibling.read_checkpoint(log, experiment.network)
         if source is not None:
@@ -265,13 +267,13 @@ class _Options:
     """Called with the history after each saved epoch (see run_experiment)."""
 
 
-def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: Any, start: Optional[TrainerState],
+def _train(experiment: Experiment, trajectory: Trajectory, backend: Backend, folder: RunFolder, data: Any, start: Optional[TrainerState],
            device: Optional[str], options: _Options, shown_as: Optional[Path] = None) -> dict[str, Any]:
     """Train into `folder` from `start` (None: from scratch); write every file, metrics.json last.
     `shown_as`: the folder named to the user, when `folder` is an attempt that will take its place."""
     shown = shown_as or folder.path
     log, progress = options.log, options.progress
-    name, trajectory, epochs = backend.name, run_folder.trajectory_id(experiment), experiment.train.epochs
+    name = backend.name
     # train.init_weights (train --weights): the run starts from them (a checkpoint's state, if any, replaces them)
     initial = initial_weights(experiment) if experiment.train.init_weights is not None else None
     model = backend.compile(experiment.network, initial, seed=experiment.train.seed, device=device,
@@ -285,13 +287,13 @@ def _train(experiment: Experiment, backend: Backend, folder: RunFolder, data: An
     if beyond is not None:
         log(f"warning: {beyond}")
     if start is not None:  # the folder's views of the state it starts from (a copied one included)
-        folder.write_checkpoint(start, trajectory, epochs)
+        folder.write_checkpoint(start, trajectory)
         _write_views(folder, start, True)
 
     events = TensorBoardLog(folder.path, (start.epoch if start else 0) + 1) if options.tensorboard else None
 
     def on_epoch(state: TrainerState, is_best: bool) -> None:
-        folder.write_checkpoint(state, trajectory, epochs)  # first: the views below are rebuilt from it
+        folder.write_checkpoint(state, trajectory)  # first: the views below are rebuilt from it
         _write_views(folder, state, is_best)
         if events is not None:
             events.epoch(state.history[-1])

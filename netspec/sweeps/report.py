@@ -25,7 +25,7 @@ from netspec.sweeps.report_runs import FIGURES, RUNS_CSV, Run, _warn, collect_ru
 from netspec.sweeps.report_sections import (_appendix, _diverged_section, _experiments_brief, _group_section,
                                             _sweep_brief, _sweep_section, _used_in, group_runs)
 from netspec.sweeps.search_report import search_sections
-from netspec.training.trainer import SUMMARY_FIELDS
+from netspec.runs.records import SUMMARY_FIELDS
 
 # ---- runs.csv ----------------------------------------------------------------------------------
 

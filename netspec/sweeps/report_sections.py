@@ -17,7 +17,7 @@ from netspec.runs.tables import fmt_values, markdown_table, md_code, md_text, su
 from netspec.spec.network import Network
 from netspec.sweeps.report_runs import (COMPARED, FIGURES, Run, Seeds, _diff_text, _link, in_registry_order,
                                         overrides_text, paired, seconds_text, seeds_text, settings_text, values)
-from netspec.training.trainer import SUMMARY_FIELDS
+from netspec.runs.records import SUMMARY_FIELDS
 
 # ---- sweeps ------------------------------------------------------------------------------------
 

@@ -5,11 +5,13 @@ the (s % S)-th step of epoch s // S + 1, S = steps_per_epoch), so a resumed run 
 the epochs done alone, and the backends receive the values per step (a new lr never recompiles).
 
 The 'lab' schedule is not a function of the step: it decays the lr on the training losses (the
-trainer's LrSchedule keeps it in its state). Here it is a constant factor 1 of the lr it is handed.
+LabLrRule below keeps it; the trainer carries its lr in its state). Here it is a constant factor 1 of
+the lr it is handed.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -23,6 +25,30 @@ def learning_rates(steps: np.ndarray, steps_per_epoch: int, config: TrainConfig,
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     base = config.lr if lr is None else lr
     return base * lr_factors(np.asarray(steps, np.int64), steps_per_epoch, config)
+
+
+class LabLrRule:
+    """The lab framework's rule: lr *= decay when an epoch's training loss exceeds the maximum of the
+    three epochs before it (decay 1.0 turns it off). Its state is the current lr and the past losses
+    (the history's training losses, so a resumed run rebuilds it from TrainerState). The per-step lr of
+    every other schedule is `learning_rates`; this rule hands it the lab schedule's lr."""
+
+    def __init__(self, lr: float, decay: float, losses: Optional[list[float]] = None) -> None:
+        self.lr, self.decay, self.losses = lr, decay, list(losses or [])
+
+    def after_epoch(self, train_loss: float) -> None:
+        if len(self.losses) >= 3 and train_loss > max(self.losses[-3:]):
+            self.lr *= self.decay
+        self.losses.append(train_loss)
+
+
+def epoch_lrs(config: TrainConfig, epoch: int, steps_per_epoch: int, lab_lr: float) -> np.ndarray:
+    """The lr of every step of `epoch` (1-based): the trainer hands these to the model, and lr.png draws
+    them again from the history. `lab_lr` is the lab rule's lr of the epoch (the history's `lr` of a lab
+    run); every other schedule is a function of the step and config.lr alone."""
+    first = (epoch - 1) * steps_per_epoch
+    return learning_rates(np.arange(first, first + steps_per_epoch), steps_per_epoch, config,
+                          lr=lab_lr if config.schedule.type == "lab" else None)
 
 
 def schedule_spans_the_run(config: TrainConfig) -> bool:

@@ -15,7 +15,6 @@ against the network's output; a non-finite training loss stops the run (`Diverge
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from netspec.spec.experiment import Experiment, TrainConfig
 from netspec.spec.network import Network
 from netspec.spec.params import Weights
 from netspec.progress import ProgressLine
-from netspec.training.schedules import learning_rates
+from netspec.training.history import EpochRecord
+from netspec.training.schedules import LabLrRule, epoch_lrs
 
 # How often the progress bar reads metrics back during an epoch when it is shown: each read is one
 # host synchronisation, so it happens per chunk of steps, never per step.
@@ -52,59 +52,6 @@ class Splits(Protocol):
     val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    seconds: float
-    """Wall time of the epoch's training steps (evaluation excluded)."""
-    images_per_s: float
-    test_loss: Optional[float] = None
-    """Set on the epochs where validation accuracy reached its best so far."""
-    test_acc: Optional[float] = None
-
-    def line(self, epochs: int) -> str:
-        """'epoch  3/50  train loss 1.7749 acc 0.3737  val loss 1.6012 acc 0.4211  test loss ... acc ...  3.1s 12,903 img/s'
-        (test only on the epochs where validation accuracy reached its best so far)."""
-        test = f"  test loss {self.test_loss:.4f} acc {self.test_acc:.4f}" if self.test_acc is not None else ""
-        # a run without a validation split (data.val_size 0) has no validation figures to print, not nan ones
-        val = "" if math.isnan(self.val_acc) else f"  val loss {self.val_loss:.4f} acc {self.val_acc:.4f}"
-        return (f"epoch {self.epoch:>{len(str(epochs))}}/{epochs}  train loss {self.train_loss:.4f} acc {self.train_acc:.4f}"
-                f"{val}{test}  {self.seconds:.1f}s {self.images_per_s:,.0f} img/s")
-
-
-SUMMARY_FIELDS = {
-    "train_loss": "training loss",
-    "train_acc": "training accuracy",
-    "val_loss": "validation loss",
-    "val_acc": "validation accuracy",
-    "best_val_acc": "best validation accuracy",
-    "test_loss": "final test loss",
-    "test_acc": "final test accuracy",
-}
-"""The seven figures of each run's table in the lab report, in its order."""
-
-
-def summarize(history: list[EpochRecord]) -> dict[str, Any]:
-    """The report's seven figures (last epoch's train/val, best val, test at the last best val),
-    plus the best epoch and the epoch times."""
-    last = history[-1]
-    best = max(range(len(history)), key=lambda i: (history[i].val_acc, i))  # the last of equal bests
-    times = [r.seconds for r in history]
-    return {
-        "train_loss": last.train_loss, "train_acc": last.train_acc,
-        "val_loss": last.val_loss, "val_acc": last.val_acc,
-        "best_val_acc": history[best].val_acc,
-        "test_loss": history[best].test_loss, "test_acc": history[best].test_acc,
-        "best_epoch": history[best].epoch, "epochs": len(history),
-        "epoch_seconds": times, "median_epoch_seconds": float(np.median(times)),
-    }
 
 
 def batch_index_matrix(order: np.ndarray, batch_size: int) -> np.ndarray:
@@ -153,20 +100,6 @@ def shape_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str) -> np.n
     return np.ascontiguousarray(x.reshape(len(x), *input_shape), dtype=np.float32)
 
 
-class LrSchedule:
-    """The lab framework's rule: lr *= decay when an epoch's training loss exceeds the maximum of the
-    three epochs before it (decay 1.0 turns it off). Its state is the current lr and the past losses
-    (the history's training losses, so a resumed run rebuilds it from TrainerState)."""
-
-    def __init__(self, lr: float, decay: float, losses: Optional[list[float]] = None) -> None:
-        self.lr, self.decay, self.losses = lr, decay, list(losses or [])
-
-    def after_epoch(self, train_loss: float) -> None:
-        if len(self.losses) >= 3 and train_loss > max(self.losses[-3:]):
-            self.lr *= self.decay
-        self.losses.append(train_loss)
-
-
 # ---- the trainer's state ---------------------------------------------------------------------------
 
 @dataclass
@@ -191,49 +124,6 @@ class TrainerState:
     def epoch(self) -> int:
         """Epochs done."""
         return len(self.history)
-
-    def encode(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Plain arrays (model state under 'model.', best weights under 'best.') and a JSON-able dict:
-        a checkpoint with no pickles. Floats in the dict round-trip exactly through JSON; non-finite
-        ones are written as null (see decode)."""
-        arrays = {f"model.{k}": v for k, v in self.model.items()}
-        arrays.update({f"best.{k}": v for k, v in (self.best_weights or {}).items()})
-        meta: dict[str, Any] = {"history": [dataclasses.asdict(r) for r in self.history],
-                                "best_val_acc": self.best_val_acc, "lr": self.lr, "shuffle_rng": None}
-        if self.order is not None and self.shuffle_rng is not None:
-            arrays["shuffle.order"] = self.order
-            arrays["shuffle.key"] = np.asarray(self.shuffle_rng["state"]["key"])
-            meta["shuffle_rng"] = {"pos": int(self.shuffle_rng["state"]["pos"]), "has_gauss": int(self.shuffle_rng["has_gauss"]),
-                                   "gauss": float(self.shuffle_rng["gauss"])}
-        return arrays, meta
-
-    @classmethod
-    def decode(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "TrainerState":
-        """The inverse of encode; KeyError/TypeError/ValueError on a state that is not one."""
-        def prefixed(prefix: str) -> dict[str, np.ndarray]:
-            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-        rng = meta["shuffle_rng"]
-        if rng is not None:
-            _check_shuffle(arrays["shuffle.order"], arrays["shuffle.key"], rng["pos"])
-        shuffle_rng = None if rng is None else {
-            "bit_generator": "MT19937", "state": {"key": np.asarray(arrays["shuffle.key"], np.uint32), "pos": int(rng["pos"])},
-            "has_gauss": int(rng["has_gauss"]), "gauss": float(rng["gauss"])}
-        best = meta["best_val_acc"]
-        return cls(history=[record_from_dict(row) for row in meta["history"]],
-                   best_val_acc=math.nan if best is None else float(best), lr=float(meta["lr"]),
-                   order=arrays.get("shuffle.order") if rng is not None else None, shuffle_rng=shuffle_rng,
-                   model=prefixed("model."), best_weights=prefixed("best.") or None)
-
-
-def _check_shuffle(order: np.ndarray, key: np.ndarray, pos: Any) -> None:
-    """A saved shuffle state is what EpochOrder writes: the order a permutation of 0..n-1, the MT19937 key
-    624 uint32 words at a position in [0, 624]; ValueError (a damaged state) otherwise."""
-    order, key = np.asarray(order), np.asarray(key)
-    if order.ndim != 1 or order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), np.arange(len(order))):
-        raise ValueError(f"shuffle.order is not an order of the training split (a permutation of 0..{len(order) - 1})")
-    if key.shape != (624,) or key.dtype != np.uint32 or not isinstance(pos, int) or not 0 <= pos <= 624:
-        raise ValueError("shuffle.key is not a numpy MT19937 state (624 uint32 words, a position in [0, 624])")
 
 
 # ---- checks before any training ----------------------------------------------------------------------
@@ -296,7 +186,7 @@ def fit(model: Model, experiment: Experiment, data: Splits,
     seconds = _warm_up(model, splits["train"], cfg.batch_size, n_train // cfg.batch_size, progress)
     if timings is not None:
         timings["compile_seconds"] = seconds
-    schedule = LrSchedule(state.lr, cfg.lr_decay, [r.train_loss for r in state.history])
+    schedule = LabLrRule(state.lr, cfg.lr_decay, [r.train_loss for r in state.history])
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if early_stop(state.history, cfg.early_stopping_patience) is not None:
             break  # a resumed run that had already met its stopping rule
@@ -367,8 +257,7 @@ class _Recipe:
     input_shape: tuple[int, ...]
 
     def step_lrs(self, steps_per_epoch: int) -> np.ndarray:
-        first = (self.epoch - 1) * steps_per_epoch
-        return learning_rates(np.arange(first, first + steps_per_epoch), steps_per_epoch, self.config, lr=self.lr)
+        return epoch_lrs(self.config, self.epoch, steps_per_epoch, self.lr)
 
     def call(self, model: Model, data: Any, chunk: np.ndarray, lrs: np.ndarray) -> tuple[float, float]:
         """One train_steps call. A call whose steps share one lr passes it as a float and the
@@ -443,14 +332,3 @@ def _train_epoch(model: Model, splits: dict[str, Any], order: np.ndarray, recipe
     # The record's lr: the epoch's last step's (the lab schedule's lr, constant over the epoch).
     return EpochRecord(epoch, loss_sum / done, acc_sum / done, math.nan, math.nan, float(lrs[-1]), seconds,
                        done * batch_size / seconds)
-
-
-_ALWAYS_FLOAT = {f.name for f in dataclasses.fields(EpochRecord)} - {"epoch", "test_loss", "test_acc"}
-"""Fields a record always has as numbers: null in a JSON file is a non-finite value there (NaN without
-a validation split); test figures are null on epochs that were not a best."""
-
-
-def record_from_dict(data: dict[str, Any]) -> EpochRecord:
-    values = {f.name: data.get(f.name) for f in dataclasses.fields(EpochRecord)}
-    values.update({k: math.nan for k in _ALWAYS_FLOAT if values[k] is None})
-    return EpochRecord(**values)

@@ -9,7 +9,7 @@ import pytest
 
 from netspec.runs.lr_plot import lr_figure
 from netspec.spec.experiment import TrainConfig
-from netspec.training.trainer import EpochRecord
+from netspec.training.history import EpochRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 

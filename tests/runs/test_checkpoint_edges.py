@@ -1,5 +1,5 @@
 """Checkpoints: every scalar and array of a checkpoint is checked before use, in one place
-(run_folder._check_state_arrays over netspec.protocol's checks): a negative Adam step, NaN moments, a
+(netspec.runs.checkpoint.check_state_arrays over netspec.protocol's checks): a negative Adam step, NaN moments, a
 missing Adam key or an out-of-range shuffle order is a damaged checkpoint, named, not trusted (the run
 starts over), never a traceback and never taken for divergence. Milliseconds each: no training."""
 from __future__ import annotations
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.runs.run_folder import RunFolder
-from netspec.training.trainer import EpochRecord, TrainerState
+from netspec.runs.run_folder import RunFolder, Trajectory
+from netspec.training.history import EpochRecord
+from netspec.training.trainer import TrainerState
 
 NETWORK = ns.Network(input_shape=(3,), layers=[ns.Linear(out_features=2)])  # 0.weight (2, 3), 0.bias (2,)
 
@@ -32,7 +33,7 @@ def write(tmp_path: Path, edit: Callable[[dict], dict] = lambda s: s, order: np.
     record = EpochRecord(1, 2.0, 0.3, 2.1, 0.25, 1e-3, 1.0, 100.0, 2.2, 0.2)
     folder = RunFolder(tmp_path / "run")
     state = TrainerState([record], 0.25, 1e-3, order, rng.get_state(legacy=False), edit(model_state()), None)
-    folder.write_checkpoint(state, "trajectory", 2)
+    folder.write_checkpoint(state, Trajectory("trajectory", 2))
     return folder
 
 

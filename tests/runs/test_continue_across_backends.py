@@ -21,7 +21,7 @@ from netspec.protocol.backend import installed_backends, load_backend
 from netspec.check.crosscheck import F64_STEPS_RTOL
 from netspec.errors import SetupError, SpecError
 from netspec.data import load_dataset
-from netspec.runs.run_folder import RunFolder, run_id, trajectory_id
+from netspec.runs.run_folder import RunFolder, Trajectory, run_id
 from netspec.training.trainer import TrainerState, fit
 from netspec.runs.training_run import run_experiment
 
@@ -52,7 +52,7 @@ def fit_float64(backend: str, epochs: int, start: Optional[TrainerState] = None)
 def test_in_float64_a_run_stopped_on_one_backend_ends_on_the_other_where_the_other_alone_ends(first: str, second: str,
                                                                                                tmp_path: Path) -> None:
     folder = RunFolder(tmp_path / "run")
-    folder.write_checkpoint(fit_float64(first, 2), trajectory_id(experiment(4)), 2)  # through the checkpoint file
+    folder.write_checkpoint(fit_float64(first, 2), Trajectory.of(experiment(2)))  # through the checkpoint file
     handed = folder.read_checkpoint()
     assert handed is not None and handed.state.epoch == 2
     ours, reference = fit_float64(second, 4, handed.state), fit_float64(second, 4)
@@ -100,7 +100,7 @@ def test_a_checkpoint_with_an_older_netspecs_framework_rng_bytes_is_not_resumed(
     assert checkpoint is not None
     state = checkpoint.state
     state.model = {**state.model, "rng.dropout": np.zeros(5056, np.uint8)}  # torch.Generator.get_state() bytes
-    RunFolder(folder).write_checkpoint(state, checkpoint.trajectory, checkpoint.epochs)
+    RunFolder(folder).write_checkpoint(state, Trajectory(checkpoint.trajectory, checkpoint.epochs))
     lines: list[str] = []
     assert RunFolder(folder).read_checkpoint(lines.append) is None
     assert len(lines) == 1 and "framework's own RNG bytes" in lines[0] and "does not resume from it" in lines[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from netspec.runs.plots import curves_figure, plot_run
-from netspec.training.trainer import EpochRecord
+from netspec.training.history import EpochRecord
 
 
 def record(epoch: int, val_acc: float, test: bool = False) -> EpochRecord:

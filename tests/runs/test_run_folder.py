@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import netspec as ns
-from netspec.runs import run_folder
+from netspec.runs import checkpoint
 from netspec.runs.run_folder import CHECKPOINT, HISTORY_JSON, METRICS, WEIGHTS, RunFolder, write_json_atomic
 from netspec.training.trainer import fit
 from netspec.runs.training_run import run_experiment
@@ -118,14 +118,15 @@ def test_damaged_checkpoint_is_one_line_and_the_run_starts_over(tmp_path: Path) 
     assert rebuilt is not None and rebuilt.state.epoch == EPOCHS
 
 
-def test_fit_goes_on_from_a_state_as_if_never_stopped() -> None:
+def test_fit_goes_on_from_a_state_as_if_never_stopped(tmp_path: Path) -> None:
     experiment_, data = experiment(), scripted_data(4, 2, 2)
     states: list[Any] = []
     whole = fit(ScriptedModel(experiment_.network, SCRIPT), experiment_, data, on_epoch=lambda s, best: states.append(s),
                 log=lambda line: None)
     for stop in range(1, EPOCHS):
-        arrays, meta = states[stop - 1].encode()
-        state = type(states[0]).decode(arrays, json.loads(json.dumps(run_folder.strict(meta))))
+        path = tmp_path / f"after-{stop}.npz"  # through the checkpoint's bytes and back
+        path.write_bytes(checkpoint.encode(checkpoint.Checkpoint(states[stop - 1], "trajectory", EPOCHS)))
+        state = checkpoint.load(path, experiment_.network).state
         model = ScriptedModel(experiment_.network, SCRIPT)
         resumed = fit(model, experiment_, data, log=lambda line: None, state=state)
         untimed = lambda history: [dataclasses.replace(r, seconds=0.0, images_per_s=0.0) for r in history]

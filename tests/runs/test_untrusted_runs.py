@@ -21,8 +21,9 @@ import netspec as ns
 from netspec import io as nio
 from netspec.runs import run_folder
 from netspec.errors import DataError, NetspecError, SetupError, SpecError
-from netspec.runs.run_folder import RunFolder
-from netspec.training.trainer import EpochRecord, TrainerState
+from netspec.runs.run_folder import RunFolder, Trajectory
+from netspec.training.history import EpochRecord
+from netspec.training.trainer import TrainerState
 
 
 @contextmanager
@@ -120,7 +121,7 @@ def test_a_history_that_is_not_one_row_per_epoch_is_damaged(tmp_path: Path) -> N
 def checkpoint(tmp_path: Path, model: dict[str, np.ndarray], lr: float = 1e-3) -> RunFolder:
     record = EpochRecord(1, 2.0, 0.3, 2.1, 0.25, 1e-3, 1.0, 100.0, 2.2, 0.2)
     folder = RunFolder(tmp_path / "run")
-    folder.write_checkpoint(TrainerState([record], 0.25, lr, None, None, model, None), "trajectory", 2)
+    folder.write_checkpoint(TrainerState([record], 0.25, lr, None, None, model, None), Trajectory("trajectory", 2))
     return folder
 
 

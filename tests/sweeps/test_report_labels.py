@@ -15,7 +15,7 @@ import pytest
 import netspec as ns
 from netspec.runs import run_folder
 from netspec.sweeps.sweep import write_report
-from netspec.training.trainer import EpochRecord
+from netspec.training.history import EpochRecord
 from tests.helpers import tiny_experiment
 
 HASH = re.compile(r"\b[0-9a-f]{10}\b")

@@ -21,7 +21,7 @@ from netspec.runs import run_folder
 from netspec.runs.stats import paired_difference
 from netspec.sweeps.sweep import run_sweep, write_report
 from netspec.spec.sweep_file import load_sweep
-from netspec.training.trainer import EpochRecord
+from netspec.training.history import EpochRecord
 from tests.helpers import tiny_experiment, write_json, write_spec
 from tests.scripted import Script, ScriptedBackend
 

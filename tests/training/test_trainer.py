@@ -10,7 +10,10 @@ import pytest
 import netspec as ns
 import runner
 from netspec.runs import run_folder
-from netspec.training.trainer import EpochRecord, LrSchedule, epoch_orders, shape_inputs, summarize
+from netspec.runs.records import summarize
+from netspec.training.history import EpochRecord
+from netspec.training.schedules import LabLrRule
+from netspec.training.trainer import epoch_orders, shape_inputs
 from tests.helpers import tiny_experiment, write_spec
 
 RUN_FILES = ["metrics.json", "history.json", "history.csv", "acc.png", "loss.png", "best_weights.npz", "spec.json", "env.json"]
@@ -89,11 +92,11 @@ def test_epoch_orders_follow_the_lab_protocol() -> None:
 
 
 def test_lr_schedule_decays_when_train_loss_exceeds_the_last_three() -> None:
-    schedule = LrSchedule(1.0, 0.5)
+    schedule = LabLrRule(1.0, 0.5)
     for loss in (3.0, 2.0, 1.0, 2.5, 4.0):
         schedule.after_epoch(loss)
     assert schedule.lr == 0.5  # only 4.0 > max(2.0, 1.0, 2.5)
-    off = LrSchedule(1.0, 1.0)
+    off = LabLrRule(1.0, 1.0)
     for loss in (1.0, 1.0, 1.0, 9.0):
         off.after_epoch(loss)
     assert off.lr == 1.0

@@ -19,7 +19,8 @@ import pytest
 
 import netspec as ns
 from netspec.runs import run_folder
-from netspec.training.trainer import EpochRecord, fit, record_from_dict
+from netspec.training.history import EpochRecord, record_from_dict
+from netspec.training.trainer import fit
 from netspec.runs.training_run import run_experiment
 from tests.scripted import Evaluation, Script, ScriptedBackend, ScriptedModel, ScriptedSplits, scripted_data
 
@@ -312,3 +313,25 @@ def test_the_lr_plot_shows_the_lab_schedules_decayed_lr_per_step() -> None:
     history = [EpochRecord(e, 1.0, 0.5, 1.0, 0.5, lr, 1.0, 1.0) for e, lr in ((1, 1.0), (2, 1.0), (3, 0.5))]
     x, lrs = run_lrs(history, config, 2)
     assert x.tolist() == [0, 0.5, 1, 1.5, 2, 2.5] and lrs.tolist() == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5]
+
+
+SCHEDULES = {"lab, decayed": {"lr_decay": 0.5}, "constant": {"schedule": {"type": "constant"}},
+             "piecewise_linear": {"schedule": {"type": "piecewise_linear", "knots": [[0, 0], [0.75, 1], [3, 0.1]]}},
+             "onecycle": {"schedule": {"type": "onecycle"}}, "cosine": {"schedule": {"type": "cosine", "warmup_epochs": 1}},
+             "step": {"schedule": {"type": "step", "step_epochs": 1, "gamma": 0.5}}}
+
+
+@pytest.mark.parametrize("train", SCHEDULES.values(), ids=SCHEDULES.keys())
+def test_the_lr_plot_draws_exactly_the_lrs_the_model_was_handed(train: dict[str, Any]) -> None:
+    """What lr.png draws (run_lrs over the history) against what the model received in its train_steps
+    calls (the scripted model records them): every step, bit for bit, for every schedule type. The
+    losses rise in epoch 4, so the lab rule decays the lr there."""
+    script = epoch_script(losses=[[1.0] * 4, [0.9] * 4, [0.8] * 4, [2.0] * 4, [1.0] * 4])
+    model, history, experiment = recipe_train(script, train)
+    from netspec.runs.lr_plot import run_lrs
+
+    x, drawn = run_lrs(history, experiment.train, 4)
+    handed = np.concatenate([model.step_lrs(e) for e in range(1, 6)])
+    assert drawn.tolist() == handed.tolist() and x.tolist() == [s / 4 for s in range(20)]
+    constant = train.get("schedule", {}).get("type") == "constant"
+    assert len(set(handed.tolist())) == 1 if constant else len(set(handed.tolist())) > 1  # the lab one moves by its decay
