@@ -7,9 +7,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from netspec.spec.layers import (CELU, GELU, INPUT, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout,
-                                 Dropout2d, Flatten, GlobalPool, Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale,
-                                 Shape, Sigmoid, Softplus, Tanh, activations, pair)
+from netspec.spec.layers import (INPUT, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout,
+                                 Dropout2d, Flatten, GlobalPool, LayerSpec, Linear, MaxPool2d, Shape, activations, pair)
 from netspec.spec.network import Network
 
 RandomLayer = Callable[[np.random.Generator, Shape], LayerSpec]
@@ -60,37 +59,32 @@ def _merge(kind: type[LayerSpec]) -> RandomLayer:
     return lambda rng, shape: kind(inputs=[INPUT] * int(rng.integers(2, 4)))
 
 
-RANDOM_LAYERS: dict[type[LayerSpec], RandomLayer] = {
-    Linear: lambda rng, shape: Linear(out_features=int(rng.integers(1, 9)), bias=bool(rng.random() < 0.8)),
+def _from_values(kind: type[LayerSpec]) -> RandomLayer:
+    """A layer of `kind` with each field drawn from kind.random_values (the rest at their defaults)."""
+    def draw(rng: np.random.Generator, shape: Shape) -> LayerSpec:
+        return kind(**{name: values[int(rng.integers(len(values)))] for name, values in kind.random_values.items()})
+    return draw
+
+
+GENERATORS: dict[type[LayerSpec], RandomLayer] = {
     Conv2d: _conv2d,
     BatchNorm: _batch_norm,
-    ReLU: lambda rng, shape: ReLU(),
-    Dropout: lambda rng, shape: Dropout(p=float(rng.choice([0.0, 0.3, 0.5]))),
-    Dropout2d: lambda rng, shape: Dropout2d(p=float(rng.choice([0.0, 0.3, 0.5]))),
     MaxPool2d: _max_pool2d,
-    Flatten: lambda rng, shape: Flatten(),
     AvgPool2d: _avg_pool2d,
-    GlobalPool: lambda rng, shape: GlobalPool(mode="avg" if rng.random() < 0.5 else "max"),
-    Identity: lambda rng, shape: Identity(),
-    Scale: lambda rng, shape: Scale(factor=float(rng.choice([0.125, -0.5, 2.0]))),
-    GELU: lambda rng, shape: GELU(approximate="tanh" if rng.random() < 0.5 else "none"),
-    CELU: lambda rng, shape: CELU(alpha=float(rng.choice([1.0, 0.5, 2.0]))),
-    LeakyReLU: lambda rng, shape: LeakyReLU(negative_slope=float(rng.choice([0.01, 0.2]))),
-    Tanh: lambda rng, shape: Tanh(),
-    Sigmoid: lambda rng, shape: Sigmoid(),
     Add: _merge(Add),
     Concat: _merge(Concat),
-    Softplus: lambda rng, shape: Softplus(beta=float(rng.choice([1.0, 0.5, 3.0])),
-                                          threshold=float(rng.choice([20.0, 1.0]))),
 }
-"""One random-configuration generator per layer type."""
+"""The types whose fields depend on each other or on the input: each has a generator of its own."""
+
+RANDOM_LAYERS: dict[type[LayerSpec], RandomLayer] = {kind: GENERATORS.get(kind) or _from_values(kind) for kind in LAYER_TYPES}
+"""One random-configuration generator per layer type: its own, or one drawing from its random_values."""
 
 _ACTIVATIONS = tuple(kind for kind in LAYER_TYPES if kind.__module__ == activations.__name__)
-"""Every type of the activations family, in the union's order: a new activation is drawn with no edit here."""
-_IMAGE_KINDS = (Conv2d, Conv2d, MaxPool2d, AvgPool2d, Dropout2d, BatchNorm, Dropout, Flatten, GlobalPool, Identity, Scale,
-                *_ACTIVATIONS)
-_FLAT_KINDS = (Linear, Linear, Linear, BatchNorm, Dropout, Flatten, Identity, Scale, *_ACTIVATIONS)
-"""What a random network draws single-input layers from, on images and on flat features."""
+"""Every type of the activations family, in the union's order (a residual block ends in one)."""
+_IMAGE_KINDS = tuple(kind for kind in LAYER_TYPES for _ in range(kind.drawn.get("image", 0)))
+_FLAT_KINDS = tuple(kind for kind in LAYER_TYPES for _ in range(kind.drawn.get("flat", 0)))
+"""What a random network draws single-input layers from, on images and on flat features: each type as
+often as its `drawn` says."""
 
 
 def random_layer(rng: np.random.Generator, shape: Shape, kind: Optional[type[LayerSpec]] = None) -> LayerSpec:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+import numpy as np
 import pytest
 
 import netspec as ns
@@ -22,10 +23,9 @@ from tools import layer_table
 def per_type_tables() -> dict[str, set[type]]:
     tables = {
         "netspec/deploy/export.py _BUILDERS": set(export._BUILDERS),
-        "netspec/check/random_networks.py RANDOM_LAYERS": set(testing.RANDOM_LAYERS),
-        # a generator that random networks never call tests nothing: single-input types are drawn from these
-        # two tuples (activations from their family), merges by the blocks (residual Add, branch Concat)
-        "netspec/check/random_networks.py _IMAGE_KINDS or _FLAT_KINDS (what random networks draw)": {
+        # a generator that random networks never call tests nothing: single-input types are drawn as often as
+        # their class's `drawn` says (activations from their family's base), merges by the blocks (Add, Concat)
+        "the class's `drawn` (what random networks put it on; netspec/spec/layers/)": {
             *testing._IMAGE_KINDS, *testing._FLAT_KINDS, *(t for t in LAYER_TYPES if t.merges)},
         "LayerSpec.reference (the class in netspec/spec/layers/)": {t for t in LAYER_TYPES if t.reference is not LayerSpec.reference},
         "netspec/__init__.py __all__ (and its import from netspec.spec.layers)": {
@@ -55,6 +55,23 @@ def test_every_per_type_table_covers_every_layer_type(table: str) -> None:
     missing = [t.__name__ for t in LAYER_TYPES if t not in have]
     extra = [t.__name__ for t in have if t not in LAYER_TYPES]
     assert not missing and not extra, f"{table}: missing {missing}, not in the Layer union {extra}"
+
+
+@pytest.mark.parametrize("kind", LAYER_TYPES, ids=lambda t: t.__name__)
+def test_random_networks_vary_every_field_of_every_layer_type(kind: type[LayerSpec]) -> None:
+    """A type without a generator of its own (random_networks.GENERATORS) names every field in its class's
+    random_values, each value a valid configuration; so no field is tested at its default only."""
+    fields = set(kind.model_fields) - {"type", "id", "inputs"}
+    if kind in testing.GENERATORS:
+        assert not kind.random_values, f"{kind.__name__}: a generator of its own, and random_values that it ignores"
+        return
+    assert set(kind.random_values) == fields, (f"{kind.__name__}.random_values (netspec/spec/layers/): names "
+                                               f"{sorted(kind.random_values)}, its fields are {sorted(fields)}")
+    first = {name: values[0] for name, values in kind.random_values.items()}
+    for name, values in kind.random_values.items():  # each value valid (a pydantic error otherwise), and more than one
+        assert len(set(values)) >= 2 and all(kind(**{**first, name: v}) for v in values), f"{kind.__name__}.random_values[{name!r}]"
+    drawn = {testing.RANDOM_LAYERS[kind](np.random.default_rng(seed), (3, 5, 5)) for seed in range(64)}
+    assert all(len({getattr(layer, name) for layer in drawn}) > 1 for name in fields)
 
 
 @pytest.mark.parametrize("backend", installed_backends())

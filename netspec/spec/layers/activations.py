@@ -3,7 +3,7 @@
 One family of netspec.spec.layers (its docstring says what a layer type is)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 
@@ -13,7 +13,14 @@ from netspec.spec import reference as ref
 from netspec.spec.layers.base import LayerSpec, Real
 
 
-class ReLU(LayerSpec):
+class _Activation(LayerSpec):
+    """What every element-wise activation shares: random networks draw it on images and flat features
+    alike, so a new activation is drawn with no edit anywhere else."""
+
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1, "flat": 1}
+
+
+class ReLU(_Activation):
     """max(x, 0), element-wise."""
 
     type: Literal["ReLU"] = "ReLU"
@@ -22,10 +29,11 @@ class ReLU(LayerSpec):
         return np.maximum(x, 0.0), tensors
 
 
-class GELU(LayerSpec):
+class GELU(_Activation):
     """x * Phi(x), Phi the standard normal CDF (PyTorch's GELU); 'tanh': its tanh approximation."""
 
     type: Literal["GELU"] = "GELU"
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"approximate": ("none", "tanh")}
     approximate: Literal["none", "tanh"] = "none"
     """'none': the exact erf form; 'tanh': 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
 
@@ -33,10 +41,11 @@ class GELU(LayerSpec):
         return ref.gelu(x, self.approximate == "tanh"), tensors
 
 
-class CELU(LayerSpec):
+class CELU(_Activation):
     """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)), element-wise (PyTorch's CELU)."""
 
     type: Literal["CELU"] = "CELU"
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"alpha": (1.0, 0.5, 2.0)}
     alpha: Real = Field(1.0, gt=0.0)
     """The scale of the negative part (> 0)."""
 
@@ -44,10 +53,11 @@ class CELU(LayerSpec):
         return np.maximum(x, 0.0) + np.minimum(0.0, self.alpha * np.expm1(x / self.alpha)), tensors
 
 
-class LeakyReLU(LayerSpec):
+class LeakyReLU(_Activation):
     """x where x >= 0, negative_slope * x elsewhere."""
 
     type: Literal["LeakyReLU"] = "LeakyReLU"
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"negative_slope": (0.01, 0.2)}
     negative_slope: Real = 0.01
     """The slope for negative inputs (PyTorch's default 0.01)."""
 
@@ -55,7 +65,7 @@ class LeakyReLU(LayerSpec):
         return np.where(x >= 0, x, x * self.negative_slope), tensors
 
 
-class Tanh(LayerSpec):
+class Tanh(_Activation):
     """tanh(x), element-wise."""
 
     type: Literal["Tanh"] = "Tanh"
@@ -64,7 +74,7 @@ class Tanh(LayerSpec):
         return np.tanh(x), tensors
 
 
-class Sigmoid(LayerSpec):
+class Sigmoid(_Activation):
     """1 / (1 + exp(-x)), element-wise."""
 
     type: Literal["Sigmoid"] = "Sigmoid"
@@ -73,10 +83,11 @@ class Sigmoid(LayerSpec):
         return 1.0 / (1.0 + np.exp(-x)), tensors
 
 
-class Softplus(LayerSpec):
+class Softplus(_Activation):
     """log(1 + exp(beta * x)) / beta, element-wise, and x itself where beta * x > threshold (PyTorch's Softplus)."""
 
     type: Literal["Softplus"] = "Softplus"
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"beta": (1.0, 0.5, 3.0), "threshold": (20.0, 1.0)}
     beta: Real = Field(1.0, gt=0.0)
     """The sharpness (> 0): larger is closer to ReLU."""
     threshold: Real = 20.0

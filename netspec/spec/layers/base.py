@@ -4,7 +4,7 @@ the JSON) and the window arithmetic that convolution and pooling share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Iterator, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping, Optional, Union
 
 import numpy as np
 
@@ -104,6 +104,15 @@ class LayerSpec(BaseModel):
     """The layers this one takes, by index or id ('input': the network's input); unset: the layer before it."""
 
     merges: ClassVar[bool] = False
+    drawn: ClassVar[Mapping[str, int]] = {}
+    """How often random networks (netspec.check.random_networks) draw this type as a single-input layer, by
+    what it is put on: {'image': weight, 'flat': weight} (C, H, W features, flat features). Empty: never
+    drawn so (a merge: random networks build its branches themselves)."""
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+    """The values a random configuration draws each field from (one of them uniformly). A type whose
+    fields depend on each other or on the input (Conv2d, the pools, BatchNorm, the merges) has a
+    generator of its own in random_networks instead; every other type names every field here
+    (tests/spec/test_layer_tables.py), so no field is tested at its default only."""
     OMITTED_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("id", "inputs")
     """Fields left out of the layer's JSON while they hold their default, so every spec written before
     they existed keeps its JSON and its run id (a subclass adds its own later fields)."""

@@ -3,7 +3,7 @@
 One family of netspec.spec.layers (its docstring says what a layer type is)."""
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import ClassVar, Literal, Mapping, Union
 
 from pydantic import StrictBool
 
@@ -16,6 +16,7 @@ class Conv2d(LayerSpec):
     """2-d convolution on (C, H, W), kernel in OIHW layout; padding is zeros, explicit or 'same'."""
 
     type: Literal["Conv2d"] = "Conv2d"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 2}
     out_channels: Count
     """Number of output channels."""
     kernel_size: IntOrPair

@@ -3,7 +3,7 @@
 One family of netspec.spec.layers (its docstring says what a layer type is)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 from pydantic import StrictBool
 
@@ -16,6 +16,9 @@ class Linear(LayerSpec):
     """Fully connected layer y = x W^T + b on a flat input (F,)."""
 
     type: Literal["Linear"] = "Linear"
+    drawn: ClassVar[Mapping[str, int]] = {"flat": 3}
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"out_features": tuple(range(1, 9)),
+                                                              "bias": (True, True, True, True, False)}
     out_features: Count
     """Number of output features."""
     bias: StrictBool = True
@@ -42,6 +45,7 @@ class Identity(LayerSpec):
     """Its input, unchanged (a residual's shortcut, a placeholder in a sweep's ablation)."""
 
     type: Literal["Identity"] = "Identity"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1, "flat": 1}
 
     def reference(self, x, tensors, train=False, mask=None):
         return x, tensors
@@ -51,6 +55,8 @@ class Scale(LayerSpec):
     """Multiplies by a constant (ResNet-9's logits x 0.125)."""
 
     type: Literal["Scale"] = "Scale"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1, "flat": 1}
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"factor": (0.125, -0.5, 2.0)}
     factor: Real
     """The constant."""
 

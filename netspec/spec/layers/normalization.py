@@ -3,7 +3,7 @@
 One family of netspec.spec.layers (its docstring says what a layer type is)."""
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Mapping
 
 import numpy as np
 
@@ -22,6 +22,7 @@ class BatchNorm(LayerSpec):
     """
 
     type: Literal["BatchNorm"] = "BatchNorm"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1, "flat": 1}
     momentum: Real = Field(0.1, gt=0.0, le=1.0)
     """Weight of the new batch statistic in the running average (PyTorch's meaning, not Flax's)."""
     eps: Real = Field(1e-5, gt=0.0, le=1.0)

@@ -3,7 +3,7 @@
 One family of netspec.spec.layers (its docstring says what a layer type is)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 from pydantic import StrictBool
 
@@ -32,6 +32,7 @@ class MaxPool2d(_Pool2d):
     """Max pooling on (C, H, W); stride defaults to the kernel size, padding is -inf."""
 
     type: Literal["MaxPool2d"] = "MaxPool2d"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1}
     kernel_size: IntOrPair
     """Window height and width."""
     stride: IntOrPair | None = None
@@ -47,6 +48,7 @@ class AvgPool2d(_Pool2d):
     """Average pooling on (C, H, W); stride defaults to the kernel size, padding is zeros (PyTorch's)."""
 
     type: Literal["AvgPool2d"] = "AvgPool2d"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1}
     kernel_size: IntOrPair
     """Window height and width."""
     stride: IntOrPair | None = None
@@ -70,6 +72,8 @@ class GlobalPool(LayerSpec):
     ONNX (GlobalAveragePool / GlobalMaxPool), where adaptive pooling to other sizes has uneven windows."""
 
     type: Literal["GlobalPool"] = "GlobalPool"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1}
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"mode": ("avg", "max")}
     mode: Literal["avg", "max"] = "avg"
     """'avg' (PyTorch's AdaptiveAvgPool2d(1) then Flatten) or 'max' (AdaptiveMaxPool2d(1) then Flatten)."""
 

@@ -3,7 +3,7 @@
 One family of netspec.spec.layers (its docstring says what a layer type is)."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 from pydantic import AfterValidator
 
@@ -38,6 +38,8 @@ class Dropout(_DropoutBase):
     """Element-wise dropout: each value zeroed with probability p, kept ones scaled by 1/(1-p)."""
 
     type: Literal["Dropout"] = "Dropout"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1, "flat": 1}
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"p": (0.0, 0.3, 0.5)}
     p: Rate = 0.5
     """Probability of dropping a value, in [0, 1)."""
 
@@ -47,6 +49,8 @@ class Dropout2d(_DropoutBase):
     channel, constant over H and W), kept ones scaled by 1/(1-p)."""
 
     type: Literal["Dropout2d"] = "Dropout2d"
+    drawn: ClassVar[Mapping[str, int]] = {"image": 1}
+    random_values: ClassVar[Mapping[str, tuple[Any, ...]]] = {"p": (0.0, 0.3, 0.5)}
     p: Rate = 0.5
     """Probability of dropping a channel, in [0, 1)."""
 
