@@ -12,7 +12,7 @@ from netspec.errors import DataError, NetspecError, SetupError, SpecError
 from netspec.spec.experiment import AdamConfig, DataConfig, Experiment, TrainConfig, load
 from netspec.spec.layers import (CELU, GELU, LAYER_TYPES, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d,
                                  Flatten, GlobalPool, Identity, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid,
-                                 Softplus, Tanh)
+                                 SiLU, Softplus, Tanh)
 from netspec.spec.network import Network
 from netspec.spec.params import Weights, check_weights, init_weights, load_weights, save_weights
 from netspec.version import __version__
@@ -20,7 +20,7 @@ from netspec.api import TrainResult, train  # last: it imports the rooms above
 
 __all__ = [
     "__version__",
-    "Add", "AvgPool2d", "CELU", "Concat", "GELU", "GlobalPool", "Identity", "LeakyReLU", "Scale", "Sigmoid", "Softplus", "Tanh",
+    "Add", "AvgPool2d", "CELU", "Concat", "GELU", "GlobalPool", "Identity", "LeakyReLU", "Scale", "Sigmoid", "SiLU", "Softplus", "Tanh",
     "AdamConfig", "BatchNorm", "Conv2d", "DataConfig", "DataError", "Dropout", "Dropout2d", "Experiment", "Flatten",
     "LAYER_TYPES", "Layer", "Linear", "MaxPool2d", "NetspecError", "Network", "ReLU", "SetupError", "SpecError",
     "TrainConfig", "TrainResult", "Weights", "backend_names", "check_weights", "from_torch", "init_weights", "load",

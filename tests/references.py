@@ -59,6 +59,7 @@ TORCH_NN = {
     spec.Add: lambda layer, shape: _Lambda(lambda *xs: torch.stack(xs).sum(0)),
     spec.Concat: lambda layer, shape: _Lambda(lambda *xs: torch.cat(xs, dim=1)),
     spec.Softplus: lambda layer, shape: nn.Softplus(layer.beta, layer.threshold),
+    spec.SiLU: lambda layer, shape: nn.SiLU(),
 }
 """Layer type -> its torch.nn construction (layer, input shape) -> module; tests/spec/test_layer_tables.py
 checks it covers netspec.spec.layers.LAYER_TYPES."""

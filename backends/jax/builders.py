@@ -120,6 +120,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Sigmoid: lambda s, site: _stateless(jax.nn.sigmoid),
     spec.Add: lambda s, site: _merge(lambda xs: sum(xs[1:], xs[0])),
     spec.Concat: lambda s, site: _merge(lambda xs: jnp.concatenate(xs, axis=-1)),  # NHWC: channels last
+    spec.SiLU: lambda s, site: _stateless(jax.nn.silu),
     spec.Softplus: lambda s, site: _stateless(lambda x: jnp.where(s.beta * x > s.threshold, x, jax.nn.softplus(s.beta * x) / s.beta)),
 }
 """Spec class -> builder; tests/spec/test_layer_tables.py checks it covers netspec.spec.layers.LAYER_TYPES."""

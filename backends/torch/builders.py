@@ -94,6 +94,7 @@ BUILDERS: dict[type[LayerSpec], Builder] = {
     spec.Add: lambda layer, site: Add(),
     spec.Concat: lambda layer, site: Concat(),
     spec.Softplus: lambda layer, site: nn.Softplus(layer.beta, layer.threshold),
+    spec.SiLU: lambda layer, site: nn.SiLU(),
 }
 """Every layer type of the spec union (tests/spec/test_layer_tables.py checks it against netspec.spec.layers.LAYER_TYPES)."""
 

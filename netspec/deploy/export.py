@@ -16,7 +16,7 @@ Linear -> Gemm(transB=1) (its weight is (out, in)); Conv2d -> Conv with explicit
 Flatten -> Flatten(axis=1) (row-major over C, H, W: PyTorch's order); AvgPool2d -> AveragePool
 (count_include_pad as the spec's); GlobalPool -> GlobalAveragePool/GlobalMaxPool + Flatten; Scale -> Mul;
 GELU -> Erf (or Tanh) arithmetic (Gelu itself needs opset 20); CELU -> Celu; LeakyReLU -> LeakyRelu;
-Tanh, Sigmoid -> themselves; Softplus -> Softplus (beta, threshold other than 1, 20: Where/Mul/Div around it);
+Tanh, Sigmoid -> themselves; SiLU -> Mul(x, Sigmoid(x)) (ONNX has no SiLU); Softplus -> Softplus (beta, threshold other than 1, 20: Where/Mul/Div around it);
 Add -> Sum; Concat -> Concat(axis=1); Dropout, Dropout2d, Identity -> nothing.
 A graph's layers take the tensors their inputs name.
 """
@@ -35,7 +35,7 @@ from netspec.errors import missing_package
 from netspec.deploy.inference import load_run
 from netspec.io import safe_output_dir, write_bytes_atomic
 from netspec.spec.layers import (CELU, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Dropout2d, Flatten, GlobalPool,
-                     Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, Softplus, Tanh, pair)
+                     Identity, LayerSpec, LeakyReLU, Linear, MaxPool2d, ReLU, Scale, Sigmoid, SiLU, Softplus, Tanh, pair)
 from netspec.spec.network import NETWORK_INPUT, Network
 from netspec.spec.params import Weights, check_weights
 from netspec.version import __version__
@@ -155,6 +155,12 @@ def _softplus(g: _GraphBuilder, i: int, layer: Softplus) -> None:
     g.add("Where", i, [x, soft], first=above)
 
 
+def _silu(g: _GraphBuilder, i: int, layer: SiLU) -> None:
+    """ONNX has no SiLU (HardSwish is another function): x * Sigmoid(x)."""
+    x = g.current
+    g.add("Mul", i, [g.add("Sigmoid", i, [], first=x)], first=x)
+
+
 def _identity(g: _GraphBuilder, i: int, layer: LayerSpec) -> None:
     """Dropout in eval mode, Identity: nothing to compute."""
 
@@ -172,6 +178,7 @@ _BUILDERS: dict[type, Callable[[_GraphBuilder, int, Any], None]] = {
     LeakyReLU: lambda g, i, layer: g.add("LeakyRelu", i, [], alpha=layer.negative_slope),
     Tanh: lambda g, i, layer: g.add("Tanh", i, []),
     Sigmoid: lambda g, i, layer: g.add("Sigmoid", i, []),
+    SiLU: _silu,
     Add: lambda g, i, layer: g.add("Sum", i, [], merge=True),
     Concat: lambda g, i, layer: g.add("Concat", i, [], merge=True, axis=1),
     Softplus: _softplus,

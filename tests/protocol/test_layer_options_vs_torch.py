@@ -77,6 +77,7 @@ NO_TORCH_COUNTERPART: dict[tuple[str, str], str] = {
 BASE_LAYERS: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
     # layer types without fields of their own: checked once at their (only) setting
     "ReLU": ({}, IMAGE), "Flatten": ({}, IMAGE), "Identity": ({}, IMAGE), "Tanh": ({}, FLAT), "Sigmoid": ({}, IMAGE),
+    "SiLU": ({}, FLAT),
 }
 MERGES = {"Add", "Concat"}
 """Merge layers have no field beyond inputs: tests/spec/test_graph_outside_reference.py checks them against torch."""
@@ -112,7 +113,8 @@ def torch_module(layer: LayerSpec, shape: tuple[int, ...], w: dict[str, torch.Te
     elif kind == "Softplus":
         m = nn.Softplus(beta=layer.beta, threshold=layer.threshold)
     else:
-        m = {"ReLU": nn.ReLU, "Flatten": nn.Flatten, "Identity": nn.Identity, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid}[kind]()
+        m = {"ReLU": nn.ReLU, "Flatten": nn.Flatten, "Identity": nn.Identity, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid,
+             "SiLU": nn.SiLU}[kind]()
     m = m.double()
     state = m.state_dict()
     missing = set(state) - set(w)

@@ -22,7 +22,7 @@ from pydantic import Field
 from netspec.spec.layers.base import (FLOAT32_MAX, FLOAT32_TINY, INPUT, MAX_INPUTS, MAX_SIZE, Count, IntOrPair, LayerId,
                                       LayerRef, LayerSpec, NonNegCount, NonNegIntOrPair, ParamInfo, Real, Shape, Tensors,
                                       check_float32, pair)
-from netspec.spec.layers.activations import CELU, GELU, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+from netspec.spec.layers.activations import CELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
 from netspec.spec.layers.convolution import Conv2d
 from netspec.spec.layers.core import Identity, Linear, Scale
 from netspec.spec.layers.merging import Add, Concat
@@ -34,7 +34,7 @@ from netspec.spec.layers.reshaping import Flatten
 # The union's order is the JSON Schema's order and LAYER_TYPES' order: a new type goes at the end.
 Layer = Annotated[
     Union[Linear, Conv2d, BatchNorm, ReLU, Dropout, Dropout2d, MaxPool2d, Flatten, AvgPool2d, GlobalPool, Identity,
-          Scale, GELU, CELU, LeakyReLU, Tanh, Sigmoid, Add, Concat, Softplus],
+          Scale, GELU, CELU, LeakyReLU, Tanh, Sigmoid, Add, Concat, Softplus, SiLU],
     Field(discriminator="type"),
 ]
 """Any layer spec; the `type` field says which."""

@@ -1,4 +1,4 @@
-"""Element-wise activations: ReLU, GELU, CELU, LeakyReLU, Tanh, Sigmoid, Softplus.
+"""Element-wise activations: ReLU, GELU, CELU, LeakyReLU, Tanh, Sigmoid, Softplus, SiLU.
 
 One family of netspec.spec.layers (its docstring says what a layer type is)."""
 from __future__ import annotations
@@ -96,3 +96,12 @@ class Softplus(_Activation):
     def reference(self, x, tensors, train=False, mask=None):
         scaled = self.beta * x
         return np.where(scaled > self.threshold, x, np.logaddexp(0.0, scaled) / self.beta), tensors
+
+
+class SiLU(_Activation):
+    """x * sigmoid(x), element-wise (the swish of Ramachandran et al. with beta 1; PyTorch's SiLU)."""
+
+    type: Literal["SiLU"] = "SiLU"
+
+    def reference(self, x, tensors, train=False, mask=None):
+        return x / (1.0 + np.exp(-x)), tensors
