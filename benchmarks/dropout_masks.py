@@ -1,4 +1,4 @@
-"""What the shared hashed dropout masks (issue 24) cost against each backend's masks before them, side by side
+"""What the shared hashed dropout masks cost against each backend's masks before them, side by side
 in one run: torch.rand masks from a torch.Generator (torch's eager path before) and jax.random.bernoulli on
 threefry keys (flax.linen.Dropout, jax's path before), against netspec.protocol.counter_hash's masks.
 
@@ -51,7 +51,7 @@ def _timed(fn: Callable[[], Any], repeat: int) -> Timer:
 # ---- torch -------------------------------------------------------------------------------------------
 
 def _torch_rand_dropout() -> Any:
-    """torch's eager Dropout before issue 24: uniform draws from a generator compared with the keep rate."""
+    """torch's eager Dropout before the shared stream: uniform draws from a generator compared with the keep rate."""
     import torch
 
     class RandDropout(torch.nn.Module):

@@ -129,7 +129,7 @@ def default_plan(device_is_gpu: bool, tiny: bool) -> list[Config]:
         return plan(["mlp", "cnn"], ["torch", "jax"], ["float32"], ["eager", "compiled"], ["netspec", "builtin"])
     both = ["torch", "jax"]
     ni = ["netspec", "builtin"]
-    # Most informative first, as a GPU check's budget runs out (issue 12's goals): the CNN in tf32 against
+    # Most informative first, as a GPU check's budget runs out: the CNN in tf32 against
     # its built-in contender; the MLP (torch's whole-step graphs matter most there); the CNN in bf16; the
     # dropout pair (element-wise vs channel); eager netspec CNN rows (do jax's scan and torch's graphs pay
     # on this GPU? on a CPU a scan lost 7x); then the rest.

@@ -1,4 +1,4 @@
-"""The prepared GPU check (issue 12): one command, every stage in its own try, everything under --out.
+"""The prepared GPU check: one command, every stage in its own try, everything under --out.
 
     python -m benchmarks.gpu_check --out DIR [--tiny] [--data-dir PATH] [--budget-s 470]
 

@@ -45,7 +45,7 @@ FLAX_BUILTINS = ((spec.BatchNorm, _flax_batch_norm), (spec.Dropout, _flax_dropou
 
 class ThreefryDropoutModel(JaxModel):
     """JaxModel with flax.linen's own Dropout (jax.random.bernoulli on a threefry key, the backend's masks
-    before issue 24): the key made from the step's key of the first layer, so it is still a pure
+    before the shared stream): the key made from the step's key of the first layer, so it is still a pure
     function of the dropout stream."""
 
     def _build_module(self, precision: Optional[jax.lax.Precision], dtype: Any = None) -> nn.Module:

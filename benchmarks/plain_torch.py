@@ -1,7 +1,7 @@
 """A whole experiment with torch.nn built-ins and the plain loop a PyTorch user writes: the baseline
 that netspec's runs on the same data are compared with (same split, same initial weights, same batch
 order, the same augmentation draws; only the layers' implementation, the optimizer's and the loop
-differ). The recipe of issue 23 (specs/resnet9_recipe.json) runs with torch.optim's SGD/Adam/AdamW,
+differ). The training recipe (specs/resnet9_recipe.json) runs with torch.optim's SGD/Adam/AdamW,
 torch's label smoothing and plain pad/crop/flip/cutout code (no torchvision).
 
     python -m benchmarks.plain_torch specs/mlp.json --data-dir ../shared/data/cifar10-jpeg-q75.tar.gz

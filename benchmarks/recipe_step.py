@@ -1,4 +1,4 @@
-"""What the training recipe costs per step (issue 23's goal: an SGD or AdamW step with augmentation at
+"""What the training recipe costs per step (the goal: an SGD or AdamW step with augmentation at
 most 1.10x a plain Adam step without it), per backend, in one run on the same machine.
 
     python -m benchmarks.recipe_step                        # the report's CNN (specs/cnn.json), CPU

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The fault corpus, opt-in: bad inputs and faults as a user (or an attacker) meets them (issue 11).
+"""The fault corpus, opt-in: bad inputs and faults as a user (or an attacker) meets them.
 
 Every case runs the command line in a subprocess, in its own temporary folder, with a timeout, on
 tiny synthetic data where data is not the point (`--device cpu`), and is classified automatically:
@@ -12,7 +12,7 @@ tiny synthetic data where data is not the point (`--device cpu`), and is classif
     hang/OOM    the timeout ran out (or the process was killed for memory)
 
 Process faults (kill -9, SIGINT, a killed --force, two runs at once) depend on the resume work of
-issue 11 items 1-2; where it has not landed, they show as not clean here.
+where a check has not landed, it shows as not clean here.
 
     python tools/fault_corpus.py --out corpus.json        # all cases; tables, counts; exit 1 unless all clean
     python tools/fault_corpus.py -k weights --jobs 2      # the cases whose group or name contains 'weights'
@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 180
 OUTCOMES = ("clean", "traceback", "silent", "lost data", "hang/OOM")
 GROUPS = ("data", "numbers", "processes", "specs", "outputs", "weights",
-          # issue 21: run folders, reports and launches from elsewhere, one group per class of fault
+          # run folders, reports and launches from elsewhere, one group per class of fault
           "links", "markup", "overwrite", "hangs", "records", "tracebacks", "leftovers", "messages",
-          # issue 36: the newest surfaces (blocks, bases, fractions, image data, searches, tracking, import, --weights)
+          # the newest surfaces (blocks, bases, fractions, image data, searches, tracking, import, --weights)
           "surfaces")
 NET = {"input_shape": [3, 32, 32], "layers": [
     {"type": "Conv2d", "out_channels": 4, "kernel_size": 5, "stride": 3}, {"type": "BatchNorm"}, {"type": "ReLU"},
@@ -610,7 +610,7 @@ def _npy() -> bytes:
     return buf.getvalue()
 
 
-# ---- issue 21: run folders, reports and launches from elsewhere -------------------------------------
+# ---- run folders, reports and launches from elsewhere -------------------------------------
 
 def victim(work: Path, name: str) -> Path:
     """A precious file outside the output folder (the corpus checks that nothing outside changes)."""
@@ -902,7 +902,7 @@ def untrusted_cases() -> list[Case]:
                             unfinish=True), says=("does not fit the network", "not trusted")),
         Case("resume: a transposed weight", "tracebacks", [resumed], expect=0, finished=True, check=has_finished_run(),
              setup=npz_edit("checkpoint.npz", lambda a: {**a, "model.5.weight": a["model.5.weight"].T}, unfinish=True)),
-        # issue 36: every checkpoint scalar and array validated before use (damaged, not diverged; the run starts over)
+        # every checkpoint scalar and array validated before use (damaged, not diverged; the run starts over)
         Case("resume: NaN Adam moments", "records", [resumed], expect=0, finished=True, check=has_finished_run(),
              setup=npz_edit("checkpoint.npz", lambda a: {**a, "model.adam.exp_avg.5.weight": a["model.adam.exp_avg.5.weight"] * np.nan},
                             unfinish=True), says=("checkpoint.npz", "not trusted")),
@@ -969,7 +969,7 @@ def untrusted_cases() -> list[Case]:
     ]
     return cases
 
-# ---- issue 36: the newest surfaces ------------------------------------------------------------------
+# ---- the newest surfaces ------------------------------------------------------------------
 
 def blocks(layers: list, blocks_: dict, params: Optional[dict] = None) -> Callable[[Path], None]:
     """bad.json: TINY with a short-form network of these blocks, uses and network parameters."""
