@@ -11,8 +11,8 @@ tiny synthetic data where data is not the point (`--device cpu`), and is classif
     lost data   a file written outside the out folder, or a finished run changed or broken
     hang/OOM    the timeout ran out (or the process was killed for memory)
 
-Process faults (kill -9, SIGINT, a killed --force, two runs at once) depend on the resume work of
-where a check has not landed, it shows as not clean here.
+Process faults (kill -9, SIGINT, a killed --force, two runs at once) check the run folder's resume and
+lock promises.
 
     python tools/fault_corpus.py --out corpus.json        # all cases; tables, counts; exit 1 unless all clean
     python tools/fault_corpus.py -k weights --jobs 2      # the cases whose group or name contains 'weights'
