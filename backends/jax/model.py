@@ -60,7 +60,7 @@ class TrainState(NamedTuple):
     params: Any
     batch_stats: Any
     opt_state: Any
-    """optax Adam state, or None before setup_optimizer."""
+    """The optimizer's state (optax's ScaleByAdamState, or recipe.SgdState), or None before setup_optimizer."""
 
 
 def _nhwc(x: jax.Array) -> jax.Array:
@@ -103,7 +103,7 @@ class JaxModel(ModelBase):
         self._forward_train = jax.jit(self._forward_train_fn)
         self._loss_and_grads_jit = jax.jit(self._loss_and_grads_fn)
         self._eval_step = jax.jit(self._eval_step_fn, static_argnames=("batch_size", "flip"), donate_argnums=0)
-        self._train_step = None  # built by setup_optimizer: it closes over the Adam settings
+        self._train_step = None  # built by setup_optimizer: it closes over the optimizer's settings
         self._train_chunk = None
         self._program: Any = None
         """(batch size, the program compiled ahead of time by warmup for it): the chunk's scan when

@@ -1,4 +1,5 @@
-"""The compiled torch model (netspec.protocol.backend.Model): an nn.Sequential, its Adam and its dropout keys."""
+"""The compiled torch model (netspec.protocol.model_base.ModelBase's hooks): the network's module (an nn.Sequential
+for a chain, a Graph otherwise), its torch.optim optimizer and its dropout keys."""
 from __future__ import annotations
 
 import contextlib
@@ -70,7 +71,7 @@ class TorchData:
 
 
 class TorchModel(ModelBase):
-    """A network compiled to an nn.Sequential, with its optimizer and dropout RNG. Built by
+    """A network compiled to a torch module, with its optimizer and dropout stream. Built by
     TorchBackend.compile, which resolves the device. The protocol's checks, errors and read-back rule
     are ModelBase's; this class holds the tensors and the steps."""
 

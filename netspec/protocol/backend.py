@@ -42,7 +42,7 @@ PRECISIONS: dict[str, str] = {"float32": "float32", "highest": "float32", "tf32"
 """Each accepted precision name -> its canonical name ('highest' is 'float32')."""
 
 Compile = Literal["auto", "on", "off"]
-"""Whether a model's training steps are compiled (TrainConfig.compile): 'auto' = on a GPU only."""
+"""Whether a model's training steps are compiled (TrainConfig.compile), by the rule of `compiles`."""
 
 
 def canonical_precision(precision: str) -> str:
@@ -111,7 +111,7 @@ class Backend(Protocol):
         """Build `network`. Weights: the canonical dict, or `init_weights(network, seed)` when None.
         `seed` also seeds the dropout RNG. device: None picks a GPU when there is one, else the CPU.
         precision: see Precision (training passes train.precision; the cross-check its own).
-        compiled: 'auto' compiles the training steps on a GPU only, 'on'/'off' force it."""
+        compiled: see Compile."""
 
     def describe(self) -> dict[str, Any]:
         """Versions and devices, for a run's environment file."""
@@ -139,8 +139,7 @@ class BackendBase:
     """The backend's Model: called as (network, weights, seed, device, device words, precision, compiled)."""
 
     def resolve_device(self, name: Optional[str]) -> Any:
-        """The framework's device for a name (netspec.protocol.backend.parse_device's); None: a GPU when
-        there is one, else the CPU. SetupError when unknown or absent."""
+        """The framework's device for a name, chosen and checked by `request_device` (its rule, its errors)."""
         raise NotImplementedError
 
     def device_words(self, device: Any) -> str:
