@@ -69,6 +69,16 @@ class Plan:
     cut_cols: np.ndarray
 
 
+PACKED = ("dy", "dx", "flip", "cut_y", "cut_x")
+"""The order of an image's five draws in `packed`."""
+
+
+def packed(draws: Draws) -> np.ndarray:
+    """The draws as one int32 array (..., 5) in PACKED's order: what a backend puts on its device once per
+    train_steps call (five numbers per image; the index maps are built on the device)."""
+    return np.stack([np.asarray(getattr(draws, name), np.int32) for name in PACKED], axis=-1)
+
+
 # ---- the index maps, written once over an array namespace ----------------------------------------------
 # numpy (the reference below), torch and jax.numpy run these very functions: `xp` is the namespace. numpy
 # and jax.numpy are passed as they are; torch passes a small adapter whose `arange` makes its tensor on
@@ -129,10 +139,10 @@ def augment_batch(xp: IndexOps, x: Any, index: Any, draws: Any, config: AugmentC
     no window is built."""
     height, width = x.shape[1:3] if channels_last else x.shape[-2:]
     pad, mode = config.crop_padding, config.pad_mode
-    rows, keep_rows = axis_source(xp, draws[:, 0], height, pad, mode)
-    cols, keep_cols = axis_source(xp, draws[:, 1], width, pad, mode, draws[:, 2])
-    cut = ((window(xp, draws[:, 3], height, config.cutout), window(xp, draws[:, 4], width, config.cutout))
-           if config.cutout else None)
+    dy, dx, flip, cut_y, cut_x = [draws[:, i] for i in range(len(PACKED))]  # PACKED's order
+    rows, keep_rows = axis_source(xp, dy, height, pad, mode)
+    cols, keep_cols = axis_source(xp, dx, width, pad, mode, flip)
+    cut = (window(xp, cut_y, height, config.cutout), window(xp, cut_x, width, config.cutout)) if config.cutout else None
     return xp.where(keep_mask(keep_rows, keep_cols, cut)[..., None], gather(x, index, rows, cols, channels_last), zero)
 
 
@@ -160,13 +170,3 @@ def apply_plan(x: np.ndarray, p: Plan) -> np.ndarray:
     gathered = gather(x, np.arange(len(x)), p.rows, p.cols, channels_last=False)
     keep = keep_mask(p.keep_rows, p.keep_cols, (p.cut_rows, p.cut_cols))
     return np.where(keep[..., None], gathered, np.zeros((), x.dtype)).transpose(0, 3, 1, 2)
-
-
-PACKED = ("dy", "dx", "flip", "cut_y", "cut_x")
-"""The order of an image's five draws in `packed`."""
-
-
-def packed(draws: Draws) -> np.ndarray:
-    """The draws as one int32 array (..., 5) in PACKED's order: what a backend puts on its device once per
-    train_steps call (five numbers per image; the index maps are built on the device)."""
-    return np.stack([np.asarray(getattr(draws, name), np.int32) for name in PACKED], axis=-1)
