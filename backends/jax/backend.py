@@ -36,8 +36,8 @@ def _gpus() -> list[jax.Device]:
 
 
 def resolve_device(name: Optional[str] = None) -> jax.Device:
-    """A device name (netspec.protocol.backend.parse_device's) as a jax.Device; None: the first GPU when jax
-    has one, else the CPU. SetupError when unknown or absent."""
+    """A device name as a jax.Device, by netspec.protocol.backend.request_device's rule; a GPU without an
+    index is jax's first one. A jax that cannot start (JAX_PLATFORMS) is a SetupError too."""
     try:
         gpus = _gpus()
         request = request_device(name, len(gpus), f"jax {jax.__version__}")

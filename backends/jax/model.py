@@ -60,7 +60,7 @@ class TrainState(NamedTuple):
     params: Any
     batch_stats: Any
     opt_state: Any
-    """optax Adam state, or None before setup_optimizer."""
+    """The optimizer's state (optax's ScaleByAdamState, or recipe.SgdState), or None before setup_optimizer."""
 
 
 def _nhwc(x: jax.Array) -> jax.Array:
@@ -103,7 +103,7 @@ class JaxModel(ModelBase):
         self._forward_train = jax.jit(self._forward_train_fn)
         self._loss_and_grads_jit = jax.jit(self._loss_and_grads_fn)
         self._eval_step = jax.jit(self._eval_step_fn, static_argnames=("batch_size", "flip"), donate_argnums=0)
-        self._train_step = None  # built by setup_optimizer: it closes over the Adam settings
+        self._train_step = None  # built by setup_optimizer: it closes over the optimizer's settings
         self._train_chunk = None
         self._program: Any = None
         """(batch size, the program compiled ahead of time by warmup for it): the chunk's scan when
@@ -237,13 +237,13 @@ class JaxModel(ModelBase):
             return OptimizerState(kind, slots, 0)
         return OptimizerState(kind, {"exp_avg": canonical(opt.mu), "exp_avg_sq": canonical(opt.nu)}, int(opt.count))
 
-    def _set_optimizer_state(self, saved: OptimizerState) -> None:
-        if saved.kind == "sgd":
-            buffer = saved.slots.get("momentum_buffer")
+    def _set_optimizer_state(self, state: OptimizerState) -> None:
+        if state.kind == "sgd":
+            buffer = state.slots.get("momentum_buffer")
             opt_state: Any = recipe.SgdState(None if buffer is None else self._params_tree(buffer))
         else:
-            opt_state = optax.ScaleByAdamState(count=np.asarray(saved.step, np.int32), mu=self._params_tree(saved.slots["exp_avg"]),
-                                               nu=self._params_tree(saved.slots["exp_avg_sq"]))
+            opt_state = optax.ScaleByAdamState(count=np.asarray(state.step, np.int32), mu=self._params_tree(state.slots["exp_avg"]),
+                                               nu=self._params_tree(state.slots["exp_avg_sq"]))
         self._state = self._state._replace(opt_state=jax.device_put(opt_state, self._device))
 
     def _params_tree(self, canonical: Weights) -> dict[str, dict[str, np.ndarray]]:
@@ -291,7 +291,7 @@ class JaxModel(ModelBase):
                              for a in (part, valid, part_lrs, part_keys, part_plans)))
         return out
 
-    def _warmup(self, data: JaxData, batch_size: int, rows: int = 1) -> None:
+    def _warmup(self, data: JaxData, batch_size: int, rows: int) -> None:
         """Compile the training program ahead of time (jit's lower and compile: nothing runs, the state
         is untouched), so that no epoch pays for it: the scan for calls of `rows` rows of `batch_size`
         when compiled, else the one-batch step."""
@@ -311,13 +311,12 @@ class JaxModel(ModelBase):
                                              shape((layers,), np.uint32), plan).compile()
             self._program = ((batch_size, augmented), program)
 
-    def _run_steps(self, data: JaxData, rows: np.ndarray, lr: float | np.ndarray,
-                   plans: Optional[np.ndarray] = None) -> jax.Array:
-        """The optimizer steps of train_steps (step i at learning rate lr[i], or lr for all; on the images
+    def _run_steps(self, data: JaxData, rows: np.ndarray, lrs: np.ndarray, plans: Optional[np.ndarray]) -> jax.Array:
+        """The optimizer steps of train_steps (step i at learning rate lrs[i]; on the images
         augmented by plans[i] when given), with the sums left on the device: only explicit transfers to
         the device here (tests run it under jax.transfer_guard('disallow'))."""
         rows = np.asarray(rows, np.int32)
-        lrs = np.broadcast_to(np.asarray(lr, self.float_dtype), (len(rows),))
+        lrs = np.asarray(lrs, self.float_dtype)
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         warm = self._program is not None and self._program[0] == (rows.shape[1], plans is not None)
         keys = self.dropout_keys(len(rows))
@@ -346,7 +345,7 @@ class JaxModel(ModelBase):
         loss_sum, correct = np.asarray(sums)
         return float(loss_sum), float(correct)
 
-    def _evaluate(self, data: JaxData, batch_size: int, flip: bool = False) -> jax.Array:
+    def _evaluate(self, data: JaxData, batch_size: int, flip: bool) -> jax.Array:
         sums = jax.device_put(np.zeros(2, self.float_dtype), self._device)
         s = self._state
         for start in range(0, data.num_examples, batch_size):

@@ -15,14 +15,14 @@ the torch backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netspec.protocol.augment import Draws, packed
+from netspec.protocol.augment import Draws, augment_batch, packed
 from netspec.spec.experiment import AugmentConfig, TrainConfig
 
 
@@ -81,35 +81,11 @@ def cross_entropy(logits: jax.Array, y: jax.Array, smoothing: float) -> jax.Arra
     return optax.softmax_cross_entropy(logits, target).mean()
 
 
-def _source(offset: jax.Array, flip: Optional[jax.Array], size: int, config: AugmentConfig) -> tuple[jax.Array, jax.Array]:
-    """Source index (in the image) and whether it is inside, of each output position along one axis
-    (netspec.protocol.augment's rules: crop offset, flip, PyTorch's reflection or zero padding)."""
-    position = jnp.arange(size)
-    if flip is not None:
-        position = jnp.where(flip[:, None] != 0, size - 1 - position, position)
-    source = offset[:, None] + position - config.crop_padding
-    if config.pad_mode == "reflect":
-        source = jnp.abs(source)
-        return jnp.where(source > size - 1, 2 * (size - 1) - source, source), jnp.ones(source.shape, bool)
-    return jnp.clip(source, 0, size - 1), (source >= 0) & (source < size)
-
-
-def _window(start: jax.Array, size: int, cutout: int) -> jax.Array:
-    position = jnp.arange(size)
-    return (position >= start[:, None]) & (position < start[:, None] + cutout)
-
-
 def augment(x_all: jax.Array, idx: jax.Array, draws: jax.Array, config: AugmentConfig) -> jax.Array:
     """The augmented batch x_all[idx] (NHWC) from its packed draws (netspec.protocol.augment.packed: dy, dx, flip,
-    cy, cx per image): index maps built on the device, one gather, one select of zeros."""
-    height, width = x_all.shape[1:3]
-    rows, keep_rows = _source(draws[:, 0], None, height, config)
-    cols, keep_cols = _source(draws[:, 1], draws[:, 2], width, config)
-    keep = keep_rows[:, :, None] & keep_cols[:, None, :]
-    if config.cutout:
-        keep = keep & ~(_window(draws[:, 3], height, config.cutout)[:, :, None] & _window(draws[:, 4], width, config.cutout)[:, None, :])
-    gathered = x_all[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    return jnp.where(keep[..., None], gathered, jnp.zeros((), x_all.dtype))
+    cy, cx per image): netspec.protocol.augment's index maps built on the device by jax.numpy, one gather,
+    one select of zeros."""
+    return augment_batch(jnp, x_all, idx, draws, config, channels_last=True, zero=jnp.zeros((), x_all.dtype))
 
 
 def augmented_batches(x: np.ndarray, rows: np.ndarray, draws: Draws, config: AugmentConfig) -> np.ndarray:

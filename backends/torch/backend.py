@@ -13,8 +13,8 @@ from .model import TorchModel
 
 
 def resolve_device(name: Optional[str] = None) -> torch.device:
-    """A device name (netspec.protocol.backend.parse_device's) as a torch.device; None: the current GPU when
-    torch sees one, else the CPU. SetupError when unknown or absent."""
+    """A device name as a torch.device, by netspec.protocol.backend.request_device's rule; a GPU without an
+    index is torch's current one."""
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     request = request_device(name, count, f"torch {torch.__version__}")
     if request.kind == "cpu":

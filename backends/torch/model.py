@@ -1,4 +1,5 @@
-"""The compiled torch model (netspec.protocol.backend.Model): an nn.Sequential, its Adam and its dropout keys."""
+"""The compiled torch model (netspec.protocol.model_base.ModelBase's hooks): the network's module (an nn.Sequential
+for a chain, a Graph otherwise), its torch.optim optimizer and its dropout keys."""
 from __future__ import annotations
 
 import contextlib
@@ -70,7 +71,7 @@ class TorchData:
 
 
 class TorchModel(ModelBase):
-    """A network compiled to an nn.Sequential, with its optimizer and dropout RNG. Built by
+    """A network compiled to a torch module, with its optimizer and dropout stream. Built by
     TorchBackend.compile, which resolves the device. The protocol's checks, errors and read-back rule
     are ModelBase's; this class holds the tensors and the steps."""
 
@@ -220,7 +221,7 @@ class TorchModel(ModelBase):
         # No 'reduce-overhead' mode: on a GPU the whole step, Adam included, is captured (step_graph).
         return torch.compile(self._loss, backend=COMPILE_BACKEND, fullgraph=fullgraph, dynamic=False)
 
-    def _warmup(self, data: TorchData, batch_size: int, rows: int = 1) -> None:
+    def _warmup(self, data: TorchData, batch_size: int, rows: int) -> None:
         """Compile the training step, then on a GPU capture it as a CUDA graph, and put the model's state
         back as it was. Falls back rather than failing a run, with the reason in compile_error: to a
         compiled graph with breaks, then to an uncompiled step; a failed capture leaves steps ungraphed.
@@ -228,22 +229,23 @@ class TorchModel(ModelBase):
         if not (self.compiled or self.graphed):
             return
         saved = self.get_training_state()
-        rows = np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples
-        batches = torch.as_tensor(rows, device=self.torch_device)
+        # Three rows whatever `rows` says: a torch step compiles and captures per batch size, not per call.
+        trial = np.arange(3 * batch_size).reshape(3, batch_size) % data.num_examples
+        batches, lrs = self._rows(trial), np.zeros(len(trial))
         aug = self.optimizer_config.augment
-        plans = (packed(batch_draws(aug, 0, 0, rows, *self.network.input_shape[1:])) if aug.active else None)
+        plans = (packed(batch_draws(aug, 0, 0, trial, *self.network.input_shape[1:])) if aug.active else None)
         with _uncaptured_adam_expected():
             for fullgraph in (True, False) if self.compiled else ():
                 try:
                     self._step = self._compiled_step(fullgraph)
-                    self._run_steps(data, batches, 0.0, plans, capture=False)
+                    self._steps(data, batches, lrs, plans, capture=False)
                     break
                 except Exception as err:  # a compiler's failure: report it, train on
                     self._fell_back(f"torch.compile(fullgraph={fullgraph})", err)
             self.compiled = self._step is not None
             if self.graphed:
                 try:
-                    self._run_steps(data, batches, 0.0, plans)
+                    self._steps(data, batches, lrs, plans, capture=True)
                 except Exception as err:
                     self._fell_back("CUDA graph capture", err, keep_step=True)
                     self.graphed = False
@@ -259,15 +261,19 @@ class TorchModel(ModelBase):
             self._step = None
             torch._dynamo.reset()
 
-    def _run_steps(self, data: TorchData, batches: np.ndarray | Tensor, lr: float | np.ndarray,
-                   plans: Optional[np.ndarray] = None, capture: bool = True) -> Tensor:
-        """The optimizer steps of train_steps (step i at learning rate lr[i], or lr for all; on the
-        images augmented by plans[i] when given), with the sums (loss, number correct) left on the
-        device; a graphed model replays its captured step (capturing it first if need be) unless
-        `capture` is False. The call's lrs and plans go to the device once; each step then copies its
-        own on the device (no host round trip per step)."""
-        rows = self._rows(batches) if isinstance(batches, np.ndarray) else batches
-        lrs = np.broadcast_to(np.asarray(lr, np.float64), (len(rows),))
+    def _run_steps(self, data: TorchData, rows: np.ndarray | Tensor, lrs: np.ndarray,
+                   plans: Optional[np.ndarray]) -> Tensor:
+        # rows may already be on the device (a test that must not copy inside a sync-checked region).
+        return self._steps(data, self._rows(rows) if isinstance(rows, np.ndarray) else rows, lrs, plans, capture=True)
+
+    def _steps(self, data: TorchData, rows: Tensor, lrs: np.ndarray, plans: Optional[np.ndarray],
+               capture: bool) -> Tensor:
+        """The optimizer steps of train_steps (step i at learning rate lrs[i], on the images augmented by
+        plans[i] when given), with the sums (loss, number correct) left on the device; a graphed model
+        replays its captured step (capturing it first if need be) unless `capture` is False (warmup's
+        compile). The call's lrs and plans go to the device once; each step then copies its own on the
+        device (no host round trip per step)."""
+        lrs = np.asarray(lrs, np.float64)
         plan_rows = None if plans is None else torch.as_tensor(plans, device=self.torch_device)
         lr_table = self._lr_table(lrs)
         if self.compiled and self._step is None:
@@ -342,7 +348,7 @@ class TorchModel(ModelBase):
             self._correct.zero_()
         return self._graph
 
-    def _evaluate(self, data: TorchData, batch_size: int, flip: bool = False) -> Tensor:
+    def _evaluate(self, data: TorchData, batch_size: int, flip: bool) -> Tensor:
         self.module.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.torch_device)
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)

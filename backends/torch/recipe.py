@@ -9,13 +9,13 @@ on a pixel), so it is bit-identical to the numpy reference and to the jax backen
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from netspec.protocol.augment import Draws, packed
+from netspec.protocol.augment import Draws, augment_batch, packed
 from netspec.spec.experiment import AugmentConfig, TrainConfig
 from netspec.spec.network import Network
 from netspec.protocol.optimizer_state import COUNTS_STEPS, OptimizerState, slots_of
@@ -82,36 +82,33 @@ def _like(p: Tensor, value: np.ndarray) -> Tensor:
     return torch.empty_like(p).copy_(torch.as_tensor(np.asarray(value), dtype=p.dtype))
 
 
-def _source(offset: Tensor, flip: Optional[Tensor], size: int, config: AugmentConfig) -> tuple[Tensor, Tensor]:
-    """Source index (in the image) and whether it is inside, of each output position along one axis
-    (netspec.protocol.augment's rules: crop offset, flip, PyTorch's reflection or zero padding)."""
-    position = torch.arange(size, device=offset.device)
-    if flip is not None:
-        position = torch.where(flip[:, None] != 0, size - 1 - position, position)
-    source = offset[:, None] + position - config.crop_padding
-    if config.pad_mode == "reflect":
-        source = source.abs()
-        return torch.where(source > size - 1, 2 * (size - 1) - source, source), torch.ones_like(source, dtype=torch.bool)
-    return source.clamp(0, size - 1), (source >= 0) & (source < size)
+class IndexOps:
+    """netspec.protocol.augment.IndexOps for torch: numpy's names, and an arange made on `device` (the
+    draws'), so the index maps are built there (inside a compiled or captured step too)."""
 
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
 
-def _window(start: Tensor, size: int, cutout: int) -> Tensor:
-    position = torch.arange(size, device=start.device)
-    return (position >= start[:, None]) & (position < start[:, None] + cutout)
+    def arange(self, stop: int) -> Tensor:
+        return torch.arange(stop, device=self.device)
+
+    def where(self, condition: Tensor, x: Tensor, y: Tensor | int) -> Tensor:
+        return torch.where(condition, x, y)
+
+    def abs(self, x: Tensor) -> Tensor:
+        return x.abs()
+
+    def clip(self, x: Tensor, low: int, high: int) -> Tensor:
+        return x.clamp(low, high)
 
 
 def augment(x_all: Tensor, index: Tensor, draws: Tensor, config: AugmentConfig) -> Tensor:
     """The augmented batch x_all[index] (NCHW) from its packed draws (netspec.protocol.augment.packed: dy, dx,
-    flip, cy, cx per image): index maps built on the device, one gather, one select of zeros."""
-    height, width = x_all.shape[-2:]
-    draws = draws.long()
-    rows, keep_rows = _source(draws[:, 0], None, height, config)
-    cols, keep_cols = _source(draws[:, 1], draws[:, 2], width, config)
-    keep = keep_rows[:, :, None] & keep_cols[:, None, :]
-    if config.cutout:
-        keep = keep & ~(_window(draws[:, 3], height, config.cutout)[:, :, None] & _window(draws[:, 4], width, config.cutout)[:, None, :])
-    gathered = x_all[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    return torch.where(keep[..., None], gathered, torch.zeros((), dtype=x_all.dtype, device=x_all.device)).permute(0, 3, 1, 2)
+    flip, cy, cx per image): netspec.protocol.augment's index maps built on the device, one gather, one
+    select of zeros."""
+    zero = torch.zeros((), dtype=x_all.dtype, device=x_all.device)
+    out = augment_batch(IndexOps(draws.device), x_all, index, draws.long(), config, channels_last=False, zero=zero)
+    return out.permute(0, 3, 1, 2)
 
 
 def augmented_batches(x: np.ndarray, rows: np.ndarray, draws: Draws, config: AugmentConfig) -> np.ndarray:

@@ -42,7 +42,7 @@ PRECISIONS: dict[str, str] = {"float32": "float32", "highest": "float32", "tf32"
 """Each accepted precision name -> its canonical name ('highest' is 'float32')."""
 
 Compile = Literal["auto", "on", "off"]
-"""Whether a model's training steps are compiled (TrainConfig.compile): 'auto' = on a GPU only."""
+"""Whether a model's training steps are compiled (TrainConfig.compile), by the rule of `compiles`."""
 
 
 def canonical_precision(precision: str) -> str:
@@ -78,77 +78,29 @@ class DeviceData(Protocol):
 
 
 class Model(Protocol):
-    """A compiled network with its parameters, running statistics, optimizer state and RNG."""
+    """A compiled network, for typing. What each attribute and method promises is written once, in the
+    docstring of its namesake on netspec.protocol.model_base.ModelBase, which every backend's model
+    subclasses (it implements the checks, the errors and the read-back rule; a backend fills in only its
+    tensors and steps)."""
 
     network: Network
     device: str
-    """Where it runs, in words ('cpu', 'cuda:0 (NVIDIA H100)')."""
     precision: str
-    """The canonical precision it computes in (see Precision)."""
     compiled: bool
-    """Whether its training steps are compiled (torch.compile; jax: one jitted scan per chunk of steps)."""
     compile_error: Optional[str]
-    """Why its steps fell back to a less compiled form (a compiler's or a CUDA graph capture's failure,
-    in one line), or None: a run records it beside `compiled`, as the run still trains."""
 
-    # Every backend's model subclasses netspec.protocol.model_base.ModelBase, which implements the checks, the
-    # errors and the read-back rule below once; a backend fills in only its tensors and steps.
-
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """Logits for a numpy batch (N, *input_shape). train=True: batch statistics, dropout active,
-        running statistics updated (as a training step's forward pass, without a parameter update)."""
-
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
-        """Train-mode mean cross-entropy and its gradient for every trainable tensor (canonical names
-        and layouts). Changes nothing: no parameter update, no running statistics update, no RNG draw."""
-
-    def get_weights(self, finite: bool = True) -> Weights:
-        """Parameters and running statistics as canonical numpy arrays (copies); NaN or inf raise
-        SpecError unless `finite=False`."""
-
-    def set_weights(self, weights: Weights) -> None:
-        """Load canonical weights (checked against the network)."""
-
-    def to_device(self, x: np.ndarray, y: np.ndarray) -> DeviceData:
-        """Put a whole split on the device once: x (N, *input_shape) float32, y (N,) int in
-        [0, classes). Bad shapes or labels raise ValueError."""
-
-    def setup_optimizer(self, config: TrainConfig) -> None:
-        """Create fresh optimizer state for the current parameters: config.optimizer (adam, adamw or sgd,
-        PyTorch's definitions) with config.param_groups' per-tensor weight decay and lr multipliers, and
-        config.label_smoothing and config.augment for the training steps (netspec.protocol.param_groups,
-        netspec.protocol.augment)."""
-
-    def get_training_state(self) -> dict[str, np.ndarray]:
-        """Everything training changes, as plain numpy arrays under canonical names (copies): the
-        canonical weights, the optimizer's state once setup_optimizer ran (netspec.protocol.optimizer_state:
-        'adam.exp_avg.<name>', 'adam.exp_avg_sq.<name>', 'adam.step'; 'adamw.*'; 'sgd.momentum_buffer.<name>'),
-        and the dropout stream ('rng.dropout': int64 [seed, step], the same for every backend, so a
-        state continues on another backend)."""
-
-    def set_training_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what get_training_state returned (call setup_optimizer first when it holds optimizer
-        state): training on from here is bit-identical to training on without the round trip."""
-
-    def warmup(self, data: DeviceData, batch_size: int, rows: int = 1) -> None:
-        """Compile the training step for calls of train_steps with `rows` rows of `batch_size` (the
-        trainer's), leaving the model's state as it was; the trainer times it as the run's
-        compile_seconds, so epoch times never include compilation. Nothing for an eager model, or
-        before setup_optimizer."""
-
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray: ...
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]: ...
+    def get_weights(self, finite: bool = True) -> Weights: ...
+    def set_weights(self, weights: Weights) -> None: ...
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> DeviceData: ...
+    def setup_optimizer(self, config: TrainConfig) -> None: ...
+    def get_training_state(self) -> dict[str, np.ndarray]: ...
+    def set_training_state(self, state: dict[str, np.ndarray]) -> None: ...
+    def warmup(self, data: DeviceData, batch_size: int, rows: int = 1) -> None: ...
     def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | np.ndarray,
-                    augment: Optional[Any] = None) -> tuple[float, float]:
-        """One optimizer step per row of `batches` (int indices into `data`, shape (steps, batch_size)),
-        at learning rate `lr` (a number, or one per step), on the images augmented by `augment`
-        (netspec.protocol.augment.Draws of the shape of `batches`, applied on the device bit-identically to
-        netspec.protocol.augment's reference) when given. Returns the sums over those steps of the batch mean
-        loss and of the batch accuracy, read back once at the end (no host synchronisation per step).
-        Changing `lr` or the draws must not recompile."""
-
-    def evaluate(self, data: DeviceData, batch_size: int, flip: bool = False) -> tuple[float, float]:
-        """Eval-mode mean loss and accuracy over the whole split, in batches of `batch_size`
-        (any split size: the last batch may be short); flip: on the mean of the logits of each image
-        and its horizontal mirror image (flip test-time augmentation)."""
+                    augment: Optional[Any] = None) -> tuple[float, float]: ...
+    def evaluate(self, data: DeviceData, batch_size: int, flip: bool = False) -> tuple[float, float]: ...
 
 
 class Backend(Protocol):
@@ -159,7 +111,7 @@ class Backend(Protocol):
         """Build `network`. Weights: the canonical dict, or `init_weights(network, seed)` when None.
         `seed` also seeds the dropout RNG. device: None picks a GPU when there is one, else the CPU.
         precision: see Precision (training passes train.precision; the cross-check its own).
-        compiled: 'auto' compiles the training steps on a GPU only, 'on'/'off' force it."""
+        compiled: see Compile."""
 
     def describe(self) -> dict[str, Any]:
         """Versions and devices, for a run's environment file."""
@@ -187,8 +139,7 @@ class BackendBase:
     """The backend's Model: called as (network, weights, seed, device, device words, precision, compiled)."""
 
     def resolve_device(self, name: Optional[str]) -> Any:
-        """The framework's device for a name (netspec.protocol.backend.parse_device's); None: a GPU when
-        there is one, else the CPU. SetupError when unknown or absent."""
+        """The framework's device for a name, chosen and checked by `request_device` (its rule, its errors)."""
         raise NotImplementedError
 
     def device_words(self, device: Any) -> str:

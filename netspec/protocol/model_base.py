@@ -14,10 +14,14 @@ and return device values that this class reads back once.
     to_device(x, y)               _to_device(x, y) -> DeviceData
     setup_optimizer(config)       _setup_optimizer(config)
     training state                _optimizer_state() / _set_optimizer_state(state); the dropout stream is kept here
-    train_steps(data, rows, lr)   _run_steps(data, rows, lrs) -> device sums (loss, number correct)
-    evaluate(data, batch_size)    _evaluate(data, batch_size) -> device sums (loss, number correct)
-    warmup(data, batch_size, n)   _warmup(data, batch_size, n) (default: nothing to compile)
+    train_steps(data, rows, lr)   _run_steps(data, rows, lrs, plans) -> device sums (loss, number correct)
+    evaluate(data, batch_size)    _evaluate(data, batch_size, flip) -> device sums (loss, number correct)
+    warmup(data, batch_size, n)   _warmup(data, batch_size, rows) (default: nothing to compile)
     every call                    _scope(): the model's precision set on entry, restored after
+
+A backend's override of a hook keeps the hook's signature here (the same parameter names, order and
+defaults; tests/protocol/test_hook_signatures.py checks it): what it needs besides goes into a private
+helper of its own name.
 
 numpy only: the core never imports a framework (docs/design.md).
 """
@@ -166,7 +170,11 @@ def scoped(method: Method) -> Method:
 
 
 class ModelBase:
-    """netspec.protocol.backend.Model, less the framework: see the module docstring for the hooks a backend fills.
+    """A compiled network with its parameters, running statistics, optimizer state and dropout stream:
+    netspec.protocol.backend.Model, less the framework. The docstrings here are the one statement of what
+    each method promises on every backend (the Protocol points here); the module docstring lists the hooks
+    a backend fills. Arrays cross as numpy (NCHW images, canonical weights in PyTorch's state_dict names
+    and layouts).
 
     Every public method runs inside `_scope()`, where a backend sets its process-wide precision
     switches for this model and restores them after (torch's TF32 flags, jax's x64 mode), so several
@@ -177,16 +185,21 @@ class ModelBase:
 
     def __init__(self, network: Network, precision: str, device: str, compiled: bool, seed: int = 0) -> None:
         self.network = network
+        """The network it computes."""
         self.stream = (int(seed), 0)
         """The dropout stream: (the run's seed, the count of training passes so far). A training pass at
         step s drops the units of counter_hash.keep_mask(seed, s, layer, ...) in every backend."""
         self.precision = canonical_precision(precision)
+        """The canonical precision it computes in (netspec.protocol.backend.Precision)."""
         self.device = device
+        """Where it runs, in words ('cpu', 'cuda:0 (NVIDIA H100)')."""
         self.compiled = compiled
+        """Whether its training steps are compiled (torch.compile; jax: one jitted scan per chunk of steps)."""
         self.float_dtype = "float64" if self.precision == "float64" else "float32"
         """numpy name of the dtype of parameters, statistics, optimizer state and inputs."""
         self.compile_error: Optional[str] = None
-        """Why its steps fell back to a less compiled form, in one line, or None (see netspec.protocol.backend.Model)."""
+        """Why its steps fell back to a less compiled form (a compiler's or a CUDA graph capture's failure,
+        in one line), or None: a run records it beside `compiled`, as the run still trains."""
         self.optimizer_config: Optional[TrainConfig] = None
         """The config of setup_optimizer's last call; None before it."""
 
@@ -222,40 +235,60 @@ class ModelBase:
 
     @scoped
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """Logits for a numpy batch (N, *input_shape). train=True: batch statistics, dropout active,
+        running statistics updated (as a training step's forward pass, without a parameter update)."""
         return self._forward(check_inputs(self.network, x, self.float_dtype), train)
 
     @scoped
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        """Train-mode mean cross-entropy and its gradient for every trainable tensor (canonical names
+        and layouts). Changes nothing: no parameter update, no running statistics update, no RNG draw."""
         x = check_inputs(self.network, x, self.float_dtype)
         return self._loss_and_grads(x, check_labels(self.network, y, len(x)))
 
     @scoped
     def get_weights(self, finite: bool = True) -> Weights:
-        """Copies, in canonical order, names, layouts and dtypes (checked as any weights are; NaN or inf
-        refused unless `finite=False`, for the cross-check of a run that overflowed)."""
+        """Parameters and running statistics as canonical numpy arrays: copies, in canonical order, names,
+        layouts and dtypes (checked as any weights are); NaN or inf raise SpecError unless `finite=False`
+        (for the cross-check of a run that overflowed)."""
         return check_weights(self.network, self._get_weights(), f"{self.backend_name} model", self.float_dtype, finite)
 
     @scoped
     def set_weights(self, weights: Weights) -> None:
+        """Load canonical weights (checked against the network); get_weights gives them back exactly."""
         self._set_weights(check_weights(self.network, weights, float_dtype=self.float_dtype))
 
     @scoped
     def to_device(self, x: np.ndarray, y: np.ndarray) -> DeviceData:
+        """Put a whole split on the device once: x (N, *input_shape) float32, y (N,) int in
+        [0, classes). Bad shapes or labels raise ValueError."""
         x = check_inputs(self.network, x, self.float_dtype)
         return self._to_device(x, check_labels(self.network, y, len(x)))
 
     @scoped
     def setup_optimizer(self, config: TrainConfig) -> None:
+        """Create fresh optimizer state for the current parameters: config.optimizer (adam, adamw or sgd,
+        PyTorch's definitions) with config.param_groups' per-tensor weight decay and lr multipliers, and
+        config.label_smoothing and config.augment for the training steps (netspec.protocol.param_groups,
+        netspec.protocol.augment)."""
         self._setup_optimizer(config)
         self.optimizer_config = config
 
     @scoped
     def get_training_state(self) -> dict[str, np.ndarray]:
+        """Everything training changes, as plain numpy arrays under canonical names (copies): the
+        canonical weights, the optimizer's state once setup_optimizer ran (netspec.protocol.optimizer_state:
+        'adam.exp_avg.<name>', 'adam.exp_avg_sq.<name>', 'adam.step'; 'adamw.*'; 'sgd.momentum_buffer.<name>'),
+        and the dropout stream (DROPOUT_RNG: int64 [seed, step], the same for every backend, so a state
+        continues on another backend)."""
         optimizer = self._optimizer_state() if self.optimizer_config is not None else None
         return pack_training_state(self.get_weights(), optimizer, self.stream)
 
     @scoped
     def set_training_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what get_training_state returned (call setup_optimizer first when it holds optimizer
+        state): training on from here is bit-identical to training on without the round trip. A state
+        of another network or optimizer is a SpecError naming what does not fit."""
         weights, optimizer, rng = unpack_training_state(self.network, state)
         if optimizer is not None and self.optimizer_config is None:
             raise RuntimeError(NO_OPTIMIZER.format(what="set_training_state with optimizer state"))
@@ -270,16 +303,21 @@ class ModelBase:
     @scoped
     def warmup(self, data: DeviceData, batch_size: int, rows: int = 1) -> None:
         """Compile the training step for calls of train_steps with `rows` rows of `batch_size` (the
-        trainer's), leaving the model's state as it was; the trainer times it as compile_seconds."""
+        trainer's), leaving the model's state as it was; the trainer times it as the run's
+        compile_seconds, so epoch times never include compilation. Nothing for an eager model, or
+        before setup_optimizer."""
         if self.optimizer_config is not None:
             self._warmup(data, batch_size, rows)
 
     @scoped
     def train_steps(self, data: DeviceData, batches: np.ndarray, lr: float | Sequence[float] | np.ndarray,
                     augment: Optional[Draws] = None) -> tuple[float, float]:
-        """One optimizer step per row of `batches`; lr: a number, or one per step; augment: the
-        augmentation draws of every image of `batches` (netspec.protocol.augment), or None. The sums of the batch
-        mean losses and accuracies, read back once."""
+        """One optimizer step per row of `batches` (int indices into `data`, shape (steps, batch_size)),
+        at learning rate `lr` (a number, or one per step), on the images augmented by `augment`
+        (netspec.protocol.augment.Draws of the shape of `batches`, applied on the device bit-identically to
+        netspec.protocol.augment's reference) when given. Returns the sums over those steps of the batch mean
+        loss and of the batch accuracy, read back once at the end (no host synchronisation per step).
+        Changing `lr` or the draws must not recompile. Before setup_optimizer: RuntimeError."""
         if self.optimizer_config is None:
             raise RuntimeError(NO_OPTIMIZER.format(what="train_steps"))
         rows = check_batches(batches, data.num_examples)
@@ -290,7 +328,9 @@ class ModelBase:
 
     @scoped
     def evaluate(self, data: DeviceData, batch_size: int, flip: bool = False) -> tuple[float, float]:
-        """flip: on the mean of the logits of each image and its horizontal mirror image (flip TTA)."""
+        """Eval-mode mean loss and accuracy over the whole split, in batches of `batch_size`
+        (any split size: the last batch may be short); flip: on the mean of the logits of each image
+        and its horizontal mirror image (flip test-time augmentation). An empty split: ValueError."""
         count = data.num_examples
         if count == 0:
             raise ValueError(EMPTY_SPLIT)

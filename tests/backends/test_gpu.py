@@ -50,7 +50,7 @@ def test_a_torch_epoch_never_synchronizes(compiled: str) -> None:
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        sums = model._run_steps(d, index, 1e-3)
+        sums = model._run_steps(d, index, np.full(len(index), 1e-3), None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert np.isfinite(torch.stack([sums[0], sums[1].double()]).tolist()).all()
@@ -135,5 +135,5 @@ def test_a_jax_epoch_makes_no_implicit_transfer() -> None:
     model.setup_optimizer(ns.TrainConfig())
     model.warmup(d, BATCH, 8)
     with jax.transfer_guard("disallow"):
-        sums = model._run_steps(d, rows(256, 8, 1).astype(np.int32), 1e-3)
+        sums = model._run_steps(d, rows(256, 8, 1).astype(np.int32), np.full(8, 1e-3), None)
     assert np.isfinite(np.asarray(sums)).all()
