@@ -96,12 +96,11 @@ def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
 
 def _is_sweep(path: str) -> bool:
     from netspec.io import read_json
-    from netspec.spec.search_file import is_search_file
-    from netspec.spec.sweep_file import is_sweep_file
-    data = read_json(path)
-    if is_search_file(data):
+    from netspec.spec.bases import file_kind
+    kind = file_kind(path, read_json(path))  # a file with only a base is its base's kind: an experiment
+    if kind == "search":
         raise SpecError(f"{path} is a search file; run it with: {PROG} search {path}")
-    return is_sweep_file(data)
+    return kind == "sweep"
 
 
 def _experiment_only(path: str, command: str) -> None:

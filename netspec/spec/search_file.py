@@ -27,7 +27,8 @@ from netspec.io import read_json, validate
 from netspec.spec.experiment import Experiment
 from netspec.spec.fields import SafeName
 from netspec.spec.overrides import apply_overrides, list_position
-from netspec.spec.sweep_file import _read_base, seed_list, with_seed
+from netspec.spec.bases import own_kind, read_base
+from netspec.spec.sweep_file import seed_list, with_seed
 
 MAX_TRIALS = 1_000
 """Most trials one search may ask for: a study of a million trials is a typo, not a plan (TPE's cost
@@ -170,7 +171,7 @@ def load_search(path: str | Path, overrides: Optional[list[str]] = None) -> Sear
     (did-you-mean otherwise), before any study is opened."""
     path = Path(path)
     spec = validate(SearchSpec, read_json(path), path)
-    base_data = apply_overrides(_read_base(path, "base", spec.base), overrides or [], source=str(path.parent / spec.base))
+    base_data = apply_overrides(read_base(path, "base", spec.base, "search"), overrides or [], source=str(path.parent / spec.base))
     search = Search(spec, base_data, path)
     resolved = search.base.model_dump(mode="json")
     for param in spec.space:
@@ -202,8 +203,8 @@ def _check_path(data: Any, dotted: str, where: str) -> None:
 
 
 def is_search_file(data: Any) -> bool:
-    """A search file has a base and a space, and no network of its own."""
-    return isinstance(data, dict) and "network" not in data and "space" in data
+    """A search file has a key only a search has (space, trials, objective, ...) and no experiment section."""
+    return own_kind(data) == "search"
 
 
 def search_dir(out_root: str | Path, name: str) -> Path:
