@@ -72,9 +72,13 @@ def _short_form(schema: dict[str, Any]) -> dict[str, Any]:
             "params": {"type": "array", "items": {"type": "string", "pattern": f"^{NAME_PATTERN}$",
                                                   "not": {"enum": list(RESERVED)}}, "uniqueItems": True},
             "layers": {"type": "array", "minItems": 1, "items": item}}}}
+    fraction = {"type": "string", "pattern": f"^{FRACTION_PATTERN}$", "description": 'A fraction of train.epochs: "5/24".'}
     knot = defs["PiecewiseLinearSchedule"]["properties"]["knots"]["items"]["prefixItems"]
-    knot[0] = {"anyOf": [knot[0], {"type": "string", "pattern": f"^{FRACTION_PATTERN}$",
-                                   "description": 'A fraction of train.epochs: "5/24".'}]}
+    knot[0] = {"anyOf": [knot[0], fraction]}
+    for schedule, field in (("CosineSchedule", "warmup_epochs"), ("StepSchedule", "step_epochs")):
+        prop = defs[schedule]["properties"][field]
+        words = {k: prop.pop(k) for k in ("description", "title", "default") if k in prop}
+        defs[schedule]["properties"][field] = {**words, "anyOf": [prop, fraction]}
     schema["properties"]["base"] = {"type": "string", "description": "An experiment file this one starts from "
                                     "(relative to this file); this file's fields override it."}
     return _override_form(schema)
