@@ -144,3 +144,23 @@ def test_a_chain_of_nine_bases_says_the_limit_before_any_field(tmp_path: Path, c
     with pytest.raises(SpecError, match=r"more than 8 bases in a chain \(c9.json -> "):
         Experiment.load(tmp_path / "c9.json")
     assert Experiment.load(tmp_path / "c8.json").name == "mlp"  # eight bases are allowed
+
+
+def test_a_search_takes_a_short_form_base_with_its_own_base(tmp_path: Path) -> None:
+    """A search over specs/resnet9_recipe.json (a base, blocks, parameters, knot fractions): its space may
+    name a network parameter, and a trial's network is the one the parameter gives (read from the file
+    by hand: the prep conv has $width channels, layer1's conv 2*$width)."""
+    from netspec.spec.search_file import load_search
+
+    search = write(tmp_path / "search.json", {"name": "narrow", "base": str(SPECS / "resnet9_recipe.json"), "space": [
+        {"name": "width", "paths": ["network.params.width"], "type": "categorical", "choices": [16, 32]},
+        {"name": "lr", "paths": ["train.lr"], "type": "loguniform", "low": 0.01, "high": 1.0}]})
+    loaded = load_search(search, ["data.source=synthetic"])
+    assert run_id(loaded.base) == "16abc38e59"  # the recipe's own run id (test_the_shipped_recipe_equals_its_flat_form)
+    trial = loaded.point({"width": 16, "lr": 0.2})
+    convs = [layer.out_channels for layer in trial.network.layers if layer.type == "Conv2d"]
+    assert convs[:2] == [16, 32] and trial.train.lr == 0.2
+    assert trial.train.schedule.knots == [(0.0, 0.0), (5.0, 1.0), (24.0, 0.0)]
+    with pytest.raises(SpecError, match=r"space 'w': path 'network.params.widht': no field 'widht'"):
+        load_search(write(tmp_path / "bad.json", {"name": "bad", "base": str(SPECS / "resnet9_recipe.json"), "space": [
+            {"name": "w", "paths": ["network.params.widht"], "type": "categorical", "choices": [16]}]}))
