@@ -348,7 +348,7 @@ def load(path: str | Path) -> Network | Experiment:
     """Load a spec file: an Experiment when it has a 'network' field, else a Network."""
     data = read_json(path)
     if isinstance(data, dict) and ("network" in data or "base" in data):
-        return validate(Experiment, flat_json(data, path, [], str(path)), path)
+        return Experiment.load(path)  # a sweep or search file (they have a base too) is one line there
     return validate(Network, expand_network(data, str(path)), path)
 
 
