@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from netspec.errors import SpecError, did_you_mean
 from netspec.io import read_json
@@ -22,6 +22,7 @@ from netspec.protocol.backend import backend_names, load_backend
 from netspec.runs import run_folder
 from netspec.runs.training_run import run_experiment
 from netspec.spec.experiment import Experiment
+from netspec.spec.overrides import apply_overrides
 from netspec.training.threads import check_threads
 from netspec.training.history import EpochRecord, record_from_dict
 
@@ -30,9 +31,17 @@ TINY = {"train_size": 2_500, "val_size": 500, "test_size": 500}
 without a validation split, val_size 0, keeps none), so a first try of any spec takes seconds an epoch."""
 
 
-def tiny_overrides(val_size: Any) -> list[str]:
-    """The --set items that shrink an experiment whose data.val_size is `val_size` (its train, validation
-    and test splits together, TINY)."""
+def tiny_overrides(spec: Experiment | dict[str, Any], overrides: Sequence[str] = (), source: str = "--tiny") -> list[str]:
+    """The --set items that shrink an experiment (its train, validation and test splits together, TINY):
+    the one statement of the rule, for `tiny=True` and the CLI's --tiny. `spec`: an Experiment, or an
+    experiment's JSON as its file says it (bases merged: the val_size a base gives counts). The caller's
+    `overrides` of the data section count as the spec's own (`--set data.val_size=0` keeps no validation
+    split); they still win over these items, coming after them."""
+    data = spec.model_dump(mode="json") if isinstance(spec, Experiment) else spec
+    edits = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] == "data"]
+    data = apply_overrides(data if isinstance(data, dict) else {}, edits, source)
+    section = data.get("data")
+    val_size = section.get("val_size") if isinstance(section, dict) else None  # None: the default, not 0
     val = 0 if val_size == 0 else TINY["val_size"]
     train = TINY["train_size"] - TINY["val_size"] + val
     return [f"data.train_size={train}", f"data.val_size={val}", f"data.test_size={TINY['test_size']}"]
@@ -100,8 +109,7 @@ def _experiment(experiment: Experiment | str | Path, tiny: bool, epochs: Optiona
     short = [f"{k}={json.dumps(v)}" for k, v in (("train.epochs", epochs), ("train.seed", seed)) if v is not None]
     items = short + list(overrides)
     if tiny:  # sized after the caller's overrides (their val_size counts), which still win over it
-        val_size = resolved.with_overrides(items).data.val_size if items else resolved.data.val_size
-        items = tiny_overrides(val_size) + items
+        items = tiny_overrides(resolved, items) + items
     return resolved.with_overrides(items) if items else resolved
 
 

@@ -49,12 +49,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         from netspec.spec.bases import read_with_bases
         from netspec.io import read_json
         data = read_with_bases(args.spec, read_json(args.spec))  # the val_size a base gives counts too
-        section = data.get("data") if isinstance(data, dict) else None
-        val_size = section.get("val_size") if isinstance(section, dict) else None
-        for item in args.overrides:  # a --set data.val_size=0 counts as the spec's own (--set still wins after)
-            if item.partition("=")[0].strip() == "data.val_size":
-                val_size = item.partition("=")[2].strip()
-        tiny = tiny_overrides(0 if val_size in (0, "0") else val_size)
+        tiny = tiny_overrides(data, args.overrides, args.spec)
     return tiny + [f"{k}={json.dumps(v)}" for k, v in short.items() if v is not None] + args.overrides
 
 
@@ -96,12 +91,11 @@ def _backends(text: str, threads: Optional[int] = None) -> list[Backend]:
 
 def _is_sweep(path: str) -> bool:
     from netspec.io import read_json
-    from netspec.spec.search_file import is_search_file
-    from netspec.spec.sweep_file import is_sweep_file
-    data = read_json(path)
-    if is_search_file(data):
+    from netspec.spec.bases import file_kind
+    kind = file_kind(path, read_json(path))  # a file with only a base is its base's kind: an experiment
+    if kind == "search":
         raise SpecError(f"{path} is a search file; run it with: {PROG} search {path}")
-    return is_sweep_file(data)
+    return kind == "sweep"
 
 
 def _experiment_only(path: str, command: str) -> None:

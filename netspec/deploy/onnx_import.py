@@ -56,7 +56,8 @@ def _attrs(onnx: Any, node: Any) -> dict[str, Any]:
 
 
 def _where(node: Any, position: int) -> str:
-    return f"node '{node.name or f'#{position}'}' ({node.op_type})"
+    """A node in words: its name, or (ONNX names are optional) its place in the graph's list."""
+    return f"node {repr(node.name) if node.name else position} ({node.op_type})"
 
 
 # ---- reading the file --------------------------------------------------------------------------
@@ -150,9 +151,9 @@ def _check_order(model: Any, path: Path, known: set[str]) -> None:
             if not name or name in seen:
                 continue
             if name in made_by:
-                raise SpecError(f"{path}: {_where(node, i)} takes '{name}', which node "
-                                f"'{model.graph.node[made_by[name]].name}' makes after it: the graph has a cycle or is "
-                                "not in order; ONNX graphs list each node after its inputs")
+                maker = _where(model.graph.node[made_by[name]], made_by[name])
+                raise SpecError(f"{path}: {_where(node, i)} takes '{name}', which {maker} makes after it: the graph "
+                                "has a cycle or is not in order; ONNX graphs list each node after its inputs")
             raise SpecError(f"{path}: {_where(node, i)} takes '{name}', which no node, input or initializer makes "
                             "(a dangling name); the file is damaged: export it again")
         seen.update(node.output)

@@ -21,26 +21,43 @@ LATE_PREFIX = "network.layers."
 
 
 def fraction_epochs(data: Any, default_epochs: int, source: str) -> Any:
-    """train.schedule.knots with each epoch written "p/q" (that fraction of train.epochs) as epochs:
-    p * epochs / q, so `--epochs N` keeps a recipe's shape and the given length its exact epochs."""
+    """The schedule's epochs written "p/q" (that fraction of train.epochs) as epochs, so `--epochs N` keeps
+    a recipe's shape and the given length its exact epochs: each train.schedule.knots epoch and a cosine's
+    warmup_epochs become p * epochs / q; a step schedule's step_epochs, a whole number of epochs (StepLR
+    steps per epoch), the nearest one, at least 1 ("1/3" of 10 epochs: 3)."""
     train = data.get("train") if isinstance(data, dict) else None
     schedule = train.get("schedule") if isinstance(train, dict) else None
-    knots = schedule.get("knots") if isinstance(schedule, dict) else None
-    if not isinstance(knots, list) or not any(isinstance(k, list) and k and isinstance(k[0], str) for k in knots):
+    if not isinstance(schedule, dict):
         return data
+    knots = schedule.get("knots")
+    knots = knots if isinstance(knots, list) and any(isinstance(k, list) and k and isinstance(k[0], str)
+                                                     for k in knots) else None
+    fields = [f for f in ("warmup_epochs", "step_epochs") if isinstance(schedule.get(f), str)]
     epochs = train.get("epochs", default_epochs)
-    if isinstance(epochs, bool) or not isinstance(epochs, int):
-        return data  # validation names the bad train.epochs
-    out = []
-    for i, knot in enumerate(knots):
-        if isinstance(knot, list) and knot and isinstance(knot[0], str):
-            match = _FRACTION.fullmatch(knot[0])
-            if not match or int(match[1]) > int(match[2]):
-                raise SpecError(f"{source}: train.schedule.knots.{i}: {knot[0][:40]!r} is not a fraction of the run; "
-                                "write \"p/q\" with 0 <= p <= q (\"5/24\", \"1/1\") or an epoch number")
-            knot = [int(match[1]) * epochs / int(match[2]), *knot[1:]]
-        out.append(knot)
-    return {**data, "train": {**train, "schedule": {**schedule, "knots": out}}}
+    if (knots is None and not fields) or isinstance(epochs, bool) or not isinstance(epochs, int):
+        return data  # nothing to turn, or validation names the bad train.epochs
+    out = dict(schedule)
+    if knots is not None:
+        out["knots"] = [[_fraction(knot[0], f"train.schedule.knots.{i}", source, epochs), *knot[1:]]
+                        if isinstance(knot, list) and knot and isinstance(knot[0], str) else knot
+                        for i, knot in enumerate(knots)]
+    for name in fields:
+        p, q = _fraction(schedule[name], f"train.schedule.{name}", source)
+        if name == "warmup_epochs":
+            out[name] = p * epochs / q
+        else:  # nearest whole epoch (halves up), at least 1; "0/q" stays 0 for validation to refuse
+            out[name] = max(1, (2 * p * epochs + q) // (2 * q)) if p else 0
+    return {**data, "train": {**train, "schedule": out}}
+
+
+def _fraction(text: str, where: str, source: str, epochs: int | None = None) -> Any:
+    """ "p/q" (0 <= p <= q) as (p, q), or as p * epochs / q when `epochs` is given; else one line."""
+    match = _FRACTION.fullmatch(text)
+    if not match or int(match[1]) > int(match[2]):
+        raise SpecError(f"{source}: {where}: {text[:40]!r} is not a fraction of the run; "
+                        "write \"p/q\" with 0 <= p <= q (\"5/24\", \"1/1\") or an epoch number")
+    p, q = int(match[1]), int(match[2])
+    return (p, q) if epochs is None else p * epochs / q
 
 
 def short_form(data: Any, path: str | Path | None, overrides: list[str], source: str,

@@ -9,6 +9,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, Strict, model_seriali
 
 from netspec.errors import SpecError
 from netspec.io import read_json, validate, write_json
+from netspec.spec.bases import file_kind
 from netspec.spec.blocks import expand_network
 from netspec.spec.data_config import DataConfig, _shape_hint, data_shape
 from netspec.spec.expand import flat_experiment
@@ -332,6 +333,10 @@ class Experiment(_Strict):
         data = read_json(path)
         if not isinstance(data, dict) or ("network" not in data and "base" not in data):
             raise SpecError(f"{path}: not an experiment spec (no 'network' field); see specs/ for examples")
+        kind = file_kind(path, data)
+        if kind != "experiment":  # a sweep's or search's fields would be 'unknown fields' of an experiment
+            raise SpecError(f"{path} is a {kind} file, not an experiment; run it with: netspec "
+                            f"{'train' if kind == 'sweep' else 'search'} {path}")
         return validate(cls, flat_json(data, path, overrides or [], str(path)), path)
 
     def with_overrides(self, overrides: list[str]) -> "Experiment":
@@ -343,7 +348,7 @@ def load(path: str | Path) -> Network | Experiment:
     """Load a spec file: an Experiment when it has a 'network' field, else a Network."""
     data = read_json(path)
     if isinstance(data, dict) and ("network" in data or "base" in data):
-        return validate(Experiment, flat_json(data, path, [], str(path)), path)
+        return Experiment.load(path)  # a sweep or search file (they have a base too) is one line there
     return validate(Network, expand_network(data, str(path)), path)
 
 

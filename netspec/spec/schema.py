@@ -51,6 +51,8 @@ def _short_form(schema: dict[str, Any]) -> dict[str, Any]:
                     words = {k: prop.pop(k) for k in ("description", "title", "default") if k in prop}
                     layer["properties"][field] = {**words, "anyOf": [prop, {"$ref": "#/$defs/ParamRef"}]}
     network = defs["Network"]
+    # input_shape may be left to the data (Experiment fills it in where the data states it; else one line)
+    network["required"] = [name for name in network.get("required", []) if name != "input_shape"]
     layer_items = network["properties"]["layers"]["items"]
     use = {"type": "object", "required": ["use"], "description": "A use of a block: its name and its arguments.",
            "properties": {"use": {"type": "string", "pattern": f"^{NAME_PATTERN}$"}, "id": {"type": "string"},
@@ -70,14 +72,66 @@ def _short_form(schema: dict[str, Any]) -> dict[str, Any]:
             "params": {"type": "array", "items": {"type": "string", "pattern": f"^{NAME_PATTERN}$",
                                                   "not": {"enum": list(RESERVED)}}, "uniqueItems": True},
             "layers": {"type": "array", "minItems": 1, "items": item}}}}
+    fraction = {"type": "string", "pattern": f"^{FRACTION_PATTERN}$", "description": 'A fraction of train.epochs: "5/24".'}
     knot = defs["PiecewiseLinearSchedule"]["properties"]["knots"]["items"]["prefixItems"]
-    knot[0] = {"anyOf": [knot[0], {"type": "string", "pattern": f"^{FRACTION_PATTERN}$",
-                                   "description": 'A fraction of train.epochs: "5/24".'}]}
+    knot[0] = {"anyOf": [knot[0], fraction]}
+    for schedule, field in (("CosineSchedule", "warmup_epochs"), ("StepSchedule", "step_epochs")):
+        prop = defs[schedule]["properties"][field]
+        words = {k: prop.pop(k) for k in ("description", "title", "default") if k in prop}
+        defs[schedule]["properties"][field] = {**words, "anyOf": [prop, fraction]}
     schema["properties"]["base"] = {"type": "string", "description": "An experiment file this one starts from "
                                     "(relative to this file); this file's fields override it."}
+    return _override_form(schema)
+
+
+OVERRIDE_SUFFIX = "Override"
+"""The $defs of a section as a file with a base may write it: the same fields, none required."""
+
+
+def _override_form(schema: dict[str, Any]) -> dict[str, Any]:
+    """A file with a `base` writes only what it changes: its sections merge key by key into the base's
+    (netspec.spec.bases), so every object reached through objects may be partial (network without
+    input_shape or layers, a schedule without its type). Lists replace, so what they hold (layers, knots)
+    stays whole. The sections' properties point to the partial "...Override" $defs; a file without a base
+    is held to the full $defs too (`else`), so it still needs a network with input_shape and layers."""
+    defs, properties = schema["$defs"], schema["properties"]
+    full = {}
+    for section in SECTIONS:
+        full[section] = {"$ref": properties[section]["$ref"]}
+        properties[section] = {**properties[section], **_partial(full[section], defs)}
     schema.pop("required", None)
-    schema["anyOf"] = [{"required": ["network"]}, {"required": ["base"]}]
+    schema["if"] = {"required": ["base"]}
+    schema["else"] = {"required": ["network"], "properties": full}
     return schema
+
+
+SECTIONS = ("network", "data", "train")
+"""An experiment's sections: objects a file with a base may write in part."""
+
+
+def _partial(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """`node` (a property's schema) with the objects it is (through $refs and unions) made partial: no
+    `required`, a union an `anyOf` (a partial member matches more than one: {"weight_decay": 0.01} is a
+    field of every optimizer). Not into `items`: a list replaces its base's whole."""
+    node = dict(node)
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[1]
+        if "properties" in defs[name]:
+            partial = name + OVERRIDE_SUFFIX
+            if partial not in defs:
+                defs[partial] = {}  # placed first: a def reached again through itself ends here
+                defs[partial] = _partial(defs[name], defs)
+            node["$ref"] = f"#/$defs/{partial}"
+    node.pop("required", None)
+    node.pop("discriminator", None)  # its mapping names the full $defs
+    union = node.pop("oneOf", None) or node.pop("anyOf", None)
+    if union is not None:
+        node["anyOf"] = [_partial(member, defs) for member in union]
+    if "properties" in node:
+        node["properties"] = {k: _partial(v, defs) for k, v in node["properties"].items()}
+    if isinstance(node.get("additionalProperties"), dict):
+        node["additionalProperties"] = _partial(node["additionalProperties"], defs)
+    return node
 
 
 def schema_layer_types(defs: dict[str, Any]) -> set[str]:

@@ -18,16 +18,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from netspec.errors import SpecError, did_you_mean
 from netspec.io import read_json, validate
-from netspec.spec.experiment import Experiment
+from netspec.spec.experiment import Experiment, flat_json
 from netspec.spec.fields import SafeName
-from netspec.spec.overrides import apply_overrides, list_position
-from netspec.spec.sweep_file import _read_base, seed_list, with_seed
+from netspec.spec.overrides import list_position
+from netspec.spec.bases import merge, own_kind, read_base, read_with_bases
+from netspec.spec.sweep_file import seed_list, with_seed
 
 MAX_TRIALS = 1_000
 """Most trials one search may ask for: a study of a million trials is a typo, not a plan (TPE's cost
@@ -146,18 +147,23 @@ class SearchSpec(BaseModel):
 
 
 class Search:
-    """A loaded search file: the spec, its base experiment (overrides applied) as data, and the points."""
+    """A loaded search file: the spec, its base experiment as the base file says it (its bases merged, the
+    short form: blocks, parameters, fractions unexpanded) and the --set overrides, and the points."""
 
-    def __init__(self, spec: SearchSpec, base_data: Any, path: Path) -> None:
-        self.spec, self.base_data, self.path = spec, base_data, path
-        self.base = validate(Experiment, base_data, f"{path}: base")
+    def __init__(self, spec: SearchSpec, base_data: Any, path: Path, overrides: Sequence[str] = ()) -> None:
+        self.spec, self.base_data, self.path, self.overrides = spec, base_data, path, list(overrides)
+        self.base = self._experiment([], f"{path}: base")
+
+    def _experiment(self, edits: list[str], source: str) -> Experiment:
+        # As a sweep's points: the overrides, then the trial's values, on the short form, then expanded,
+        # so a path may name a network parameter (network.params.width) as well as a flat layer.
+        return validate(Experiment, flat_json(self.base_data, None, [*self.overrides, *edits], source), source)
 
     def point(self, values: dict[str, Any]) -> Experiment:
         """The experiment of a trial's values (seed 0)."""
         edits = [f"{p}={json.dumps(values[param.name])}" for param in self.spec.space for p in param.paths]
         label = ", ".join(f"{k}={v}" for k, v in values.items())
-        return validate(Experiment, apply_overrides(self.base_data, edits, source=f"{self.path} ({label})"),
-                        f"{self.path} ({label})")
+        return self._experiment(edits, f"{self.path} ({label})")
 
     def seeded(self, values: dict[str, Any]) -> list[Experiment]:
         """The trial's experiments, one per seed (paired across trials)."""
@@ -170,12 +176,17 @@ def load_search(path: str | Path, overrides: Optional[list[str]] = None) -> Sear
     (did-you-mean otherwise), before any study is opened."""
     path = Path(path)
     spec = validate(SearchSpec, read_json(path), path)
-    base_data = apply_overrides(_read_base(path, "base", spec.base), overrides or [], source=str(path.parent / spec.base))
-    search = Search(spec, base_data, path)
+    base_data = read_with_bases(path.parent / spec.base, read_base(path, "base", spec.base, "search"))
+    search = Search(spec, base_data, path, overrides or [])
     resolved = search.base.model_dump(mode="json")
+    # The fields a path may name: the resolved experiment's (defaults filled in) and those its file writes
+    # in the short form (network.params.width); the layers are the flat ones (network.layers.<id>.p).
+    fields = merge(resolved, base_data)
+    if isinstance(fields.get("network"), dict):
+        fields["network"]["layers"] = resolved["network"]["layers"]
     for param in spec.space:
         for dotted in param.paths:
-            _check_path(resolved, dotted, f"{path}: space {param.name!r}")
+            _check_path(fields, dotted, f"{path}: space {param.name!r}")
     return search
 
 
@@ -202,8 +213,8 @@ def _check_path(data: Any, dotted: str, where: str) -> None:
 
 
 def is_search_file(data: Any) -> bool:
-    """A search file has a base and a space, and no network of its own."""
-    return isinstance(data, dict) and "network" not in data and "space" in data
+    """A search file has a key only a search has (space, trials, objective, ...) and no experiment section."""
+    return own_kind(data) == "search"
 
 
 def search_dir(out_root: str | Path, name: str) -> Path:

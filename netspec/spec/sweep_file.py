@@ -20,11 +20,11 @@ from typing import Annotated, Any, Literal, Optional, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from netspec.errors import SpecError
-from netspec.spec.bases import read_with_bases
+from netspec.spec.bases import BASE_KEY, file_kind, own_kind, read_base, read_with_bases
 from netspec.spec.experiment import Experiment, flat_json
 from netspec.spec.fields import MAX_SEED, SafeName
 from netspec.spec.overrides import list_position
-from netspec.io import UnreadableJSON, parse_json_file, read_json, validate
+from netspec.io import read_json, validate
 
 SWEEPS_DIR = "sweeps"
 
@@ -169,15 +169,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None,
 
 
 def _read_base(sweep_path: Path, field: str, relative: str) -> Any:
-    """The experiment a sweep file's `field` (base, variants.<label>) names, relative to the sweep file.
-    A file that cannot be read is one line naming the sweep file and the field first: the path the user
-    should fix is written there, and a bare 'bad/x.json: cannot read the file' would not say where."""
-    base_path = sweep_path.parent / relative
-    try:
-        return parse_json_file(base_path)
-    except UnreadableJSON as err:
-        raise SpecError(f"{sweep_path}: {field} {relative!r} (resolved to {base_path.resolve()}, relative to the sweep "
-                        f"file): {err}; {err.advice}") from None
+    """The experiment a sweep file's `field` (base, variants.<label>) names, relative to the sweep file."""
+    return read_base(sweep_path, field, relative, "sweep")
 
 
 def _is_base(base: Any, settings: list[tuple[Axis, Any]]) -> bool:
@@ -211,12 +204,15 @@ def _settings(spec: SweepSpec) -> list[list[tuple[Axis, Any]]]:
     return [[(axis, v)] for axis in spec.axes for v in axis.values] or [[]]
 
 
-def is_sweep_file(data: Any) -> bool:
-    """A sweep file has a base, axes or variants, and no network of its own; an experiment file with a
-    base (netspec.spec.bases) has a section of an experiment (network, data or train) instead."""
-    if not isinstance(data, dict) or {"network", "data", "train"} & set(data):
-        return False
-    return bool({"base", "axes", "variants"} & set(data))
+def is_sweep_file(data: Any, path: str | Path | None = None) -> bool:
+    """Whether a spec file is a sweep: by its own keys (axes, variants, mode, seeds; netspec.spec.bases.own_kind),
+    and a file with only a base (and name, description) by its base's kind, read from `path`: an experiment,
+    so {"base": "cnn.json", "name": "cnn_again"} trains as one. Without `path` such a file counts as a
+    sweep, the cautious answer for a folder check that cannot read its base."""
+    if path is not None:
+        return file_kind(path, data) == "sweep"
+    kind = own_kind(data)
+    return kind == "sweep" or (kind is None and isinstance(data, dict) and BASE_KEY in data)
 
 
 def manifest_path(out_root: str | Path, name: str) -> Path:

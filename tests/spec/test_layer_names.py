@@ -113,3 +113,32 @@ def test_the_cli_takes_an_id_and_refuses_an_unknown_one(capsys: pytest.CaptureFi
     err = captured.err.strip().splitlines()
     assert err == [f"error: {RESNET9}: --set network.layers.layr1.kernel_size: no layer has id 'layr1' (did you mean "
                    "'layer1'?); use a layer's index (0-31) or one of its ids: layer1, layer3"]
+
+
+def test_an_id_set_on_the_cli_reaches_the_jax_model(tmp_path: Path) -> None:
+    """`--set network.layers.<id>.out_features` on a jax run: the layer jax builds and trains has the new size
+    (its weights' shapes, written by hand: 24 x 3072 for a Linear of 24 on a flattened 3x32x32 image)."""
+    pytest.importorskip("jax")
+    import numpy as np
+
+    from netspec.protocol.backend import load_backend
+    from netspec.runs.run_folder import WEIGHTS
+    from netspec.spec.network import Network
+
+    spec = tmp_path / "ids.json"
+    spec.write_text(json.dumps({"name": "ids", "network": {"input_shape": [3, 32, 32], "layers": [
+        {"type": "Flatten"}, {"type": "Linear", "out_features": 16, "id": "hidden"}, {"type": "ReLU"},
+        {"type": "Linear", "out_features": 10, "id": "head"}]},
+        "data": {"source": "synthetic", "train_size": 200, "val_size": 0, "test_size": 100},
+        "train": {"epochs": 1, "batch_size": 50}}))
+    out = tmp_path / "runs"
+    assert main(["train", str(spec), "--backend", "jax", "--set", "network.layers.hidden.out_features=24",
+                 "--out", str(out)]) == 0
+    (folder,) = (out / "ids" / "jax").iterdir()
+    expected = {"1.weight": (24, 3072), "1.bias": (24,), "3.weight": (10, 24), "3.bias": (10,)}
+    with np.load(folder / WEIGHTS) as trained:  # the weights the jax run trained
+        assert {name: trained[name].shape for name in trained.files} == expected
+    network = Network.model_validate(json.loads((folder / "spec.json").read_text())["network"])
+    model = load_backend("jax").compile(network, seed=0, device="cpu")
+    assert {name: w.shape for name, w in model.get_weights().items()} == expected
+    assert model.forward(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 10)
