@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -21,15 +21,6 @@ from tests.helpers import tiny_experiment, write_json, write_spec
 def is_timing(key: str) -> bool:
     """Fields that measure the machine, not the run (seconds, compile_seconds, images_per_s, ...): left out."""
     return "seconds" in key or key in ("images_per_s", "device")
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no login token written for a throwaway local cluster
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

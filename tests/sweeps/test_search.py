@@ -166,32 +166,25 @@ def test_a_damaged_foreign_or_other_study_is_refused(tmp_path: Path) -> None:
         run_search(other, load_backend("torch"), out, log=Lines(), progress=False)
 
 
-def test_trials_as_ray_tasks_prune_and_resume_like_local_ones(tmp_path: Path) -> None:
-    import os
-
-    ray = pytest.importorskip("ray", reason="--launcher ray needs netspec[ray]")
+def test_trials_as_ray_tasks_prune_and_resume_like_local_ones(ray_local: object, tmp_path: Path) -> None:
+    """On the folder's local Ray (tests/sweeps/conftest.py)."""
     from netspec.sweeps.launchers import RayLauncher
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no login token for a throwaway local cluster
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        path = _search(tmp_path, trials=4, seeds=1, pruner={"type": "median", "startup_trials": 1, "warmup_epochs": 0})
-        out = tmp_path / "runs"
-        record = run_search(path, load_backend("torch"), out, log=Lines(), progress=False, launcher=RayLauncher())
-        assert len(record["trials"]) == 4
-        study = optuna.load_study(study_name="tiny:torch", storage=f"sqlite:///{out / 'searches/tiny' / STUDY_DB}")
-        search = load_search(path)
-        for trial in study.trials:  # each worker's epochs reached the shared study, and its run folder is there
-            folder = run_folder.run_dir(out, search.seeded(trial.params)[0], "torch")
-            history = json.loads((folder / "history.json").read_text())
-            assert sorted(trial.intermediate_values) == [row["epoch"] for row in history]
-            if trial.state == optuna.trial.TrialState.COMPLETE:
-                assert trial.value == pytest.approx(max(row["val_acc"] for row in history), abs=1e-12)
-        again = Lines()
-        run_search(path, load_backend("torch"), out, log=again, progress=False, launcher=RayLauncher())
-        assert again.trained() == 0 and any("4 of 4 trials already finished" in line for line in again)
-    finally:
-        ray.shutdown()
+    path = _search(tmp_path, trials=4, seeds=1, pruner={"type": "median", "startup_trials": 1, "warmup_epochs": 0})
+    out = tmp_path / "runs"
+    record = run_search(path, load_backend("torch"), out, log=Lines(), progress=False, launcher=RayLauncher())
+    assert len(record["trials"]) == 4
+    study = optuna.load_study(study_name="tiny:torch", storage=f"sqlite:///{out / 'searches/tiny' / STUDY_DB}")
+    search = load_search(path)
+    for trial in study.trials:  # each worker's epochs reached the shared study, and its run folder is there
+        folder = run_folder.run_dir(out, search.seeded(trial.params)[0], "torch")
+        history = json.loads((folder / "history.json").read_text())
+        assert sorted(trial.intermediate_values) == [row["epoch"] for row in history]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.value == pytest.approx(max(row["val_acc"] for row in history), abs=1e-12)
+    again = Lines()
+    run_search(path, load_backend("torch"), out, log=again, progress=False, launcher=RayLauncher())
+    assert again.trained() == 0 and any("4 of 4 trials already finished" in line for line in again)
 
 
 @pytest.mark.parametrize("module, args, words", [
